@@ -1,0 +1,42 @@
+//! The Bluetooth model that the rest of colink programs against.
+//!
+//! This crate defines *what* a Bluetooth adapter and a link are for colink, independent of any backend:
+//!
+//! - identities and addressing: [`Address`], [`AddressType`], [`PeerAddress`], the stable [`DeviceId`] (distinct
+//!   from the rotating radio address) and its advert-sized [`ShortDeviceId`];
+//! - link parameters: [`Psm`], [`RfcommChannel`], [`Port`], [`Mtu`], [`Rssi`], [`Phy`], [`SecurityLevel`],
+//!   [`LinkParams`], [`LinkMode`];
+//! - the colink advert ([`Advert`]): service data under [`COLINK_SERVICE_UUID`] that fits the 31-byte legacy
+//!   advertising payload, with a total, panic-free decoder;
+//! - pairing: [`IoCapability`], [`PairingMethod`], [`Passkey`] and the async [`Agent`] callbacks;
+//! - the traits a backend implements: [`Adapter`] (power, advertise, scan, connect, listen, pair), [`Listener`]
+//!   and [`Link`] (packet mode like an L2CAP CoC SeqPacket socket, stream mode like RFCOMM), with typed errors and
+//!   a [`CloseReason`] on every closed link.
+//!
+//! The traits are dyn-compatible (`Arc<dyn Adapter>`, `Box<dyn Link>`) and return boxed futures, so one binary can
+//! switch between the simulator (`colink-sim`) and the BlueZ backend at run time.
+//!
+//! What this crate deliberately does **not** do: it contains no backend (no D-Bus, no sockets, no simulator), knows
+//! nothing of colink frames or sessions, and never spawns tasks or reads the clock.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod adapter;
+mod address;
+mod advert;
+mod link;
+mod pairing;
+mod params;
+
+pub use adapter::{Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream};
+pub use address::{Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId};
+pub use advert::{
+    AD_TYPE_FLAGS, AD_TYPE_SERVICE_DATA_128, Advert, AdvertError, COLINK_SERVICE_UUID, LEGACY_ADV_MAX,
+    PROTOCOL_VERSION, SERVICE_DATA_LEN, ServiceFilter,
+};
+pub use link::{CloseReason, Link, LinkError};
+pub use pairing::{Agent, AgentRejected, AgentResult, IoCapability, PairingError, PairingMethod, Passkey, PasskeyRole};
+pub use params::{InvalidParam, LinkMode, LinkParams, Mtu, Phy, Port, Psm, RfcommChannel, Rssi, SecurityLevel};
+
+/// A boxed, `Send` future, as returned by the dyn-compatible traits of this crate.
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;

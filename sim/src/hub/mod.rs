@@ -1,0 +1,781 @@
+//! Multi-process simulation: a hub owns a [`SimAir`] on a Unix socket; [`HubAdapter`]s in other processes join
+//! it as devices.
+//!
+//! # Protocol
+//!
+//! A Unix stream socket carrying one JSON object per line (UTF-8, `\n`-terminated) in each direction.
+//!
+//! 1. The client sends `{"t":"hello","name":"laptop-b","x":3.0,"y":0.0}`; the hub adds a device at that
+//!    position and answers `{"t":"welcome","address":{...}}`.
+//! 2. The client sends requests `{"t":"req","id":N,"req":{"op":...}}` with a fresh `id`; the hub answers each,
+//!    possibly out of order, with `{"t":"reply","id":N,"reply":{"r":...}}` where `r` is `ok`, `bool`, `handle`,
+//!    `listening`, `link`, `data`, `reason` or `err` (a typed error, field `e`). Operations mirror the
+//!    `Adapter`/`Listener`/`Link` methods: `is_powered`, `set_powered`, `move_to`, `advertise`/`stop_advert`,
+//!    `scan`/`stop_scan` (scan ids are chosen by the client), `listen`/`unlisten`/`accept`, `connect`,
+//!    `send`/`recv`/`close`/`closed`/`release` on links, `set_agent`, `pair`. Link data travels as hex strings.
+//!    `recv` and `accept` are answered when data or a link is available; a `send` is answered once the
+//!    simulated link accepted the data, so flow control reaches across processes.
+//! 3. The hub pushes `{"t":"scan","scan":S,"event":{...}}` and `{"t":"scan_ended","scan":S}` for scans, and
+//!    agent calls `{"t":"agent","id":N,"agent":A,"call":{"call":"confirm_passkey",...}}`, which the client
+//!    answers with `{"t":"agent_reply","id":N,"ok":true,"passkey":null}`.
+//!
+//! When a client disconnects, its links and listeners are dropped and its device powers off.
+//!
+//! The hub runs in real time (a shared air across processes cannot share a paused clock).
+
+mod wire;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use colink_ble::{
+    Adapter, AdapterError, Advert, AdvertHandle, Agent, AgentRejected, AgentResult, BoxFuture, CloseReason,
+    ConnectError, IoCapability, Link, LinkError, LinkMode, LinkParams, Listener, Mtu, PairingError, Passkey,
+    PeerAddress, Port, ScanEvent, ScanFilter, ScanStream,
+};
+use futures::StreamExt;
+use futures::channel::mpsc as fmpsc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{Position, SimAdapter, SimAir};
+use wire::{AgentCall, ClientMsg, HubMsg, Reply, Request, WireError, from_hex, to_hex};
+
+/// Serves a [`SimAir`] to other processes on a Unix socket.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use colink_sim::{SimAir, hub::HubServer};
+/// let hub = HubServer::bind(SimAir::new(1), "/tmp/colink-sim.sock").await?;
+/// // other processes: HubAdapter::connect("/tmp/colink-sim.sock", "laptop-b", Position::new(3.0, 0.0))
+/// # drop(hub); Ok(()) }
+/// ```
+pub struct HubServer {
+    air: SimAir,
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl HubServer {
+    /// Binds `path` (removing a stale socket file) and starts serving `air`.
+    pub async fn bind(air: SimAir, path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        let served = air.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_client(served.clone(), stream));
+            }
+        });
+        Ok(Self { air, path, task })
+    }
+
+    /// The air being served (for faults and inspection).
+    pub fn air(&self) -> &SimAir {
+        &self.air
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for HubServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Per-client state on the hub.
+#[derive(Default)]
+struct ClientState {
+    adverts: BTreeMap<u64, AdvertHandle>,
+    scans: BTreeMap<u64, JoinHandle<()>>,
+    listeners: BTreeMap<u64, Arc<dyn Listener>>,
+    links: BTreeMap<u64, Arc<dyn Link>>,
+    next: u64,
+}
+
+impl ClientState {
+    fn id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+type Pending<T> = Arc<Mutex<BTreeMap<u64, oneshot::Sender<T>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn serve_client(air: SimAir, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let Ok(mut line) = serde_json::to_string(&msg) else { continue };
+            line.push('\n');
+            if write.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let adapter = match lines.next_line().await {
+        Ok(Some(line)) => match serde_json::from_str::<ClientMsg>(&line) {
+            Ok(ClientMsg::Hello { name, x, y }) => air.adapter(&name, Position::new(x, y)),
+            _ => return,
+        },
+        _ => return,
+    };
+    let _ = out_tx.send(HubMsg::Welcome { address: adapter.address() });
+    let state = Arc::new(Mutex::new(ClientState::default()));
+    let agent_calls: Pending<AgentResult<Option<Passkey>>> = Arc::default();
+    let agent_ids = Arc::new(AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<ClientMsg>(&line) else {
+            tracing::warn!(target: "colink_sim::hub", "malformed message from {}", adapter.name());
+            continue;
+        };
+        match msg {
+            ClientMsg::Hello { .. } => {}
+            ClientMsg::AgentReply { id, ok, passkey } => {
+                if let Some(tx) = lock(&agent_calls).remove(&id) {
+                    let _ = tx.send(if ok { Ok(passkey) } else { Err(AgentRejected) });
+                }
+            }
+            ClientMsg::Req { id, req } => {
+                let ctx = Ctx {
+                    adapter: adapter.clone(),
+                    state: state.clone(),
+                    out: out_tx.clone(),
+                    agent_calls: agent_calls.clone(),
+                    agent_ids: agent_ids.clone(),
+                };
+                tasks.push(tokio::spawn(async move {
+                    let reply = ctx.handle(req).await;
+                    let _ = ctx.out.send(HubMsg::Reply { id, reply });
+                }));
+                tasks.retain(|t| !t.is_finished());
+            }
+        }
+    }
+    // The client is gone: drop everything it held and power its device off.
+    for t in tasks {
+        t.abort();
+    }
+    {
+        let mut s = lock(&state);
+        for (_, t) in std::mem::take(&mut s.scans) {
+            t.abort();
+        }
+        *s = ClientState::default();
+    }
+    let _ = adapter.set_powered(false).await;
+    writer.abort();
+}
+
+struct Ctx {
+    adapter: SimAdapter,
+    state: Arc<Mutex<ClientState>>,
+    out: mpsc::UnboundedSender<HubMsg>,
+    agent_calls: Pending<AgentResult<Option<Passkey>>>,
+    agent_ids: Arc<AtomicU64>,
+}
+
+impl Ctx {
+    fn link(&self, id: u64) -> Result<Arc<dyn Link>, WireError> {
+        lock(&self.state).links.get(&id).cloned().ok_or(WireError::Gone)
+    }
+
+    fn add_link(&self, link: Box<dyn Link>) -> Reply {
+        let (peer, mode, params) = (link.peer(), link.mode(), link.params());
+        let mut s = lock(&self.state);
+        let id = s.id();
+        s.links.insert(id, Arc::from(link));
+        Reply::Link { link: id, peer, mode, params }
+    }
+
+    fn proxy(&self, agent: u64, cap: IoCapability) -> Arc<dyn Agent> {
+        Arc::new(ProxyAgent {
+            agent,
+            cap,
+            out: self.out.clone(),
+            calls: self.agent_calls.clone(),
+            ids: self.agent_ids.clone(),
+        })
+    }
+
+    async fn handle(&self, req: Request) -> Reply {
+        match self.run(req).await {
+            Ok(r) => r,
+            Err(error) => Reply::Err { error },
+        }
+    }
+
+    async fn run(&self, req: Request) -> Result<Reply, WireError> {
+        let a = &self.adapter;
+        Ok(match req {
+            Request::IsPowered => Reply::Bool { value: a.is_powered().await? },
+            Request::SetPowered { on } => {
+                a.set_powered(on).await?;
+                Reply::Ok
+            }
+            Request::MoveTo { x, y } => {
+                a.move_to(Position::new(x, y));
+                Reply::Ok
+            }
+            Request::Advertise { advert } => {
+                let h = a.advertise(advert).await?;
+                let mut s = lock(&self.state);
+                let id = s.id();
+                s.adverts.insert(id, h);
+                Reply::Handle { handle: id }
+            }
+            Request::StopAdvert { handle } => {
+                lock(&self.state).adverts.remove(&handle);
+                Reply::Ok
+            }
+            Request::Scan { scan, filter } => {
+                let mut stream = a.scan(filter).await?;
+                let out = self.out.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(event) = stream.next().await {
+                        if out.send(HubMsg::Scan { scan, event }).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = out.send(HubMsg::ScanEnded { scan });
+                });
+                lock(&self.state).scans.insert(scan, task);
+                Reply::Ok
+            }
+            Request::StopScan { scan } => {
+                if let Some(t) = lock(&self.state).scans.remove(&scan) {
+                    t.abort();
+                }
+                Reply::Ok
+            }
+            Request::Listen { port, mode, params } => {
+                let l = a.listen(port, mode, params).await?;
+                let port = l.port();
+                let mut s = lock(&self.state);
+                let id = s.id();
+                s.listeners.insert(id, Arc::from(l));
+                Reply::Listening { listener: id, port }
+            }
+            Request::Unlisten { listener } => {
+                lock(&self.state).listeners.remove(&listener);
+                Reply::Ok
+            }
+            Request::Accept { listener } => {
+                let l = lock(&self.state).listeners.get(&listener).cloned().ok_or(WireError::Gone)?;
+                let link = l.accept().await?;
+                self.add_link(link)
+            }
+            Request::Connect { peer, port, mode, params } => {
+                let link = a.connect(peer, port, mode, params).await?;
+                self.add_link(link)
+            }
+            Request::Send { link, data } => {
+                let data = from_hex(&data).ok_or(WireError::Other { message: "bad hex".into() })?;
+                self.link(link)?.send(Bytes::from(data)).await?;
+                Reply::Ok
+            }
+            Request::Recv { link } => {
+                let data = self.link(link)?.recv().await?;
+                Reply::Data { data: to_hex(&data) }
+            }
+            Request::Close { link } => {
+                self.link(link)?.close().await;
+                Reply::Ok
+            }
+            Request::Closed { link } => Reply::Reason { reason: self.link(link)?.closed().await },
+            Request::Release { link } => {
+                // Close first: a pending `recv` on the hub holds the link until it returns.
+                let link = lock(&self.state).links.remove(&link);
+                if let Some(l) = link {
+                    l.close().await;
+                }
+                Reply::Ok
+            }
+            Request::SetAgent { agent } => {
+                a.set_agent(agent.map(|(id, cap)| self.proxy(id, cap))).await?;
+                Reply::Ok
+            }
+            Request::Pair { peer, agent, cap } => {
+                a.pair(peer, self.proxy(agent, cap)).await?;
+                Reply::Ok
+            }
+        })
+    }
+}
+
+/// The hub-side stand-in for a client's agent: forwards each callback over the socket.
+struct ProxyAgent {
+    agent: u64,
+    cap: IoCapability,
+    out: mpsc::UnboundedSender<HubMsg>,
+    calls: Pending<AgentResult<Option<Passkey>>>,
+    ids: Arc<AtomicU64>,
+}
+
+impl ProxyAgent {
+    async fn call(&self, call: AgentCall) -> AgentResult<Option<Passkey>> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.calls).insert(id, tx);
+        self.out.send(HubMsg::Agent { id, agent: self.agent, call }).map_err(|_| AgentRejected)?;
+        rx.await.unwrap_or(Err(AgentRejected))
+    }
+}
+
+impl Agent for ProxyAgent {
+    fn io_capability(&self) -> IoCapability {
+        self.cap
+    }
+
+    fn confirm_just_works(&self, peer: PeerAddress) -> BoxFuture<'_, AgentResult<()>> {
+        Box::pin(async move { self.call(AgentCall::ConfirmJustWorks { peer }).await.map(|_| ()) })
+    }
+
+    fn confirm_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
+        Box::pin(async move { self.call(AgentCall::ConfirmPasskey { peer, passkey }).await.map(|_| ()) })
+    }
+
+    fn request_passkey(&self, peer: PeerAddress) -> BoxFuture<'_, AgentResult<Passkey>> {
+        Box::pin(async move { self.call(AgentCall::RequestPasskey { peer }).await?.ok_or(AgentRejected) })
+    }
+
+    fn display_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
+        Box::pin(async move { self.call(AgentCall::DisplayPasskey { peer, passkey }).await.map(|_| ()) })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------------------------------------
+
+struct Client {
+    out: mpsc::UnboundedSender<ClientMsg>,
+    pending: Pending<Reply>,
+    scans: Arc<Mutex<BTreeMap<u64, fmpsc::UnboundedSender<ScanEvent>>>>,
+    agents: Arc<Mutex<BTreeMap<u64, Arc<dyn Agent>>>>,
+    ids: AtomicU64,
+}
+
+impl Client {
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `req`; the receiver yields the reply (or an error if the hub is gone).
+    fn start(&self, req: Request) -> oneshot::Receiver<Reply> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        if self.out.send(ClientMsg::Req { id, req }).is_err() {
+            lock(&self.pending).remove(&id);
+        }
+        rx
+    }
+
+    async fn call(&self, req: Request) -> Result<Reply, WireError> {
+        match self.start(req).await {
+            Ok(Reply::Err { error }) => Err(error),
+            Ok(r) => Ok(r),
+            Err(_) => Err(WireError::Gone),
+        }
+    }
+
+    fn fire(&self, req: Request) {
+        let id = self.next_id();
+        let _ = self.out.send(ClientMsg::Req { id, req });
+    }
+}
+
+/// An [`Adapter`] in another process than the air: a device on a [`HubServer`]'s air.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use colink_ble::Adapter;
+/// use colink_sim::{Position, hub::HubAdapter};
+/// let laptop = HubAdapter::connect("/tmp/colink-sim.sock", "laptop-b", Position::new(3.0, 0.0)).await?;
+/// println!("I am {}", laptop.address());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HubAdapter {
+    client: Arc<Client>,
+    name: String,
+    address: PeerAddress,
+}
+
+impl HubAdapter {
+    /// Connects to the hub at `path` and joins its air as `name` at `position`.
+    pub async fn connect(path: impl AsRef<Path>, name: &str, position: Position) -> io::Result<Self> {
+        let stream = UnixStream::connect(path).await?;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let hello = ClientMsg::Hello { name: name.to_owned(), x: position.x, y: position.y };
+        let mut line = serde_json::to_string(&hello).map_err(io::Error::other)?;
+        line.push('\n');
+        write.write_all(line.as_bytes()).await?;
+        let address = match lines.next_line().await? {
+            Some(l) => match serde_json::from_str::<HubMsg>(&l).map_err(io::Error::other)? {
+                HubMsg::Welcome { address } => address,
+                _ => return Err(io::Error::other("hub did not welcome us")),
+            },
+            None => return Err(io::Error::other("hub closed the connection")),
+        };
+        let (out, mut out_rx) = mpsc::unbounded_channel::<ClientMsg>();
+        tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                let Ok(mut line) = serde_json::to_string(&msg) else { continue };
+                line.push('\n');
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let client = Arc::new(Client {
+            out,
+            pending: Arc::default(),
+            scans: Arc::default(),
+            agents: Arc::default(),
+            ids: AtomicU64::new(1),
+        });
+        let (pending, scans, agents, out) =
+            (client.pending.clone(), client.scans.clone(), client.agents.clone(), client.out.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(msg) = serde_json::from_str::<HubMsg>(&line) else { continue };
+                match msg {
+                    HubMsg::Welcome { .. } => {}
+                    HubMsg::Reply { id, reply } => {
+                        if let Some(tx) = lock(&pending).remove(&id) {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                    HubMsg::Scan { scan, event } => {
+                        if let Some(tx) = lock(&scans).get(&scan) {
+                            let _ = tx.unbounded_send(event);
+                        }
+                    }
+                    HubMsg::ScanEnded { scan } => {
+                        lock(&scans).remove(&scan);
+                    }
+                    HubMsg::Agent { id, agent, call } => {
+                        let agent = lock(&agents).get(&agent).cloned();
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let r = match agent {
+                                Some(a) => answer(&*a, call).await,
+                                None => Err(AgentRejected),
+                            };
+                            let (ok, passkey) = match r {
+                                Ok(p) => (true, p),
+                                Err(_) => (false, None),
+                            };
+                            let _ = out.send(ClientMsg::AgentReply { id, ok, passkey });
+                        });
+                    }
+                }
+            }
+            // Hub gone: fail every pending request and end every scan.
+            lock(&pending).clear();
+            lock(&scans).clear();
+        });
+        Ok(Self { client, name: name.to_owned(), address })
+    }
+
+    /// Moves this device on the hub's floor.
+    pub async fn move_to(&self, position: Position) -> Result<(), AdapterError> {
+        self.client.call(Request::MoveTo { x: position.x, y: position.y }).await.map(|_| ()).map_err(WireError::adapter)
+    }
+}
+
+async fn answer(agent: &dyn Agent, call: AgentCall) -> AgentResult<Option<Passkey>> {
+    match call {
+        AgentCall::ConfirmJustWorks { peer } => agent.confirm_just_works(peer).await.map(|()| None),
+        AgentCall::ConfirmPasskey { peer, passkey } => agent.confirm_passkey(peer, passkey).await.map(|()| None),
+        AgentCall::RequestPasskey { peer } => agent.request_passkey(peer).await.map(Some),
+        AgentCall::DisplayPasskey { peer, passkey } => agent.display_passkey(peer, passkey).await.map(|()| None),
+    }
+}
+
+impl Adapter for HubAdapter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn address(&self) -> PeerAddress {
+        self.address
+    }
+
+    fn is_powered(&self) -> BoxFuture<'_, Result<bool, AdapterError>> {
+        Box::pin(async move {
+            match self.client.call(Request::IsPowered).await.map_err(WireError::adapter)? {
+                Reply::Bool { value } => Ok(value),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    fn set_powered(&self, on: bool) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(
+            async move { self.client.call(Request::SetPowered { on }).await.map(|_| ()).map_err(WireError::adapter) },
+        )
+    }
+
+    fn advertise(&self, advert: Advert) -> BoxFuture<'_, Result<AdvertHandle, AdapterError>> {
+        Box::pin(async move {
+            match self.client.call(Request::Advertise { advert }).await.map_err(WireError::adapter)? {
+                Reply::Handle { handle } => Ok(AdvertHandle::new(RemoteGuard {
+                    client: self.client.clone(),
+                    req: Some(Request::StopAdvert { handle }),
+                })),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    fn scan(&self, filter: ScanFilter) -> BoxFuture<'_, Result<ScanStream, AdapterError>> {
+        Box::pin(async move {
+            let scan = self.client.next_id();
+            let (tx, rx) = fmpsc::unbounded();
+            lock(&self.client.scans).insert(scan, tx);
+            if let Err(e) = self.client.call(Request::Scan { scan, filter }).await {
+                lock(&self.client.scans).remove(&scan);
+                return Err(e.adapter());
+            }
+            let guard = RemoteGuard { client: self.client.clone(), req: Some(Request::StopScan { scan }) };
+            // The guard lives as long as the stream and stops the scan when it is dropped.
+            let stream = rx.map(move |e| {
+                let _keep = &guard;
+                e
+            });
+            Ok(Box::pin(stream) as ScanStream)
+        })
+    }
+
+    fn connect(
+        &self,
+        peer: PeerAddress,
+        port: Port,
+        mode: LinkMode,
+        params: LinkParams,
+    ) -> BoxFuture<'_, Result<Box<dyn Link>, ConnectError>> {
+        Box::pin(async move {
+            let reply =
+                self.client.call(Request::Connect { peer, port, mode, params }).await.map_err(WireError::connect)?;
+            HubLink::from_reply(&self.client, reply).ok_or_else(|| ConnectError::Backend("unexpected hub reply".into()))
+        })
+    }
+
+    fn listen(
+        &self,
+        port: Option<Port>,
+        mode: LinkMode,
+        params: LinkParams,
+    ) -> BoxFuture<'_, Result<Box<dyn Listener>, AdapterError>> {
+        Box::pin(async move {
+            match self.client.call(Request::Listen { port, mode, params }).await.map_err(WireError::adapter)? {
+                Reply::Listening { listener, port } => Ok(Box::new(HubListener {
+                    client: self.client.clone(),
+                    id: listener,
+                    port,
+                    pending: tokio::sync::Mutex::new(None),
+                }) as Box<dyn Listener>),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(async move {
+            let wire = agent.map(|a| {
+                let id = self.client.next_id();
+                let cap = a.io_capability();
+                lock(&self.client.agents).insert(id, a);
+                (id, cap)
+            });
+            self.client.call(Request::SetAgent { agent: wire }).await.map(|_| ()).map_err(WireError::adapter)
+        })
+    }
+
+    fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
+        Box::pin(async move {
+            let id = self.client.next_id();
+            let cap = agent.io_capability();
+            lock(&self.client.agents).insert(id, agent);
+            let r = self.client.call(Request::Pair { peer, agent: id, cap }).await;
+            lock(&self.client.agents).remove(&id);
+            r.map(|_| ()).map_err(WireError::pairing)
+        })
+    }
+}
+
+fn unexpected(reply: &Reply) -> AdapterError {
+    AdapterError::Backend(format!("unexpected hub reply {reply:?}"))
+}
+
+/// Sends a request (fire and forget) when dropped.
+struct RemoteGuard {
+    client: Arc<Client>,
+    req: Option<Request>,
+}
+
+impl Drop for RemoteGuard {
+    fn drop(&mut self) {
+        if let Some(req) = self.req.take() {
+            if let Request::StopScan { scan } = &req {
+                lock(&self.client.scans).remove(scan);
+            }
+            self.client.fire(req);
+        }
+    }
+}
+
+struct HubListener {
+    client: Arc<Client>,
+    id: u64,
+    port: Port,
+    pending: tokio::sync::Mutex<Option<oneshot::Receiver<Reply>>>,
+}
+
+impl Listener for HubListener {
+    fn port(&self) -> Port {
+        self.port
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Link>, AdapterError>> {
+        Box::pin(async move {
+            // Cancel-safe: the outstanding request survives a dropped future and is picked up next time.
+            let mut slot = self.pending.lock().await;
+            let rx = slot.get_or_insert_with(|| self.client.start(Request::Accept { listener: self.id }));
+            let reply = rx.await;
+            *slot = None;
+            match reply {
+                Ok(Reply::Err { error }) => Err(error.adapter()),
+                Ok(r) => {
+                    HubLink::from_reply(&self.client, r).ok_or(AdapterError::Backend("unexpected hub reply".into()))
+                }
+                Err(_) => Err(AdapterError::Gone),
+            }
+        })
+    }
+}
+
+impl Drop for HubListener {
+    fn drop(&mut self) {
+        self.client.fire(Request::Unlisten { listener: self.id });
+    }
+}
+
+struct HubLink {
+    client: Arc<Client>,
+    id: u64,
+    peer: PeerAddress,
+    mode: LinkMode,
+    params: LinkParams,
+    pending_recv: tokio::sync::Mutex<Option<oneshot::Receiver<Reply>>>,
+}
+
+impl HubLink {
+    fn from_reply(client: &Arc<Client>, reply: Reply) -> Option<Box<dyn Link>> {
+        match reply {
+            Reply::Link { link, peer, mode, params } => Some(Box::new(Self {
+                client: client.clone(),
+                id: link,
+                peer,
+                mode,
+                params,
+                pending_recv: tokio::sync::Mutex::new(None),
+            })),
+            _ => None,
+        }
+    }
+}
+
+impl Link for HubLink {
+    fn mode(&self) -> LinkMode {
+        self.mode
+    }
+
+    fn mtu(&self) -> Mtu {
+        self.params.mtu
+    }
+
+    fn peer(&self) -> PeerAddress {
+        self.peer
+    }
+
+    fn params(&self) -> LinkParams {
+        self.params
+    }
+
+    fn send(&self, data: Bytes) -> BoxFuture<'_, Result<(), LinkError>> {
+        Box::pin(async move {
+            if self.mode == LinkMode::Packet && data.len() > self.params.mtu.bytes() {
+                return Err(LinkError::SduTooLarge { len: data.len(), mtu: self.params.mtu.get() });
+            }
+            self.client
+                .call(Request::Send { link: self.id, data: to_hex(&data) })
+                .await
+                .map(|_| ())
+                .map_err(WireError::link)
+        })
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Result<Bytes, LinkError>> {
+        Box::pin(async move {
+            let mut slot = self.pending_recv.lock().await;
+            let rx = slot.get_or_insert_with(|| self.client.start(Request::Recv { link: self.id }));
+            let reply = rx.await;
+            *slot = None;
+            match reply {
+                Ok(Reply::Data { data }) => {
+                    from_hex(&data).map(Bytes::from).ok_or_else(|| LinkError::Backend("bad hex from hub".into()))
+                }
+                Ok(Reply::Err { error }) => Err(error.link()),
+                Ok(other) => Err(LinkError::Backend(format!("unexpected hub reply {other:?}"))),
+                Err(_) => Err(WireError::Gone.link()),
+            }
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.client.call(Request::Close { link: self.id }).await;
+        })
+    }
+
+    fn closed(&self) -> BoxFuture<'_, CloseReason> {
+        Box::pin(async move {
+            match self.client.call(Request::Closed { link: self.id }).await {
+                Ok(Reply::Reason { reason }) => reason,
+                _ => CloseReason::Other("simulator hub is gone".into()),
+            }
+        })
+    }
+}
+
+impl Drop for HubLink {
+    fn drop(&mut self) {
+        self.client.fire(Request::Release { link: self.id });
+    }
+}
