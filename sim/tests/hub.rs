@@ -96,3 +96,26 @@ fn hub_child_laptop_b() {
         link.close().await;
     });
 }
+
+#[test]
+fn an_overlong_protocol_line_disconnects_the_client_instead_of_buffering_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("colink-sim-hub-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("hub.sock");
+    runtime().block_on(async {
+        let _hub = HubServer::bind(SimAir::new(6), &sock).await.unwrap();
+        let mut raw = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        // A well-formed hello, then 1 MiB without a newline.
+        raw.write_all(b"{\"t\":\"hello\",\"name\":\"x\",\"x\":0.0,\"y\":0.0}\n").await.unwrap();
+        let junk = vec![b'a'; 1 << 20];
+        // The hub may close the socket while we are still writing; that is the expected outcome too.
+        let _ = raw.write_all(&junk).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut buf)).await;
+        let welcome = String::from_utf8_lossy(&buf);
+        assert!(read.is_ok(), "the hub kept the connection open");
+        assert!(welcome.contains("welcome"), "got {welcome:?}");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,10 +39,11 @@ use colink_ble::{
 };
 use futures::StreamExt;
 use futures::channel::mpsc as fmpsc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec};
 
 use crate::{Position, SimAdapter, SimAir};
 use wire::{AgentCall, ClientMsg, HubMsg, Reply, Request, WireError, from_hex, to_hex};
@@ -114,6 +115,10 @@ impl ClientState {
     }
 }
 
+/// The longest protocol line accepted (an SDU of 65535 bytes in hex plus the JSON around it): a peer that
+/// sends a longer line is disconnected rather than buffered without bound.
+const MAX_LINE: usize = 256 * 1024;
+
 type Pending<T> = Arc<Mutex<BTreeMap<u64, oneshot::Sender<T>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,7 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn serve_client(air: SimAir, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
@@ -133,8 +138,8 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
             }
         }
     });
-    let adapter = match lines.next_line().await {
-        Ok(Some(line)) => match serde_json::from_str::<ClientMsg>(&line) {
+    let adapter = match lines.next().await {
+        Some(Ok(line)) => match serde_json::from_str::<ClientMsg>(&line) {
             Ok(ClientMsg::Hello { name, x, y }) => air.adapter(&name, Position::new(x, y)),
             _ => return,
         },
@@ -145,7 +150,7 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
     let agent_calls: Pending<AgentResult<Option<Passkey>>> = Arc::default();
     let agent_ids = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Some(Ok(line)) = lines.next().await {
         let Ok(msg) = serde_json::from_str::<ClientMsg>(&line) else {
             tracing::warn!(target: "colink_sim::hub", "malformed message from {}", adapter.name());
             continue;
@@ -429,12 +434,12 @@ impl HubAdapter {
     pub async fn connect(path: impl AsRef<Path>, name: &str, position: Position) -> io::Result<Self> {
         let stream = UnixStream::connect(path).await?;
         let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
+        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
         let hello = ClientMsg::Hello { name: name.to_owned(), x: position.x, y: position.y };
         let mut line = serde_json::to_string(&hello).map_err(io::Error::other)?;
         line.push('\n');
         write.write_all(line.as_bytes()).await?;
-        let address = match lines.next_line().await? {
+        let address = match lines.next().await.transpose().map_err(io::Error::other)? {
             Some(l) => match serde_json::from_str::<HubMsg>(&l).map_err(io::Error::other)? {
                 HubMsg::Welcome { address } => address,
                 _ => return Err(io::Error::other("hub did not welcome us")),
@@ -461,7 +466,7 @@ impl HubAdapter {
         let (pending, scans, agents, out) =
             (client.pending.clone(), client.scans.clone(), client.agents.clone(), client.out.clone());
         tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
+            while let Some(Ok(line)) = lines.next().await {
                 let Ok(msg) = serde_json::from_str::<HubMsg>(&line) else { continue };
                 match msg {
                     HubMsg::Welcome { .. } => {}
