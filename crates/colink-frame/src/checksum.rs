@@ -1,9 +1,11 @@
 //! CRC-32C (Castagnoli), the integrity check of every colink frame.
 //!
 //! The algorithm is the `crc` crate's `CRC_32_ISCSI` catalog entry (check value `0xE306_9283`). With the
-//! `hw-crc` feature (on by default) the CPU's CRC32C instructions are used when the running CPU has them
-//! (SSE4.2 on x86-64, the CRC extension on AArch64); the result is bit-identical, which the tests cross-check
-//! on random inputs.
+//! `hw-crc` feature (on by default) a hardware path is used when the running CPU has the instructions for it
+//! (x86-64 with SSE4.2 and PCLMULQDQ, AArch64 with CRC and PMULL): the `crc-fast` crate's folding
+//! implementation, which on this project's machines runs 1.5-2x faster than the CRC32 instruction alone (see
+//! the `crc32c` group of the `codec` benchmark). The result is bit-identical to the `crc` crate's, which the
+//! tests cross-check on random inputs; without the feature or the instructions, the `crc` crate computes it.
 
 use crc::{CRC_32_ISCSI, Crc, Table};
 
@@ -16,7 +18,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
     #[cfg(feature = "hw-crc")]
     {
         if hardware_available() {
-            return crc32c::crc32c(data);
+            return crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32;
         }
     }
     crc32c_software(data)
@@ -32,11 +34,11 @@ pub fn crc32c_software(data: &[u8]) -> u32 {
 pub fn hardware_available() -> bool {
     #[cfg(all(feature = "hw-crc", target_arch = "x86_64"))]
     {
-        std::is_x86_feature_detected!("sse4.2")
+        std::is_x86_feature_detected!("sse4.2") && std::is_x86_feature_detected!("pclmulqdq")
     }
     #[cfg(all(feature = "hw-crc", target_arch = "aarch64"))]
     {
-        std::arch::is_aarch64_feature_detected!("crc")
+        std::arch::is_aarch64_feature_detected!("crc") && std::arch::is_aarch64_feature_detected!("aes")
     }
     #[cfg(not(all(feature = "hw-crc", any(target_arch = "x86_64", target_arch = "aarch64"))))]
     {
