@@ -1,0 +1,111 @@
+//! Engine configuration, the transport description handed in on attach, and the entropy source.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use colink_frame::{LinkMode, Mtu};
+
+/// The session-protocol versions this implementation speaks.
+pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=1;
+
+/// Tunables of one [`Connection`](super::Connection). `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// This device's stable identity, announced in the handshake.
+    pub device_id: String,
+    /// Session-protocol versions offered (default 1..=1).
+    pub versions: RangeInclusive<u8>,
+    /// Keep-alive interval proposed in the handshake (default 5 s). The smaller proposal wins.
+    pub keep_alive_interval: Duration,
+    /// Idle timeout proposed in the handshake (default 30 s). The larger proposal wins.
+    pub idle_timeout: Duration,
+    /// How long an unanswered connect waits (default 10 s), on both sides.
+    pub connect_timeout: Duration,
+    /// How long sessions survive a lost link waiting for a resume (default 10 s).
+    pub grace_period: Duration,
+    /// How long a handshake may take before the attempt fails (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Interval between handshake retransmissions while the peer's hello is missing (default 1 s).
+    pub handshake_retry: Duration,
+    /// Most unacknowledged bytes on the wire (default 128 KiB). Bulk data and images may fill ¾ of it,
+    /// stream media ⅞, so messages and control always find room.
+    pub send_window: u64,
+    /// The receiver acknowledges at the latest after this many received frame bytes (default ¼ of the window).
+    pub ack_threshold: u64,
+    /// The receiver acknowledges a completed message at the latest after this delay (default 20 ms).
+    pub ack_delay: Duration,
+    /// With unacknowledged data and no acknowledgement progress for this long, the sender resends from the
+    /// last acknowledged fragment (default 1 s).
+    pub retransmit_timeout: Duration,
+    /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
+    /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).
+    pub channel_buffer: u64,
+    /// Reassembly limits for what the peer sends.
+    pub limits: colink_frame::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            device_id: String::new(),
+            versions: SUPPORTED_VERSIONS,
+            keep_alive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            handshake_retry: Duration::from_secs(1),
+            send_window: 128 * 1024,
+            ack_threshold: 32 * 1024,
+            ack_delay: Duration::from_millis(20),
+            retransmit_timeout: Duration::from_secs(1),
+            channel_buffer: 1024 * 1024,
+            limits: colink_frame::Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, for a device called `device_id`.
+    pub fn new(device_id: impl Into<String>) -> Self {
+        Self { device_id: device_id.into(), ..Self::default() }
+    }
+}
+
+/// What the driver knows about a freshly opened transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transport {
+    /// Packet (one frame per SDU) or stream (length-prefixed frames in a byte stream).
+    pub mode: LinkMode,
+    /// The largest SDU (packet mode) or frame (stream mode) the link carries in each direction.
+    pub mtu: Mtu,
+}
+
+/// Where the engine's unpredictable numbers (link tokens, collaboration tokens) come from. The engine has no RNG
+/// of its own: production passes an OS-seeded source, tests a [`SeededEntropy`].
+pub trait Entropy: Send {
+    /// The next 64 unpredictable bits.
+    fn next_u64(&mut self) -> u64;
+}
+
+/// A deterministic [`Entropy`] (SplitMix64) for tests and simulations. Not for production tokens.
+#[derive(Debug, Clone)]
+pub struct SeededEntropy(u64);
+
+impl SeededEntropy {
+    /// A source seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}

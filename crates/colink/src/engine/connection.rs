@@ -1,0 +1,997 @@
+//! The link state machine: one [`Connection`] per device pair, driven by `now`, received bytes and timers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use colink_frame::{
+    Fragmenter, Frame, FrameKind, LinkMode, Mtu, Position as FramePosition, Reassembler, ReassemblyError, StreamCodec,
+    decode_packet,
+};
+use tracing::{debug, trace, warn};
+
+use super::auth::{Authenticator, NoAuth};
+use super::config::{Config, Entropy, Transport};
+use super::error::{CloseCode, LinkError, ProtocolError, SendError, SendFailure};
+use super::event::Event;
+use super::lane::{RecvLane, SendLane};
+use super::session::Session;
+use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, Role, SendId, SessionKey};
+use super::wire::{self, AckEntry, CH_ACK, CH_CONTROL, CH_HANDSHAKE, CH_KEEPALIVE, Hello, Position};
+
+/// Where the link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkState {
+    /// Created; no transport attached yet.
+    Idle,
+    /// A transport is attached and the handshake runs.
+    Handshaking,
+    /// Sessions can flow.
+    Established,
+    /// The transport was lost; waiting for a new one until the grace period ends.
+    Reconnecting,
+    /// Ended for good.
+    Closed,
+}
+
+/// Counters for tests, benchmarks and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Frames handed out by `poll_transmit`.
+    pub frames_sent: u64,
+    /// Of which payload-lane fragments (control, message, data, image, stream media).
+    pub fragments_sent: u64,
+    /// Of which fragments sent again (after a gap report, a retransmission timeout or a resume).
+    pub fragments_resent: u64,
+    /// Of which ACK frames.
+    pub acks_sent: u64,
+    /// Of which KEEP_ALIVE frames.
+    pub keep_alives_sent: u64,
+    /// Bytes handed out by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Received SDUs dropped because they did not decode (packet mode: corruption).
+    pub bad_frames: u64,
+    /// Received fragments dropped as duplicates or beyond a gap.
+    pub discarded_fragments: u64,
+    /// Most unacknowledged bytes on the wire at any time.
+    pub max_inflight_bytes: u64,
+    /// Retransmission timeouts that fired.
+    pub retransmit_timeouts: u64,
+}
+
+/// Handshake progress on the current transport.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    pub(crate) hello: Hello,
+    pub(crate) peer_hello: Option<Hello>,
+    pub(crate) next_retry: Instant,
+    pub(crate) deadline: Instant,
+}
+
+/// What the peer told us in the handshake that established the link (kept across transports for resume).
+#[derive(Debug, Clone)]
+pub(crate) struct PeerLink {
+    pub(crate) device_id: String,
+    pub(crate) token: u64,
+}
+
+/// Priority classes, highest first: control, message, stream media, image, bulk data.
+const CLASSES: [FrameKind; 5] =
+    [FrameKind::Control, FrameKind::Message, FrameKind::StreamMedia, FrameKind::Image, FrameKind::Data];
+
+/// The sans-IO state machine of one link between two devices and every session on it.
+///
+/// Feed it [`handle_input`](Self::handle_input) (received SDUs in packet mode, received byte chunks in stream
+/// mode) and [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout); send what
+/// [`poll_transmit`](Self::poll_transmit) returns, one frame at a time as the link accepts it; act on
+/// [`poll_event`](Self::poll_event). Spurious calls are harmless. There is no clock and no RNG inside: time
+/// comes in as `now`, tokens from the [`Entropy`] passed in.
+pub struct Connection {
+    pub(crate) config: Config,
+    pub(crate) role: Role,
+    pub(crate) entropy: Box<dyn Entropy>,
+    pub(crate) auth: Box<dyn Authenticator>,
+    pub(crate) span: tracing::Span,
+    pub(crate) state: LinkState,
+    pub(crate) transport: Option<Transport>,
+    pub(crate) frame_mtu: Mtu,
+    stream_buf: BytesMut,
+    codec: StreamCodec,
+    tx_buf: BytesMut,
+    pub(crate) local_token: u64,
+    pub(crate) peer: Option<PeerLink>,
+    pub(crate) version: u8,
+    pub(crate) hs: Option<Handshake>,
+    /// Our last hello, to answer a peer that missed it.
+    pub(crate) hs_hello_cache: Option<Hello>,
+    /// Encoded handshake-channel frames (HELLO, AUTH, CLOSE) waiting to go.
+    pub(crate) hs_out: VecDeque<Bytes>,
+    hs_seq: u32,
+    pub(crate) grace_deadline: Option<Instant>,
+    pub(crate) lanes: BTreeMap<u32, SendLane>,
+    pub(crate) recv: BTreeMap<u32, RecvLane>,
+    pub(crate) reassembler: Reassembler,
+    pub(crate) sessions: BTreeMap<u32, Session>,
+    pub(crate) tokens: BTreeMap<String, u32>,
+    pub(crate) next_local_session: u32,
+    pub(crate) max_peer_session: u32,
+    ack_dirty: BTreeSet<u32>,
+    ack_bytes: u64,
+    ack_deadline: Option<Instant>,
+    ack_now: bool,
+    keep_alive_due: bool,
+    pub(crate) inflight_bytes: u64,
+    last_progress: Instant,
+    pub(crate) last_sent: Instant,
+    pub(crate) last_recv: Instant,
+    pub(crate) keep_alive: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) events: VecDeque<Event>,
+    next_send_id: u64,
+    rr: [u32; CLASSES.len()],
+    pub(crate) stats: Stats,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("device", &self.config.device_id)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("sessions", &self.sessions.len())
+            .field("inflight_bytes", &self.inflight_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A link state machine for `role`, created at `now` with no transport yet, authenticating with
+    /// [`NoAuth`].
+    pub fn new(now: Instant, config: Config, role: Role, entropy: Box<dyn Entropy>) -> Self {
+        Self::with_authenticator(now, config, role, entropy, Box::new(NoAuth))
+    }
+
+    /// Like [`new`](Self::new), running `auth` inside every handshake.
+    pub fn with_authenticator(
+        now: Instant,
+        config: Config,
+        role: Role,
+        mut entropy: Box<dyn Entropy>,
+        auth: Box<dyn Authenticator>,
+    ) -> Self {
+        let span = tracing::debug_span!("link", device = %config.device_id, ?role);
+        let local_token = entropy.next_u64() | 1;
+        let reassembler = Reassembler::new(config.limits.clone());
+        let keep_alive = config.keep_alive_interval;
+        let idle_timeout = config.idle_timeout;
+        let mut this = Self {
+            config,
+            role,
+            entropy,
+            auth,
+            span,
+            state: LinkState::Idle,
+            transport: None,
+            frame_mtu: Mtu::MIN,
+            stream_buf: BytesMut::new(),
+            codec: StreamCodec::default(),
+            tx_buf: BytesMut::new(),
+            local_token,
+            peer: None,
+            version: 0,
+            hs: None,
+            hs_hello_cache: None,
+            hs_out: VecDeque::new(),
+            hs_seq: 0,
+            grace_deadline: None,
+            lanes: BTreeMap::new(),
+            recv: BTreeMap::new(),
+            reassembler,
+            sessions: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            next_local_session: 0,
+            max_peer_session: 0,
+            ack_dirty: BTreeSet::new(),
+            ack_bytes: 0,
+            ack_deadline: None,
+            ack_now: false,
+            keep_alive_due: false,
+            inflight_bytes: 0,
+            last_progress: now,
+            last_sent: now,
+            last_recv: now,
+            keep_alive,
+            idle_timeout,
+            events: VecDeque::new(),
+            next_send_id: 0,
+            rr: [0; CLASSES.len()],
+            stats: Stats::default(),
+        };
+        this.reset_link_state();
+        this
+    }
+
+    /// Where the link stands.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// Which side dialled.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's device identity, once a handshake completed.
+    pub fn peer_device(&self) -> Option<&str> {
+        self.peer.as_ref().map(|p| p.device_id.as_str())
+    }
+
+    /// The agreed protocol version (0 before the first handshake).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The agreed keep-alive interval and idle timeout.
+    pub fn keep_alive(&self) -> (Duration, Duration) {
+        (self.keep_alive, self.idle_timeout)
+    }
+
+    /// The frame size in use (the smaller of the transport MTU and the peer's announced maximum).
+    pub fn frame_mtu(&self) -> Mtu {
+        self.frame_mtu
+    }
+
+    /// Unacknowledged bytes on the wire.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
+    /// Payload bytes held by the receiver's reassembly buffers.
+    pub fn reassembly_bytes(&self) -> u64 {
+        self.reassembler.buffered_bytes()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Attaches a fresh transport (the first one, or a new one after [`link_lost`](Self::link_lost)) and
+    /// starts the handshake; after a loss the handshake asks the peer to resume. Attaching while a transport is
+    /// attached first treats the old one as lost.
+    pub fn attach(&mut self, now: Instant, transport: Transport) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        match self.state {
+            LinkState::Closed => return,
+            LinkState::Handshaking | LinkState::Established => self.link_lost(now),
+            LinkState::Idle | LinkState::Reconnecting => {}
+        }
+        if self.state == LinkState::Closed {
+            return;
+        }
+        debug!(mode = ?transport.mode, mtu = transport.mtu.get(), "transport attached");
+        self.transport = Some(transport);
+        self.frame_mtu = transport.mtu;
+        self.stream_buf.clear();
+        self.hs_out.clear();
+        self.codec = StreamCodec::default();
+        self.state = LinkState::Handshaking;
+        let ext = match self.auth.start(self.role) {
+            Ok(ext) => ext,
+            Err(e) => return self.close_with(now, CloseCode::AuthFailed, LinkError::Auth(e)),
+        };
+        let resume_state = if self.peer.is_some() { self.resume_state() } else { Vec::new() };
+        let hello = Hello {
+            flags: 0,
+            min_version: *self.config.versions.start(),
+            max_version: *self.config.versions.end(),
+            device_id: self.config.device_id.clone(),
+            max_frame: transport.mtu.get() as u32,
+            keep_alive_ms: millis(self.config.keep_alive_interval),
+            idle_timeout_ms: millis(self.config.idle_timeout),
+            link_token: self.local_token,
+            resume_token: self.peer.as_ref().map_or(0, |p| p.token),
+            resume_state,
+            extensions: ext.map(|data| wire::Extension { kind: 1, data }).into_iter().collect(),
+        };
+        self.queue_handshake(hello.encode());
+        self.hs = Some(Handshake {
+            hello,
+            peer_hello: None,
+            next_retry: now + self.config.handshake_retry,
+            deadline: now + self.config.handshake_timeout,
+        });
+    }
+
+    /// The transport is gone (the driver saw it close, or it failed). Sessions go to reconnecting until a new
+    /// transport resumes the link or the grace period ends. A link that never completed a handshake closes.
+    pub fn link_lost(&mut self, now: Instant) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        if matches!(self.state, LinkState::Closed | LinkState::Reconnecting | LinkState::Idle) {
+            return;
+        }
+        self.transport = None;
+        self.hs = None;
+        self.hs_out.clear();
+        self.stream_buf.clear();
+        if self.peer.is_none() {
+            debug!("transport lost before the first handshake completed");
+            return self.close_link(now, LinkError::GraceExpired);
+        }
+        let was_established = self.state == LinkState::Established;
+        self.state = LinkState::Reconnecting;
+        self.grace_deadline.get_or_insert(now + self.config.grace_period);
+        self.inflight_bytes = 0;
+        for lane in self.lanes.values_mut() {
+            lane.clear_inflight();
+        }
+        self.ack_dirty.clear();
+        self.ack_now = false;
+        self.ack_deadline = None;
+        self.ack_bytes = 0;
+        if was_established {
+            debug!("link lost; sessions reconnecting");
+            self.events.push_back(Event::LinkLost { redial: self.role == Role::Initiator });
+        }
+    }
+
+    /// Closes the link on purpose (the process is exiting): the peer's sessions end with `PEER_APP_EXIT`,
+    /// local pending sends fail.
+    pub fn close(&mut self, now: Instant) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        if self.state != LinkState::Closed {
+            self.close_with(now, CloseCode::Normal, LinkError::LocalClose);
+        }
+    }
+
+    /// Handles one received SDU (packet mode) or chunk of bytes (stream mode).
+    pub fn handle_input(&mut self, now: Instant, data: Bytes) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        let Some(transport) = self.transport else { return };
+        if self.state == LinkState::Closed {
+            return;
+        }
+        match transport.mode {
+            LinkMode::Stream => {
+                self.stream_buf.extend_from_slice(&data);
+                loop {
+                    match self.codec.decode(&mut self.stream_buf) {
+                        Ok(Some(frame)) => {
+                            self.last_recv = now;
+                            self.on_frame(now, frame);
+                            if self.transport.is_none() || self.state == LinkState::Closed {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // The byte stream can no longer be delimited: the transport is unusable.
+                            warn!(error = %e, "stream corrupted; dropping the transport");
+                            self.stats.bad_frames += 1;
+                            self.link_lost(now);
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => match decode_packet(data) {
+                Ok(frame) => {
+                    self.last_recv = now;
+                    self.on_frame(now, frame);
+                }
+                Err(e) => {
+                    // One bad SDU: drop it; retransmission recovers the fragments it carried.
+                    debug!(error = %e, "dropping undecodable SDU");
+                    self.stats.bad_frames += 1;
+                }
+            },
+        }
+    }
+
+    /// The next frame to send (packet mode: one SDU; stream mode: one length-prefixed frame), highest
+    /// priority first. Call whenever the link can take a frame, until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        let span = self.span.clone();
+        let _e = span.enter();
+        let out = self.next_transmit(now)?;
+        self.last_sent = now;
+        self.keep_alive_due = false;
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += out.len() as u64;
+        Some(out)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |i: Instant| t = Some(t.map_or(i, |t| t.min(i)));
+        if let Some(d) = self.grace_deadline {
+            at(d);
+        }
+        if let Some(hs) = &self.hs {
+            at(hs.deadline);
+            if hs.peer_hello.is_none() {
+                at(hs.next_retry);
+            }
+        }
+        if self.state == LinkState::Established {
+            if let Some(d) = self.ack_deadline {
+                at(d);
+            }
+            if !self.keep_alive_due {
+                at(self.last_sent + self.keep_alive);
+            }
+            at(self.last_recv + self.idle_timeout);
+            if self.inflight_bytes > 0 {
+                at(self.last_progress + self.config.retransmit_timeout);
+            }
+        }
+        if self.state != LinkState::Closed {
+            for s in self.sessions.values() {
+                if let Some(d) = s.deadline {
+                    at(d);
+                }
+            }
+            if let Some(d) = self.reassembler.poll_timeout() {
+                at(d);
+            }
+        }
+        t
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        if self.state == LinkState::Closed {
+            return;
+        }
+        if self.grace_deadline.is_some_and(|d| d <= now) && self.state != LinkState::Established {
+            debug!("grace period over");
+            return self.close_link(now, LinkError::GraceExpired);
+        }
+        if let Some(hs) = &mut self.hs {
+            if hs.deadline <= now {
+                debug!("handshake timed out");
+                return self.link_lost(now);
+            }
+            if hs.peer_hello.is_none() && hs.next_retry <= now {
+                hs.next_retry = now + self.config.handshake_retry;
+                let hello = hs.hello.encode();
+                self.hs_out.clear();
+                self.queue_handshake(hello);
+            }
+        }
+        if self.state == LinkState::Established {
+            if self.last_recv + self.idle_timeout <= now {
+                debug!("idle timeout");
+                return self.link_lost(now);
+            }
+            if self.ack_deadline.is_some_and(|d| d <= now) {
+                self.ack_now = true;
+                self.ack_deadline = None;
+            }
+            if self.last_sent + self.keep_alive <= now {
+                self.keep_alive_due = true;
+            }
+            if self.inflight_bytes > 0 && self.last_progress + self.config.retransmit_timeout <= now {
+                debug!(inflight = self.inflight_bytes, "retransmission timeout");
+                self.stats.retransmit_timeouts += 1;
+                self.rewind_all_to_acked();
+                self.last_progress = now;
+            }
+        }
+        self.session_timeouts(now);
+        for s in self.reassembler.handle_timeout(now) {
+            debug!(channel = s.channel, seq = s.seq, "partial message stalled; dropped");
+        }
+    }
+
+    /// Queues `payload` on a connected session's channel. The engine keeps a reference (no copy); the peer's
+    /// acknowledgement of the whole payload produces [`Event::SendCompleted`], a session that ends first
+    /// [`Event::SendFailed`]. While the channel holds more than [`Config::channel_buffer`] bytes the answer is
+    /// [`SendError::WouldBlock`] (then wait for [`Event::Writable`]).
+    pub fn send(&mut self, session: SessionKey, kind: ChannelKind, payload: Bytes) -> Result<SendId, SendError> {
+        let s = self.sessions.get(&session.0).ok_or(SendError::UnknownSession(session))?;
+        if !s.is_connected() {
+            return Err(SendError::NotConnected(session));
+        }
+        let max = u64::from(u32::MAX).min(u64::from(self.config.limits.max_message_len(kind.frame_kind())));
+        if payload.len() as u64 > max {
+            return Err(SendError::TooLarge { len: payload.len() as u64, max });
+        }
+        let channel = session_channel(session.0, kind);
+        let buffer = self.config.channel_buffer;
+        let lane = self.lanes.get_mut(&channel).ok_or(SendError::NotConnected(session))?;
+        if lane.queued_bytes > 0 && lane.queued_bytes + payload.len() as u64 > buffer {
+            lane.blocked = true;
+            return Err(SendError::WouldBlock);
+        }
+        let id = SendId(self.next_send_id);
+        lane.push(Some(id), payload)?;
+        self.next_send_id += 1;
+        let _e = s.span.enter();
+        trace!(?kind, id = id.0, "send queued");
+        Ok(id)
+    }
+
+    /// Bytes `send` would accept on this channel now without `WouldBlock` (0 when unknown or not connected;
+    /// an empty channel accepts any size).
+    pub fn send_capacity(&self, session: SessionKey, kind: ChannelKind) -> u64 {
+        match self.lanes.get(&session_channel(session.0, kind)) {
+            Some(l) if l.queued_bytes == 0 => u64::MAX,
+            Some(l) => self.config.channel_buffer.saturating_sub(l.queued_bytes),
+            None => 0,
+        }
+    }
+
+    // ----- internals -----
+
+    /// Fresh per-link state: the control lane, numbering, reassembly.
+    pub(crate) fn reset_link_state(&mut self) {
+        self.lanes.clear();
+        self.recv.clear();
+        self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
+        self.recv.insert(CH_CONTROL, RecvLane::new(FrameKind::Control));
+        self.reassembler = Reassembler::new(self.config.limits.clone());
+        self.next_local_session = if self.role == Role::Initiator { 1 } else { 2 };
+        self.max_peer_session = 0;
+        self.inflight_bytes = 0;
+        self.ack_dirty.clear();
+    }
+
+    /// Receive positions of every channel (what the peer may skip on resume).
+    pub(crate) fn resume_state(&self) -> Vec<(u32, Position)> {
+        self.recv
+            .iter()
+            .map(|(ch, rl)| {
+                let frag = self.reassembler.next_expected(*ch, rl.next_seq).unwrap_or(0);
+                (*ch, Position { seq: rl.next_seq, frag })
+            })
+            .collect()
+    }
+
+    /// Completes everything the peer already holds and resends the rest (resume and retransmission).
+    pub(crate) fn rewind_lanes(
+        &mut self,
+        now: Instant,
+        positions: &BTreeMap<u32, Position>,
+    ) -> Result<(), ProtocolError> {
+        let (mode, mtu) = (self.mode(), self.frame_mtu);
+        let channels: Vec<u32> = self.lanes.keys().copied().collect();
+        for ch in channels {
+            let pos = match positions.get(&ch) {
+                Some(p) => *p,
+                None => self.lanes.get(&ch).map_or(Position { seq: 0, frag: 0 }, |l| l.acked),
+            };
+            self.apply_ack(now, ch, pos)?;
+            if let Some(lane) = self.lanes.get_mut(&ch) {
+                let freed = lane.rewind(pos, mode, mtu);
+                self.inflight_bytes -= freed.min(self.inflight_bytes);
+            }
+        }
+        self.inflight_bytes = 0;
+        Ok(())
+    }
+
+    fn rewind_all_to_acked(&mut self) {
+        let (mode, mtu) = (self.mode(), self.frame_mtu);
+        for lane in self.lanes.values_mut() {
+            if lane.inflight_bytes > 0 {
+                let acked = lane.acked;
+                lane.rewind(acked, mode, mtu);
+            }
+        }
+        self.inflight_bytes = 0;
+    }
+
+    pub(crate) fn mode(&self) -> LinkMode {
+        self.transport.map_or(LinkMode::Packet, |t| t.mode)
+    }
+
+    /// Frames a small handshake-channel message and queues its frames ahead of everything else.
+    pub(crate) fn queue_handshake(&mut self, payload: Bytes) {
+        let seq = self.hs_seq;
+        self.hs_seq = self.hs_seq.wrapping_add(1) & 0x3FFF;
+        let mode = self.mode();
+        let Ok(mut f) = Fragmenter::new(FrameKind::Control, CH_HANDSHAKE, seq, payload, mode, self.frame_mtu) else {
+            return;
+        };
+        let mut out = BytesMut::new();
+        while f.next_frame(&mut out).is_some() {
+            self.hs_out.push_back(out.split().freeze());
+        }
+    }
+
+    /// Sends a CLOSE (best effort) and ends the link.
+    pub(crate) fn close_with(&mut self, now: Instant, code: CloseCode, error: LinkError) {
+        if self.transport.is_some() {
+            self.hs_out.clear();
+            self.queue_handshake(wire::HandshakeMsg::encode_close(code as u8, &error.to_string()));
+        }
+        self.close_link(now, error);
+    }
+
+    /// Ends the link for good: every session ends with `NETWORK_DISCONNECTED` (or `PEER_APP_EXIT` when the peer
+    /// closed in an orderly way), every pending send fails.
+    pub(crate) fn close_link(&mut self, now: Instant, error: LinkError) {
+        let _ = now;
+        debug!(%error, "link closed");
+        let reason = match &error {
+            LinkError::PeerClosed { code: CloseCode::Normal, .. } => DisconnectReason::PeerAppExit,
+            _ => DisconnectReason::NetworkDisconnected,
+        };
+        let notify = !matches!(error, LinkError::LocalClose);
+        self.end_all_sessions(reason, notify);
+        self.state = LinkState::Closed;
+        self.hs = None;
+        self.grace_deadline = None;
+        self.events.push_back(Event::Closed(error));
+    }
+
+    /// Ends every session (link closed, grace expired, or a fresh handshake replaced a lost link).
+    pub(crate) fn end_all_sessions(&mut self, reason: DisconnectReason, notify: bool) {
+        let keys: Vec<u32> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end_session(k, reason, notify);
+        }
+        // Sends on the control lane are internal: no events.
+        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
+            l.fail_all();
+        }
+    }
+
+    /// Removes a session, its lanes and partial messages; fails its pending sends; reports the end.
+    pub(crate) fn end_session(&mut self, key: u32, reason: DisconnectReason, notify: bool) {
+        let Some(s) = self.sessions.remove(&key) else { return };
+        let session = SessionKey(key);
+        let _e = s.span.enter();
+        debug!(?reason, "session ended");
+        if let Some(t) = &s.token {
+            self.tokens.remove(t);
+        }
+        if notify {
+            self.events.push_back(s.end_event_for(key, reason));
+        }
+        for kind in ChannelKind::ALL {
+            let ch = session_channel(key, kind);
+            if let Some(mut lane) = self.lanes.remove(&ch) {
+                let (ids, freed) = lane.fail_all();
+                self.inflight_bytes -= freed.min(self.inflight_bytes);
+                for id in ids {
+                    self.events.push_back(Event::SendFailed { session, id, error: SendFailure::Disconnected(reason) });
+                }
+            }
+            if self.recv.remove(&ch).is_some() {
+                self.reassembler.discard_channel(ch);
+            }
+            self.ack_dirty.remove(&ch);
+        }
+    }
+
+    /// Opens a session's lanes both ways.
+    pub(crate) fn open_lanes(&mut self, key: u32) {
+        for kind in ChannelKind::ALL {
+            let ch = session_channel(key, kind);
+            self.lanes.insert(ch, SendLane::new(ch, kind.frame_kind()));
+            self.recv.insert(ch, RecvLane::new(kind.frame_kind()));
+        }
+    }
+
+    /// Queues an internal control message on the reliable control lane.
+    pub(crate) fn send_control(&mut self, msg: &wire::ControlMsg) {
+        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
+            // The control lane's 2^32 sequence numbers cannot run out in practice; if they did, the message is
+            // dropped and the connect/disconnect timers report the failure.
+            let _ = l.push(None, msg.encode());
+        }
+    }
+
+    fn next_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.transport?;
+        if let Some(f) = self.hs_out.pop_front() {
+            return Some(f);
+        }
+        if self.state != LinkState::Established {
+            return None;
+        }
+        if (self.ack_now || self.ack_deadline.is_some_and(|d| d <= now))
+            && let Some(f) = self.build_ack()
+        {
+            self.stats.acks_sent += 1;
+            return Some(f);
+        }
+        if self.keep_alive_due || self.last_sent + self.keep_alive <= now {
+            self.stats.keep_alives_sent += 1;
+            return self.single(FrameKind::KeepAlive, CH_KEEPALIVE, Bytes::from_static(&[0]));
+        }
+        self.next_fragment(now)
+    }
+
+    /// The next payload fragment, by priority class with per-class window limits, round robin within a class.
+    fn next_fragment(&mut self, now: Instant) -> Option<Bytes> {
+        let window = self.config.send_window;
+        let (mode, mtu) = (self.mode(), self.frame_mtu);
+        for (ci, class) in CLASSES.iter().enumerate() {
+            let limit = match class {
+                FrameKind::Control => u64::MAX,
+                FrameKind::Message => window,
+                FrameKind::StreamMedia => window / 8 * 7,
+                _ => window / 4 * 3,
+            };
+            if self.inflight_bytes >= limit {
+                continue;
+            }
+            let after = self.rr[ci];
+            let pick = self
+                .lanes
+                .range(after + 1..)
+                .chain(self.lanes.range(..=after))
+                .find(|(_, l)| l.kind == *class && l.has_pending())
+                .map(|(ch, _)| *ch);
+            let Some(ch) = pick else { continue };
+            self.rr[ci] = ch;
+            let lane = self.lanes.get_mut(&ch)?;
+            self.tx_buf.reserve(mtu.get());
+            let (len, resent) = lane.next_frame(mode, mtu, &mut self.tx_buf)?;
+            if self.inflight_bytes == 0 {
+                self.last_progress = now;
+            }
+            self.inflight_bytes += len as u64;
+            self.stats.max_inflight_bytes = self.stats.max_inflight_bytes.max(self.inflight_bytes);
+            self.stats.fragments_sent += 1;
+            if resent {
+                self.stats.fragments_resent += 1;
+            }
+            return Some(self.tx_buf.split().freeze());
+        }
+        None
+    }
+
+    fn single(&mut self, kind: FrameKind, channel: u32, payload: Bytes) -> Option<Bytes> {
+        let frame = Frame::single(kind, channel, 0, payload).ok()?;
+        frame.encode(self.mode(), &mut self.tx_buf).ok()?;
+        Some(self.tx_buf.split().freeze())
+    }
+
+    fn build_ack(&mut self) -> Option<Bytes> {
+        let entries: Vec<AckEntry> = self
+            .ack_dirty
+            .iter()
+            .filter_map(|ch| {
+                let rl = self.recv.get(ch)?;
+                let frag = self.reassembler.next_expected(*ch, rl.next_seq).unwrap_or(0);
+                let pos = Position { seq: rl.next_seq, frag };
+                let nack = rl.nack_pending;
+                Some(AckEntry { channel: *ch, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack })
+            })
+            .collect();
+        self.ack_now = false;
+        self.ack_deadline = None;
+        self.ack_bytes = 0;
+        if entries.is_empty() {
+            self.ack_dirty.clear();
+            return None;
+        }
+        // ACK header: 2 + channel 1 + seq 1 + index 1 + total length ≤ 3 bytes.
+        let room = self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8);
+        let (payload, taken) = wire::encode_ack(&entries, room);
+        for e in &entries[..taken] {
+            self.ack_dirty.remove(&e.channel);
+            if let Some(rl) = self.recv.get_mut(&e.channel) {
+                rl.nack_pending = false;
+            }
+        }
+        if !self.ack_dirty.is_empty() {
+            self.ack_now = true;
+        }
+        trace!(entries = taken, "ack");
+        self.single(FrameKind::Ack, CH_ACK, payload)
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame) {
+        let (kind, channel) = (frame.header.kind, frame.header.channel);
+        let result = match (kind, channel) {
+            (FrameKind::Control, CH_HANDSHAKE) => {
+                match self.reassembler.push(now, frame) {
+                    Ok(Some(m)) => self.on_handshake_message(now, &m.payload),
+                    Ok(None) => Ok(()),
+                    Err(
+                        e @ (ReassemblyError::MessageTooLarge { .. }
+                        | ReassemblyError::TooManyPartials { .. }
+                        | ReassemblyError::BufferLimit { .. }),
+                    ) => Err(ProtocolError::Limit(e)),
+                    Err(_) => Ok(()), // a handshake message cut by corruption; the retry timer resends it
+                }
+            }
+            _ if self.state != LinkState::Established => {
+                trace!(?kind, channel, "frame before the handshake completed; dropped");
+                Ok(())
+            }
+            (FrameKind::Ack, CH_ACK) => self.on_ack_frame(now, &frame),
+            (FrameKind::KeepAlive, CH_KEEPALIVE) => Ok(()),
+            (_, CH_HANDSHAKE..=CH_KEEPALIVE) if channel != CH_CONTROL => {
+                Err(ProtocolError::WrongKind { kind: kind as u8, channel })
+            }
+            _ => self.on_lane_frame(now, frame),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "protocol violation");
+            self.close_with(now, CloseCode::ProtocolError, LinkError::Protocol(e));
+        }
+    }
+
+    fn on_ack_frame(&mut self, now: Instant, frame: &Frame) -> Result<(), ProtocolError> {
+        if !frame.header.last || frame.header.position.index() != 0 {
+            return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
+        }
+        let entries = wire::decode_ack(&frame.payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+        for e in entries {
+            self.apply_ack(now, e.channel, e.pos)?;
+            if e.nack {
+                let (mode, mtu) = (self.mode(), self.frame_mtu);
+                if let Some(lane) = self.lanes.get_mut(&e.channel) {
+                    debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
+                    let freed = lane.rewind(e.pos, mode, mtu);
+                    self.inflight_bytes -= freed.min(self.inflight_bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer holds everything before `pos` on `channel`.
+    fn apply_ack(&mut self, now: Instant, channel: u32, pos: Position) -> Result<(), ProtocolError> {
+        let Some(lane) = self.lanes.get_mut(&channel) else {
+            return Ok(()); // a session that ended meanwhile
+        };
+        if pos.seq > lane.next_seq() || (pos.seq == lane.next_seq() && pos.frag > 0) {
+            return Err(ProtocolError::BogusAck { channel });
+        }
+        let (done, freed, advanced) = lane.ack(pos);
+        self.inflight_bytes -= freed.min(self.inflight_bytes);
+        if advanced {
+            self.last_progress = now;
+        }
+        let writable = lane.blocked && lane.queued_bytes < self.config.channel_buffer;
+        if writable {
+            lane.blocked = false;
+        }
+        let session = SessionKey(channel >> 2);
+        for m in done {
+            if let Some(id) = m.id {
+                self.events.push_back(Event::SendCompleted { session, id });
+            }
+            if channel == CH_CONTROL {
+                trace!(seq = m.seq, "control message acknowledged");
+            }
+        }
+        if writable {
+            self.events.push_back(Event::Writable { session, kind: ChannelKind::from_lane(channel) });
+        }
+        Ok(())
+    }
+
+    fn on_lane_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
+        let ch = frame.header.channel;
+        let mode = self.mode();
+        let Some(rl) = self.recv.get_mut(&ch) else {
+            let s = ch >> 2;
+            if self.session_number_known(s) {
+                self.stats.discarded_fragments += 1;
+                return Ok(()); // a session that ended, or whose ACCEPT was lost
+            }
+            return Err(ProtocolError::UnknownChannel { channel: ch });
+        };
+        if rl.kind != frame.header.kind {
+            return Err(ProtocolError::WrongKind { kind: frame.header.kind as u8, channel: ch });
+        }
+        let seq = frame.header.seq;
+        let index = frame.header.position.index();
+        let expected = self.reassembler.next_expected(ch, rl.next_seq);
+        enum Verdict {
+            Take,
+            Duplicate,
+            Gap(Position),
+        }
+        let verdict = if seq < rl.next_seq {
+            Verdict::Duplicate
+        } else if seq > rl.next_seq {
+            Verdict::Gap(Position { seq: rl.next_seq, frag: expected.unwrap_or(0) })
+        } else {
+            match (matches!(frame.header.position, FramePosition::First { .. }), expected) {
+                (true, _) => Verdict::Take,
+                (false, Some(e)) if index == e => Verdict::Take,
+                (false, Some(e)) if index < e => Verdict::Duplicate,
+                (false, e) => Verdict::Gap(Position { seq, frag: e.unwrap_or(0) }),
+            }
+        };
+        match verdict {
+            Verdict::Duplicate => {
+                self.stats.discarded_fragments += 1;
+                self.ack_dirty.insert(ch);
+                self.schedule_ack(now);
+                Ok(())
+            }
+            Verdict::Gap(pos) => {
+                self.stats.discarded_fragments += 1;
+                if rl.nacked != Some(pos) {
+                    debug!(channel = ch, seq = pos.seq, frag = pos.frag, "gap; asking for a resend");
+                    rl.nacked = Some(pos);
+                    rl.nack_pending = true;
+                    self.ack_dirty.insert(ch);
+                    self.ack_now = true;
+                }
+                Ok(())
+            }
+            Verdict::Take => {
+                let wire_len = frame.encoded_len(mode) as u64;
+                let done = self.reassembler.push(now, frame)?;
+                rl.nacked = None;
+                self.ack_dirty.insert(ch);
+                self.ack_bytes += wire_len;
+                if self.ack_bytes >= self.config.ack_threshold {
+                    self.ack_now = true;
+                }
+                if let Some(m) = done {
+                    rl.next_seq = rl.next_seq.wrapping_add(1);
+                    self.schedule_ack(now);
+                    if ch == CH_CONTROL {
+                        self.on_control_message(now, &m.payload)?;
+                    } else {
+                        let session = SessionKey(ch >> 2);
+                        let kind = ChannelKind::from_lane(ch);
+                        self.events.push_back(Event::Received { session, kind, payload: m.payload });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn schedule_ack(&mut self, now: Instant) {
+        let at = now + self.config.ack_delay;
+        self.ack_deadline = Some(self.ack_deadline.map_or(at, |d| d.min(at)));
+    }
+
+    /// Whether session number `s` was ever allocated on this link (by either side).
+    pub(crate) fn session_number_known(&self, s: u32) -> bool {
+        if s == 0 {
+            return false;
+        }
+        if self.is_local_number(s) { s < self.next_local_session } else { s <= self.max_peer_session }
+    }
+
+    /// Whether this side allocates session number `s` (initiator: odd, responder: even).
+    pub(crate) fn is_local_number(&self, s: u32) -> bool {
+        (s % 2 == 1) == (self.role == Role::Initiator)
+    }
+
+    pub(crate) fn connect_failed(&mut self, key: u32, code: ConnectErrorCode, reason: Option<String>) {
+        if let Some(s) = self.sessions.remove(&key) {
+            let _e = s.span.enter();
+            debug!(?code, "connect failed");
+            self.events.push_back(Event::ConnectFailed { session: SessionKey(key), code, reason });
+        }
+    }
+}
+
+/// The wire channel of `kind` on session `key`.
+pub(crate) const fn session_channel(key: u32, kind: ChannelKind) -> u32 {
+    (key << 2) | kind.lane()
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}

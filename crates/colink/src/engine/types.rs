@@ -1,0 +1,210 @@
+//! Values that sessions are made of: peers, options, ids and the reference's result codes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use colink_frame::FrameKind;
+
+/// Longest string (in UTF-8 bytes) the engine puts on the wire: the reference requires every string argument to
+/// be shorter than 1024 bytes.
+pub const MAX_STRING_LEN: usize = 1023;
+
+/// An application endpoint on a device (OpenHarmony's `PeerInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PeerInfo {
+    /// The device's stable identity (not its Bluetooth address).
+    pub device_id: String,
+    /// The application's bundle name.
+    pub bundle_name: String,
+    /// The module within the bundle.
+    pub module_name: String,
+    /// The ability (component) within the module.
+    pub ability_name: String,
+    /// The service name; empty means "the session's service name".
+    pub service_name: String,
+}
+
+/// Whether the peer app is started in the foreground or background (`StartOptionParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum StartOptions {
+    /// `START_IN_FOREGROUND` = 0.
+    #[default]
+    StartInForeground = 0,
+    /// `START_IN_BACKGROUND` = 1.
+    StartInBackground = 1,
+}
+
+impl StartOptions {
+    /// The option with numeric value `v`.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::StartInForeground),
+            1 => Some(Self::StartInBackground),
+            _ => None,
+        }
+    }
+}
+
+/// What the initiator asks for when connecting (OpenHarmony's `ConnectOptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectOptions {
+    /// The session will carry `send_data` payloads.
+    pub need_send_data: bool,
+    /// The initiator will send a media stream.
+    pub need_send_stream: bool,
+    /// The initiator will receive a media stream.
+    pub need_receive_stream: bool,
+    /// Foreground or background start of the peer app.
+    pub start_options: StartOptions,
+    /// Free-form parameters handed to the peer app.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Why a connect did not produce a session (OpenHarmony's `ConnectErrorCode`, same numeric values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum ConnectErrorCode {
+    /// A session between these two app endpoints is already connected or connecting.
+    ConnectedSessionExists = 0,
+    /// The peer app rejected the collaboration.
+    PeerAppRejected = 1,
+    /// The local radio is off or missing ("Wi-Fi" in the reference).
+    LocalWifiNotOpen = 2,
+    /// The peer's radio is off or missing.
+    PeerWifiNotOpen = 3,
+    /// The peer has no such ability registered to collaborate.
+    PeerAbilityNoOncollaborate = 4,
+    /// Anything else, including a connect that timed out or a peer that could not be reached.
+    SystemInternalError = 5,
+}
+
+impl ConnectErrorCode {
+    /// The code with numeric value `v`.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::ConnectedSessionExists,
+            1 => Self::PeerAppRejected,
+            2 => Self::LocalWifiNotOpen,
+            3 => Self::PeerWifiNotOpen,
+            4 => Self::PeerAbilityNoOncollaborate,
+            5 => Self::SystemInternalError,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a session ended (OpenHarmony's `DisconnectReason`, same numeric values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum DisconnectReason {
+    /// The peer app called `disconnect`.
+    PeerAppCloseCollaboration = 0,
+    /// The peer app exited (destroyed its session, or its process closed the link).
+    PeerAppExit = 1,
+    /// The link was lost and not resumed within the grace period, or it failed.
+    NetworkDisconnected = 2,
+}
+
+impl DisconnectReason {
+    /// The reason with numeric value `v`.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::PeerAppCloseCollaboration,
+            1 => Self::PeerAppExit,
+            2 => Self::NetworkDisconnected,
+            _ => return None,
+        })
+    }
+}
+
+/// Which side dialled the link. The initiator re-dials after link loss; session numbers it allocates are odd,
+/// the responder's even, so both can open sessions at once without colliding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// This side dialled.
+    Initiator,
+    /// This side accepted.
+    Responder,
+}
+
+/// A session's number on its link (unique per link for the link's lifetime, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(pub(crate) u32);
+
+impl SessionKey {
+    /// The session number as carried on the wire.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// Identifies one accepted send until [`Event::SendCompleted`](super::Event::SendCompleted) or
+/// [`Event::SendFailed`](super::Event::SendFailed) reports its fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SendId(pub(crate) u64);
+
+impl SendId {
+    /// The raw id (unique per [`Connection`](super::Connection)).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The payload channels of a session, each its own ordered lane with its own priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ChannelKind {
+    /// Text messages (`send_message`): second only to control.
+    Message,
+    /// Bulk data (`send_data`): lowest priority.
+    Data,
+    /// Encoded images (`send_image`): above bulk data.
+    Image,
+    /// Live media units: above images.
+    StreamMedia,
+}
+
+impl ChannelKind {
+    /// Every kind, in lane order (the lane number is the position).
+    pub const ALL: [Self; 4] = [Self::Message, Self::Data, Self::Image, Self::StreamMedia];
+
+    /// The lane number within a session (the low two bits of the wire channel).
+    pub(crate) const fn lane(self) -> u32 {
+        match self {
+            Self::Message => 0,
+            Self::Data => 1,
+            Self::Image => 2,
+            Self::StreamMedia => 3,
+        }
+    }
+
+    /// The frame kind its frames carry.
+    pub const fn frame_kind(self) -> FrameKind {
+        match self {
+            Self::Message => FrameKind::Message,
+            Self::Data => FrameKind::Data,
+            Self::Image => FrameKind::Image,
+            Self::StreamMedia => FrameKind::StreamMedia,
+        }
+    }
+
+    pub(crate) const fn from_lane(lane: u32) -> Self {
+        match lane & 3 {
+            0 => Self::Message,
+            1 => Self::Data,
+            2 => Self::Image,
+            _ => Self::StreamMedia,
+        }
+    }
+}

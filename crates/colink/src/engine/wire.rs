@@ -1,0 +1,527 @@
+//! Encoding of the session layer's payloads: handshake, session control, acknowledgements, keep-alives.
+//! docs/session-protocol.md is the normative description; every decoder here checks lengths before it
+//! allocates and never panics on peer input.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::types::{ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, StartOptions};
+
+/// Wire channel of the link handshake (HELLO, AUTH, CLOSE); unsequenced, retransmitted by timer.
+pub(crate) const CH_HANDSHAKE: u32 = 0;
+/// Wire channel of session control (CONNECT, ACCEPT, REJECT, DISCONNECT); reliable and ordered.
+pub(crate) const CH_CONTROL: u32 = 1;
+/// Wire channel of ACK frames.
+pub(crate) const CH_ACK: u32 = 2;
+/// Wire channel of KEEP_ALIVE frames.
+pub(crate) const CH_KEEPALIVE: u32 = 3;
+
+pub(crate) const T_HELLO: u8 = 0x01;
+pub(crate) const T_AUTH: u8 = 0x02;
+pub(crate) const T_CLOSE: u8 = 0x03;
+pub(crate) const T_CONNECT: u8 = 0x10;
+pub(crate) const T_ACCEPT: u8 = 0x11;
+pub(crate) const T_REJECT: u8 = 0x12;
+pub(crate) const T_DISCONNECT: u8 = 0x13;
+
+/// HELLO flag: the sender already holds the receiver's hello (a reply; never answered).
+pub(crate) const HELLO_SEEN: u8 = 0x01;
+/// ACK entry flag: the receiver saw a gap; resend from this position.
+pub(crate) const ACK_NACK: u8 = 0x01;
+
+/// Most handshake extensions in one hello.
+const MAX_EXTENSIONS: usize = 16;
+/// Most connect parameters.
+const MAX_PARAMETERS: usize = 256;
+
+/// A malformed payload: which message type failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+/// One handshake extension: a type and opaque bytes (docs/session-protocol.md §3.1). Type 1 carries the
+/// authenticator's first message; other types are ignored by this version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Extension {
+    pub(crate) kind: u32,
+    pub(crate) data: Bytes,
+}
+
+/// A receive position on one channel: every message before `seq` and fragments `0..frag` of message `seq`
+/// are held by the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Position {
+    pub(crate) seq: u32,
+    pub(crate) frag: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) flags: u8,
+    pub(crate) min_version: u8,
+    pub(crate) max_version: u8,
+    pub(crate) device_id: String,
+    pub(crate) max_frame: u32,
+    pub(crate) keep_alive_ms: u32,
+    pub(crate) idle_timeout_ms: u32,
+    pub(crate) link_token: u64,
+    pub(crate) resume_token: u64,
+    pub(crate) resume_state: Vec<(u32, Position)>,
+    pub(crate) extensions: Vec<Extension>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandshakeMsg {
+    Hello(Hello),
+    Auth(Bytes),
+    Close { code: u8, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived: encoded or handled right away
+pub(crate) enum ControlMsg {
+    Connect { session: u32, from: PeerInfo, to: PeerInfo, options: ConnectOptions },
+    Accept { session: u32 },
+    Reject { session: u32, code: ConnectErrorCode, reason: String },
+    Disconnect { session: u32, reason: DisconnectReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckEntry {
+    pub(crate) channel: u32,
+    pub(crate) pos: Position,
+    pub(crate) nack: bool,
+}
+
+impl Hello {
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(64 + self.device_id.len());
+        b.put_u8(T_HELLO);
+        b.put_u8(self.flags);
+        b.put_u8(self.min_version);
+        b.put_u8(self.max_version);
+        put_str(&mut b, &self.device_id);
+        put_varint(&mut b, self.max_frame);
+        put_varint(&mut b, self.keep_alive_ms);
+        put_varint(&mut b, self.idle_timeout_ms);
+        b.put_u64(self.link_token);
+        b.put_u64(self.resume_token);
+        put_varint(&mut b, self.resume_state.len() as u32);
+        for (channel, pos) in &self.resume_state {
+            put_varint(&mut b, *channel);
+            put_varint(&mut b, pos.seq);
+            put_varint(&mut b, pos.frag);
+        }
+        put_varint(&mut b, self.extensions.len() as u32);
+        for e in &self.extensions {
+            put_varint(&mut b, e.kind);
+            put_varint(&mut b, e.data.len() as u32);
+            b.extend_from_slice(&e.data);
+        }
+        b.freeze()
+    }
+}
+
+impl HandshakeMsg {
+    pub(crate) fn decode(payload: &Bytes) -> Result<Self, Malformed> {
+        let mut r = Reader::new(payload, "handshake message");
+        match r.u8()? {
+            T_HELLO => {
+                r.what = "HELLO";
+                let flags = r.u8()?;
+                let min_version = r.u8()?;
+                let max_version = r.u8()?;
+                let device_id = r.string()?;
+                let max_frame = r.varint()?;
+                let keep_alive_ms = r.varint()?;
+                let idle_timeout_ms = r.varint()?;
+                let link_token = r.u64()?;
+                let resume_token = r.u64()?;
+                let n = r.count(3)?;
+                let mut resume_state = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let channel = r.varint()?;
+                    let pos = Position { seq: r.varint()?, frag: r.varint()? };
+                    resume_state.push((channel, pos));
+                }
+                let n = r.count(2)?;
+                if n > MAX_EXTENSIONS {
+                    return Err(Malformed("HELLO"));
+                }
+                let mut extensions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let kind = r.varint()?;
+                    let len = r.varint()? as usize;
+                    extensions.push(Extension { kind, data: r.bytes(len)? });
+                }
+                r.end()?;
+                Ok(Self::Hello(Hello {
+                    flags,
+                    min_version,
+                    max_version,
+                    device_id,
+                    max_frame,
+                    keep_alive_ms,
+                    idle_timeout_ms,
+                    link_token,
+                    resume_token,
+                    resume_state,
+                    extensions,
+                }))
+            }
+            T_AUTH => Ok(Self::Auth(payload.slice(1..))),
+            T_CLOSE => {
+                r.what = "CLOSE";
+                let code = r.u8()?;
+                let message = r.string()?;
+                r.end()?;
+                Ok(Self::Close { code, message })
+            }
+            _ => Err(Malformed("handshake message type")),
+        }
+    }
+
+    pub(crate) fn encode_auth(data: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(1 + data.len());
+        b.put_u8(T_AUTH);
+        b.extend_from_slice(data);
+        b.freeze()
+    }
+
+    pub(crate) fn encode_close(code: u8, message: &str) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(T_CLOSE);
+        b.put_u8(code);
+        put_str(&mut b, truncate(message));
+        b.freeze()
+    }
+}
+
+impl ControlMsg {
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        match self {
+            Self::Connect { session, from, to, options } => {
+                b.put_u8(T_CONNECT);
+                put_varint(&mut b, *session);
+                put_peer(&mut b, from);
+                put_peer(&mut b, to);
+                let flags = u8::from(options.need_send_data)
+                    | u8::from(options.need_send_stream) << 1
+                    | u8::from(options.need_receive_stream) << 2;
+                b.put_u8(flags);
+                b.put_u8(options.start_options as u8);
+                put_varint(&mut b, options.parameters.len() as u32);
+                for (k, v) in &options.parameters {
+                    put_str(&mut b, k);
+                    put_str(&mut b, v);
+                }
+            }
+            Self::Accept { session } => {
+                b.put_u8(T_ACCEPT);
+                put_varint(&mut b, *session);
+            }
+            Self::Reject { session, code, reason } => {
+                b.put_u8(T_REJECT);
+                put_varint(&mut b, *session);
+                b.put_u8(*code as u8);
+                put_str(&mut b, truncate(reason));
+            }
+            Self::Disconnect { session, reason } => {
+                b.put_u8(T_DISCONNECT);
+                put_varint(&mut b, *session);
+                b.put_u8(*reason as u8);
+            }
+        }
+        b.freeze()
+    }
+
+    pub(crate) fn decode(payload: &Bytes) -> Result<Self, Malformed> {
+        let mut r = Reader::new(payload, "control message");
+        let msg = match r.u8()? {
+            T_CONNECT => {
+                r.what = "CONNECT";
+                let session = r.varint()?;
+                let from = r.peer()?;
+                let to = r.peer()?;
+                let flags = r.u8()?;
+                if flags & !0x07 != 0 {
+                    return Err(Malformed("CONNECT flags"));
+                }
+                let start_options = StartOptions::from_u8(r.u8()?).ok_or(Malformed("CONNECT start options"))?;
+                let n = r.count(2)?;
+                if n > MAX_PARAMETERS {
+                    return Err(Malformed("CONNECT parameters"));
+                }
+                let mut parameters = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let k = r.string()?;
+                    let v = r.string()?;
+                    parameters.insert(k, v);
+                }
+                let options = ConnectOptions {
+                    need_send_data: flags & 1 != 0,
+                    need_send_stream: flags & 2 != 0,
+                    need_receive_stream: flags & 4 != 0,
+                    start_options,
+                    parameters,
+                };
+                Self::Connect { session, from, to, options }
+            }
+            T_ACCEPT => Self::Accept { session: r.varint()? },
+            T_REJECT => {
+                r.what = "REJECT";
+                let session = r.varint()?;
+                let code = ConnectErrorCode::from_u8(r.u8()?).ok_or(Malformed("REJECT code"))?;
+                Self::Reject { session, code, reason: r.string()? }
+            }
+            T_DISCONNECT => {
+                r.what = "DISCONNECT";
+                let session = r.varint()?;
+                let reason = DisconnectReason::from_u8(r.u8()?).ok_or(Malformed("DISCONNECT reason"))?;
+                Self::Disconnect { session, reason }
+            }
+            _ => return Err(Malformed("control message type")),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+/// Encodes ACK entries, as many as fit in `room` bytes; returns the payload and how many were taken.
+pub(crate) fn encode_ack(entries: &[AckEntry], room: usize) -> (Bytes, usize) {
+    let mut body = BytesMut::new();
+    let mut taken = 0;
+    for e in entries {
+        let len = varint_len(e.channel) + varint_len(e.pos.seq) + varint_len(e.pos.frag) + 1;
+        if taken > 0 && 5 + body.len() + len > room {
+            break;
+        }
+        put_varint(&mut body, e.channel);
+        put_varint(&mut body, e.pos.seq);
+        put_varint(&mut body, e.pos.frag);
+        body.put_u8(if e.nack { ACK_NACK } else { 0 });
+        taken += 1;
+    }
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    put_varint(&mut b, taken as u32);
+    b.extend_from_slice(&body);
+    (b.freeze(), taken)
+}
+
+pub(crate) fn decode_ack(payload: &Bytes) -> Result<Vec<AckEntry>, Malformed> {
+    let mut r = Reader::new(payload, "ACK");
+    let n = r.count(4)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let channel = r.varint()?;
+        let pos = Position { seq: r.varint()?, frag: r.varint()? };
+        let flags = r.u8()?;
+        if flags & !ACK_NACK != 0 {
+            return Err(Malformed("ACK flags"));
+        }
+        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0 });
+    }
+    r.end()?;
+    Ok(v)
+}
+
+/// Bytes of an unsigned LEB128 encoding of `v`.
+pub(crate) const fn varint_len(v: u32) -> usize {
+    match v {
+        0..=0x7F => 1,
+        0x80..=0x3FFF => 2,
+        0x4000..=0x1F_FFFF => 3,
+        0x20_0000..=0x0FFF_FFFF => 4,
+        _ => 5,
+    }
+}
+
+fn put_varint(b: &mut BytesMut, mut v: u32) {
+    while v >= 0x80 {
+        b.put_u8((v as u8 & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    b.put_u8(v as u8);
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    put_varint(b, s.len() as u32);
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn put_peer(b: &mut BytesMut, p: &PeerInfo) {
+    for s in [&p.device_id, &p.bundle_name, &p.module_name, &p.ability_name, &p.service_name] {
+        put_str(b, s);
+    }
+}
+
+/// Cuts `s` to at most [`MAX_STRING_LEN`] bytes on a character boundary.
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_STRING_LEN {
+        return s;
+    }
+    let mut end = MAX_STRING_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a Bytes, what: &'static str) -> Self {
+        Self { buf, pos: 0, what }
+    }
+
+    fn err(&self) -> Malformed {
+        Malformed(self.what)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        let b = *self.buf.get(self.pos).ok_or(self.err())?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        let s = self.buf.get(self.pos..self.pos + 8).ok_or(self.err())?;
+        self.pos += 8;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    /// An unsigned LEB128 value of at most 32 bits, minimally encoded (as in docs/protocol.md §2.4).
+    fn varint(&mut self) -> Result<u32, Malformed> {
+        let mut v: u32 = 0;
+        for i in 0..5 {
+            let b = self.u8()?;
+            if i == 4 && b & 0xF0 != 0 {
+                return Err(self.err());
+            }
+            v |= u32::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(self.err());
+                }
+                return Ok(v);
+            }
+        }
+        Err(self.err())
+    }
+
+    /// A count of items each at least `min_item` bytes long, checked against the bytes left.
+    fn count(&mut self, min_item: usize) -> Result<usize, Malformed> {
+        let n = self.varint()? as usize;
+        if n.saturating_mul(min_item) > self.buf.len() - self.pos {
+            return Err(self.err());
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<Bytes, Malformed> {
+        let end = self.pos.checked_add(len).ok_or(self.err())?;
+        if end > self.buf.len() {
+            return Err(self.err());
+        }
+        let b = self.buf.slice(self.pos..end);
+        self.pos = end;
+        Ok(b)
+    }
+
+    fn string(&mut self) -> Result<String, Malformed> {
+        let len = self.varint()? as usize;
+        if len > MAX_STRING_LEN {
+            return Err(self.err());
+        }
+        let b = self.bytes(len)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.err())
+    }
+
+    fn peer(&mut self) -> Result<PeerInfo, Malformed> {
+        Ok(PeerInfo {
+            device_id: self.string()?,
+            bundle_name: self.string()?,
+            module_name: self.string()?,
+            ability_name: self.string()?,
+            service_name: self.string()?,
+        })
+    }
+
+    fn end(&self) -> Result<(), Malformed> {
+        if self.pos == self.buf.len() { Ok(()) } else { Err(self.err()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: &str) -> PeerInfo {
+        PeerInfo {
+            device_id: format!("dev-{n}"),
+            bundle_name: "com.example".into(),
+            module_name: "entry".into(),
+            ability_name: "Main".into(),
+            service_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn hello_round_trip() {
+        let h = Hello {
+            flags: HELLO_SEEN,
+            min_version: 1,
+            max_version: 3,
+            device_id: "phone".into(),
+            max_frame: 672,
+            keep_alive_ms: 5000,
+            idle_timeout_ms: 30000,
+            link_token: 0x0102_0304_0506_0708,
+            resume_token: 9,
+            resume_state: vec![(1, Position { seq: 4, frag: 0 }), (9, Position { seq: 300, frag: 17 })],
+            extensions: vec![Extension { kind: 1, data: Bytes::from_static(b"noise") }],
+        };
+        assert_eq!(HandshakeMsg::decode(&h.encode()), Ok(HandshakeMsg::Hello(h)));
+    }
+
+    #[test]
+    fn control_round_trips() {
+        let mut options = ConnectOptions { need_send_data: true, ..ConnectOptions::default() };
+        options.parameters.insert("k".into(), "v".into());
+        for m in [
+            ControlMsg::Connect { session: 3, from: peer("a"), to: peer("b"), options },
+            ControlMsg::Accept { session: 300 },
+            ControlMsg::Reject { session: 5, code: ConnectErrorCode::PeerAppRejected, reason: "busy".into() },
+            ControlMsg::Disconnect { session: 7, reason: DisconnectReason::PeerAppExit },
+        ] {
+            assert_eq!(ControlMsg::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn ack_round_trip_and_room() {
+        let entries: Vec<AckEntry> = (0..100)
+            .map(|i| AckEntry { channel: 4 + i, pos: Position { seq: i * 1000, frag: i }, nack: i % 2 == 0 })
+            .collect();
+        let (payload, taken) = encode_ack(&entries, 64);
+        assert!(payload.len() <= 64 && taken > 0 && taken < 100);
+        assert_eq!(decode_ack(&payload).unwrap(), entries[..taken]);
+    }
+
+    #[test]
+    fn truncated_and_trailing_bytes_are_malformed() {
+        let b = ControlMsg::Accept { session: 1 }.encode();
+        assert!(ControlMsg::decode(&b.slice(..1)).is_err());
+        let mut long = BytesMut::from(&b[..]);
+        long.put_u8(0);
+        assert!(ControlMsg::decode(&long.freeze()).is_err());
+        // A huge announced count with no bytes behind it is refused before allocating.
+        let bogus = Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+        assert!(decode_ack(&bogus).is_err());
+    }
+}
