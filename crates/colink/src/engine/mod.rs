@@ -25,6 +25,7 @@ mod error;
 mod event;
 mod handshake;
 pub mod harness;
+mod identify;
 mod lane;
 mod session;
 mod types;
@@ -35,6 +36,7 @@ pub use config::{Config, Entropy, SUPPORTED_VERSIONS, SeededEntropy, Transport};
 pub use connection::{Connection, LinkState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;
+pub use identify::{CallingDevice, IDENTIFY_LIMIT, Identify, IdentifyError};
 pub use session::SessionState;
 pub use types::{
     ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, Role, SendId,

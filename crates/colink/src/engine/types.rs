@@ -123,7 +123,7 @@ impl DisconnectReason {
 
 /// Which side dialled the link. The initiator re-dials after link loss; session numbers it allocates are odd,
 /// the responder's even, so both can open sessions at once without colliding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Role {
     /// This side dialled.

@@ -1,0 +1,511 @@
+//! The async driver: runs one [`engine::Connection`] per device pair over `colink-ble` links.
+//!
+//! A [`Node`] is one device on one adapter. It listens on an L2CAP PSM, advertises it together with the
+//! device's short id and hosted services, accepts transports (reading each caller's HELLO to route it to the
+//! right connection, so a re-dialled transport resumes its sessions), dials peers found by scanning, and runs
+//! one task per link that moves frames between the engine and the radio, one frame at a time so the radio
+//! paces the engine. On the initiating side a lost transport is re-dialled with back-off until the engine's
+//! grace period ends.
+//!
+//! Everything above (app identities, session ids, listeners, validation) is the `Manager`'s business; the node
+//! speaks in engine terms: [`LinkId`] + [`SessionKey`], and reports [`NodeEvent`]s.
+
+mod dial;
+mod link;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink_ble::{Adapter, AdvertHandle, DeviceId, Link, LinkMode, LinkParams, Listener, ServiceFilter};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::engine::{
+    self, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy, Event,
+    Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
+};
+pub use dial::DialError;
+use link::{Command, ConnectRequest, LinkTask, now};
+
+/// Identifies one link (one device pair's connection) within a [`Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// Something that happened on one of the node's links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// The link.
+    pub link: LinkId,
+    /// The peer device's identity (as announced in its handshake; before that, as dialled).
+    pub peer_device: String,
+    /// What the engine reported.
+    pub event: Event,
+}
+
+/// How a [`Node`] runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Engine tunables; `device_id` is filled in from the node's [`DeviceId`].
+    pub engine: Config,
+    /// Link parameters for dialled and accepted links (packet mode over L2CAP CoC).
+    pub link_params: LinkParams,
+    /// The services advertised as hosted here.
+    pub services: ServiceFilter,
+    /// How long a dial may search for and connect to a peer (default 10 s, the reference's connect timeout).
+    pub dial_timeout: Duration,
+    /// A seed for the engine's tokens: deterministic runs on the simulator. `None` draws them from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            engine: Config::default(),
+            link_params: LinkParams::default(),
+            services: ServiceFilter::EMPTY,
+            dial_timeout: Duration::from_secs(10),
+            seed: None,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The adapter is powered off.
+    #[error("the Bluetooth adapter is powered off")]
+    PoweredOff,
+    /// The adapter refused to listen or advertise.
+    #[error("adapter error: {0}")]
+    Adapter(#[from] colink_ble::AdapterError),
+}
+
+/// Why a session could not be opened, in the reference's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connect failed ({code:?}): {reason}")]
+pub struct ConnectFailure {
+    /// The reference's code.
+    pub code: ConnectErrorCode,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Why a send did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The engine refused it (unknown session, not connected, too large).
+    #[error(transparent)]
+    Rejected(engine::SendError),
+    /// It was accepted but will never be delivered.
+    #[error(transparent)]
+    Failed(engine::SendFailure),
+    /// The session is not connected (it ended while the send waited for room).
+    #[error("the session is not connected")]
+    NotConnected,
+    /// The link ended before delivery.
+    #[error("the link closed before delivery")]
+    LinkClosed,
+}
+
+/// Why a command could not reach its link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No such link (it closed).
+    #[error("no such link")]
+    NoLink,
+    /// The engine refused the session operation.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// A request to (re-)dial a device, answered by attaching the new transport to `reply`'s link.
+pub(crate) struct DialRequest {
+    pub(crate) device: String,
+    pub(crate) within: Duration,
+    pub(crate) reply: mpsc::Sender<Command>,
+}
+
+/// The node's events, in order.
+#[derive(Debug)]
+pub struct NodeEvents(mpsc::UnboundedReceiver<NodeEvent>);
+
+impl NodeEvents {
+    /// The next event, or `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<NodeEvent> {
+        self.0.recv().await
+    }
+}
+
+/// One device: an adapter, its listener and advert, and a task per link.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("device", &self.shared.device.to_string()).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    adapter: Arc<dyn Adapter>,
+    device: DeviceId,
+    config: NodeConfig,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    redial: mpsc::UnboundedSender<DialRequest>,
+    table: Mutex<Table>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    advert: Mutex<Option<AdvertHandle>>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    by_key: BTreeMap<(String, Role), LinkId>,
+    links: BTreeMap<LinkId, (String, Role, mpsc::Sender<Command>)>,
+}
+
+/// Command queue depth per link: callers wait (back-pressure) when a link falls behind.
+const COMMAND_QUEUE: usize = 256;
+
+impl Node {
+    /// Starts `device` on `adapter`: listens, advertises, and begins accepting links.
+    pub async fn start(
+        adapter: Arc<dyn Adapter>,
+        device: DeviceId,
+        mut config: NodeConfig,
+    ) -> Result<(Self, NodeEvents), StartError> {
+        if !adapter.is_powered().await? {
+            return Err(StartError::PoweredOff);
+        }
+        config.engine.device_id = device.to_string();
+        let listener: Arc<dyn Listener> = Arc::from(adapter.listen(None, LinkMode::Packet, config.link_params).await?);
+        let colink_ble::Port::L2cap(psm) = listener.port() else {
+            return Err(StartError::Adapter(colink_ble::AdapterError::Unsupported("listener without a PSM")));
+        };
+        let advert = colink_ble::Advert::new(device.short()).with_psm(psm).with_services(config.services);
+        let advert = adapter.advertise(advert).await?;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (redial, redial_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            adapter,
+            device,
+            config,
+            events,
+            redial,
+            table: Mutex::new(Table::default()),
+            background: Mutex::new(Vec::new()),
+            advert: Mutex::new(Some(advert)),
+        });
+        let node = Self { shared };
+        let span = tracing::info_span!("node", device = %device.short());
+        let accept = tokio::spawn(node.clone().accept_loop(listener).instrument(span.clone()));
+        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span));
+        lock(&node.shared.background).extend([accept, dialer]);
+        info!(device = %device, psm = psm.value(), "node started");
+        Ok((node, NodeEvents(events_rx)))
+    }
+
+    /// This node's device identity.
+    pub fn device(&self) -> DeviceId {
+        self.shared.device
+    }
+
+    /// The adapter the node runs on.
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        &self.shared.adapter
+    }
+
+    /// Opens a session from `from` (a local app) to `to` (an app on `to.device_id`), dialling the device if
+    /// no link to it exists. Resolves once the engine sent the request; the answer arrives as
+    /// [`Event::Connected`] or [`Event::ConnectFailed`] for the returned session.
+    pub async fn connect(
+        &self,
+        from: PeerInfo,
+        to: PeerInfo,
+        options: ConnectOptions,
+    ) -> Result<(LinkId, SessionKey), ConnectFailure> {
+        let device = to.device_id.clone();
+        let (link, tx) = match self.find_link(&device) {
+            Some(found) => found,
+            None => self.dial_new(&device).await?,
+        };
+        let (reply, answer) = oneshot::channel();
+        let internal =
+            |reason: &str| ConnectFailure { code: ConnectErrorCode::SystemInternalError, reason: reason.to_owned() };
+        tx.send(Command::Connect(Box::new(ConnectRequest { from, to, options, reply })))
+            .await
+            .map_err(|_| internal("the link closed"))?;
+        match answer.await {
+            Ok(Ok(session)) => Ok((link, session)),
+            Ok(Err(engine::ConnectError::SessionExists(_))) => Err(ConnectFailure {
+                code: ConnectErrorCode::ConnectedSessionExists,
+                reason: "a session between these endpoints already exists".into(),
+            }),
+            Ok(Err(e)) => Err(internal(&e.to_string())),
+            Err(_) => Err(internal("the link closed")),
+        }
+    }
+
+    /// Accepts the incoming request `token` on `link`.
+    pub async fn accept(&self, link: LinkId, token: String) -> Result<SessionKey, NodeError> {
+        self.ask(link, |reply| Command::Accept { token, reply }).await?.map_err(NodeError::from)
+    }
+
+    /// Rejects the incoming request `token` on `link` with `code` and `reason`.
+    pub async fn reject(
+        &self,
+        link: LinkId,
+        token: String,
+        code: ConnectErrorCode,
+        reason: String,
+    ) -> Result<(), NodeError> {
+        self.ask(link, |reply| Command::Reject { token, code, reason, reply }).await?.map_err(NodeError::from)
+    }
+
+    /// Ends `session` on `link`, telling the peer `reason`.
+    pub async fn disconnect(
+        &self,
+        link: LinkId,
+        session: SessionKey,
+        reason: DisconnectReason,
+    ) -> Result<(), NodeError> {
+        self.ask(link, |reply| Command::Disconnect { session, reason, reply }).await?.map_err(NodeError::from)
+    }
+
+    /// Sends `payload` on `session`'s `kind` channel; resolves when the peer holds all of it. Waits while the
+    /// channel's buffer is full (back-pressure).
+    pub async fn send(
+        &self,
+        link: LinkId,
+        session: SessionKey,
+        kind: ChannelKind,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let Some(tx) = self.sender(link) else { return Err(SendError::LinkClosed) };
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command::Send { session, kind, payload, reply }).await.map_err(|_| SendError::LinkClosed)?;
+        answer.await.unwrap_or(Err(SendError::LinkClosed))
+    }
+
+    /// Closes `link` in order (its sessions end with `PEER_APP_EXIT` on the peer).
+    pub async fn close_link(&self, link: LinkId) {
+        if let Some(tx) = self.sender(link) {
+            let _ = tx.send(Command::Close).await;
+        }
+    }
+
+    /// Stops advertising and accepting, and closes every link.
+    pub async fn shutdown(&self) {
+        lock(&self.shared.advert).take();
+        for task in lock(&self.shared.background).drain(..) {
+            task.abort();
+        }
+        let senders: Vec<_> = lock(&self.shared.table).links.values().map(|(_, _, tx)| tx.clone()).collect();
+        for tx in senders {
+            let _ = tx.send(Command::Close).await;
+        }
+    }
+
+    /// The links currently open (peer device, role).
+    pub fn links(&self) -> Vec<(LinkId, String, Role)> {
+        lock(&self.shared.table).links.iter().map(|(id, (d, r, _))| (*id, d.clone(), *r)).collect()
+    }
+
+    async fn ask<T>(&self, link: LinkId, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let tx = self.sender(link).ok_or(NodeError::NoLink)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| NodeError::NoLink)?;
+        answer.await.map_err(|_| NodeError::NoLink)
+    }
+
+    fn sender(&self, link: LinkId) -> Option<mpsc::Sender<Command>> {
+        lock(&self.shared.table).links.get(&link).map(|(_, _, tx)| tx.clone())
+    }
+
+    /// An open link to `device`, either role (one link per device pair carries every session).
+    fn find_link(&self, device: &str) -> Option<(LinkId, mpsc::Sender<Command>)> {
+        let table = lock(&self.shared.table);
+        [Role::Initiator, Role::Responder].into_iter().find_map(|role| {
+            let id = *table.by_key.get(&(device.to_owned(), role))?;
+            table.links.get(&id).map(|(_, _, tx)| (id, tx.clone()))
+        })
+    }
+
+    async fn dial_new(&self, device: &str) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
+        let link =
+            dial::dial(&self.shared.adapter, device, self.shared.config.link_params, self.shared.config.dial_timeout)
+                .await
+                .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
+        // Another task may have linked the same device meanwhile: use that link, drop ours.
+        if let Some(found) = self.find_link(device) {
+            tokio::spawn(async move { link.close().await });
+            return Ok(found);
+        }
+        Ok(self.spawn_link(device.to_owned(), Role::Initiator, link, Vec::new()))
+    }
+
+    fn spawn_link(
+        &self,
+        device: String,
+        role: Role,
+        link: Arc<dyn Link>,
+        replay: Vec<Bytes>,
+    ) -> (LinkId, mpsc::Sender<Command>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let id = {
+            let mut table = lock(&self.shared.table);
+            table.next += 1;
+            let id = LinkId(table.next);
+            table.by_key.insert((device.clone(), role), id);
+            table.links.insert(id, (device.clone(), role, tx.clone()));
+            id
+        };
+        let entropy: Box<dyn Entropy> = match self.shared.config.seed {
+            Some(seed) => Box::new(SeededEntropy::new(seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            None => Box::new(OsEntropy),
+        };
+        let conn = Connection::new(now(), self.shared.config.engine.clone(), role, entropy);
+        let redial = (role == Role::Initiator).then(|| self.shared.redial.clone());
+        let weak = Arc::downgrade(&self.shared);
+        let on_exit = Box::new(move |id: LinkId| {
+            if let Some(shared) = weak.upgrade() {
+                let mut table = lock(&shared.table);
+                if let Some((device, role, _)) = table.links.remove(&id)
+                    && table.by_key.get(&(device.clone(), role)) == Some(&id)
+                {
+                    table.by_key.remove(&(device, role));
+                }
+            }
+        });
+        let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit);
+        tokio::spawn(task.run(link, replay).in_current_span());
+        (id, tx)
+    }
+
+    async fn accept_loop(self, listener: Arc<dyn Listener>) {
+        loop {
+            match listener.accept().await {
+                Ok(link) => {
+                    let node = self.clone();
+                    tokio::spawn(node.identify_and_route(Arc::from(link)).in_current_span());
+                }
+                Err(e) => {
+                    warn!(error = %e, "listener failed; no longer accepting links");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a fresh transport's HELLO, then hands it (with what was read) to that device's responder link.
+    async fn identify_and_route(self, link: Arc<dyn Link>) {
+        let mode = match link.mode() {
+            LinkMode::Stream => colink_frame::LinkMode::Stream,
+            _ => colink_frame::LinkMode::Packet,
+        };
+        let mut identify = Identify::new(mode);
+        let mut replay = Vec::new();
+        let deadline = self.shared.config.engine.handshake_timeout;
+        let caller = tokio::time::timeout(deadline, async {
+            loop {
+                let data = link.recv().await.ok()?;
+                let found = identify.push(now(), &data);
+                replay.push(data);
+                match found {
+                    Ok(Some(caller)) => return Some(caller),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(error = %e, "dropping a transport that did not identify itself");
+                        return None;
+                    }
+                }
+            }
+        })
+        .await;
+        let Ok(Some(caller)) = caller else {
+            link.close().await;
+            return;
+        };
+        debug!(device = %caller.device_id, resuming = caller.resuming, "incoming transport identified");
+        let existing = {
+            let table = lock(&self.shared.table);
+            table
+                .by_key
+                .get(&(caller.device_id.clone(), Role::Responder))
+                .and_then(|id| table.links.get(id))
+                .map(|(_, _, tx)| tx.clone())
+        };
+        match existing {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(Command::Attach { link, .. })) =
+                    tx.send(Command::Attach { link, replay }).await
+                {
+                    link.close().await;
+                }
+            }
+            None => {
+                self.spawn_link(caller.device_id, Role::Responder, link, replay);
+            }
+        }
+    }
+
+    async fn redial_loop(self, mut requests: mpsc::UnboundedReceiver<DialRequest>) {
+        while let Some(request) = requests.recv().await {
+            let node = self.clone();
+            tokio::spawn(
+                async move {
+                    let started = tokio::time::Instant::now();
+                    let mut backoff = Duration::from_millis(100);
+                    loop {
+                        let left = request.within.saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            let _ = request.reply.send(Command::RedialFailed).await;
+                            return;
+                        }
+                        let params = node.shared.config.link_params;
+                        match dial::dial(&node.shared.adapter, &request.device, params, left).await {
+                            Ok(link) => {
+                                info!(device = %request.device, "re-dialled");
+                                let _ = request.reply.send(Command::Attach { link, replay: Vec::new() }).await;
+                                return;
+                            }
+                            Err(e) => {
+                                debug!(error = %e, ?backoff, "re-dial failed; retrying");
+                                tokio::time::sleep(backoff.min(left)).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                            }
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+}
+
+/// Tokens from the operating system's random source.
+struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn next_u64(&mut self) -> u64 {
+        // getrandom fails only on platforms without an OS source, which colink does not run on; fall back to
+        // a hash keyed by std's per-process random keys rather than to a constant.
+        getrandom::u64().unwrap_or_else(|_| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
