@@ -16,8 +16,13 @@
 //! The traits are dyn-compatible (`Arc<dyn Adapter>`, `Box<dyn Link>`) and return boxed futures, so one binary can
 //! switch between the simulator (`colink-sim`) and the BlueZ backend at run time.
 //!
-//! What this crate deliberately does **not** do: it contains no backend (no D-Bus, no sockets, no simulator), knows
-//! nothing of colink frames or sessions, and never spawns tasks or reads the clock.
+//! Backends, behind features: `bluez` (default; Linux only) adds the `bluez` module, the BlueZ backend over bluer
+//! (D-Bus, L2CAP CoC and RFCOMM sockets; see docs/bluez-backend.md); `btleplug` adds the `btleplug` module, a
+//! scan-only adapter for platforms without BlueZ.
+//!
+//! What this crate deliberately does **not** do: the model itself contains no backend (no D-Bus, no sockets, no
+//! simulator: that is `colink-sim`), knows nothing of colink frames or sessions, and never spawns tasks or reads the
+//! clock (only the backend modules do).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,6 +32,14 @@ mod advert;
 mod link;
 mod pairing;
 mod params;
+
+#[cfg(all(feature = "bluez", target_os = "linux"))]
+pub mod bluez;
+#[cfg(feature = "btleplug")]
+pub mod btleplug;
+#[cfg(any(all(feature = "bluez", target_os = "linux"), feature = "btleplug"))]
+#[path = "bluez/tracker.rs"]
+mod scan_tracker;
 
 pub use adapter::{Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream};
 pub use address::{Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId};

@@ -217,6 +217,9 @@ pub enum PairingError {
     /// Another pairing with this peer is in progress.
     #[error("pairing already in progress")]
     InProgress,
+    /// The backend cannot pair (e.g. the scan-only btleplug backend).
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
     /// A backend-specific failure.
     #[error("pairing failed: {0}")]
     Backend(String),

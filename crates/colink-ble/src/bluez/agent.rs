@@ -1,0 +1,294 @@
+//! The pairing agent bridge: one bluer (`org.bluez.Agent1`) agent per process whose callbacks are routed to the
+//! colink [`Agent`] of the adapter (or of the pairing in progress) they concern.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bluer::agent::{self as bagent, ReqError, ReqResult};
+use bluer::{Address as BAddress, Session};
+use futures::FutureExt;
+
+use super::{from_bluer_address_type, to_colink_address};
+use crate::{Agent, AgentRejected, IoCapability, Passkey, PeerAddress};
+
+/// How long after an approved incoming pairing the bridge waits for BlueZ to report the device paired (to mark
+/// it trusted).
+const TRUST_WAIT: Duration = Duration::from_secs(30);
+
+type Key = (String, [u8; 6]);
+
+/// Routes agent requests; owned by the backend's shared session state.
+pub(crate) struct AgentHub {
+    session: Session,
+    adapters: Mutex<HashMap<String, Arc<dyn Agent>>>,
+    pairing: Mutex<HashMap<Key, Arc<dyn Agent>>>,
+    rejected: Mutex<HashSet<Key>>,
+    registered: tokio::sync::Mutex<Option<(bagent::AgentHandle, &'static str)>>,
+}
+
+/// What answers when no colink agent is set: a headless device that accepts Just Works.
+struct Headless;
+
+impl Agent for Headless {
+    fn io_capability(&self) -> IoCapability {
+        IoCapability::NoInputNoOutput
+    }
+}
+
+/// Removes a pairing's agent route when the pairing ends (or its future is dropped).
+pub(crate) struct PairingRoute {
+    hub: Weak<AgentHub>,
+    key: Key,
+}
+
+impl Drop for PairingRoute {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            if let Ok(mut p) = hub.pairing.lock() {
+                p.remove(&self.key);
+            }
+            if let Ok(mut r) = hub.rejected.lock() {
+                r.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl AgentHub {
+    pub(crate) fn new(session: Session) -> Arc<Self> {
+        Arc::new(Self {
+            session,
+            adapters: Mutex::default(),
+            pairing: Mutex::default(),
+            rejected: Mutex::default(),
+            registered: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sets (or clears) the agent answering peer-initiated pairings on `adapter`, and registers the bridge.
+    pub(crate) async fn set_adapter_agent(
+        self: &Arc<Self>,
+        adapter: &str,
+        agent: Option<Arc<dyn Agent>>,
+    ) -> bluer::Result<()> {
+        let cap = agent.as_ref().map_or(IoCapability::NoInputNoOutput, |a| a.io_capability());
+        if let Ok(mut m) = self.adapters.lock() {
+            match agent {
+                Some(a) => m.insert(adapter.to_owned(), a),
+                None => m.remove(adapter),
+            };
+        }
+        self.ensure_registered(cap).await
+    }
+
+    /// Routes requests about `peer` on `adapter` to `agent` until the returned guard drops.
+    pub(crate) async fn begin_pairing(
+        self: &Arc<Self>,
+        adapter: &str,
+        peer: BAddress,
+        agent: Arc<dyn Agent>,
+    ) -> bluer::Result<PairingRoute> {
+        let key = (adapter.to_owned(), peer.0);
+        let cap = agent.io_capability();
+        if let Ok(mut p) = self.pairing.lock() {
+            p.insert(key.clone(), agent);
+        }
+        let route = PairingRoute { hub: Arc::downgrade(self), key };
+        self.ensure_registered(cap).await?;
+        Ok(route)
+    }
+
+    /// Whether the local agent rejected a step of the pairing with `peer` on `adapter`.
+    pub(crate) fn rejected_locally(&self, adapter: &str, peer: BAddress) -> bool {
+        self.rejected.lock().is_ok_and(|r| r.contains(&(adapter.to_owned(), peer.0)))
+    }
+
+    /// Registers the bridge with the callbacks for `cap` (re-registering when the capability changes).
+    async fn ensure_registered(self: &Arc<Self>, cap: IoCapability) -> bluer::Result<()> {
+        let callbacks = Callbacks::for_capability(cap);
+        let name = callbacks.bluez_capability();
+        let mut reg = self.registered.lock().await;
+        if reg.as_ref().is_some_and(|(_, c)| *c == name) {
+            return Ok(());
+        }
+        // Drop the old registration first: BlueZ allows one agent per D-Bus client.
+        *reg = None;
+        let handle = self.session.register_agent(self.bluer_agent(callbacks)).await?;
+        tracing::debug!(capability = name, "pairing agent registered");
+        *reg = Some((handle, name));
+        Ok(())
+    }
+
+    fn route(&self, adapter: &str, device: BAddress) -> Arc<dyn Agent> {
+        let key = (adapter.to_owned(), device.0);
+        if let Some(a) = self.pairing.lock().ok().and_then(|p| p.get(&key).cloned()) {
+            return a;
+        }
+        self.adapters.lock().ok().and_then(|m| m.get(adapter).cloned()).unwrap_or_else(|| Arc::new(Headless))
+    }
+
+    async fn peer(&self, adapter: &str, device: BAddress) -> PeerAddress {
+        let kind = match self.session.adapter(adapter).and_then(|a| a.device(device)) {
+            Ok(d) => d.address_type().await.ok(),
+            Err(_) => None,
+        };
+        PeerAddress { address: to_colink_address(device), address_type: from_bluer_address_type(kind) }
+    }
+
+    /// The outcome of a colink agent callback, as bluer wants it; records local rejections and, on approval,
+    /// marks the device trusted once BlueZ reports it paired.
+    fn settle<T>(self: &Arc<Self>, adapter: &str, device: BAddress, r: Result<T, AgentRejected>) -> ReqResult<T> {
+        match r {
+            Ok(v) => {
+                self.trust_when_paired(adapter.to_owned(), device);
+                Ok(v)
+            }
+            Err(AgentRejected) => {
+                if let Ok(mut s) = self.rejected.lock() {
+                    s.insert((adapter.to_owned(), device.0));
+                }
+                Err(ReqError::Rejected)
+            }
+        }
+    }
+
+    fn trust_when_paired(&self, adapter: String, device: BAddress) {
+        let Ok(dev) = self.session.adapter(&adapter).and_then(|a| a.device(device)) else { return };
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + TRUST_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                if dev.is_paired().await.unwrap_or(false) {
+                    if let Err(e) = dev.set_trusted(true).await {
+                        tracing::warn!(%device, "could not mark peer trusted: {e}");
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    fn bluer_agent(self: &Arc<Self>, cb: Callbacks) -> bagent::Agent {
+        let weak = Arc::downgrade(self);
+        let mut agent = bagent::Agent { request_default: true, ..Default::default() };
+
+        // Quirk (vm-rig.md, pairing): bluetoothd turns LE Just Works into RequestAuthorization, which bluer
+        // rejects when no callback is set, so pairing fails for a callback-less (NoInputNoOutput) agent. This
+        // callback is therefore always installed and answered by the colink agent's `confirm_just_works`.
+        let w = weak.clone();
+        agent.request_authorization = Some(Box::new(move |req: bagent::RequestAuthorization| {
+            let w = w.clone();
+            async move {
+                let hub = w.upgrade().ok_or(ReqError::Canceled)?;
+                let agent = hub.route(&req.adapter, req.device);
+                let peer = hub.peer(&req.adapter, req.device).await;
+                let r = agent.confirm_just_works(peer).await;
+                hub.settle(&req.adapter, req.device, r)
+            }
+            .boxed()
+        }));
+
+        // Confirmation is installed for every capability: with the authorization callback above bluer publishes
+        // at least DisplayYesNo, so BlueZ may ask for numeric comparison. An agent that cannot compare numbers
+        // (NoInputNoOutput, DisplayOnly, KeyboardOnly) answers it as Just Works.
+        let w = weak.clone();
+        agent.request_confirmation = Some(Box::new(move |req: bagent::RequestConfirmation| {
+            let w = w.clone();
+            async move {
+                let hub = w.upgrade().ok_or(ReqError::Canceled)?;
+                let agent = hub.route(&req.adapter, req.device);
+                let peer = hub.peer(&req.adapter, req.device).await;
+                let r = match agent.io_capability() {
+                    IoCapability::DisplayYesNo | IoCapability::KeyboardDisplay => {
+                        agent.confirm_passkey(peer, Passkey::new_wrapping(req.passkey)).await
+                    }
+                    _ => agent.confirm_just_works(peer).await,
+                };
+                hub.settle(&req.adapter, req.device, r)
+            }
+            .boxed()
+        }));
+
+        // Only peer-initiated service connections of D-Bus profiles ask this; the link itself is authenticated
+        // by pairing, so accept.
+        agent.authorize_service = Some(Box::new(|_req: bagent::AuthorizeService| async { Ok(()) }.boxed()));
+
+        if cb.display {
+            let w = weak.clone();
+            agent.display_passkey = Some(Box::new(move |req: bagent::DisplayPasskey| {
+                let w = w.clone();
+                async move {
+                    let hub = w.upgrade().ok_or(ReqError::Canceled)?;
+                    // BlueZ calls again for every key typed on the peer (`entered`); show the passkey once.
+                    if req.entered > 0 {
+                        return Ok(());
+                    }
+                    let agent = hub.route(&req.adapter, req.device);
+                    let peer = hub.peer(&req.adapter, req.device).await;
+                    let r = agent.display_passkey(peer, Passkey::new_wrapping(req.passkey)).await;
+                    hub.settle(&req.adapter, req.device, r)
+                }
+                .boxed()
+            }));
+        }
+        if cb.keyboard {
+            let w = weak;
+            agent.request_passkey = Some(Box::new(move |req: bagent::RequestPasskey| {
+                let w = w.clone();
+                async move {
+                    let hub = w.upgrade().ok_or(ReqError::Canceled)?;
+                    let agent = hub.route(&req.adapter, req.device);
+                    let peer = hub.peer(&req.adapter, req.device).await;
+                    let r = agent.request_passkey(peer).await.map(Passkey::value);
+                    hub.settle(&req.adapter, req.device, r)
+                }
+                .boxed()
+            }));
+        }
+        agent
+    }
+}
+
+/// Which optional bluer callbacks to install for a colink IO capability (confirmation and authorization are
+/// always installed, see [`AgentHub::bluer_agent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Callbacks {
+    pub(crate) display: bool,
+    pub(crate) keyboard: bool,
+}
+
+impl Callbacks {
+    pub(crate) fn for_capability(cap: IoCapability) -> Self {
+        match cap {
+            IoCapability::KeyboardDisplay => Self { display: true, keyboard: true },
+            IoCapability::KeyboardOnly => Self { display: false, keyboard: true },
+            IoCapability::DisplayOnly | IoCapability::DisplayYesNo => Self { display: true, keyboard: false },
+            _ => Self { display: false, keyboard: false },
+        }
+    }
+
+    /// The capability bluer publishes for these callbacks plus confirmation and authorization (bluer's rule:
+    /// keyboard and yes/no → KeyboardDisplay; yes/no without keyboard → DisplayYesNo).
+    pub(crate) fn bluez_capability(self) -> &'static str {
+        if self.keyboard { "KeyboardDisplay" } else { "DisplayYesNo" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_mapping_respects_authorization_quirk() {
+        use IoCapability::*;
+        // Never NoInputNoOutput: the authorization callback the quirk requires makes bluer publish DisplayYesNo.
+        assert_eq!(Callbacks::for_capability(NoInputNoOutput).bluez_capability(), "DisplayYesNo");
+        assert_eq!(Callbacks::for_capability(DisplayOnly).bluez_capability(), "DisplayYesNo");
+        assert_eq!(Callbacks::for_capability(DisplayYesNo).bluez_capability(), "DisplayYesNo");
+        assert_eq!(Callbacks::for_capability(KeyboardOnly).bluez_capability(), "KeyboardDisplay");
+        assert_eq!(Callbacks::for_capability(KeyboardDisplay).bluez_capability(), "KeyboardDisplay");
+        assert!(Callbacks::for_capability(DisplayYesNo).display);
+        assert!(!Callbacks::for_capability(DisplayYesNo).keyboard);
+    }
+}

@@ -1,0 +1,480 @@
+//! The BlueZ backend (feature `bluez`, Linux only): colink's [`Adapter`], [`Listener`] and [`Link`] on real
+//! adapters through [bluer](https://docs.rs/bluer) (bluetoothd over D-Bus, kernel L2CAP and RFCOMM sockets).
+//!
+//! - [`Bluez`] is one D-Bus session: it lists adapters and opens [`BluezAdapter`]s (default, or by name such as
+//!   `hci1`). One pairing agent serves every adapter of the process.
+//! - Advertising registers the colink advert ([`Advert`]) with bluetoothd; scanning post-filters BlueZ's device
+//!   reports down to colink adverts.
+//! - Packet links are L2CAP LE credit-based (CoC) SeqPacket sockets on a dynamic PSM (0x80..=0xFF); stream links
+//!   are RFCOMM (or L2CAP stream) sockets.
+//!
+//! Every kernel or BlueZ quirk this code works around is named in a comment where it is handled (the facts are
+//! in vm-rig.md and bluez.md; docs/bluez-backend.md summarises them).
+//!
+//! What it does not do: GATT, LE audio, classic discovery (inquiry), ECRED channels, or anything that needs
+//! bluetoothd's experimental interfaces.
+
+mod advert;
+mod agent;
+mod link;
+mod socket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bluer::{AdapterEvent, DiscoveryFilter, DiscoveryTransport, Session};
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+
+pub use link::{BluezLink, RFCOMM_WRITE_CHUNK};
+
+use crate::scan_tracker::ScanTracker;
+use crate::{
+    Adapter, AdapterError, Address, AddressType, Advert, AdvertHandle, Agent, BoxFuture, ConnectError, Link, LinkMode,
+    LinkParams, Listener, PairingError, PeerAddress, Port, ScanEvent, ScanFilter, ScanStream,
+};
+use advert::{colink_advert, fits_legacy, rssi_from_bluez, to_advertisement};
+use agent::AgentHub;
+
+/// How long [`Adapter::pair`] waits for the whole pairing (agents included).
+const PAIR_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Adapter::pair`] scans for a peer bluetoothd does not know yet.
+const PAIR_DISCOVERY: Duration = Duration::from_secs(10);
+
+/// A connection to bluetoothd (one D-Bus session) from which adapters are opened.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), colink_ble::AdapterError> {
+/// use colink_ble::Adapter;
+/// use colink_ble::bluez::Bluez;
+///
+/// let bluez = Bluez::new().await?;
+/// for name in bluez.adapter_names().await? {
+///     let adapter = bluez.adapter(&name).await?;
+///     println!("{name}: {} powered={}", adapter.address(), adapter.is_powered().await?);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bluez {
+    session: Session,
+    agents: Arc<AgentHub>,
+}
+
+impl std::fmt::Debug for Bluez {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bluez").finish_non_exhaustive()
+    }
+}
+
+impl Bluez {
+    /// Connects to bluetoothd on the system bus. Fails with [`AdapterError::Backend`] when there is no system
+    /// bus or no bluetoothd.
+    pub async fn new() -> Result<Self, AdapterError> {
+        let session = Session::new().await.map_err(adapter_error)?;
+        let agents = AgentHub::new(session.clone());
+        Ok(Self { session, agents })
+    }
+
+    /// The names of the adapters bluetoothd knows (`hci0`, ...), sorted.
+    pub async fn adapter_names(&self) -> Result<Vec<String>, AdapterError> {
+        let mut names = self.session.adapter_names().await.map_err(adapter_error)?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The default adapter (bluetoothd's first).
+    pub async fn default_adapter(&self) -> Result<BluezAdapter, AdapterError> {
+        let a = self.session.default_adapter().await.map_err(adapter_error)?;
+        self.open(a).await
+    }
+
+    /// The adapter named `name` (e.g. `hci1`).
+    pub async fn adapter(&self, name: &str) -> Result<BluezAdapter, AdapterError> {
+        let a = self.session.adapter(name).map_err(adapter_error)?;
+        self.open(a).await
+    }
+
+    async fn open(&self, adapter: bluer::Adapter) -> Result<BluezAdapter, AdapterError> {
+        let addr = adapter.address().await.map_err(adapter_error)?;
+        let kind = adapter.address_type().await.map_err(adapter_error)?;
+        let address =
+            PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(Some(kind)) };
+        Ok(BluezAdapter { name: adapter.name().to_owned(), adapter, address, agents: self.agents.clone() })
+    }
+}
+
+/// One local adapter through BlueZ. Implements [`Adapter`].
+pub struct BluezAdapter {
+    adapter: bluer::Adapter,
+    name: String,
+    address: PeerAddress,
+    agents: Arc<AgentHub>,
+}
+
+impl std::fmt::Debug for BluezAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BluezAdapter").field("name", &self.name).field("address", &self.address).finish()
+    }
+}
+
+impl BluezAdapter {
+    /// The underlying bluer adapter, for what colink's traits do not cover.
+    pub fn bluer(&self) -> &bluer::Adapter {
+        &self.adapter
+    }
+
+    /// Whether bluetoothd has a bond with `peer`.
+    pub async fn is_paired(&self, peer: PeerAddress) -> bool {
+        match self.adapter.device(to_bluer_address(peer.address)) {
+            Ok(d) => d.is_paired().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Removes `peer` from bluetoothd (bond, cached adverts, connections). Missing is fine.
+    pub async fn forget(&self, peer: PeerAddress) {
+        let _ = self.adapter.remove_device(to_bluer_address(peer.address)).await;
+    }
+
+    async fn powered(&self) -> bool {
+        self.adapter.is_powered().await.unwrap_or(false)
+    }
+
+    async fn scan_impl(&self, filter: ScanFilter) -> Result<ScanStream, AdapterError> {
+        if !self.powered().await {
+            return Err(AdapterError::PoweredOff);
+        }
+        // Quirk (bluez.md): BlueZ merges all clients' discovery filters and its UUID filter can drop adverts that
+        // carry the UUID only as a service-data key: no UUID filter, colink post-filters (`colink_advert`).
+        let df = DiscoveryFilter { transport: DiscoveryTransport::Le, duplicate_data: true, ..Default::default() };
+        self.adapter.set_discovery_filter(df).await.map_err(adapter_error)?;
+        let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
+        let task =
+            tokio::spawn(tracing::Instrument::instrument(run_scan(self.adapter.clone(), events, filter, tx), span));
+        Ok(Box::pin(BluezScan { rx, task }))
+    }
+
+    async fn pair_impl(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> Result<(), PairingError> {
+        if !self.powered().await {
+            return Err(PairingError::PoweredOff);
+        }
+        let addr = to_bluer_address(peer.address);
+        let _route = self
+            .agents
+            .begin_pairing(&self.name, addr, agent)
+            .await
+            .map_err(|e| PairingError::Backend(format!("registering the pairing agent: {e}")))?;
+        if !self.knows(addr).await {
+            self.discover_until_known(addr, PAIR_DISCOVERY).await;
+        }
+        let dev = self.adapter.device(addr).map_err(|e| PairingError::Backend(e.to_string()))?;
+        if !dev.is_paired().await.unwrap_or(false) {
+            let started = Instant::now();
+            match tokio::time::timeout(PAIR_TIMEOUT, dev.pair()).await {
+                Err(_) => return Err(PairingError::Timeout),
+                Ok(Err(e)) => {
+                    let local = self.agents.rejected_locally(&self.name, addr);
+                    return Err(pairing_error(&e, local));
+                }
+                Ok(Ok(())) => tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired"),
+            }
+        }
+        dev.set_trusted(true).await.map_err(|e| PairingError::Backend(format!("marking the peer trusted: {e}")))
+    }
+
+    async fn knows(&self, addr: bluer::Address) -> bool {
+        self.adapter.device_addresses().await.is_ok_and(|v| v.contains(&addr))
+    }
+
+    async fn discover_until_known(&self, addr: bluer::Address, limit: Duration) {
+        let Ok(events) = self.adapter.discover_devices().await else { return };
+        let found = async {
+            futures::pin_mut!(events);
+            while let Some(ev) = events.next().await {
+                if matches!(ev, AdapterEvent::DeviceAdded(a) if a == addr) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, found).await;
+    }
+}
+
+impl Adapter for BluezAdapter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn address(&self) -> PeerAddress {
+        self.address
+    }
+
+    fn is_powered(&self) -> BoxFuture<'_, Result<bool, AdapterError>> {
+        Box::pin(async move { self.adapter.is_powered().await.map_err(adapter_error) })
+    }
+
+    fn set_powered(&self, on: bool) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(async move { self.adapter.set_powered(on).await.map_err(adapter_error) })
+    }
+
+    fn advertise(&self, advert: Advert) -> BoxFuture<'_, Result<AdvertHandle, AdapterError>> {
+        Box::pin(async move {
+            if !self.powered().await {
+                return Err(AdapterError::PoweredOff);
+            }
+            let adv = to_advertisement(&advert);
+            if !fits_legacy(&adv) {
+                return Err(AdapterError::Backend("advertising data exceeds 31 bytes".into()));
+            }
+            // Quirk (vm-rig.md, advertising): mgmt-level advertising (`btmgmt advertising on`) hides adverts
+            // registered over D-Bus; nothing on D-Bus can turn it off, so the rig (and docs/bluez-backend.md)
+            // leave it off. An LE peripheral is only connectable while it advertises: keep the handle while
+            // listening.
+            let handle = self.adapter.advertise(adv).await.map_err(adapter_error)?;
+            tracing::debug!(adapter = %self.name, ?advert, "advertising");
+            Ok(AdvertHandle::new(handle))
+        })
+    }
+
+    fn scan(&self, filter: ScanFilter) -> BoxFuture<'_, Result<ScanStream, AdapterError>> {
+        Box::pin(self.scan_impl(filter))
+    }
+
+    fn connect(
+        &self,
+        peer: PeerAddress,
+        port: Port,
+        mode: LinkMode,
+        params: LinkParams,
+    ) -> BoxFuture<'_, Result<Box<dyn Link>, ConnectError>> {
+        Box::pin(async move {
+            if !self.powered().await {
+                return Err(ConnectError::PoweredOff);
+            }
+            socket::connect(&self.adapter, self.address, peer, port, mode, params)
+                .await
+                .map(|l| Box::new(l) as Box<dyn Link>)
+        })
+    }
+
+    fn listen(
+        &self,
+        port: Option<Port>,
+        mode: LinkMode,
+        params: LinkParams,
+    ) -> BoxFuture<'_, Result<Box<dyn Listener>, AdapterError>> {
+        Box::pin(async move {
+            if !self.powered().await {
+                return Err(AdapterError::PoweredOff);
+            }
+            socket::listen(&self.adapter, self.address, port, mode, params)
+                .await
+                .map(|l| Box::new(l) as Box<dyn Listener>)
+        })
+    }
+
+    fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(async move { self.agents.set_adapter_agent(&self.name, agent).await.map_err(adapter_error) })
+    }
+
+    fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
+        Box::pin(self.pair_impl(peer, agent))
+    }
+}
+
+/// The scan stream: events from the scan task; dropping it stops the task (and with it discovery).
+struct BluezScan {
+    rx: futures::channel::mpsc::UnboundedReceiver<ScanEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream for BluezScan {
+    type Item = ScanEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ScanEvent>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for BluezScan {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How often a scan restarts discovery: a third of `lost_after`, within 1..=10 s.
+///
+/// Quirk (seen in the VM rig, kernel 6.1 / BlueZ 5.66): Linux scans with the controller's duplicate filter on, so
+/// within one discovery session an unchanged advert is reported once; bluetoothd then emits nothing more for a
+/// device that keeps advertising the same data (and btvirt's RSSI never changes). Restarting discovery resets the
+/// duplicate filter, and bluetoothd invalidates the RSSI of every device found when discovery stops, so each
+/// device still advertising sets its RSSI again (a property change, hence an event) in the next session. That is
+/// what makes `DeviceLost` after `lost_after` mean "not heard" rather than "unchanged".
+pub(crate) fn discovery_cycle(lost_after: Duration) -> Duration {
+    (lost_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+async fn run_scan(
+    adapter: bluer::Adapter,
+    first: impl Stream<Item = AdapterEvent> + Send + 'static,
+    filter: ScanFilter,
+    tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
+) {
+    let start = Instant::now();
+    let cycle = discovery_cycle(filter.lost_after);
+    let mut tracker = ScanTracker::new(filter);
+    let mut peers = std::collections::HashMap::new();
+    let far = Duration::from_secs(24 * 3600);
+    let mut events: std::pin::Pin<Box<dyn Stream<Item = AdapterEvent> + Send>> = Box::pin(first);
+    loop {
+        let restart = tokio::time::sleep(cycle);
+        tokio::pin!(restart);
+        // One discovery session.
+        let ended = loop {
+            let wake = start + tracker.next_expiry().unwrap_or(far);
+            let out: Vec<ScanEvent> = tokio::select! {
+                ev = events.next() => match ev {
+                    // bluer ends the stream when discovery stops (Discovering = false), e.g. on power-off.
+                    None => break true,
+                    Some(AdapterEvent::DeviceAdded(addr)) => {
+                        let Ok(dev) = adapter.device(addr) else { continue };
+                        // No RSSI: not heard in this discovery session (listed from bluetoothd's cache).
+                        let Some(raw_rssi) = dev.rssi().await.ok().flatten() else { continue };
+                        let Some(advert) = colink_advert(dev.service_data().await.ok().flatten().as_ref()) else {
+                            continue;
+                        };
+                        let kind = dev.address_type().await.ok();
+                        let peer =
+                            PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(kind) };
+                        peers.insert(addr, peer);
+                        tracker.heard(start.elapsed(), peer, rssi_from_bluez(Some(raw_rssi)), advert).into_iter().collect()
+                    }
+                    Some(AdapterEvent::DeviceRemoved(addr)) => {
+                        peers.remove(&addr).and_then(|p| tracker.removed(p)).into_iter().collect()
+                    }
+                    Some(_) => continue,
+                },
+                () = tokio::time::sleep_until(wake) => tracker.expire(start.elapsed()),
+                () = &mut restart => break false,
+            };
+            for ev in out {
+                if tx.unbounded_send(ev).is_err() {
+                    return;
+                }
+            }
+        };
+        drop(events);
+        // The stream ends when the adapter powers off (as the trait requires), or if it cannot scan any more.
+        if ended && !adapter.is_powered().await.unwrap_or(false) {
+            return;
+        }
+        // Let bluer's StopDiscovery (sent when the session's last stream drops) go out before starting again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events = match adapter.discover_devices_with_changes().await {
+            Ok(e) => Box::pin(e),
+            Err(e) => {
+                tracing::warn!("restarting discovery failed, scan ends: {e}");
+                return;
+            }
+        };
+    }
+}
+
+pub(crate) fn to_colink_address(a: bluer::Address) -> Address {
+    Address::new(a.0)
+}
+
+pub(crate) fn to_bluer_address(a: Address) -> bluer::Address {
+    bluer::Address(a.octets())
+}
+
+pub(crate) fn from_bluer_address_type(t: Option<bluer::AddressType>) -> AddressType {
+    match t {
+        Some(bluer::AddressType::BrEdr) => AddressType::BrEdr,
+        Some(bluer::AddressType::LeRandom) => AddressType::LeRandom,
+        _ => AddressType::LePublic,
+    }
+}
+
+pub(crate) fn to_bluer_address_type(t: AddressType) -> bluer::AddressType {
+    match t {
+        AddressType::BrEdr => bluer::AddressType::BrEdr,
+        AddressType::LeRandom => bluer::AddressType::LeRandom,
+        _ => bluer::AddressType::LePublic,
+    }
+}
+
+fn adapter_error(e: bluer::Error) -> AdapterError {
+    match e.kind {
+        bluer::ErrorKind::NotReady => AdapterError::PoweredOff,
+        bluer::ErrorKind::NotFound | bluer::ErrorKind::DoesNotExist => AdapterError::Gone,
+        bluer::ErrorKind::NotSupported => AdapterError::Unsupported("not supported by bluetoothd"),
+        _ => AdapterError::Backend(e.to_string()),
+    }
+}
+
+/// Maps bluetoothd's pairing errors; `local` says whether our own agent rejected a step.
+fn pairing_error(e: &bluer::Error, local: bool) -> PairingError {
+    use bluer::ErrorKind as K;
+    match e.kind {
+        K::AuthenticationRejected | K::AuthenticationCanceled => {
+            PairingError::Rejected { side: if local { "local" } else { "remote" } }
+        }
+        K::AuthenticationFailed => PairingError::AuthenticationFailed,
+        K::AuthenticationTimeout => PairingError::Timeout,
+        K::ConnectionAttemptFailed | K::DoesNotExist | K::NotFound => PairingError::PeerUnreachable,
+        K::InProgress => PairingError::InProgress,
+        K::NotReady => PairingError::PoweredOff,
+        _ => PairingError::Backend(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_restarts_often_enough_to_detect_loss() {
+        for secs in [0, 1, 3, 10, 30, 600] {
+            let lost_after = Duration::from_secs(secs);
+            let c = discovery_cycle(lost_after);
+            assert!(c >= Duration::from_secs(1) && c <= Duration::from_secs(10));
+            if secs >= 3 {
+                assert!(c * 3 <= lost_after, "a live device is heard at least twice before it counts as lost");
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_map_both_ways() {
+        let a = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 1]);
+        assert_eq!(to_colink_address(to_bluer_address(a)), a);
+        assert_eq!(to_bluer_address(a).to_string(), a.to_string());
+        for t in [AddressType::BrEdr, AddressType::LePublic, AddressType::LeRandom] {
+            assert_eq!(from_bluer_address_type(Some(to_bluer_address_type(t))), t);
+        }
+    }
+
+    #[test]
+    fn pairing_errors_name_the_side() {
+        let e = |kind| bluer::Error { kind, message: String::new() };
+        assert_eq!(
+            pairing_error(&e(bluer::ErrorKind::AuthenticationRejected), true),
+            PairingError::Rejected { side: "local" }
+        );
+        assert_eq!(
+            pairing_error(&e(bluer::ErrorKind::AuthenticationCanceled), false),
+            PairingError::Rejected { side: "remote" }
+        );
+        assert_eq!(
+            pairing_error(&e(bluer::ErrorKind::AuthenticationFailed), false),
+            PairingError::AuthenticationFailed
+        );
+        assert_eq!(pairing_error(&e(bluer::ErrorKind::ConnectionAttemptFailed), false), PairingError::PeerUnreachable);
+    }
+}
