@@ -18,5 +18,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod driver;
 pub mod engine;
+mod manager;
+
+pub use api::{Caller, Error, ErrorCode, Event, EventKind, PeerInfo, SessionId};
+pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};

@@ -1,0 +1,550 @@
+//! [`Manager`]: the public API, after OpenHarmony's `abilityConnectionManager`, on the session engine's driver.
+//!
+//! One `Manager` per process owns an adapter (the simulator or BlueZ) through a [`Node`]. Apps, identified by
+//! a [`Caller`], create sessions to apps on other devices, connect them (the peer app answers through its
+//! [`Manager::incoming`] stream with [`Manager::accept_connect`] or [`Manager::reject`]), exchange messages
+//! and data, and learn what happens through [`Manager::on`] listeners or [`Manager::events`] streams.
+//!
+//! Every operation validates its arguments by the reference's rules (see [`crate::api::validate`]) and answers
+//! with an [`Error`] carrying the reference's numeric code; nothing panics on bad input. Unlike the reference,
+//! `send_message` / `send_data` resolve when the peer holds the whole payload, and a send that fails after
+//! it was accepted also raises `collaborateEvent` SEND_FAILURE.
+
+mod incoming;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use colink_ble::{Adapter, DeviceId};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::api::{
+    Caller, CollaborateEventInfo, CollaborateEventType, ConnectErrorCode, ConnectOptions, ConnectResult,
+    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, validate,
+};
+use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
+use crate::engine::{self, ChannelKind, SessionKey};
+pub use incoming::{CollaborationRequest, Incoming};
+
+/// Builds a [`Manager`].
+#[derive(Default)]
+#[must_use]
+pub struct ManagerBuilder {
+    adapter: Option<Arc<dyn Adapter>>,
+    device: Option<DeviceId>,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder").field("device", &self.device).finish_non_exhaustive()
+    }
+}
+
+impl ManagerBuilder {
+    /// The adapter to run on: a `colink_sim::SimAdapter`, a `colink_ble::bluez::BluezAdapter`, ...
+    pub fn adapter(mut self, adapter: impl Adapter) -> Self {
+        self.adapter = Some(Arc::new(adapter));
+        self
+    }
+
+    /// The adapter to run on, already shared.
+    pub fn shared_adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
+    /// This device's stable identity (default: a random one; persist it to be recognised across restarts).
+    pub fn device_id(mut self, device: DeviceId) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// Draws the engine's tokens from a seed instead of the OS: deterministic runs on the simulator.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// The driver's configuration (engine timers, link parameters, advertised services, dial timeout).
+    pub fn node_config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the manager: listens and advertises on the adapter. `801` without an adapter, or when the
+    /// adapter is off or refuses.
+    pub async fn build(self) -> Result<Manager, Error> {
+        let adapter = self.adapter.ok_or_else(|| Error::not_supported("colink without a Bluetooth adapter"))?;
+        let device = match self.device {
+            Some(d) => d,
+            None => {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).map_err(|e| Error::not_supported(format_args!("a device id ({e})")))?;
+                DeviceId::from_bytes(bytes)
+            }
+        };
+        let (node, events) = Node::start(adapter, device, self.config).await.map_err(|e| match e {
+            StartError::PoweredOff => Error::not_supported("colink with the Bluetooth adapter powered off"),
+            e => Error::not_supported(format_args!("colink on this adapter ({e})")),
+        })?;
+        let inner = Arc::new(Inner {
+            node,
+            registry: EventRegistry::new(),
+            ids: SessionIds::new(),
+            state: Mutex::new(State::default()),
+            apps: incoming::Apps::default(),
+            pump: Mutex::new(None),
+        });
+        let span = tracing::info_span!("manager", device = %device.short());
+        let pump = tokio::spawn(pump(Arc::downgrade(&inner), events).instrument(span));
+        *lock(&inner.pump) = Some(pump);
+        info!(device = %device, "manager started");
+        Ok(Manager { inner })
+    }
+}
+
+/// The connection manager: sessions between local apps and apps on nearby devices.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("device", &self.inner.node.device().to_string()).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    node: Node,
+    registry: EventRegistry,
+    ids: SessionIds,
+    state: Mutex<State>,
+    apps: incoming::Apps,
+    pump: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(pump) = lock(&self.pump).take() {
+            pump.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sessions: BTreeMap<SessionId, Session>,
+    bound: BTreeMap<(LinkId, SessionKey), SessionId>,
+    requests: BTreeMap<String, Request>,
+    /// Answers that arrived for a connect before its binding was recorded.
+    early: BTreeMap<(LinkId, SessionKey), ConnectResult>,
+}
+
+struct Session {
+    caller: Caller,
+    service_name: String,
+    peer: PeerInfo,
+    options: ConnectOptions,
+    phase: Phase,
+}
+
+enum Phase {
+    Idle,
+    Connecting { binding: Option<(LinkId, SessionKey)>, answer: Option<oneshot::Sender<ConnectResult>> },
+    Connected { binding: (LinkId, SessionKey) },
+}
+
+/// An unanswered collaboration request from a peer.
+#[derive(Clone)]
+struct Request {
+    link: LinkId,
+}
+
+impl Manager {
+    /// A builder: `Manager::builder().adapter(adapter).build().await`.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// This device's identity: the `device_id` peers put in their [`PeerInfo`] to reach apps here.
+    pub fn device_id(&self) -> DeviceId {
+        self.inner.node.device()
+    }
+
+    /// `createAbilityConnectionSession(serviceName, context, peerInfo, connectOptions)`: a session from the
+    /// app `caller` to the app `peer`, not yet connected.
+    pub fn create_session(
+        &self,
+        caller: &Caller,
+        service_name: &str,
+        peer: PeerInfo,
+        options: ConnectOptions,
+    ) -> Result<SessionId, Error> {
+        validate::create_session(service_name, &peer, &options, caller)?;
+        let id = self
+            .inner
+            .ids
+            .allocate()
+            .ok_or_else(|| Error::invalid_arg("session_id", "no session ids left in this process"))?;
+        self.inner.registry.open_session(id, caller);
+        let session = Session {
+            caller: caller.clone(),
+            service_name: service_name.to_owned(),
+            peer,
+            options,
+            phase: Phase::Idle,
+        };
+        self.state().sessions.insert(id, session);
+        debug!(session = %id, "session created");
+        Ok(id)
+    }
+
+    /// `destroyAbilityConnectionSession(id)`: disconnects the session if needed, then forgets it (its listeners
+    /// and streams end).
+    pub async fn destroy_session(&self, id: SessionId) -> Result<(), Error> {
+        self.disconnect(id).await?;
+        self.state().sessions.remove(&id);
+        self.inner.registry.close_session(id);
+        Ok(())
+    }
+
+    /// `getPeerInfoById(id)`: the peer app of a session, or `None` for an unknown id.
+    pub fn peer_info(&self, id: SessionId) -> Option<PeerInfo> {
+        self.state().sessions.get(&id).map(|s| s.peer.clone())
+    }
+
+    /// `connect(id)`: dials the peer device if needed and asks the peer app to collaborate. Resolves with
+    /// `is_connected: true` once the peer app accepted, or with the reference's error code (an absent or
+    /// silent peer gives `SYSTEM_INTERNAL_ERROR` after the 10 s connect timeout). `401` for an unknown id.
+    pub async fn connect(&self, id: SessionId) -> Result<ConnectResult, Error> {
+        let (from, to, options) = {
+            let mut state = self.state();
+            let s = state.sessions.get_mut(&id).ok_or_else(|| Error::unknown_session(id))?;
+            if !matches!(s.phase, Phase::Idle) {
+                return Ok(ConnectResult::failed(
+                    ConnectErrorCode::ConnectedSessionExists,
+                    Some(format!("session {id} is already connected or connecting")),
+                ));
+            }
+            s.phase = Phase::Connecting { binding: None, answer: None };
+            let from = engine::PeerInfo {
+                device_id: self.inner.node.device().to_string(),
+                bundle_name: s.caller.bundle_name().to_owned(),
+                module_name: s.caller.module_name().to_owned(),
+                ability_name: s.caller.ability_name().to_owned(),
+                service_name: s.service_name.clone(),
+            };
+            (from, s.peer.to_engine(&s.service_name), s.options.clone())
+        };
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let binding = match self.inner.node.connect(from, to, options).await {
+            Ok(binding) => binding,
+            Err(failure) => {
+                self.set_idle(id);
+                return Ok(ConnectResult::failed(failure.code, Some(failure.reason)));
+            }
+        };
+        {
+            let mut state = self.state();
+            if let Some(early) = state.early.remove(&binding) {
+                drop(state);
+                return Ok(self.finish_connect(id, binding, early));
+            }
+            state.bound.insert(binding, id);
+            match state.sessions.get_mut(&id) {
+                Some(Session { phase: Phase::Connecting { binding: b, answer }, .. }) => {
+                    *b = Some(binding);
+                    *answer = Some(answer_tx);
+                }
+                // Destroyed or disconnected meanwhile.
+                _ => {
+                    state.bound.remove(&binding);
+                    return Ok(ConnectResult::failed(
+                        ConnectErrorCode::SystemInternalError,
+                        Some("the session was closed while connecting".into()),
+                    ));
+                }
+            }
+        }
+        let result = answer_rx.await.unwrap_or_else(|_| {
+            ConnectResult::failed(ConnectErrorCode::SystemInternalError, Some("the manager stopped".into()))
+        });
+        Ok(self.finish_connect(id, binding, result))
+    }
+
+    /// `acceptConnect(id, token)`: accepts the collaboration request `token` (from [`Manager::incoming`]) as
+    /// session `id`, which the app created for the requesting peer.
+    pub async fn accept_connect(&self, id: SessionId, token: &str) -> Result<(), Error> {
+        validate::token(token)?;
+        let request = {
+            let state = self.state();
+            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            if !matches!(s.phase, Phase::Idle) {
+                return Err(Error::invalid_arg("session_id", format_args!("session {id} is already in use")));
+            }
+            state.requests.get(token).cloned().ok_or_else(|| unknown_token(token))?
+        };
+        let key = self.inner.node.accept(request.link, token.to_owned()).await.map_err(|_| unknown_token(token))?;
+        let binding = (request.link, key);
+        {
+            let mut state = self.state();
+            state.requests.remove(token);
+            match state.sessions.get_mut(&id) {
+                Some(s) => s.phase = Phase::Connected { binding },
+                None => return Err(Error::unknown_session(id)),
+            }
+            state.bound.insert(binding, id);
+        }
+        self.inner.registry.dispatch(Event::Connect { session_id: id });
+        Ok(())
+    }
+
+    /// `reject(token, reason)`: declines the collaboration request `token`; the initiator's `connect` resolves
+    /// with `PEER_APP_REJECTED` and `reason`.
+    pub async fn reject(&self, token: &str, reason: &str) -> Result<(), Error> {
+        validate::reject(token, reason)?;
+        let request = self.state().requests.remove(token).ok_or_else(|| unknown_token(token))?;
+        self.inner
+            .node
+            .reject(request.link, token.to_owned(), ConnectErrorCode::PeerAppRejected, reason.to_owned())
+            .await
+            .map_err(|_| unknown_token(token))
+    }
+
+    /// `disconnect(id)`: ends the session; the peer gets `disconnect` with `PEER_APP_CLOSE_COLLABORATION`.
+    /// A session that is not connected stays as it is.
+    pub async fn disconnect(&self, id: SessionId) -> Result<(), Error> {
+        let binding = {
+            let mut state = self.state();
+            let s = state.sessions.get_mut(&id).ok_or_else(|| Error::unknown_session(id))?;
+            let binding = match std::mem::replace(&mut s.phase, Phase::Idle) {
+                Phase::Connected { binding } => Some(binding),
+                Phase::Connecting { binding, answer } => {
+                    if let Some(answer) = answer {
+                        let _ = answer.send(ConnectResult::failed(
+                            ConnectErrorCode::SystemInternalError,
+                            Some("disconnected while connecting".into()),
+                        ));
+                    }
+                    binding
+                }
+                Phase::Idle => None,
+            };
+            if let Some(b) = binding {
+                state.bound.remove(&b);
+            }
+            binding
+        };
+        if let Some((link, key)) = binding {
+            let _ = self.inner.node.disconnect(link, key, DisconnectReason::PeerAppCloseCollaboration).await;
+        }
+        Ok(())
+    }
+
+    /// `sendMessage(id, msg)`: resolves when the peer app has the message.
+    pub async fn send_message(&self, id: SessionId, msg: &str) -> Result<(), Error> {
+        validate::message(msg)?;
+        self.send(id, ChannelKind::Message, Bytes::copy_from_slice(msg.as_bytes())).await
+    }
+
+    /// `sendData(id, data)`: resolves when the peer app has all of `data`. Large payloads are split into frames
+    /// internally and interleave with other traffic; the call waits while the session's buffer is full.
+    pub async fn send_data(&self, id: SessionId, data: Bytes) -> Result<(), Error> {
+        validate::data_len(data.len())?;
+        self.send(id, ChannelKind::Data, data).await
+    }
+
+    /// `on(type, id, callback)`: makes `callback` the listener for `kind` on session `id`, replacing any
+    /// earlier one. `202` for a system event on a non-system app's session, `401` for an unknown id.
+    pub fn on(
+        &self,
+        kind: EventKind,
+        id: SessionId,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.check_event_kind(kind, id)?;
+        self.inner.registry.on(kind, id, callback)
+    }
+
+    /// `off(type, id)`: removes the listener for `kind` on session `id`.
+    pub fn off(&self, kind: EventKind, id: SessionId) -> Result<(), Error> {
+        self.check_event_kind(kind, id)?;
+        self.inner.registry.off(kind, id).map(|_| ())
+    }
+
+    /// Every event of session `id`, as a stream (system events only for system apps). Dropping it unsubscribes.
+    pub fn events(&self, id: SessionId) -> Result<EventStream, Error> {
+        if !self.state().sessions.contains_key(&id) {
+            return Err(Error::unknown_session(id));
+        }
+        self.inner.registry.events(id)
+    }
+
+    /// The collaboration requests addressed to the app `caller` (the reference's `onCollaborate`). While no
+    /// stream is open for an app, requests for it are rejected with `PEER_ABILITY_NO_ONCOLLABORATE`.
+    pub fn incoming(&self, caller: &Caller) -> Result<Incoming, Error> {
+        validate::caller_identity(caller)?;
+        Ok(self.inner.apps.subscribe(caller))
+    }
+
+    /// Closes every link (peers see `disconnect` with `PEER_APP_EXIT`) and stops advertising.
+    pub async fn shutdown(&self) {
+        self.inner.node.shutdown().await;
+    }
+
+    async fn send(&self, id: SessionId, kind: ChannelKind, payload: Bytes) -> Result<(), Error> {
+        let (link, key) = {
+            let state = self.state();
+            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            match s.phase {
+                Phase::Connected { binding } => binding,
+                _ => return Err(Error::not_connected(id)),
+            }
+        };
+        match self.inner.node.send(link, key, kind, payload).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let message = format!("send on session {id} failed: {e}");
+                if !matches!(e, SendError::Rejected(_)) {
+                    self.inner.registry.dispatch(Event::CollaborateEvent {
+                        session_id: id,
+                        info: CollaborateEventInfo::new(CollaborateEventType::SendFailure, Some(message.clone())),
+                    });
+                }
+                Err(Error::invalid_arg("session_id", message))
+            }
+        }
+    }
+
+    fn check_event_kind(&self, kind: EventKind, id: SessionId) -> Result<(), Error> {
+        let state = self.state();
+        let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+        validate::event_kind(kind, &s.caller)
+    }
+
+    fn finish_connect(&self, id: SessionId, binding: (LinkId, SessionKey), result: ConnectResult) -> ConnectResult {
+        let mut state = self.state();
+        let Some(s) = state.sessions.get_mut(&id) else { return result };
+        if result.is_connected {
+            s.phase = Phase::Connected { binding };
+            state.bound.insert(binding, id);
+            drop(state);
+            self.inner.registry.dispatch(Event::Connect { session_id: id });
+        } else {
+            s.phase = Phase::Idle;
+            state.bound.remove(&binding);
+        }
+        result
+    }
+
+    fn set_idle(&self, id: SessionId) {
+        if let Some(s) = self.state().sessions.get_mut(&id) {
+            s.phase = Phase::Idle;
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+}
+
+fn unknown_token(token: &str) -> Error {
+    let shown: String = token.chars().take(16).collect();
+    Error::invalid_arg("token", format_args!("no pending collaboration request has token {shown:?}"))
+}
+
+/// Turns the driver's events into app events.
+async fn pump(inner: std::sync::Weak<Inner>, mut events: NodeEvents) {
+    while let Some(NodeEvent { link, event, .. }) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        handle(&inner, link, event).await;
+    }
+}
+
+async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
+    let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
+    match event {
+        engine::Event::IncomingConnect { token, from, to, options, .. } => {
+            let request = CollaborationRequest { peer: PeerInfo::from(from), local: to, options, token: token.clone() };
+            let app = (
+                request.local.bundle_name.clone(),
+                request.local.module_name.clone(),
+                request.local.ability_name.clone(),
+            );
+            lock(&inner.state).requests.insert(token.clone(), Request { link });
+            if let Err(request) = inner.apps.deliver(&app, Box::new(request)) {
+                lock(&inner.state).requests.remove(&token);
+                warn!(bundle = %request.local.bundle_name, "no app listens for collaboration requests; rejecting");
+                let reason = format!("{} has no collaboration handler", request.local.bundle_name);
+                let _ = inner.node.reject(link, token, ConnectErrorCode::PeerAbilityNoOncollaborate, reason).await;
+            }
+        }
+        engine::Event::IncomingCancelled { token, .. } => {
+            lock(&inner.state).requests.remove(&token);
+        }
+        engine::Event::Connected { session } => answer(inner, (link, session), ConnectResult::connected()),
+        engine::Event::ConnectFailed { session, code, reason } => {
+            answer(inner, (link, session), ConnectResult::failed(code, reason));
+        }
+        engine::Event::Disconnected { session, reason } => {
+            let id = {
+                let mut state = lock(&inner.state);
+                let id = state.bound.remove(&(link, session));
+                if let Some(s) = id.and_then(|id| state.sessions.get_mut(&id))
+                    && let Phase::Connecting { answer: Some(tx), .. } = std::mem::replace(&mut s.phase, Phase::Idle)
+                {
+                    let _ = tx.send(ConnectResult::failed(
+                        ConnectErrorCode::SystemInternalError,
+                        Some("disconnected".into()),
+                    ));
+                }
+                id
+            };
+            if let Some(id) = id {
+                inner.registry.dispatch(Event::Disconnect { session_id: id, reason });
+            }
+        }
+        engine::Event::Received { session, kind, payload } => {
+            let Some(id) = session_of(session) else { return };
+            let event = match kind {
+                ChannelKind::Message => match String::from_utf8(payload.to_vec()) {
+                    Ok(msg) => Event::ReceiveMessage { session_id: id, msg },
+                    Err(_) => {
+                        warn!(session = %id, "dropping a message that is not UTF-8");
+                        return;
+                    }
+                },
+                ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
+                other => {
+                    debug!(session = %id, ?other, "payload on a channel this version does not deliver yet");
+                    return;
+                }
+            };
+            inner.registry.dispatch(event);
+        }
+        _ => {}
+    }
+}
+
+/// Delivers the answer to an outgoing connect, or keeps it until the connect has recorded its binding.
+fn answer(inner: &Arc<Inner>, binding: (LinkId, SessionKey), result: ConnectResult) {
+    let mut state = lock(&inner.state);
+    let Some(id) = state.bound.get(&binding).copied() else {
+        state.early.insert(binding, result);
+        return;
+    };
+    if let Some(Session { phase: Phase::Connecting { answer, .. }, .. }) = state.sessions.get_mut(&id)
+        && let Some(tx) = answer.take()
+    {
+        let _ = tx.send(result);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,167 @@
+//! The Manager end to end on the simulator: two devices, one app each, through the public API only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink::api::{ConnectErrorCode, ConnectOptions, DisconnectReason, Permission};
+use colink::{Caller, Event, EventKind, Manager, PeerInfo};
+use colink_ble::DeviceId;
+use colink_sim::{Position, SimAdapter, SimAir};
+use futures::StreamExt;
+
+fn chat(system: bool) -> Caller {
+    Caller::new("com.example.chat", "entry", "MainAbility").system(system).grant(Permission::DistributedDatasync)
+}
+
+async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> (Manager, SimAdapter) {
+    let adapter = air.adapter(name, Position::new(x, 0.0));
+    let m = Manager::builder()
+        .adapter(adapter.clone())
+        .device_id(DeviceId::from_bytes([id; 16]))
+        .seed(u64::from(id))
+        .build()
+        .await
+        .unwrap();
+    (m, adapter)
+}
+
+fn peer_of(m: &Manager) -> PeerInfo {
+    PeerInfo::new(m.device_id().to_string(), "com.example.chat", "entry", "MainAbility")
+}
+
+/// Alice connects to Bob's chat app; Bob's app accepts. Returns (alice's session, bob's session).
+async fn connected_pair(alice: &Manager, bob: &Manager) -> (colink::SessionId, colink::SessionId) {
+    let app = chat(false);
+    let mut requests = bob.incoming(&app).unwrap();
+    let sa = alice.create_session(&app, "chat", peer_of(bob), ConnectOptions::default()).unwrap();
+    let bob2 = bob.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        assert_eq!(request.peer.bundle_name, "com.example.chat");
+        let sb = bob2.create_session(&chat(false), "chat", request.peer.clone(), ConnectOptions::default()).unwrap();
+        bob2.accept_connect(sb, &request.token).await.unwrap();
+        sb
+    });
+    let result = alice.connect(sa).await.unwrap();
+    assert!(result.is_connected, "{result:?}");
+    (sa, responder.await.unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_apps_connect_and_exchange_messages_and_data() {
+    let air = SimAir::new(11);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+
+    let mut bob_events = bob.events(sb).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    alice.on(EventKind::ReceiveMessage, sa, move |e| sink.lock().unwrap().push(e.clone())).unwrap();
+
+    let blob: Bytes = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    alice.send_message(sa, "hello bob").await.unwrap();
+    alice.send_data(sa, blob.clone()).await.unwrap();
+    bob.send_message(sb, "hi alice, ünïcode ok").await.unwrap();
+
+    assert_eq!(bob_events.next().await, Some(Event::ReceiveMessage { session_id: sb, msg: "hello bob".into() }));
+    assert_eq!(bob_events.next().await, Some(Event::ReceiveData { session_id: sb, data: blob }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        vec![Event::ReceiveMessage { session_id: sa, msg: "hi alice, ünïcode ok".into() }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_reaches_the_peer_with_close_collaboration() {
+    let air = SimAir::new(12);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+    let mut bob_events = bob.events(sb).unwrap();
+    alice.disconnect(sa).await.unwrap();
+    assert_eq!(
+        bob_events.next().await,
+        Some(Event::Disconnect { session_id: sb, reason: DisconnectReason::PeerAppCloseCollaboration })
+    );
+    // Sending on a disconnected session is a parameter error.
+    assert_eq!(bob.send_message(sb, "anyone?").await.unwrap_err().code(), 401);
+    // The session can connect again.
+    let again = alice.connect(sa).await.unwrap();
+    assert!(!again.is_connected, "bob's app no longer listens: {again:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_request_resolves_with_peer_app_rejected_and_the_reason() {
+    let air = SimAir::new(13);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let mut requests = bob.incoming(&chat(false)).unwrap();
+    let sa = alice.create_session(&chat(false), "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+    let bob2 = bob.clone();
+    tokio::spawn(async move {
+        let r = requests.next().await.unwrap();
+        bob2.reject(&r.token, "busy right now").await.unwrap();
+    });
+    let result = alice.connect(sa).await.unwrap();
+    assert!(!result.is_connected);
+    assert_eq!(result.error_code, Some(ConnectErrorCode::PeerAppRejected));
+    assert_eq!(result.reason.as_deref(), Some("busy right now"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_an_app_that_does_not_listen_gets_no_oncollaborate() {
+    let air = SimAir::new(14);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let sa = alice.create_session(&chat(false), "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+    let result = alice.connect(sa).await.unwrap();
+    assert_eq!(result.error_code, Some(ConnectErrorCode::PeerAbilityNoOncollaborate));
+}
+
+#[tokio::test(start_paused = true)]
+async fn connecting_to_an_absent_device_resolves_with_system_internal_error() {
+    let air = SimAir::new(15);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let ghost = PeerInfo::new(DeviceId::from_bytes([7; 16]).to_string(), "com.example.chat", "entry", "MainAbility");
+    let sa = alice.create_session(&chat(false), "chat", ghost, ConnectOptions::default()).unwrap();
+    let result = alice.connect(sa).await.unwrap();
+    assert_eq!(
+        result,
+        colink::api::ConnectResult::failed(ConnectErrorCode::SystemInternalError, result.reason.clone())
+    );
+    assert!(!result.is_connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_link_is_invisible_to_the_apps() {
+    let air = SimAir::new(16);
+    let (alice, ada) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, adb) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+    let mut bob_events = bob.events(sb).unwrap();
+    let blob: Bytes = (0..500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let faults = air.faults();
+    use colink_ble::Adapter;
+    let (a, b) = (ada.address().address, adb.address().address);
+    let (sent, ()) = tokio::join!(alice.send_data(sa, blob.clone()), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(faults.drop_links(a, b) > 0);
+    });
+    sent.unwrap();
+    assert_eq!(bob_events.next().await, Some(Event::ReceiveData { session_id: sb, data: blob }));
+    alice.send_message(sa, "still here").await.unwrap();
+    assert_eq!(bob_events.next().await, Some(Event::ReceiveMessage { session_id: sb, msg: "still here".into() }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_twice_reports_connected_session_exists() {
+    let air = SimAir::new(17);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, _sb) = connected_pair(&alice, &bob).await;
+    let again = alice.connect(sa).await.unwrap();
+    assert_eq!(again.error_code, Some(ConnectErrorCode::ConnectedSessionExists));
+}
