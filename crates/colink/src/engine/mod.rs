@@ -42,3 +42,17 @@ pub use types::{
     ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, Role, SendId,
     SessionKey, StartOptions,
 };
+
+/// Decoder entry points for the cargo-fuzz targets (compiled only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+
+    /// Runs every session-layer payload decoder on `payload`; none may panic.
+    pub fn decode_payload(payload: &Bytes) {
+        let _ = super::wire::HandshakeMsg::decode(payload);
+        let _ = super::wire::ControlMsg::decode(payload);
+        let _ = super::wire::decode_ack(payload);
+    }
+}
