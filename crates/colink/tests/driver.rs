@@ -210,3 +210,100 @@ async fn reject_reaches_the_initiator_with_its_reason() {
         Event::ConnectFailed { session: sa, code: ConnectErrorCode::PeerAppRejected, reason: Some("busy".into()) }
     );
 }
+
+/// Bytes of a 50 MB transfer the receiver holds so far: tracked through `Received` events is all-or-nothing per
+/// message, so the transfer is sent as 1 MB messages and the drop points are counted in messages.
+const CHUNK: usize = 1 << 20;
+
+#[tokio::test(start_paused = true)]
+async fn drops_at_10_50_and_99_percent_of_a_50_mb_transfer_and_during_a_burst_lose_nothing() {
+    let air = SimAir::new(21);
+    let (a, mut ea, ada) = node(&air, "a", 0.0, 1).await;
+    let (b, mut eb, adb) = node(&air, "b", 2.0, 2).await;
+    let (la, sa, _lb, sb) = open(&a, &mut ea, &b, &mut eb).await;
+    let (addr_a, addr_b) = (ada.address().address, adb.address().address);
+    let faults = air.faults();
+    let chunks: Vec<Bytes> = (0..50u8).map(|i| pattern(CHUNK, i)).collect();
+
+    let sender = async {
+        let sends = chunks.iter().map(|c| a.send(la, sa, ChannelKind::Data, c.clone()));
+        let burst = (0..40u32).map(|i| a.send(la, sa, ChannelKind::Message, Bytes::from(format!("burst {i}"))));
+        let (data, msgs) = tokio::join!(futures::future::join_all(sends), async {
+            // The burst goes out around the middle of the transfer, across the second drop.
+            tokio::time::sleep(Duration::from_secs(140)).await;
+            futures::future::join_all(burst).await
+        });
+        data.into_iter().chain(msgs).collect::<Vec<_>>()
+    };
+    let receiver = async {
+        let mut data = Vec::new();
+        let mut msgs = Vec::new();
+        let mut drops = 0;
+        while data.len() < chunks.len() || msgs.len() < 40 {
+            let e = wait_for(&mut eb, Duration::from_secs(600), |_| true).await;
+            match e.event {
+                Event::Received { session, kind: ChannelKind::Data, payload } if session == sb => {
+                    data.push(payload);
+                    // Drop the link as the 5th, 25th and 50th megabyte is being transferred.
+                    if [4, 24, 49].contains(&data.len()) {
+                        assert!(faults.drop_links(addr_a, addr_b) > 0);
+                        drops += 1;
+                    }
+                }
+                Event::Received { session, kind: ChannelKind::Message, payload } if session == sb => msgs.push(payload),
+                Event::Disconnected { .. } => panic!("the application saw a disconnect"),
+                _ => {}
+            }
+        }
+        (data, msgs, drops)
+    };
+    let (results, (data, msgs, drops)) = tokio::join!(sender, receiver);
+    assert!(results.iter().all(Result::is_ok), "every send completed");
+    assert_eq!(drops, 3);
+    assert_eq!(data.len(), 50, "exactly once");
+    assert!(data.iter().zip(&chunks).all(|(got, sent)| got == sent), "identical and in order");
+    let expected: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("burst {i}"))).collect();
+    assert_eq!(msgs, expected, "the burst arrived complete, once, in order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn adapter_off_past_the_grace_period_fails_pending_sends() {
+    let air = SimAir::new(22);
+    let (a, mut ea, _) = node(&air, "a", 0.0, 1).await;
+    let (b, mut eb, adb) = node(&air, "b", 2.0, 2).await;
+    let (la, sa, _lb, _sb) = open(&a, &mut ea, &b, &mut eb).await;
+    let (sent, disconnected) = tokio::join!(a.send(la, sa, ChannelKind::Data, pattern(4 << 20, 1)), async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        adb.set_powered(false).await.unwrap();
+        wait_for(&mut ea, Duration::from_secs(60), |e| matches!(e.event, Event::Disconnected { .. })).await
+    });
+    assert!(matches!(sent, Err(SendError::Failed(_) | SendError::LinkClosed)), "{sent:?}");
+    assert_eq!(disconnected.event, Event::Disconnected { session: sa, reason: DisconnectReason::NetworkDisconnected });
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_sessions_between_different_apps_share_one_link() {
+    let air = SimAir::new(23);
+    let (a, mut ea, _) = node(&air, "a", 0.0, 1).await;
+    let (b, mut eb, _) = node(&air, "b", 2.0, 2).await;
+    let mut pairs = Vec::new();
+    for app_name in ["notes", "chat", "photos"] {
+        let (la, sa) =
+            a.connect(app(a.device(), app_name), app(b.device(), app_name), ConnectOptions::default()).await.unwrap();
+        let incoming =
+            wait_for(&mut eb, Duration::from_secs(15), |e| matches!(e.event, Event::IncomingConnect { .. })).await;
+        let Event::IncomingConnect { token, to, .. } = incoming.event else { unreachable!() };
+        assert_eq!(to.bundle_name, format!("com.example.{app_name}"));
+        let sb = b.accept(incoming.link, token).await.unwrap();
+        wait_for(&mut ea, Duration::from_secs(5), |e| e.event == Event::Connected { session: sa }).await;
+        pairs.push((la, sa, incoming.link, sb));
+    }
+    assert_eq!(a.links().len(), 1, "one link carries every session");
+    for (i, (la, sa, _, _)) in pairs.iter().enumerate() {
+        a.send(*la, *sa, ChannelKind::Data, pattern(100_000, i as u8)).await.unwrap();
+    }
+    for (i, (_, _, _, sb)) in pairs.iter().enumerate() {
+        let got = receive(&mut eb, *sb, ChannelKind::Data, 1).await;
+        assert!(got[0] == pattern(100_000, i as u8), "session {i} got its own bytes");
+    }
+}

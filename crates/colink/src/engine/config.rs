@@ -35,8 +35,11 @@ pub struct Config {
     pub ack_threshold: u64,
     /// The receiver acknowledges a completed message at the latest after this delay (default 20 ms).
     pub ack_delay: Duration,
-    /// With unacknowledged data and no acknowledgement progress for this long, the sender resends from the
-    /// last acknowledged fragment (default 1 s).
+    /// The receiver acknowledges fragments of a message still in progress at the latest after this delay
+    /// (default 200 ms), so slow links keep the sender's retransmission timer quiet.
+    pub ack_max_delay: Duration,
+    /// With unacknowledged data, no acknowledgement progress and no frame sent for this long, the sender
+    /// resends from the last acknowledged fragment (default 1 s).
     pub retransmit_timeout: Duration,
     /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
     /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).
@@ -59,6 +62,7 @@ impl Default for Config {
             send_window: 128 * 1024,
             ack_threshold: 32 * 1024,
             ack_delay: Duration::from_millis(20),
+            ack_max_delay: Duration::from_millis(200),
             retransmit_timeout: Duration::from_secs(1),
             channel_buffer: 1024 * 1024,
             limits: colink_frame::Limits::default(),

@@ -434,7 +434,7 @@ impl Connection {
             }
             at(self.last_recv + self.idle_timeout);
             if self.inflight_bytes > 0 {
-                at(self.last_progress + self.config.retransmit_timeout);
+                at(self.retransmit_base() + self.config.retransmit_timeout);
             }
         }
         if self.state != LinkState::Closed {
@@ -485,7 +485,7 @@ impl Connection {
             if self.last_sent + self.keep_alive <= now {
                 self.keep_alive_due = true;
             }
-            if self.inflight_bytes > 0 && self.last_progress + self.config.retransmit_timeout <= now {
+            if self.inflight_bytes > 0 && self.retransmit_base() + self.config.retransmit_timeout <= now {
                 debug!(inflight = self.inflight_bytes, "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
                 self.rewind_all_to_acked();
@@ -943,6 +943,10 @@ impl Connection {
                 self.ack_bytes += wire_len;
                 if self.ack_bytes >= self.config.ack_threshold {
                     self.ack_now = true;
+                } else if self.ack_deadline.is_none() {
+                    // Partial progress is acknowledged within `ack_max_delay` too, so a slow link never looks
+                    // stalled to the sender's retransmission timer.
+                    self.ack_deadline = Some(now + self.config.ack_max_delay);
                 }
                 if let Some(m) = done {
                     rl.next_seq = rl.next_seq.wrapping_add(1);
@@ -958,6 +962,13 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+
+    /// The retransmission timer runs from the later of the last acknowledgement progress and the last frame
+    /// handed to the transport: while the link is still busy sending (a slow PHY, large SDUs), silence from the
+    /// peer is not a sign of loss.
+    fn retransmit_base(&self) -> Instant {
+        self.last_progress.max(self.last_sent)
     }
 
     fn schedule_ack(&mut self, now: Instant) {
