@@ -1,20 +1,36 @@
 //! colink: sessions between applications on devices joined by Bluetooth, modelled on OpenHarmony's
 //! `abilityConnectionManager`.
 //!
-//! This crate will host the public `Manager` API (sessions, events, messages, data, images, streams). Today it
-//! contains the layers that API builds on:
+//! - [`Manager`] is the public API: create a session from a local app ([`Caller`]) to an app on a nearby
+//!   device ([`PeerInfo`]), `connect` it (the peer app answers through [`Manager::incoming`]), exchange
+//!   messages and data, and follow what happens with `on`/`off` listeners or `events()` streams. Operations
+//!   validate their arguments by the reference's rules and fail with its numeric codes ([`Error`]).
+//! - [`api`] holds the building blocks: typed ids, the reference's records and enums, errors, callers and
+//!   permissions, validation, event routing.
+//! - [`driver`] runs the engine over any `colink-ble` adapter (the simulator or BlueZ): one
+//!   [`driver::Node`] per device, one task per link, dialling by advert, routing accepted transports by the
+//!   caller's HELLO, re-dialling lost links so sessions resume.
+//! - [`engine`] is the sans-IO session engine: one [`engine::Connection`] per device link (handshake,
+//!   multiplexed sessions, priorities, acknowledged delivery, keep-alive, resume), with
+//!   [`engine::harness`], a deterministic two-device test harness in virtual time.
 //!
-//! - [`engine`]: the sans-IO session engine — one [`engine::Connection`] state machine per device link doing the
-//!   link handshake (version, identities, MTU, keep-alive, resume token, an authentication seam), multiplexed
-//!   sessions (connect / accept / reject / disconnect), prioritised channels, acknowledged delivery with
-//!   back-pressure, keep-alive and resume after link loss; plus [`engine::harness`], a deterministic two-device
-//!   test harness in virtual time.
-//! - [`driver`]: the tokio driver — a [`driver::Node`] per device runs one task per link over any
-//!   `colink-ble` adapter (the simulator or BlueZ): it listens and advertises, dials peers found by their
-//!   adverts, routes accepted transports by the caller's HELLO, and re-dials lost links so sessions resume.
+//! ```no_run
+//! # async fn demo(adapter: colink_sim::SimAdapter) -> Result<(), colink::Error> {
+//! use colink::api::{ConnectOptions, Permission};
+//! use colink::{Caller, Manager, PeerInfo};
 //!
-//! It never touches a radio directly, and does not (yet) contain the `Manager`, images or media streams. The
-//! session protocol is specified in `docs/session-protocol.md`, the framing below it in `docs/protocol.md`.
+//! let manager = Manager::builder().adapter(adapter).build().await?;
+//! let app = Caller::new("com.example.notes", "entry", "EntryAbility").grant(Permission::DistributedDatasync);
+//! let peer = PeerInfo::new("<the peer's device id>", "com.example.notes", "entry", "EntryAbility");
+//! let session = manager.create_session(&app, "notes", peer, ConnectOptions::default())?;
+//! if manager.connect(session).await?.is_connected {
+//!     manager.send_message(session, "hello").await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Not here yet: images and media streams (their validation is in [`api`]). The session protocol is specified
+//! in `docs/sessions.md`, the framing below it in `docs/protocol.md`.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

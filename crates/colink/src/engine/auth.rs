@@ -1,7 +1,7 @@
 //! The authentication seam: an [`Authenticator`] runs inside the link handshake.
 //!
 //! Its first message rides in the HELLO as extension 1; further messages travel as AUTH handshake messages
-//! (docs/session-protocol.md §3.2). The link becomes established only when both hellos were exchanged *and*
+//! (docs/sessions.md §3.2). The link becomes established only when both hellos were exchanged *and*
 //! the authenticator reports completion, so no session traffic ever flows on an unauthenticated link. A
 //! Noise-based mutual authentication (device identity keys, group key) plugs in here; the engine itself ships
 //! only [`NoAuth`].

@@ -42,7 +42,7 @@ pub enum LinkError {
     LocalClose,
 }
 
-/// The reason code of a CLOSE message (docs/session-protocol.md §3.3).
+/// The reason code of a CLOSE message (docs/sessions.md §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[repr(u8)]

@@ -12,7 +12,7 @@
 //! When the transport closes the driver calls [`Connection::link_lost`]; the side with
 //! [`Role::Initiator`] re-dials and [`Connection::attach`]es the new transport (the responder attaches the
 //! transport it accepts from the same device), and the handshake resumes every session from the last
-//! acknowledged fragment. The wire protocol is specified in `docs/session-protocol.md`.
+//! acknowledged fragment. The wire protocol is specified in `docs/sessions.md`.
 //!
 //! What the engine deliberately leaves to its callers: time, randomness ([`Entropy`]), deciding whether an app
 //! exists (the responder's caller answers [`Event::IncomingConnect`]), radio state (`LOCAL/PEER_WIFI_NOT_OPEN`

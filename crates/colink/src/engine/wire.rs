@@ -1,5 +1,5 @@
 //! Encoding of the session layer's payloads: handshake, session control, acknowledgements, keep-alives.
-//! docs/session-protocol.md is the normative description; every decoder here checks lengths before it
+//! docs/sessions.md is the normative description; every decoder here checks lengths before it
 //! allocates and never panics on peer input.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,7 +37,7 @@ const MAX_PARAMETERS: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Malformed(pub(crate) &'static str);
 
-/// One handshake extension: a type and opaque bytes (docs/session-protocol.md §3.1). Type 1 carries the
+/// One handshake extension: a type and opaque bytes (docs/sessions.md §3.1). Type 1 carries the
 /// authenticator's first message; other types are ignored by this version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Extension {
