@@ -165,3 +165,79 @@ async fn connect_twice_reports_connected_session_exists() {
     let again = alice.connect(sa).await.unwrap();
     assert_eq!(again.error_code, Some(ConnectErrorCode::ConnectedSessionExists));
 }
+
+#[tokio::test(start_paused = true)]
+async fn destroy_disconnects_the_peer() {
+    let air = SimAir::new(18);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+    let mut bob_events = bob.events(sb).unwrap();
+    alice.destroy_session(sa).await.unwrap();
+    assert_eq!(
+        bob_events.next().await,
+        Some(Event::Disconnect { session_id: sb, reason: DisconnectReason::PeerAppCloseCollaboration })
+    );
+    assert_eq!(alice.peer_info(sa), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_manager_shutting_down_disconnects_with_peer_app_exit() {
+    let air = SimAir::new(19);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    let (_sa, sb) = connected_pair(&alice, &bob).await;
+    let mut bob_events = bob.events(sb).unwrap();
+    alice.shutdown().await;
+    assert_eq!(
+        bob_events.next().await,
+        Some(Event::Disconnect { session_id: sb, reason: DisconnectReason::PeerAppExit })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn walking_out_of_range_for_good_disconnects_both_apps_with_network_disconnected() {
+    let air = SimAir::new(20);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, adb) = manager(&air, "bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+    let (mut ea, mut eb) = (alice.events(sa).unwrap(), bob.events(sb).unwrap());
+    adb.move_to(Position::new(300.0, 0.0));
+    let reason = DisconnectReason::NetworkDisconnected;
+    assert_eq!(ea.next().await, Some(Event::Disconnect { session_id: sa, reason }));
+    assert_eq!(eb.next().await, Some(Event::Disconnect { session_id: sb, reason }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_failing_after_acceptance_raises_send_failure_for_system_apps() {
+    let air = SimAir::new(24);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, adb) = manager(&air, "bob", 3.0, 2).await;
+    // A system app: collaborateEvent is a system event.
+    let app = chat(true);
+    let mut requests = bob.incoming(&app).unwrap();
+    let sa = alice.create_session(&app, "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+    let bob2 = bob.clone();
+    tokio::spawn(async move {
+        let r = requests.next().await.unwrap();
+        let sb = bob2.create_session(&chat(true), "chat", r.peer.clone(), ConnectOptions::default()).unwrap();
+        bob2.accept_connect(sb, &r.token).await.unwrap();
+    });
+    assert!(alice.connect(sa).await.unwrap().is_connected);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let sink = failures.clone();
+    alice.on(EventKind::CollaborateEvent, sa, move |e| sink.lock().unwrap().push(e.clone())).unwrap();
+    let big: Bytes = vec![1u8; 4 << 20].into();
+    let (sent, ()) = tokio::join!(alice.send_data(sa, big), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        adb.move_to(Position::new(300.0, 0.0));
+    });
+    assert!(sent.is_err(), "the send could not complete");
+    let failures = failures.lock().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(matches!(
+        &failures[0],
+        Event::CollaborateEvent { session_id, info } if *session_id == sa
+            && info.event_type == colink::api::CollaborateEventType::SendFailure
+    ));
+}

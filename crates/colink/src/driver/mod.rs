@@ -164,6 +164,8 @@ struct Shared {
     table: Mutex<Table>,
     background: Mutex<Vec<JoinHandle<()>>>,
     advert: Mutex<Option<AdvertHandle>>,
+    /// One gate per dialled device, so concurrent connects to it open one link.
+    dialing: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -204,6 +206,7 @@ impl Node {
             table: Mutex::new(Table::default()),
             background: Mutex::new(Vec::new()),
             advert: Mutex::new(Some(advert)),
+            dialing: Mutex::new(BTreeMap::new()),
         });
         let node = Self { shared };
         let span = tracing::info_span!("node", device = %device.short());
@@ -234,9 +237,14 @@ impl Node {
         options: ConnectOptions,
     ) -> Result<(LinkId, SessionKey), ConnectFailure> {
         let device = to.device_id.clone();
-        let (link, tx) = match self.find_link(&device) {
-            Some(found) => found,
-            None => self.dial_new(&device).await?,
+        // Concurrent connects to one device share one dial: the first dials, the others then find its link.
+        let gate = lock(&self.shared.dialing).entry(device.clone()).or_default().clone();
+        let (link, tx) = {
+            let _dialing = gate.lock().await;
+            match self.find_link(&device) {
+                Some(found) => found,
+                None => self.dial_new(&device).await?,
+            }
         };
         let (reply, answer) = oneshot::channel();
         let internal =
