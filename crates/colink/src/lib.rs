@@ -14,18 +14,39 @@
 //!   multiplexed sessions, priorities, acknowledged delivery, keep-alive, resume), with
 //!   [`engine::harness`], a deterministic two-device test harness in virtual time.
 //!
-//! ```no_run
-//! # async fn demo(adapter: colink_sim::SimAdapter) -> Result<(), colink::Error> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), colink::Error> {
 //! use colink::api::{ConnectOptions, Permission};
-//! use colink::{Caller, Manager, PeerInfo};
+//! use colink::{Caller, Event, Manager, PeerInfo};
+//! use colink_sim::{Position, SimAir};
+//! use futures::StreamExt;
 //!
-//! let manager = Manager::builder().adapter(adapter).build().await?;
-//! let app = Caller::new("com.example.notes", "entry", "EntryAbility").grant(Permission::DistributedDatasync);
-//! let peer = PeerInfo::new("<the peer's device id>", "com.example.notes", "entry", "EntryAbility");
-//! let session = manager.create_session(&app, "notes", peer, ConnectOptions::default())?;
-//! if manager.connect(session).await?.is_connected {
-//!     manager.send_message(session, "hello").await?;
-//! }
+//! // Two devices on a simulated air (on Linux, `colink_ble::bluez::Bluez` gives real adapters).
+//! let air = SimAir::new(1);
+//! let alice = Manager::builder().adapter(air.adapter("alice", Position::new(0.0, 0.0))).build().await?;
+//! let bob = Manager::builder().adapter(air.adapter("bob", Position::new(2.0, 0.0))).build().await?;
+//! let notes = Caller::new("com.example.notes", "entry", "EntryAbility").grant(Permission::DistributedDatasync);
+//!
+//! // Bob's notes app waits for collaboration requests and accepts them.
+//! let mut requests = bob.incoming(&notes)?;
+//! let (bob2, notes2) = (bob.clone(), notes.clone());
+//! let responder = tokio::spawn(async move {
+//!     let request = requests.next().await.expect("a request");
+//!     let session = bob2.create_session(&notes2, "notes", request.peer.clone(), ConnectOptions::default())?;
+//!     let mut events = bob2.events(session)?;
+//!     bob2.accept_connect(session, &request.token).await?;
+//!     assert_eq!(events.next().await, Some(Event::Connect { session_id: session }));
+//!     Ok::<_, colink::Error>(events.next().await)
+//! });
+//!
+//! // Alice's notes app connects to Bob's and sends a message; the call resolves once Bob has it.
+//! let bob_notes = PeerInfo::new(bob.device_id().to_string(), "com.example.notes", "entry", "EntryAbility");
+//! let session = alice.create_session(&notes, "notes", bob_notes, ConnectOptions::default())?;
+//! assert!(alice.connect(session).await?.is_connected);
+//! alice.send_message(session, "hello").await?;
+//! let received = responder.await.expect("responder")?;
+//! assert!(matches!(received, Some(Event::ReceiveMessage { msg, .. }) if msg == "hello"));
 //! # Ok(()) }
 //! ```
 //!
