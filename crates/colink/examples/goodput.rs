@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::driver::{Node, NodeConfig, NodeEvents};
-use colink::engine::{ChannelKind, ConnectOptions, Event, PeerInfo};
+use colink::driver::{LinkId, Node, NodeConfig, NodeEvents};
+use colink::engine::{ChannelKind, ConnectOptions, Event, PeerInfo, SessionKey};
 use colink_ble::{DeviceId, LinkParams, Mtu, Phy};
 use colink_sim::{PhyProfile, Position, SimAir};
 
@@ -39,32 +39,48 @@ fn main() {
             );
         }
     }
+    let (idle, loaded, frame) = runtime.block_on(latency(Phy::Le2M, 247));
+    println!(
+        "message latency on LE 2M, MTU 247: p50/p99 idle {:.1}/{:.1} ms, during a bulk transfer {:.1}/{:.1} ms \
+         (p99 +{:.2} fragment air-times)",
+        ms(idle[idle.len() / 2]),
+        ms(idle[idle.len() * 99 / 100]),
+        ms(loaded[loaded.len() / 2]),
+        ms(loaded[loaded.len() * 99 / 100]),
+        (loaded[loaded.len() * 99 / 100].as_secs_f64() - idle[idle.len() * 99 / 100].as_secs_f64())
+            / frame.as_secs_f64()
+    );
     println!("min goodput/capacity: {min:.3}");
 }
 
-async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sorted latencies of 100 small messages sent one after another, idle and while a bulk transfer runs, and
+/// the air time of one full fragment.
+async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration) {
     let profile = PhyProfile::for_phy(phy);
-    let capacity = profile.capacity_bps(mtu);
-    let air = SimAir::builder(1).profile(profile).build();
-    let params = LinkParams::default().with_phy(phy).with_mtu(Mtu::new(mtu).unwrap());
-    let start = |name: &str, x: f64, id: u8| {
-        let adapter = air.adapter(name, Position::new(x, 0.0));
-        let mut config = NodeConfig::default();
-        config.link_params = params;
-        config.seed = Some(u64::from(id));
-        // A window of several SDUs keeps the link busy across acknowledgement round trips.
-        config.engine.send_window = 256 * 1024;
-        async move { Node::start(Arc::new(adapter), DeviceId::from_bytes([id; 16]), config).await.unwrap() }
-    };
-    let (a, mut ea) = start("a", 0.0, 1).await;
-    let (b, mut eb) = start("b", 1.0, 2).await;
-    let app = |d: DeviceId| PeerInfo {
-        device_id: d.to_string(),
-        bundle_name: "bench".into(),
-        module_name: "m".into(),
-        ability_name: "a".into(),
-        service_name: "goodput".into(),
-    };
+    let frame = profile.sdu_air_time(usize::from(mtu), mtu);
+    let (a, mut ea, b, mut eb) = pair(phy, mtu).await;
+    let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
+    accept(&b, &mut eb).await;
+    while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
+    let idle = probe(&a, &mut eb, link, session, 100).await;
+    let bulk = a.send(link, session, ChannelKind::Data, Bytes::from(vec![0xA5; 8 << 20]));
+    let (loaded, _) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            probe(&a, &mut eb, link, session, 100).await
+        },
+        bulk
+    );
+    (idle, loaded, frame)
+}
+
+async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
+    let capacity = PhyProfile::for_phy(phy).capacity_bps(mtu);
+    let (a, mut ea, b, mut eb) = pair(phy, mtu).await;
     let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
     let peer_session = accept(&b, &mut eb).await;
     while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
@@ -101,7 +117,54 @@ async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
     (capacity, goodput)
 }
 
-async fn accept(b: &Node, events: &mut NodeEvents) -> colink::engine::SessionKey {
+/// Sends `n` small messages one after another and returns their sorted send-to-receive latencies.
+async fn probe(a: &Node, eb: &mut NodeEvents, link: LinkId, session: SessionKey, n: usize) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let sent = tokio::time::Instant::now();
+        a.send(link, session, ChannelKind::Message, Bytes::from(format!("probe {i}"))).await.unwrap();
+        loop {
+            let e = eb.recv().await.unwrap();
+            if matches!(e.event, Event::Received { kind: ChannelKind::Message, .. }) {
+                break;
+            }
+        }
+        out.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    out.sort();
+    out
+}
+
+fn app(d: DeviceId) -> PeerInfo {
+    PeerInfo {
+        device_id: d.to_string(),
+        bundle_name: "bench".into(),
+        module_name: "m".into(),
+        ability_name: "a".into(),
+        service_name: "goodput".into(),
+    }
+}
+
+/// Two nodes on a fresh air whose links use `phy` and `mtu`.
+async fn pair(phy: Phy, mtu: u16) -> (Node, NodeEvents, Node, NodeEvents) {
+    let air = SimAir::builder(1).profile(PhyProfile::for_phy(phy)).build();
+    let params = LinkParams::default().with_phy(phy).with_mtu(Mtu::new(mtu).unwrap());
+    let start = |name: &str, x: f64, id: u8| {
+        let adapter = air.adapter(name, Position::new(x, 0.0));
+        let mut config = NodeConfig::default();
+        config.link_params = params;
+        config.seed = Some(u64::from(id));
+        // A window of several SDUs keeps the link busy across acknowledgement round trips.
+        config.engine.send_window = 256 * 1024;
+        async move { Node::start(Arc::new(adapter), DeviceId::from_bytes([id; 16]), config).await.unwrap() }
+    };
+    let (a, ea) = start("a", 0.0, 1).await;
+    let (b, eb) = start("b", 1.0, 2).await;
+    (a, ea, b, eb)
+}
+
+async fn accept(b: &Node, events: &mut NodeEvents) -> SessionKey {
     loop {
         let e = events.recv().await.unwrap();
         if let Event::IncomingConnect { token, .. } = e.event {
