@@ -228,7 +228,8 @@ pub struct Environment {
     pub pairing_intervals: u32,
     /// How long an agent may take to answer before pairing fails with a timeout.
     pub agent_timeout: Duration,
-    /// Receive buffer per link end, bytes (sets the initial credits: buffer / MPS).
+    /// Receive buffer per link end, bytes (sets the initial credits: buffer / MPS). Default 208 KiB, Linux's
+    /// default `rmem_max`, which caps the socket receive buffer the kernel derives LE CoC credits from.
     pub rx_buffer: usize,
     /// Send buffer per link end, bytes: `send` waits while this much is queued and not yet on air.
     pub tx_buffer: usize,
@@ -249,7 +250,7 @@ impl Default for Environment {
             connect_timeout: Duration::from_secs(5),
             pairing_intervals: 6,
             agent_timeout: Duration::from_secs(30),
-            rx_buffer: 64 * 1024,
+            rx_buffer: 208 * 1024,
             tx_buffer: 16 * 1024,
             max_links: 8,
         }

@@ -27,7 +27,7 @@ fn main() {
     for (name, phy, total) in
         [("LE Coded", Phy::LeCoded, 1 << 20), ("LE 1M", Phy::Le1M, 2 << 20), ("LE 2M", Phy::Le2M, 4 << 20)]
     {
-        for mtu in [247u16, 672, 4096] {
+        for mtu in [247u16, 672, 4096, 65535] {
             let (capacity, goodput) = runtime.block_on(measure(phy, mtu, total));
             let share = goodput / capacity;
             min = min.min(share);

@@ -28,7 +28,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Interval between handshake retransmissions while the peer's hello is missing (default 1 s).
     pub handshake_retry: Duration,
-    /// Most unacknowledged bytes on the wire (default 128 KiB). Bulk data and images may fill ¾ of it,
+    /// Most unacknowledged bytes on the wire (default 128 KiB, and never less than four frames of the link). Bulk data and images may fill ¾ of it,
     /// stream media ⅞, so messages and control always find room.
     pub send_window: u64,
     /// The receiver acknowledges at the latest after this many received frame bytes (default ¼ of the window).
@@ -39,7 +39,8 @@ pub struct Config {
     /// (default 200 ms), so slow links keep the sender's retransmission timer quiet.
     pub ack_max_delay: Duration,
     /// With unacknowledged data, no acknowledgement progress and no frame sent for this long, the sender
-    /// resends from the last acknowledged fragment (default 1 s).
+    /// resends from the last acknowledged fragment (default 1 s; raised automatically for large frames and
+    /// slow links, see docs/sessions.md §9).
     pub retransmit_timeout: Duration,
     /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
     /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).

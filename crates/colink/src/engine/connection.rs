@@ -124,6 +124,8 @@ pub struct Connection {
     keep_alive_due: bool,
     pub(crate) inflight_bytes: u64,
     last_progress: Instant,
+    /// A decaying maximum of the time between acknowledgement advances while data was in flight.
+    progress_gap: Duration,
     pub(crate) last_sent: Instant,
     pub(crate) last_recv: Instant,
     pub(crate) keep_alive: Duration,
@@ -200,6 +202,7 @@ impl Connection {
             keep_alive_due: false,
             inflight_bytes: 0,
             last_progress: now,
+            progress_gap: Duration::ZERO,
             last_sent: now,
             last_recv: now,
             keep_alive,
@@ -434,7 +437,7 @@ impl Connection {
             }
             at(self.last_recv + self.idle_timeout);
             if self.inflight_bytes > 0 {
-                at(self.retransmit_base() + self.config.retransmit_timeout);
+                at(self.retransmit_base() + self.retransmit_timeout());
             }
         }
         if self.state != LinkState::Closed {
@@ -485,7 +488,7 @@ impl Connection {
             if self.last_sent + self.keep_alive <= now {
                 self.keep_alive_due = true;
             }
-            if self.inflight_bytes > 0 && self.retransmit_base() + self.config.retransmit_timeout <= now {
+            if self.inflight_bytes > 0 && self.retransmit_base() + self.retransmit_timeout() <= now {
                 debug!(inflight = self.inflight_bytes, "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
                 self.rewind_all_to_acked();
@@ -721,7 +724,7 @@ impl Connection {
 
     /// The next payload fragment, by priority class with per-class window limits, round robin within a class.
     fn next_fragment(&mut self, now: Instant) -> Option<Bytes> {
-        let window = self.config.send_window;
+        let window = self.send_window();
         let (mode, mtu) = (self.mode(), self.frame_mtu);
         for (ci, class) in CLASSES.iter().enumerate() {
             let limit = match class {
@@ -862,6 +865,8 @@ impl Connection {
         let (done, freed, advanced) = lane.ack(pos);
         self.inflight_bytes -= freed.min(self.inflight_bytes);
         if advanced {
+            let gap = now.saturating_duration_since(self.last_progress);
+            self.progress_gap = gap.max(self.progress_gap / 8 * 7);
             self.last_progress = now;
         }
         let writable = lane.blocked && lane.queued_bytes < self.config.channel_buffer;
@@ -962,6 +967,20 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+
+    /// The window in force: the configured one, but at least four frames, so links with large SDUs (an LE CoC
+    /// MTU of 64 KiB) keep several frames in flight across an acknowledgement round trip.
+    fn send_window(&self) -> u64 {
+        self.config.send_window.max(4 * self.frame_mtu.get() as u64)
+    }
+
+    /// The retransmission timeout in force: the configured one, but never less than twice the recent gaps
+    /// between acknowledgement advances, nor than the time the slowest PHY colink runs on (LE Coded, about
+    /// 100 kbit/s of payload) needs for three frames — so one large SDU on a slow link is not mistaken for a loss.
+    fn retransmit_timeout(&self) -> Duration {
+        let three_frames = Duration::from_secs_f64(3.0 * self.frame_mtu.get() as f64 * 8.0 / 100_000.0);
+        self.config.retransmit_timeout.max(three_frames).max(self.progress_gap * 2)
     }
 
     /// The retransmission timer runs from the later of the last acknowledgement progress and the last frame

@@ -1,0 +1,216 @@
+//! What every session-level command shares: the app endpoint (`--app`), the device identity (`--device-id`,
+//! `--state-dir`), building a `Manager`, and a pairing agent that shows the passkey.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use colink::api::{ConnectErrorCode, Permission};
+use colink::driver::NodeConfig;
+use colink::{Caller, Manager, PeerInfo};
+use colink_ble::{
+    Adapter, Agent, AgentRejected, AgentResult, BoxFuture, DeviceId, IoCapability, Passkey, PeerAddress, ServiceFilter,
+};
+
+use crate::error::{CliError, CliResult};
+
+/// The service name sessions of the CLI use (and advertise).
+pub(crate) const SERVICE: &str = "colink-cli";
+/// The default app endpoint: `bundle/module/ability`.
+pub(crate) const DEFAULT_APP: &str = "org.colink.cli/entry/MainAbility";
+
+/// An app endpoint given as `bundle/module/ability`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AppName {
+    pub(crate) bundle: String,
+    pub(crate) module: String,
+    pub(crate) ability: String,
+}
+
+impl std::str::FromStr for AppName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [b, m, a] if !b.is_empty() && !m.is_empty() && !a.is_empty() => {
+                Ok(Self { bundle: (*b).into(), module: (*m).into(), ability: (*a).into() })
+            }
+            _ => Err("expected bundle/module/ability, e.g. org.colink.cli/entry/MainAbility".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for AppName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.bundle, self.module, self.ability)
+    }
+}
+
+impl AppName {
+    pub(crate) fn caller(&self) -> Caller {
+        Caller::new(&self.bundle, &self.module, &self.ability).grant(Permission::DistributedDatasync)
+    }
+
+    pub(crate) fn peer_on(&self, device: DeviceId) -> PeerInfo {
+        PeerInfo::new(device.to_string(), &self.bundle, &self.module, &self.ability)
+    }
+}
+
+/// Where persistent state lives: `--state-dir`, else `$XDG_STATE_HOME/colink`, else `~/.local/state/colink`.
+pub(crate) fn state_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("colink");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/colink"),
+        None => std::env::temp_dir().join("colink-state"),
+    }
+}
+
+/// This process's device identity: `explicit`, or the one stored under `state/<key>.device-id` (created on first
+/// use), or — when `persistent` is false — a fresh random one.
+pub(crate) fn device_id(explicit: Option<DeviceId>, state: &Path, key: &str, persistent: bool) -> CliResult<DeviceId> {
+    if let Some(id) = explicit {
+        return Ok(id);
+    }
+    if !persistent {
+        return Ok(random_id());
+    }
+    let file = state.join(format!("{key}.device-id"));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text.trim().parse().map_err(|_| {
+            CliError::failure(format_args!("{} does not hold a device id (32 hex digits); remove it", file.display()))
+        });
+    }
+    let id = random_id();
+    std::fs::create_dir_all(state)
+        .and_then(|()| std::fs::write(&file, format!("{id}\n")))
+        .map_err(|e| CliError::failure(format_args!("cannot store the device id in {}: {e}", file.display())))?;
+    Ok(id)
+}
+
+fn random_id() -> DeviceId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for (i, pair) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        pair.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    DeviceId::from_bytes(bytes)
+}
+
+/// Starts a `Manager` for `device` on `adapter`, advertising the CLI's service.
+pub(crate) async fn manager(adapter: Arc<dyn Adapter>, device: DeviceId, seed: Option<u64>) -> CliResult<Manager> {
+    let mut config = NodeConfig::default();
+    config.services = ServiceFilter::EMPTY.with(SERVICE);
+    let mut b = Manager::builder().shared_adapter(adapter).device_id(device).node_config(config);
+    if let Some(s) = seed {
+        b = b.seed(s);
+    }
+    Ok(b.build().await?)
+}
+
+/// A failed connect as a one-line error (exit code 4).
+pub(crate) fn connect_failed(device: DeviceId, code: Option<ConnectErrorCode>, reason: Option<&str>) -> CliError {
+    let what = match code {
+        Some(ConnectErrorCode::PeerAppRejected) => "the peer app rejected the session".to_owned(),
+        Some(ConnectErrorCode::PeerAbilityNoOncollaborate) => {
+            "no app listens there (is `colink serve` running with the same --app?)".to_owned()
+        }
+        Some(ConnectErrorCode::SystemInternalError) => "the device was not found or did not answer in 10 s".to_owned(),
+        Some(c) => format!("{c:?}"),
+        None => "unknown reason".to_owned(),
+    };
+    let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    CliError::unreachable(format_args!("cannot connect to {device}: {what}{reason}"))
+}
+
+/// A pairing agent for a screen with a yes/no button: records (and optionally prints) the passkey and
+/// confirms it, or asks on the terminal when `ask` is set.
+pub(crate) struct Screen {
+    pub(crate) who: String,
+    pub(crate) shown: Arc<Mutex<Option<Passkey>>>,
+    pub(crate) print: bool,
+    pub(crate) ask: bool,
+}
+
+impl Screen {
+    pub(crate) fn new(who: &str, print: bool, ask: bool) -> Self {
+        Self { who: who.to_owned(), shown: Arc::default(), print, ask }
+    }
+
+    pub(crate) fn passkey(&self) -> Option<Passkey> {
+        *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn show(&self, peer: PeerAddress, passkey: Passkey) -> AgentResult<()> {
+        *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
+        if self.print {
+            println!("{}: pairing with {peer}: passkey {passkey}", self.who);
+        }
+        if self.ask {
+            eprint!("{}: does {peer} show {passkey} too? [y/N] ", self.who);
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || !line.trim().eq_ignore_ascii_case("y") {
+                return Err(AgentRejected);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Agent for Screen {
+    fn io_capability(&self) -> IoCapability {
+        IoCapability::DisplayYesNo
+    }
+
+    fn confirm_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
+        let r = self.show(peer, passkey);
+        Box::pin(async move { r })
+    }
+
+    fn confirm_just_works(&self, peer: PeerAddress) -> BoxFuture<'_, AgentResult<()>> {
+        if self.print {
+            println!("{}: pairing with {peer} (just works)", self.who);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn display_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
+        *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
+        if self.print {
+            println!("{}: type {passkey} on {peer}", self.who);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_parse() {
+        let a: AppName = DEFAULT_APP.parse().unwrap();
+        assert_eq!(a.to_string(), DEFAULT_APP);
+        assert!("a/b".parse::<AppName>().is_err());
+        assert!("a//c".parse::<AppName>().is_err());
+    }
+
+    #[test]
+    fn device_id_persists_per_state_dir() {
+        let dir = std::env::temp_dir().join(format!("colink-cli-test-{}", std::process::id()));
+        let a = device_id(None, &dir, "sim-hub", true).unwrap();
+        let b = device_id(None, &dir, "sim-hub", true).unwrap();
+        assert_eq!(a, b);
+        let c = device_id(None, &dir, "sim-hub", false).unwrap();
+        assert_ne!(a, c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,439 @@
+//! `colink`: the colink command — a guided demo on the simulator, and the tools a Bluetooth user reaches for
+//! (scan, serve, connect/send, pair, a multi-process simulator hub, a benchmark).
+//!
+//! Every command that touches a radio takes `--backend sim | sim-hub[:PATH] | bluez[:hciN]`. Exit codes:
+//! 0 ok, 1 failure, 2 usage, 3 not supported (colink error 801: no BlueZ, no adapter, no hub, a layer that has
+//! not landed), 4 peer unreachable or refused. `RUST_LOG` drives tracing on stderr.
+//! See docs/cli.md.
+#![forbid(unsafe_code)]
+
+mod app;
+mod backend;
+mod bench;
+mod demo;
+mod error;
+mod hub;
+mod neighbours;
+mod pair;
+mod report;
+mod scan;
+mod send;
+mod serve;
+mod transfer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use colink_ble::DeviceId;
+
+use crate::app::{AppName, DEFAULT_APP};
+use crate::backend::Backend;
+use crate::error::{CliError, CliResult};
+
+const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failure · 2 usage · 3 not supported (colink 801: no BlueZ/adapter/hub, \
+                          or a layer not landed yet) · 4 peer unreachable or refused.\n\
+                          RUST_LOG (e.g. RUST_LOG=colink=debug) turns on tracing to stderr. See docs/cli.md.";
+
+/// colink: sessions between apps on Bluetooth-connected devices.
+#[derive(Debug, Parser)]
+#[command(name = "colink", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Two simulated devices in this process walk the whole API: discovery, pairing, connect, messages, 1 MB of
+    /// data, a link drop with resume, disconnect.
+    #[command(after_help = "Example:\n  colink demo            # real time, about 15 s\n  colink demo --fast --json")]
+    Demo(DemoArgs),
+    /// Lists nearby colink devices: address, short device id, RSSI, services, PSM.
+    #[command(after_help = "Example:\n  colink scan --duration 5\n  colink scan --backend bluez:hci0")]
+    Scan(ScanArgs),
+    /// Advertises this device and accepts sessions for an app; prints (or saves) what arrives.
+    #[command(after_help = "Example:\n  colink sim-hub &\n  colink serve --save-dir ./inbox    # on the default hub")]
+    Serve(ServeArgs),
+    /// Connects a session to an app on another device; sends each stdin line as a message and prints what arrives.
+    #[command(after_help = "Example:\n  colink connect 5d3c...e1 --backend sim-hub")]
+    Connect(ConnectArgs),
+    /// Connects, sends one message, data payload or file, and disconnects.
+    #[command(after_help = "Example:\n  colink send file ./photo.raw --to 5d3c...e1 --backend sim-hub\n  \
+                            colink send message 'hello' --to 5d3c...e1 --backend bluez")]
+    Send(SendArgs),
+    /// Pairs with a device (numeric comparison: confirm the six digits on both sides).
+    #[command(after_help = "Example:\n  colink pair 5d3c1a2b --backend bluez --yes")]
+    Pair(PairArgs),
+    /// Serves one simulated air on a Unix socket so several processes share it (`--backend sim-hub:PATH`).
+    #[command(name = "sim-hub", after_help = "Example:\n  colink sim-hub --socket /tmp/air.sock --profile le-2m")]
+    SimHub(HubArgs),
+    /// Measures goodput and message latency through colink, side by side with the raw link in the same run.
+    #[command(
+        after_help = "Example:\n  colink bench --size 2000000 --json\n  colink bench --backend bluez:hci0 --peer-adapter hci1"
+    )]
+    Bench(BenchArgs),
+    /// Media streams (send|recv): needs the media layer, which has not landed yet (exit code 3).
+    #[command(after_help = "Example:\n  colink stream send --to 5d3c...e1   # not available yet: exits 3")]
+    Stream {
+        /// send or recv.
+        #[arg(value_parser = ["send", "recv"])]
+        direction: String,
+        /// Anything else (ignored until the media layer lands).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+}
+
+/// Where and as whom: the radio, the app endpoint and the device identity.
+#[derive(Debug, Args, Clone)]
+struct Radio {
+    /// The radio: `sim` (a private simulated air), `sim-hub[:PATH]` (the shared air of `colink sim-hub`),
+    /// `bluez[:hciN]` (a real adapter). Default: `sim` for scan/pair, `sim-hub` for serve/connect/send.
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<Backend>,
+    /// Shorthand for `--backend sim-hub:PATH`.
+    #[arg(long, value_name = "PATH")]
+    hub: Option<PathBuf>,
+}
+
+impl Radio {
+    fn backend(&self) -> Backend {
+        Backend::resolve(self.backend.clone(), self.hub.clone())
+    }
+
+    /// For commands that talk to other processes: with no radio given, the default simulator hub.
+    fn backend_or_hub(&self) -> Backend {
+        match (&self.backend, &self.hub) {
+            (None, None) => Backend::SimHub(backend::default_hub_path()),
+            _ => self.backend(),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+struct Identity {
+    /// This device's identity (32 hex digits). Default: the one stored in the state directory.
+    #[arg(long, value_name = "HEX")]
+    device_id: Option<DeviceId>,
+    /// Where the persistent device identity is kept (default: $XDG_STATE_HOME/colink or ~/.local/state/colink).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The local app endpoint, `bundle/module/ability` (the peer's is the same unless --peer-app).
+    #[arg(long, value_name = "APP", default_value = DEFAULT_APP)]
+    app: AppName,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Run the same tour in virtual time (tokio's paused clock): finishes in seconds.
+    #[arg(long)]
+    fast: bool,
+    /// Print a machine-readable report (every step with ok and its figures) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the simulated radio noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Bytes in the data step (the link-drop step sends half as many).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    size: u64,
+    /// Distance between the two laptops, metres.
+    #[arg(long, default_value_t = 1.5)]
+    distance: f64,
+}
+
+#[derive(Debug, Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    radio: Radio,
+    /// How long to scan, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Only devices that may host this service name.
+    #[arg(long)]
+    service: Option<String>,
+    /// Print the final table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    radio: Radio,
+    #[command(flatten)]
+    id: Identity,
+    /// Save received data and files into this directory (otherwise their size and SHA-256 are printed).
+    #[arg(long, value_name = "DIR")]
+    save_dir: Option<PathBuf>,
+    /// Exit after this many sessions have ended (default: serve until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    sessions: Option<u64>,
+    /// Reject sessions instead of accepting them (for testing a peer's error handling).
+    #[arg(long)]
+    reject: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// The peer's device id (32 hex digits, as printed by `colink serve`).
+    device: DeviceId,
+    #[command(flatten)]
+    radio: Radio,
+    #[command(flatten)]
+    id: Identity,
+    /// The peer's app endpoint (default: the same as --app).
+    #[arg(long, value_name = "APP")]
+    peer_app: Option<AppName>,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    #[command(subcommand)]
+    what: SendWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum SendWhat {
+    /// A text message (< 1024 bytes).
+    #[command(after_help = "Example:\n  colink send message 'hello' --to 5d3c...e1 --hub /tmp/air.sock")]
+    Message {
+        /// The text.
+        text: String,
+        #[command(flatten)]
+        to: Target,
+    },
+    /// A data payload: the given text as bytes, or --size bytes of a test pattern.
+    #[command(after_help = "Example:\n  colink send data --size 1000000 --to 5d3c...e1 --hub /tmp/air.sock")]
+    Data {
+        /// The payload (UTF-8 text); omit and give --size for a generated pattern.
+        payload: Option<String>,
+        /// Bytes of a generated test pattern.
+        #[arg(long, conflicts_with = "payload")]
+        size: Option<u64>,
+        #[command(flatten)]
+        to: Target,
+    },
+    /// A file, read from disk (progress bar with rate and ETA; the receiver saves it under its name).
+    #[command(after_help = "Example:\n  colink send file ./notes.pdf --to 5d3c...e1 --hub /tmp/air.sock")]
+    File {
+        /// The file.
+        path: PathBuf,
+        #[command(flatten)]
+        to: Target,
+    },
+    /// An image: needs the media layer, which has not landed yet (exit code 3).
+    Image {
+        /// The image file.
+        path: PathBuf,
+        #[command(flatten)]
+        to: Target,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// The peer's device id (32 hex digits, as printed by `colink serve`).
+    #[arg(long, value_name = "DEVICE")]
+    to: DeviceId,
+    #[command(flatten)]
+    radio: Radio,
+    #[command(flatten)]
+    id: Identity,
+    /// The peer's app endpoint (default: the same as --app).
+    #[arg(long, value_name = "APP")]
+    peer_app: Option<AppName>,
+    /// Print a JSON result line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PairArgs {
+    /// The device: its short id (8 hex digits, as in `colink scan`) or full device id.
+    device: String,
+    #[command(flatten)]
+    radio: Radio,
+    /// Confirm the passkey without asking.
+    #[arg(long)]
+    yes: bool,
+    /// How long to look for the device, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+#[derive(Debug, Args)]
+struct HubArgs {
+    /// The Unix socket to serve (default: $XDG_RUNTIME_DIR/colink-sim.sock, else /tmp/colink-sim.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Seed of the simulated radio noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The LE 2M link model: `le-2m` (the modelled rate, ≈ 1.4 Mbit/s), or `fast` (LE 2M timing with a
+    /// 100× faster air rate, for moving large files in tests).
+    #[arg(long, default_value = "le-2m", value_parser = ["le-2m", "fast"])]
+    profile: String,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The radio: `sim` (two devices on a private air, virtual time), `sim-hub[:PATH]` (two devices on the hub),
+    /// or `bluez:hciN` together with --peer-adapter.
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<Backend>,
+    /// Shorthand for `--backend sim-hub:PATH`.
+    #[arg(long, value_name = "PATH")]
+    hub: Option<PathBuf>,
+    /// With a BlueZ backend: the second local adapter, the other end of the links.
+    #[arg(long, value_name = "hciN")]
+    peer_adapter: Option<String>,
+    /// Bytes per goodput run.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    size: u64,
+    /// Round trips per latency run.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    rounds: u64,
+    /// On `sim`: run on the wall clock instead of virtual time (same modelled figures, slower).
+    #[arg(long)]
+    real_time: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            if code == 2 {
+                // One line: clap's first line (the error itself), then where to look.
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("error: bad arguments");
+                eprintln!("colink: {} (see `colink --help`)", first.trim_start_matches("error: ").trim());
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("colink: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Demo(a) => {
+            if !(a.distance > 0.0 && a.distance <= 100.0) {
+                return Err(CliError::usage("--distance must be in (0, 100] metres"));
+            }
+            demo::run(&demo::DemoOptions {
+                fast: a.fast,
+                json: a.json,
+                seed: a.seed,
+                size: usize::try_from(a.size).map_err(CliError::usage)?,
+                distance: a.distance,
+            })
+        }
+        Command::Scan(a) => {
+            if !(a.duration > 0.0 && a.duration <= 86_400.0) {
+                return Err(CliError::usage("--duration must be in (0, 86400] seconds"));
+            }
+            let backend = a.radio.backend();
+            runtime()?.block_on(scan::run(backend, a.duration, a.service, a.json))
+        }
+        Command::Serve(a) => {
+            let backend = a.radio.backend_or_hub();
+            runtime()?.block_on(serve::run(serve::ServeOptions {
+                device: a.id.device_id,
+                state_dir: a.id.state_dir,
+                app: a.id.app,
+                backend,
+                save_dir: a.save_dir,
+                sessions: a.sessions,
+                reject: a.reject,
+            }))
+        }
+        Command::Connect(a) => {
+            let peer_app = a.peer_app.unwrap_or_else(|| a.id.app.clone());
+            let ctx = send::Context {
+                backend: a.radio.backend_or_hub(),
+                device: a.id.device_id,
+                state_dir: a.id.state_dir,
+                app: a.id.app,
+                peer_app,
+                to: a.device,
+                json: false,
+            };
+            runtime()?.block_on(send::interactive(ctx))
+        }
+        Command::Send(a) => {
+            let (what, t) = match a.what {
+                SendWhat::Message { text, to } => (send::What::Message(text), to),
+                SendWhat::Data { payload, size, to } => match (payload, size) {
+                    (Some(p), None) => (send::What::Data(p.into_bytes()), to),
+                    (None, Some(n)) => (send::What::Pattern(n), to),
+                    _ => return Err(CliError::usage("`send data` needs a payload or --size N")),
+                },
+                SendWhat::File { path, to } => (send::What::File(path), to),
+                SendWhat::Image { .. } => {
+                    return Err(CliError::not_supported(
+                        "`send image` needs the media layer (images and streams), which has not landed yet",
+                    ));
+                }
+            };
+            let peer_app = t.peer_app.unwrap_or_else(|| t.id.app.clone());
+            let ctx = send::Context {
+                backend: t.radio.backend_or_hub(),
+                device: t.id.device_id,
+                state_dir: t.id.state_dir,
+                app: t.id.app,
+                peer_app,
+                to: t.to,
+                json: t.json,
+            };
+            runtime()?.block_on(send::once(ctx, what))
+        }
+        Command::Pair(a) => {
+            let backend = a.radio.backend();
+            runtime()?.block_on(pair::run(backend, &a.device, a.yes, a.timeout))
+        }
+        Command::SimHub(a) => {
+            let path = a.socket.unwrap_or_else(backend::default_hub_path);
+            runtime()?.block_on(hub::run(path, a.seed, &a.profile))
+        }
+        Command::Bench(a) => {
+            let backend = Backend::resolve(a.backend, a.hub);
+            let o = bench::BenchOptions {
+                backend,
+                peer_adapter: a.peer_adapter,
+                size: usize::try_from(a.size).map_err(CliError::usage)?,
+                rounds: usize::try_from(a.rounds).map_err(CliError::usage)?,
+                real_time: a.real_time,
+                json: a.json,
+            };
+            bench::run(&o)
+        }
+        Command::Stream { .. } => Err(CliError::not_supported(
+            "`colink stream` needs the media layer (images and streams), which has not landed yet",
+        )),
+    }
+}

@@ -1,0 +1,216 @@
+//! `colink connect` (interactive) and `colink send message|data|file` (one payload, then disconnect).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use colink::api::{ConnectOptions, EventStream, ReferenceEnum};
+use colink::{Event, Manager, SessionId};
+use colink_ble::DeviceId;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
+
+use crate::app::{self, AppName, SERVICE};
+use crate::backend::Backend;
+use crate::demo::grouped;
+use crate::error::{CliError, CliResult};
+use crate::transfer;
+
+/// Who talks to whom, over what.
+pub(crate) struct Context {
+    pub(crate) backend: Backend,
+    pub(crate) device: Option<DeviceId>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) app: AppName,
+    pub(crate) peer_app: AppName,
+    pub(crate) to: DeviceId,
+    pub(crate) json: bool,
+}
+
+/// What `send` sends.
+pub(crate) enum What {
+    Message(String),
+    Data(Vec<u8>),
+    Pattern(u64),
+    File(PathBuf),
+}
+
+/// A connected session.
+struct Connected {
+    manager: Manager,
+    session: SessionId,
+    events: EventStream,
+    connect_s: f64,
+}
+
+async fn connect(ctx: &Context) -> CliResult<Connected> {
+    let state = app::state_dir(ctx.state_dir.as_deref());
+    // A client needs a stable identity only on a real adapter; on the simulator each run is a new device.
+    let persistent = matches!(ctx.backend, Backend::Bluez(_));
+    let device = app::device_id(ctx.device, &state, &ctx.backend.state_key(), persistent)?;
+    if device == ctx.to {
+        return Err(CliError::usage("--to names this device itself; give the device id `colink serve` printed"));
+    }
+    let adapter = ctx.backend.open(&format!("cli-{}", device.short()), device).await?;
+    let manager = app::manager(adapter, device, None).await?;
+    let options = ConnectOptions { need_send_data: true, ..ConnectOptions::default() };
+    let session = manager.create_session(&ctx.app.caller(), SERVICE, ctx.peer_app.peer_on(ctx.to), options)?;
+    let events = manager.events(session)?;
+    let t = Instant::now();
+    let result = manager.connect(session).await?;
+    if !result.is_connected {
+        manager.shutdown().await;
+        return Err(app::connect_failed(ctx.to, result.error_code, result.reason.as_deref()));
+    }
+    Ok(Connected { manager, session, events, connect_s: t.elapsed().as_secs_f64() })
+}
+
+/// Connects, sends `what`, disconnects.
+pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
+    // Read the file first: a missing file should not cost a connection.
+    let file = match &what {
+        What::File(path) => {
+            let data = tokio::fs::read(path)
+                .await
+                .map_err(|e| CliError::failure(format_args!("cannot read {}: {e}", path.display())))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+            Some((name, Bytes::from(data)))
+        }
+        _ => None,
+    };
+    let c = connect(&ctx).await?;
+    let say = |line: String| {
+        if !ctx.json {
+            println!("{line}");
+        }
+    };
+    say(format!("connected to {} in {:.2} s (session {})", ctx.to, c.connect_s, c.session));
+    let t = Instant::now();
+    let (kind, bytes, sha) = match what {
+        What::Message(text) => {
+            c.manager.send_message(c.session, &text).await?;
+            ("message", text.len(), None)
+        }
+        What::Data(data) => {
+            let sha = transfer::sha256(&data);
+            c.manager.send_data(c.session, Bytes::from(data.clone())).await?;
+            ("data", data.len(), Some(sha))
+        }
+        What::Pattern(n) => {
+            let n = usize::try_from(n).map_err(CliError::usage)?;
+            let data: Bytes = (0..n).map(|i| (i % 251) as u8).collect();
+            let sha = transfer::sha256(&data);
+            c.manager.send_data(c.session, data).await?;
+            ("data", n, Some(sha))
+        }
+        What::File(_) => {
+            let Some((name, data)) = file else { return Err(CliError::failure("no file")) };
+            let bar = bar(data.len() as u64, ctx.json, &name);
+            let id = u64::from(std::process::id()) << 16 | u64::from(t.elapsed().subsec_nanos() & 0xffff);
+            let sent = transfer::send(&c.manager, c.session, id, &name, data.clone(), |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            sent?;
+            ("file", data.len(), Some(transfer::sha256(&data)))
+        }
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let kbit = if secs > 0.0 { bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
+    let sha_text = sha.as_deref().map(|s| format!(", sha256 {s}")).unwrap_or_default();
+    if kind == "message" {
+        say(format!("sent message ({bytes} bytes): the peer holds it after {:.1} ms", secs * 1000.0));
+    } else {
+        say(format!(
+            "sent {kind}: {} bytes in {secs:.2} s ({kbit:.0} kbit/s){sha_text}; the peer holds it",
+            grouped(bytes as u64)
+        ));
+    }
+    c.manager.disconnect(c.session).await?;
+    close(&c.manager).await;
+    if ctx.json {
+        let report = json!({
+            "ok": true, "sent": kind, "bytes": bytes, "seconds": secs, "kbit_s": kbit.round() as i64,
+            "sha256": sha, "to": ctx.to.to_string(), "connect_s": c.connect_s,
+        });
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// Connects and stays: each stdin line is sent as a message, arriving messages and data are printed.
+pub(crate) async fn interactive(ctx: Context) -> CliResult {
+    let mut c = connect(&ctx).await?;
+    println!(
+        "connected to {} in {:.2} s (session {}); each line you type is sent as a message, Ctrl-D disconnects",
+        ctx.to, c.connect_s, c.session
+    );
+    flush();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let stop = crate::hub::shutdown_signal();
+    tokio::pin!(stop);
+    let mut peer_left = false;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) if line.is_empty() => {}
+                Ok(Some(line)) => {
+                    if let Err(e) = c.manager.send_message(c.session, &line).await {
+                        println!("not sent: {e}");
+                    }
+                }
+                _ => break,
+            },
+            event = c.events.next() => match event {
+                Some(Event::ReceiveMessage { msg, .. }) => println!("< {msg}"),
+                Some(Event::ReceiveData { data, .. }) => {
+                    println!("< data: {} bytes, sha256 {}", grouped(data.len() as u64), transfer::sha256(&data));
+                }
+                Some(Event::Disconnect { reason, .. }) => {
+                    println!("the peer ended the session: {}", reason.reference_name());
+                    peer_left = true;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            },
+            () = &mut stop => break,
+        }
+        flush();
+    }
+    if !peer_left {
+        c.manager.disconnect(c.session).await?;
+        println!("disconnected");
+    }
+    close(&c.manager).await;
+    Ok(())
+}
+
+/// How long a process lingers after `Manager::shutdown` so its link tasks can put the session's goodbye on the
+/// air: `shutdown` only queues the close, and a process that exits at once leaves the peer to find out by
+/// timeout (`NETWORK_DISCONNECTED` after the 10 s grace period) instead of `PEER_APP_CLOSE_COLLABORATION`.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+
+pub(crate) async fn close(manager: &Manager) {
+    tokio::time::sleep(LINGER).await;
+    manager.shutdown().await;
+    tokio::time::sleep(LINGER).await;
+}
+
+fn bar(total: u64, json: bool, name: &str) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = "{msg} [{bar:32}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} (bytes the peer holds)";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_owned());
+    bar
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
