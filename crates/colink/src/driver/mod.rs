@@ -164,6 +164,8 @@ struct Shared {
     table: Mutex<Table>,
     background: Mutex<Vec<JoinHandle<()>>>,
     advert: Mutex<Option<AdvertHandle>>,
+    /// The link tasks, awaited by `shutdown` so their goodbyes reach the air.
+    link_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// One gate per dialled device, so concurrent connects to it open one link.
     dialing: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -174,6 +176,9 @@ struct Table {
     by_key: BTreeMap<(String, Role), LinkId>,
     links: BTreeMap<LinkId, (String, Role, mpsc::Sender<Command>)>,
 }
+
+/// How long [`Node::shutdown`] waits for links to say goodbye.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Command queue depth per link: callers wait (back-pressure) when a link falls behind.
 const COMMAND_QUEUE: usize = 256;
@@ -207,6 +212,7 @@ impl Node {
             background: Mutex::new(Vec::new()),
             advert: Mutex::new(Some(advert)),
             dialing: Mutex::new(BTreeMap::new()),
+            link_tasks: Mutex::new(Vec::new()),
         });
         let node = Self { shared };
         let span = tracing::info_span!("node", device = %device.short());
@@ -311,7 +317,9 @@ impl Node {
         }
     }
 
-    /// Stops advertising and accepting, and closes every link.
+    /// Stops advertising and accepting, and closes every link in order: returns once each link's goodbye
+    /// has been handed to its transport and the transport closed (at most [`SHUTDOWN_GRACE`]), so a process may
+    /// exit right after.
     pub async fn shutdown(&self) {
         lock(&self.shared.advert).take();
         for task in lock(&self.shared.background).drain(..) {
@@ -320,6 +328,10 @@ impl Node {
         let senders: Vec<_> = lock(&self.shared.table).links.values().map(|(_, _, tx)| tx.clone()).collect();
         for tx in senders {
             let _ = tx.send(Command::Close).await;
+        }
+        let tasks: Vec<_> = lock(&self.shared.link_tasks).drain(..).collect();
+        if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks)).await.is_err() {
+            warn!("links did not close within {SHUTDOWN_GRACE:?}");
         }
     }
 
@@ -395,7 +407,10 @@ impl Node {
             }
         });
         let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit);
-        tokio::spawn(task.run(link, replay).in_current_span());
+        let handle = tokio::spawn(task.run(link, replay).in_current_span());
+        let mut tasks = lock(&self.shared.link_tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
         (id, tx)
     }
 
