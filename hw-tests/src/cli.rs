@@ -63,6 +63,8 @@ pub(crate) struct Options {
     pub(crate) echo_bytes: u64,
     /// Bytes sent one way for each throughput figure.
     pub(crate) throughput_bytes: u64,
+    /// Bytes each colink app sends the other in `colink::connect_messages_data`.
+    pub(crate) data_bytes: u64,
     /// Receive MTU both ends of an LE CoC request (the largest by default).
     pub(crate) l2cap_mtu: u16,
     /// Cap on the initiator's LE CoC SDU size (diagnostics; default: as large as MTU and buffer allow).
@@ -90,7 +92,8 @@ Set-ups:
 
 Options:
       --echo-bytes N         bytes echoed per echo test (default 10485760)
-      --throughput-bytes N   bytes sent one way per throughput figure (default 4194304)
+      --throughput-bytes N   bytes sent one way per throughput figure (default 2097152)
+      --data-bytes N         bytes each colink app sends the other (default 2097152)
       --l2cap-mtu N          LE CoC receive MTU of both ends, 23..=65535 (default 65535)
       --l2cap-sdu N          cap the LE CoC SDU size (default: MTU, within SO_SNDBUF)
       --exact                FILTERs must match test names exactly
@@ -110,7 +113,8 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
     let mut opts = Options {
         setup: Setup::OneHost { responder: String::new(), initiator: String::new() },
         echo_bytes: 10 * 1024 * 1024,
-        throughput_bytes: 4 * 1024 * 1024,
+        throughput_bytes: 2 * 1024 * 1024,
+        data_bytes: 2 * 1024 * 1024,
         l2cap_mtu: u16::MAX,
         l2cap_sdu: None,
         filters: Vec::new(),
@@ -134,6 +138,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
             }
             "--echo-bytes" => opts.echo_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--throughput-bytes" => opts.throughput_bytes = parse_bytes(&arg, &value(&arg)?)?,
+            "--data-bytes" => opts.data_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--l2cap-sdu" => opts.l2cap_sdu = Some(parse_bytes(&arg, &value(&arg)?)? as usize),
             "--l2cap-mtu" => {
                 let v = value(&arg)?;

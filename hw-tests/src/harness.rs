@@ -101,11 +101,22 @@ pub(crate) struct Ctx {
     pub(crate) opts: Options,
     pub(crate) rig: Rig,
     figures: Mutex<Vec<Figure>>,
+    /// colink-ble's BlueZ backend, opened once for the `ble::` and `colink::` tests (or why it could not be).
+    bluez: tokio::sync::OnceCell<Result<colink_ble::bluez::Bluez, String>>,
 }
 
 impl Ctx {
     pub(crate) fn new(opts: Options, rig: Rig) -> Self {
-        Self { opts, rig, figures: Mutex::new(Vec::new()) }
+        Self { opts, rig, figures: Mutex::new(Vec::new()), bluez: tokio::sync::OnceCell::new() }
+    }
+
+    /// colink-ble's BlueZ backend (one D-Bus connection for all tests); a skip naming bluetoothd without it.
+    pub(crate) async fn bluez(&self) -> Result<colink_ble::bluez::Bluez, Stop> {
+        let b =
+            self.bluez.get_or_init(|| async { colink_ble::bluez::Bluez::new().await.map_err(|e| e.to_string()) }).await;
+        b.clone().map_err(|e| {
+            Stop::Skip(format!("needs bluetoothd (org.bluez) on the system D-Bus for colink-ble's BlueZ backend: {e}"))
+        })
     }
 
     /// Records (and prints) a measurement.
@@ -121,10 +132,30 @@ impl Ctx {
     }
 }
 
+/// One line per (link kind, measurement, implementation other than raw): its goodput over raw's, e.g.
+/// `colink-ble/raw goodput (l2cap-coc, one-way goodput): 0.97  (412.0 vs 424.7 KiB/s)`.
+pub(crate) fn ratios(figures: &[Figure]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in figures.iter().filter(|f| f.imp != "raw") {
+        if let Some(raw) = figures.iter().find(|r| r.imp == "raw" && r.link == f.link && r.what == f.what) {
+            out.push(format!(
+                "{}/raw goodput ({}, {}): {:.2}  ({:.1} vs {:.1} KiB/s)",
+                f.imp,
+                f.link,
+                f.what,
+                f.bytes_per_sec() / raw.bytes_per_sec(),
+                f.bytes_per_sec() / 1024.0,
+                raw.bytes_per_sec() / 1024.0
+            ));
+        }
+    }
+    out
+}
+
 /// Selects the tests by the filters.
-pub(crate) fn select<'t>(tests: &'t [Test], opts: &Options) -> Vec<&'t Test> {
+pub(crate) fn select<'t>(tests: impl IntoIterator<Item = &'t Test>, opts: &Options) -> Vec<&'t Test> {
     tests
-        .iter()
+        .into_iter()
         .filter(|t| {
             opts.filters.is_empty()
                 || opts.filters.iter().any(|f| if opts.exact { t.name == f } else { t.name.contains(f.as_str()) })
@@ -174,6 +205,13 @@ pub(crate) async fn run(ctx: Arc<Ctx>, tests: Vec<&Test>) -> (usize, usize, usiz
         println!("\nthroughput (raw figures are the baseline colink's BlueZ backend is compared with):");
         for f in &figures {
             println!("  {f}");
+        }
+        let ratios = ratios(&figures);
+        if !ratios.is_empty() {
+            println!("\nsame run, same link (goal >= 0.9):");
+            for r in ratios {
+                println!("  {r}");
+            }
         }
     }
     if !failures.is_empty() {

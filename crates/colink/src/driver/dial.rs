@@ -51,7 +51,10 @@ pub(crate) async fn dial(
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
     let short = id.short();
     let found = tokio::time::timeout(within, async {
-        let mut scan = match adapter.scan(ScanFilter::default()).await {
+        // A short `lost_after` makes the backend restart discovery every second: on BlueZ a device whose advert
+        // was missed when discovery started stays hidden until the next restart (docs/bluez-backend.md).
+        let filter = ScanFilter::default().with_lost_after(Duration::from_secs(3));
+        let mut scan = match adapter.scan(filter).await {
             Ok(scan) => scan,
             Err(colink_ble::AdapterError::PoweredOff) => return Err(DialError::PoweredOff),
             Err(e) => return Err(DialError::Scan(e)),
