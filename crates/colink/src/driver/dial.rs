@@ -50,7 +50,8 @@ pub(crate) async fn dial(
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
     let short = id.short();
-    let found = tokio::time::timeout(within, async {
+    let deadline = tokio::time::Instant::now() + within;
+    let found = tokio::time::timeout_at(deadline, async {
         // A short `lost_after` makes the backend restart discovery every second: on BlueZ a device whose advert
         // was missed when discovery started stays hidden until the next restart (docs/bluez-backend.md).
         let filter = ScanFilter::default().with_lost_after(Duration::from_secs(3));
@@ -75,6 +76,11 @@ pub(crate) async fn dial(
         Err(_) => return Err(DialError::NotFound(device.to_owned())),
     };
     debug!(%peer, psm = psm.value(), "found; connecting");
-    let link = adapter.connect(peer, Port::L2cap(psm), LinkMode::Packet, params).await.map_err(DialError::Connect)?;
+    // The connect shares the dial's deadline: a peer that stopped being connectable (its controller still
+    // believes in the old link) must not hold a re-dial past the grace period; the caller retries instead.
+    let link = tokio::time::timeout_at(deadline, adapter.connect(peer, Port::L2cap(psm), LinkMode::Packet, params))
+        .await
+        .map_err(|_| DialError::Connect(ConnectError::Timeout))?
+        .map_err(DialError::Connect)?;
     Ok(Arc::from(link))
 }

@@ -180,6 +180,9 @@ struct Table {
 /// How long [`Node::shutdown`] waits for links to say goodbye.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The most one re-dial attempt may take before the next one starts.
+const REDIAL_ATTEMPT: Duration = Duration::from_secs(4);
+
 /// Command queue depth per link: callers wait (back-pressure) when a link falls behind.
 const COMMAND_QUEUE: usize = 256;
 
@@ -495,7 +498,10 @@ impl Node {
                             return;
                         }
                         let params = node.shared.config.link_params;
-                        match dial::dial(&node.shared.adapter, &request.device, params, left).await {
+                        // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
+                        // connectable again) leaves time for the next.
+                        let attempt = left.min(REDIAL_ATTEMPT);
+                        match dial::dial(&node.shared.adapter, &request.device, params, attempt).await {
                             Ok(link) => {
                                 info!(device = %request.device, "re-dialled");
                                 let _ = request.reply.send(Command::Attach { link, replay: Vec::new() }).await;
