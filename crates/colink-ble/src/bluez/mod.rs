@@ -148,7 +148,22 @@ impl BluezAdapter {
         // Quirk (bluez.md): BlueZ merges all clients' discovery filters and its UUID filter can drop adverts that
         // carry the UUID only as a service-data key: no UUID filter, colink post-filters (`colink_advert`).
         let df = DiscoveryFilter { transport: DiscoveryTransport::Le, duplicate_data: true, ..Default::default() };
-        self.adapter.set_discovery_filter(df).await.map_err(adapter_error)?;
+        // Quirk (seen in the rig): bluetoothd refuses to change the discovery filter while a discovery session
+        // of this D-Bus client is active ("cannot be changed while a discovery session is active"), which is the
+        // case for a moment after an earlier scan was dropped (its StopDiscovery is still on its way, or its
+        // task was restarting discovery). Retry for up to a second before giving up.
+        let mut tries = 0;
+        loop {
+            match self.adapter.set_discovery_filter(df.clone()).await {
+                Ok(()) => break,
+                Err(e) if tries < 10 => {
+                    tries += 1;
+                    tracing::debug!("discovery filter refused ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(adapter_error(e)),
+            }
+        }
         let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
@@ -391,13 +406,24 @@ async fn run_scan(
         }
         // Let bluer's StopDiscovery (sent when the session's last stream drops) go out before starting again.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        events = match adapter.discover_devices_with_changes().await {
-            Ok(e) => Box::pin(e),
-            Err(e) => {
-                tracing::warn!("restarting discovery failed, scan ends: {e}");
-                return;
+        let mut restarted = None;
+        for _ in 0..10 {
+            match adapter.discover_devices_with_changes().await {
+                Ok(e) => {
+                    restarted = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("restarting discovery failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
+        }
+        let Some(e) = restarted else {
+            tracing::warn!("restarting discovery failed ten times, scan ends");
+            return;
         };
+        events = Box::pin(e);
     }
 }
 
