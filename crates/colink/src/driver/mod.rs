@@ -510,7 +510,13 @@ impl Node {
                             Err(e) => {
                                 debug!(error = %e, ?backoff, "re-dial failed; retrying");
                                 tokio::time::sleep(backoff.min(left)).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                                // While the local radio is off, look again often: the moment it is back the
+                                // grace period is what is left, and a long back-off would waste it.
+                                let cap = match e {
+                                    DialError::PoweredOff => Duration::from_millis(250),
+                                    _ => Duration::from_secs(2),
+                                };
+                                backoff = (backoff * 2).min(cap);
                             }
                         }
                     }
