@@ -62,10 +62,7 @@ fn ms(d: Duration) -> f64 {
 async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration) {
     let profile = PhyProfile::for_phy(phy);
     let frame = profile.sdu_air_time(usize::from(mtu), mtu);
-    let (a, mut ea, b, mut eb) = pair(phy, mtu).await;
-    let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
-    accept(&b, &mut eb).await;
-    while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
+    let Open { a, b: _b, mut eb, link, session, .. } = open(phy, mtu).await;
     let idle = probe(&a, &mut eb, link, session, 100).await;
     let bulk = a.send(link, session, ChannelKind::Data, Bytes::from(vec![0xA5; 8 << 20]));
     let (loaded, _) = tokio::join!(
@@ -80,10 +77,7 @@ async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration)
 
 async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
     let capacity = PhyProfile::for_phy(phy).capacity_bps(mtu);
-    let (a, mut ea, b, mut eb) = pair(phy, mtu).await;
-    let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
-    let peer_session = accept(&b, &mut eb).await;
-    while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
+    let Open { a, b, mut eb, link, session, peer_session, .. } = open(phy, mtu).await;
     let payload = Bytes::from(vec![0x5A; MESSAGE]);
     let count = total / MESSAGE;
     let sender = async {
@@ -144,6 +138,26 @@ fn app(d: DeviceId) -> PeerInfo {
         ability_name: "a".into(),
         service_name: "goodput".into(),
     }
+}
+
+/// Two nodes with one connected session from `a` to `b`.
+struct Open {
+    a: Node,
+    _ea: NodeEvents,
+    b: Node,
+    eb: NodeEvents,
+    link: LinkId,
+    session: SessionKey,
+    peer_session: SessionKey,
+}
+
+/// Starts two nodes (see [`pair`]) and connects a session from the first to the second.
+async fn open(phy: Phy, mtu: u16) -> Open {
+    let (a, mut ea, b, mut eb) = pair(phy, mtu).await;
+    let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
+    let peer_session = accept(&b, &mut eb).await;
+    while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
+    Open { a, _ea: ea, b, eb, link, session, peer_session }
 }
 
 /// Two nodes on a fresh air whose links use `phy` and `mtu`.

@@ -60,5 +60,11 @@ pub mod driver;
 pub mod engine;
 mod manager;
 
+/// Locks `m`, taking over a poisoned lock: every mutex in this crate guards state that no user code or
+/// fallible step runs under, so a panic elsewhere cannot leave it half-updated.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use api::{Caller, Error, ErrorCode, Event, EventKind, PeerInfo, SessionId};
 pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};

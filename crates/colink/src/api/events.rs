@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -369,14 +369,8 @@ impl EventRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
+        crate::lock(&self.inner)
     }
-}
-
-/// The registry's state stays consistent across a panic (no user code runs under the lock), so a poisoned
-/// lock is simply taken over.
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A session's events as a [`Stream`] (from [`EventRegistry::events`]). Ends when the session is closed;
@@ -418,7 +412,7 @@ impl Drop for EventStream {
     fn drop(&mut self) {
         if let Some(inner) = self.registry.upgrade() {
             let sender = {
-                let mut inner = lock(&inner);
+                let mut inner = crate::lock(&inner);
                 inner.sessions.get_mut(&self.session).and_then(|e| {
                     let pos = e.streams.iter().position(|(id, _)| *id == self.id)?;
                     Some(e.streams.swap_remove(pos))

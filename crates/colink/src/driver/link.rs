@@ -193,10 +193,7 @@ impl LinkTask {
         self.generation += 1;
         self.sending = None;
         let mtu = Mtu::new(link.mtu().bytes()).unwrap_or(Mtu::MIN);
-        let mode = match link.mode() {
-            colink_ble::LinkMode::Stream => colink_frame::LinkMode::Stream,
-            _ => colink_frame::LinkMode::Packet,
-        };
+        let mode = super::frame_mode(link.mode());
         debug!(generation = self.generation, ?mode, mtu = mtu.get(), "transport attached");
         let now = now();
         self.conn.attach(now, Transport { mode, mtu });

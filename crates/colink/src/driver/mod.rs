@@ -14,7 +14,7 @@ mod dial;
 mod link;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use crate::engine::{
     self, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy, Event,
     Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
 };
+use crate::lock;
 pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, now};
 
@@ -434,11 +435,7 @@ impl Node {
 
     /// Reads a fresh transport's HELLO, then hands it (with what was read) to that device's responder link.
     async fn identify_and_route(self, link: Arc<dyn Link>) {
-        let mode = match link.mode() {
-            LinkMode::Stream => colink_frame::LinkMode::Stream,
-            _ => colink_frame::LinkMode::Packet,
-        };
-        let mut identify = Identify::new(mode);
+        let mut identify = Identify::new(frame_mode(link.mode()));
         let mut replay = Vec::new();
         let deadline = self.shared.config.engine.handshake_timeout;
         let caller = tokio::time::timeout(deadline, async {
@@ -527,6 +524,14 @@ impl Node {
     }
 }
 
+/// How the engine frames a link of this mode: length-prefixed frames on byte streams, one frame per SDU else.
+pub(crate) fn frame_mode(mode: LinkMode) -> colink_frame::LinkMode {
+    match mode {
+        LinkMode::Stream => colink_frame::LinkMode::Stream,
+        _ => colink_frame::LinkMode::Packet,
+    }
+}
+
 /// Tokens from the operating system's random source.
 struct OsEntropy;
 
@@ -539,8 +544,4 @@ impl Entropy for OsEntropy {
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{Caller, ConnectOptions, PeerInfo};
 use crate::engine;
+use crate::lock;
 
 /// A peer app asks a local app to collaborate. Answer with [`Manager::accept_connect`] (on a session created
 /// for [`peer`](Self::peer)) or [`Manager::reject`], passing [`token`](Self::token).
@@ -108,8 +109,4 @@ impl std::fmt::Debug for AppTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppTable").field("apps", &self.apps.len()).finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -13,7 +13,7 @@
 mod incoming;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use colink_ble::{Adapter, DeviceId};
@@ -27,6 +27,7 @@ use crate::api::{
 };
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
 use crate::engine::{self, ChannelKind, SessionKey};
+use crate::lock;
 pub use incoming::{CollaborationRequest, Incoming};
 
 /// Builds a [`Manager`].
@@ -543,8 +544,4 @@ fn answer(inner: &Arc<Inner>, binding: (LinkId, SessionKey), result: ConnectResu
     {
         let _ = tx.send(result);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
