@@ -773,6 +773,27 @@ impl Link for SimLink {
         )
     }
 
+    fn queued_bytes(&self) -> Option<usize> {
+        let (link, end) = (self.info.link, self.info.end);
+        Some(self.shared.with(|inner, _| inner.model.queued(link, end)).unwrap_or(0))
+    }
+
+    fn drain_to(&self, max: usize) -> BoxFuture<'_, Result<(), LinkError>> {
+        Box::pin(
+            async move {
+                let (link, end) = (self.info.link, self.info.end);
+                // The model wakes this end whenever an SDU leaves its queue for the air.
+                self.wait(|inner, _| match inner.model.queued(link, end) {
+                    Ok(n) if n <= max => Some(Ok(())),
+                    Ok(_) => None,
+                    Err(r) => Some(Err(LinkError::Closed(r))),
+                })
+                .await
+            }
+            .instrument(self.span.clone()),
+        )
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         let (link, end) = (self.info.link, self.info.end);
         self.shared.with(|inner, now| inner.model.close(now, link, end));

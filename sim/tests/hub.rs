@@ -93,6 +93,8 @@ fn hub_child_laptop_b() {
             link.send(sdu.clone()).await.unwrap();
             assert_eq!(link.recv().await.unwrap(), sdu);
         }
+        // The hub answers a queue wait once its end of the link has put everything on the air.
+        link.drain_to(0).await.unwrap();
         link.close().await;
     });
 }

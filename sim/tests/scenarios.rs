@@ -527,3 +527,34 @@ async fn ten_minute_scenario_runs_in_virtual_time() {
     assert!((55..=62).contains(&updates), "one report per 10 s over 10 min, got {updates}");
     assert!(wall.elapsed() < Duration::from_secs(20), "virtual time: {:?}", wall.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_reports_its_send_queue_and_drains_one_sdu_per_air_time() {
+    let air = SimAir::new(17);
+    let a = air.adapter("a", p(0.0));
+    let b = air.adapter("b", p(2.0));
+    let params = LinkParams::default().with_phy(Phy::Le2M).with_mtu(Mtu::new(247).unwrap());
+    let (la, lb, _listener, _adv) = link_pair(&a, &b, LinkMode::Packet, params).await;
+    assert_eq!(la.queued_bytes(), Some(0));
+    // Five SDUs are accepted at once (the send buffer holds 16 KiB). The first leaves the queue at once, bound
+    // for the next connection event; the others follow back to back, each when the one before it is sent.
+    for i in 0..5u8 {
+        la.send(Bytes::from(vec![i; 200])).await.unwrap();
+    }
+    assert_eq!(la.queued_bytes(), Some(800));
+    la.drain_to(600).await.unwrap();
+    let second_on_air = Instant::now();
+    assert_eq!(la.queued_bytes(), Some(600));
+    la.drain_to(0).await.unwrap();
+    let drained = second_on_air.elapsed();
+    let air_time = PhyProfile::le_2m().sdu_air_time(200, 247);
+    // tokio's timer rounds the simulator's wake-ups to whole milliseconds.
+    let ms = Duration::from_millis(1);
+    assert!(drained + ms >= 3 * air_time && drained <= 3 * air_time + ms, "{drained:?} for 3 SDUs of {air_time:?}");
+    for i in 0..5u8 {
+        assert_eq!(lb.recv().await.unwrap(), Bytes::from(vec![i; 200]));
+    }
+    // Once closed, waiting for the queue fails instead of hanging.
+    la.close().await;
+    assert!(matches!(la.drain_to(0).await, Err(LinkError::Closed(_))));
+}

@@ -44,8 +44,8 @@ mod scan_tracker;
 pub use adapter::{Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream};
 pub use address::{Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId};
 pub use advert::{
-    AD_TYPE_FLAGS, AD_TYPE_SERVICE_DATA_128, Advert, AdvertError, COLINK_SERVICE_UUID, LEGACY_ADV_MAX,
-    PROTOCOL_VERSION, SERVICE_DATA_LEN, ServiceFilter,
+    AD_TYPE_FLAGS, AD_TYPE_SERVICE_DATA_128, Advert, AdvertError, COLINK_SERVICE_UUID, FLAGS_LE_AND_BR_EDR,
+    FLAGS_LE_ONLY, LEGACY_ADV_MAX, PROTOCOL_VERSION, SERVICE_DATA_LEN, ServiceFilter,
 };
 pub use link::{CloseReason, Link, LinkError};
 pub use pairing::{Agent, AgentRejected, AgentResult, IoCapability, PairingError, PairingMethod, Passkey, PasskeyRole};

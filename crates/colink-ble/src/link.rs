@@ -39,6 +39,25 @@ pub trait Link: Send + Sync + 'static {
     /// Receives one SDU (packet mode) or some bytes (stream mode). Cancel-safe.
     fn recv(&self) -> BoxFuture<'_, Result<Bytes, LinkError>>;
 
+    /// How many bytes handed to [`send`](Link::send) the transport still holds and has not yet started to put
+    /// on the air, if the backend can tell at once (`None`: it cannot). Data already on the air (or handed to the
+    /// controller) is not counted. Backends that only see kernel memory report that, which over-counts.
+    fn queued_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// Resolves once the transport's queue has drained to at most `max` bytes not yet on the air (see
+    /// [`queued_bytes`](Link::queued_bytes)), or with [`LinkError::Closed`] once the link is closed.
+    ///
+    /// A sender that waits for this before each send keeps the transport's queue shallow, so data it decides to
+    /// send next (say, a high-priority message) does not wait behind a send buffer full of earlier data. A
+    /// backend that cannot tell resolves at once (the transport then queues as deep as its send buffer allows).
+    /// Cancel-safe.
+    fn drain_to(&self, max: usize) -> BoxFuture<'_, Result<(), LinkError>> {
+        let _ = max;
+        Box::pin(async { Ok(()) })
+    }
+
     /// Closes the link (the peer sees [`CloseReason::PeerClose`] after the data already sent).
     fn close(&self) -> BoxFuture<'_, ()>;
 

@@ -1,17 +1,21 @@
-//! Session goodput on the simulator's LE PHY profiles as a share of each profile's link capacity.
+//! Session goodput on the simulator's PHY profiles (LE Coded, LE 1M, LE 2M over L2CAP LE CoC; BR/EDR over RFCOMM)
+//! as a share of each profile's link capacity, and small-message latency during a bulk transfer.
 //!
 //! Run: `cargo run --release -p colink --example goodput`. Two simulated devices open a session through the
-//! driver (`colink::driver::Node`), and one streams 64 KiB data messages to the other for each PHY profile and
-//! MTU. Goodput is measured at the receiver between the first and the last message (virtual time, so the
+//! driver (`colink::driver::Node`; for BR/EDR with `TransportPreference::BrEdr`, so the link is an RFCOMM stream
+//! to the channel in the peer's advert), and one streams 64 KiB data messages to the other for each PHY profile
+//! and MTU. Goodput is measured at the receiver between the first and the last message (virtual time, so the
 //! figures are exact and repeatable); capacity is what the profile's link can carry at that MTU
-//! (`PhyProfile::capacity_bps`). The last line is `min goodput/capacity: X`.
+//! (`PhyProfile::capacity_bps`). The latency lines time small messages one way (send to receipt) on an idle
+//! link and while a bulk transfer runs; "wait behind the transfer" is the loaded latency less the host latency
+//! and the message's own air time. The last line is `min goodput/capacity: X`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::driver::{LinkId, Node, NodeConfig, NodeEvents};
+use colink::driver::{LinkId, Node, NodeConfig, NodeEvents, TransportPreference};
 use colink::engine::{ChannelKind, ConnectOptions, Event, PeerInfo, SessionKey};
 use colink_ble::{DeviceId, LinkParams, Mtu, Phy};
 use colink_sim::{PhyProfile, Position, SimAir};
@@ -22,11 +26,12 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
     println!("{:<12} {:>6} {:>14} {:>14} {:>8}", "profile", "MTU", "capacity", "goodput", "share");
     let mut min: f64 = f64::MAX;
-    // The driver links over LE credit-based channels (the PSM travels in the LE advert); BR/EDR links (RFCOMM
-    // streams) are carried by the engine and colink-ble but not yet dialled by the driver.
-    for (name, phy, total) in
-        [("LE Coded", Phy::LeCoded, 1 << 20), ("LE 1M", Phy::Le1M, 2 << 20), ("LE 2M", Phy::Le2M, 4 << 20)]
-    {
+    for (name, phy, total) in [
+        ("LE Coded", Phy::LeCoded, 1 << 20),
+        ("LE 1M", Phy::Le1M, 2 << 20),
+        ("LE 2M", Phy::Le2M, 4 << 20),
+        ("BR/EDR", Phy::BrEdr, 6 << 20),
+    ] {
         for mtu in [247u16, 672, 4096, 65535] {
             let (capacity, goodput) = runtime.block_on(measure(phy, mtu, total));
             let share = goodput / capacity;
@@ -39,17 +44,22 @@ fn main() {
             );
         }
     }
-    let (idle, loaded, frame) = runtime.block_on(latency(Phy::Le2M, 247));
-    println!(
-        "message latency on LE 2M, MTU 247: p50/p99 idle {:.1}/{:.1} ms, during a bulk transfer {:.1}/{:.1} ms \
-         (p99 +{:.2} fragment air-times)",
-        ms(idle[idle.len() / 2]),
-        ms(idle[idle.len() * 99 / 100]),
-        ms(loaded[loaded.len() / 2]),
-        ms(loaded[loaded.len() * 99 / 100]),
-        (loaded[loaded.len() * 99 / 100].as_secs_f64() - idle[idle.len() * 99 / 100].as_secs_f64())
-            / frame.as_secs_f64()
-    );
+    for (name, phy) in [("LE 2M", Phy::Le2M), ("BR/EDR", Phy::BrEdr)] {
+        let mtu = 247;
+        let (idle, loaded, frame, floor) = runtime.block_on(latency(phy, mtu));
+        let p99 = |v: &[Duration]| v[v.len() * 99 / 100];
+        let frames = |d: f64| d / frame.as_secs_f64();
+        println!(
+            "message latency on {name}, MTU {mtu}: p50/p99 idle {:.1}/{:.1} ms, during a bulk transfer {:.1}/{:.1} ms \
+             (p99 {:+.2} fragment air-times over idle; wait behind the transfer p99 {:.2} fragment air-times)",
+            ms(idle[idle.len() / 2]),
+            ms(p99(&idle)),
+            ms(loaded[loaded.len() / 2]),
+            ms(p99(&loaded)),
+            frames(p99(&loaded).as_secs_f64() - p99(&idle).as_secs_f64()),
+            frames(p99(&loaded).saturating_sub(floor).as_secs_f64()),
+        );
+    }
     println!("min goodput/capacity: {min:.3}");
 }
 
@@ -57,11 +67,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Sorted latencies of 100 small messages sent one after another, idle and while a bulk transfer runs, and
-/// the air time of one full fragment.
-async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration) {
+/// Sorted one-way latencies of 100 small messages sent one after another, idle and while a bulk transfer runs,
+/// the air time of one full fragment, and the latency floor (host latency plus a probe's own air time).
+async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration, Duration) {
     let profile = PhyProfile::for_phy(phy);
     let frame = profile.sdu_air_time(usize::from(mtu), mtu);
+    // A probe's frame: its payload plus at least the fixed frame fields.
+    let floor = profile.host_latency + profile.sdu_air_time(PROBE_LEN + colink_frame::MIN_FRAME_LEN, mtu);
     let Open { a, b: _b, mut eb, link, session, .. } = open(phy, mtu).await;
     let idle = probe(&a, &mut eb, link, session, 100).await;
     let bulk = a.send(link, session, ChannelKind::Data, Bytes::from(vec![0xA5; 8 << 20]));
@@ -72,7 +84,7 @@ async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration)
         },
         bulk
     );
-    (idle, loaded, frame)
+    (idle, loaded, frame, floor)
 }
 
 async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
@@ -111,19 +123,26 @@ async fn measure(phy: Phy, mtu: u16, total: usize) -> (f64, f64) {
     (capacity, goodput)
 }
 
-/// Sends `n` small messages one after another and returns their sorted send-to-receive latencies.
+/// Length of a probe message.
+const PROBE_LEN: usize = 9;
+
+/// Sends `n` small messages one after another and returns their sorted one-way latencies (send to receipt).
 async fn probe(a: &Node, eb: &mut NodeEvents, link: LinkId, session: SessionKey, n: usize) -> Vec<Duration> {
     let mut out = Vec::new();
     for i in 0..n {
         let sent = tokio::time::Instant::now();
-        a.send(link, session, ChannelKind::Message, Bytes::from(format!("probe {i}"))).await.unwrap();
-        loop {
-            let e = eb.recv().await.unwrap();
-            if matches!(e.event, Event::Received { kind: ChannelKind::Message, .. }) {
-                break;
+        let payload = Bytes::from(format!("probe {i:03}"));
+        assert_eq!(payload.len(), PROBE_LEN);
+        let (delivered, received) = tokio::join!(a.send(link, session, ChannelKind::Message, payload), async {
+            loop {
+                let e = eb.recv().await.unwrap();
+                if matches!(e.event, Event::Received { kind: ChannelKind::Message, .. }) {
+                    return sent.elapsed();
+                }
             }
-        }
-        out.push(sent.elapsed());
+        });
+        delivered.unwrap();
+        out.push(received);
         tokio::time::sleep(Duration::from_millis(37)).await;
     }
     out.sort();
@@ -168,6 +187,9 @@ async fn pair(phy: Phy, mtu: u16) -> (Node, NodeEvents, Node, NodeEvents) {
         let adapter = air.adapter(name, Position::new(x, 0.0));
         let mut config = NodeConfig::default();
         config.link_params = params;
+        if phy == Phy::BrEdr {
+            config.transport = TransportPreference::BrEdr;
+        }
         config.seed = Some(u64::from(id));
         // A window of several SDUs keeps the link busy across acknowledgement round trips.
         config.engine.send_window = 256 * 1024;

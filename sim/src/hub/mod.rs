@@ -12,9 +12,10 @@
 //!    `listening`, `link`, `data`, `reason` or `err` (a typed error, field `e`). Operations mirror the
 //!    `Adapter`/`Listener`/`Link` methods: `is_powered`, `set_powered`, `move_to`, `advertise`/`stop_advert`,
 //!    `scan`/`stop_scan` (scan ids are chosen by the client), `listen`/`unlisten`/`accept`, `connect`,
-//!    `send`/`recv`/`close`/`closed`/`release` on links, `set_agent`, `pair`. Link data travels as hex strings.
-//!    `recv` and `accept` are answered when data or a link is available; a `send` is answered once the
-//!    simulated link accepted the data, so flow control reaches across processes.
+//!    `send`/`recv`/`drain_to`/`close`/`closed`/`release` on links, `set_agent`, `pair`. Link data travels as hex
+//!    strings. `recv` and `accept` are answered when data or a link is available; a `send` is answered once the
+//!    simulated link accepted the data, so flow control reaches across processes; `drain_to` (`max` bytes) is
+//!    answered once the link's send queue holds at most that much not yet on the air.
 //! 3. The hub pushes `{"t":"scan","scan":S,"event":{...}}` and `{"t":"scan_ended","scan":S}` for scans, and
 //!    agent calls `{"t":"agent","id":N,"agent":A,"call":{"call":"confirm_passkey",...}}`, which the client
 //!    answers with `{"t":"agent_reply","id":N,"ok":true,"passkey":null}`.
@@ -303,6 +304,10 @@ impl Ctx {
             Request::Recv { link } => {
                 let data = self.link(link)?.recv().await?;
                 Reply::Data { data: to_hex(&data) }
+            }
+            Request::DrainTo { link, max } => {
+                self.link(link)?.drain_to(max).await?;
+                Reply::Ok
             }
             Request::Close { link } => {
                 self.link(link)?.close().await;
@@ -760,6 +765,13 @@ impl Link for HubLink {
                 Ok(other) => Err(LinkError::Backend(format!("unexpected hub reply {other:?}"))),
                 Err(_) => Err(WireError::Gone.link()),
             }
+        })
+    }
+
+    fn drain_to(&self, max: usize) -> BoxFuture<'_, Result<(), LinkError>> {
+        // The hub's link knows its queue exactly; the answer arrives one socket round trip late.
+        Box::pin(async move {
+            self.client.call(Request::DrainTo { link: self.id, max }).await.map(|_| ()).map_err(WireError::link)
         })
     }
 

@@ -69,6 +69,11 @@ pub(crate) enum Request {
     Recv {
         link: u64,
     },
+    /// Answered once the link's send queue holds at most `max` bytes not yet on the air.
+    DrainTo {
+        link: u64,
+        max: usize,
+    },
     Close {
         link: u64,
     },

@@ -145,6 +145,15 @@ impl LinkState {
         SendOutcome::Queued(queued)
     }
 
+    /// Bytes `end` has queued and not yet put on the air, or why it is closed.
+    pub(crate) fn queued(&self, end: usize) -> Result<usize, CloseReason> {
+        let e = &self.ends[end];
+        match &e.closed {
+            Some(r) => Err(r.clone()),
+            None => Ok(e.tx_bytes),
+        }
+    }
+
     /// Takes received data at `end`; returns the credits to give back to the peer.
     pub(crate) fn recv(&mut self, now: Duration, end: usize) -> RecvOutcome {
         let interval = self.interval;

@@ -54,6 +54,10 @@ pub struct LinkSummary {
     pub acceptor: Address,
     /// Whether both ends are still open.
     pub open: bool,
+    /// The link's PHY ([`Phy::BrEdr`] for RFCOMM and BR/EDR L2CAP links).
+    pub phy: Phy,
+    /// Packet or stream.
+    pub mode: LinkMode,
 }
 
 #[derive(Debug)]
@@ -239,6 +243,8 @@ impl Model {
                 initiator: self.devices[l.devs[0]].address,
                 acceptor: self.devices[l.devs[1]].address,
                 open: l.is_open(),
+                phy: l.params.phy,
+                mode: l.mode,
             })
             .collect()
     }
@@ -679,6 +685,14 @@ impl Model {
         match self.links.get_mut(&link) {
             Some(l) => l.recv(now, end),
             None => RecvOutcome::Closed(CloseReason::LocalClose),
+        }
+    }
+
+    /// Bytes `end` of `link` has queued and not yet put on the air, or why it is closed.
+    pub(crate) fn queued(&self, link: u64, end: usize) -> Result<usize, CloseReason> {
+        match self.links.get(&link) {
+            Some(l) => l.queued(end),
+            None => Err(CloseReason::LocalClose),
         }
     }
 

@@ -19,6 +19,10 @@ use crate::{BoxFuture, CloseReason, Link, LinkError, LinkMode, LinkParams, Mtu, 
 /// 10 MB write hung, while writes of ≤ 4 KiB flow. Stream sends are cut into pieces of at most this size.
 pub const RFCOMM_WRITE_CHUNK: usize = 4096;
 
+/// How often [`Link::drain_to`] looks at the socket's send queue: the kernel signals writability only once half
+/// of the send buffer is free, so a shallower target is polled.
+const QUEUE_POLL: Duration = Duration::from_millis(1);
+
 /// How often [`Link::closed`] looks at the socket state when nothing else wakes it.
 const CLOSED_POLL: Duration = Duration::from_millis(200);
 /// How long [`Link::closed`] leaves a concurrent `recv`/`send` to record the errno-derived reason first.
@@ -59,6 +63,23 @@ impl LinkIo {
             Self::Rfcomm { read, .. } => read.try_lock().map_or(true, |r| r.as_ref().peer_addr().is_ok()),
         }
     }
+
+    /// Free send-buffer space (TIOCOUTQ: SO_SNDBUF minus the kernel memory charged for queued data). `None` while
+    /// a stream send holds the write half, or when the ioctl fails.
+    fn send_buffer_free(&self) -> Option<usize> {
+        let free = match self {
+            Self::Packet { sock, .. } => sock.as_ref().output_buffer(),
+            Self::L2capStream { write, .. } => write.try_lock().ok()?.as_ref().as_ref().output_buffer(),
+            Self::Rfcomm { write, .. } => write.try_lock().ok()?.as_ref().as_ref().output_buffer(),
+        };
+        free.ok().map(|n| n as usize)
+    }
+}
+
+/// Kernel memory charged for queued data, from a socket's send buffer size and the free space TIOCOUTQ reports.
+/// `None` when the buffer size is unknown (0).
+pub(crate) fn queued_from_outq(sndbuf: usize, free: usize) -> Option<usize> {
+    (sndbuf > 0).then(|| sndbuf.saturating_sub(free))
 }
 
 /// Shared close state of one link: the first observed reason wins.
@@ -91,6 +112,8 @@ pub struct BluezLink {
     mode: LinkMode,
     mtu: Mtu,
     write_chunk: usize,
+    /// SO_SNDBUF as measured on the fresh socket (0: unknown).
+    sndbuf: usize,
     peer: PeerAddress,
     params: LinkParams,
     adapter: bluer::Adapter,
@@ -114,6 +137,7 @@ impl BluezLink {
         io: LinkIo,
         mtu: Mtu,
         write_chunk: usize,
+        sndbuf: usize,
         peer: PeerAddress,
         params: LinkParams,
         adapter: bluer::Adapter,
@@ -128,6 +152,7 @@ impl BluezLink {
             mode,
             mtu,
             write_chunk: write_chunk.max(1),
+            sndbuf,
             peer,
             params: LinkParams { mtu, ..params },
             adapter,
@@ -261,6 +286,41 @@ impl Link for BluezLink {
                     }
                     LinkIo::L2capStream { read, .. } => self.recv_stream(&mut *read.lock().await).await,
                     LinkIo::Rfcomm { read, .. } => self.recv_stream(&mut *read.lock().await).await,
+                }
+            }
+            .instrument(self.span.clone()),
+        )
+    }
+
+    /// Kernel memory charged for data not yet handed to the controller (an upper bound on its bytes: the kernel
+    /// charges each PDU's whole buffer). `None` while a stream send is in progress.
+    fn queued_bytes(&self) -> Option<usize> {
+        queued_from_outq(self.sndbuf, self.io.send_buffer_free()?)
+    }
+
+    fn drain_to(&self, max: usize) -> BoxFuture<'_, Result<(), LinkError>> {
+        Box::pin(
+            async move {
+                if self.sndbuf == 0 {
+                    return Ok(()); // cannot tell: behave as before
+                }
+                loop {
+                    if let Some(r) = self.state.get() {
+                        return Err(LinkError::Closed(r));
+                    }
+                    let free = match &self.io {
+                        LinkIo::Packet { .. } => self.io.send_buffer_free(),
+                        LinkIo::L2capStream { write, .. } => {
+                            write.lock().await.as_ref().as_ref().output_buffer().ok().map(|n| n as usize)
+                        }
+                        LinkIo::Rfcomm { write, .. } => {
+                            write.lock().await.as_ref().as_ref().output_buffer().ok().map(|n| n as usize)
+                        }
+                    };
+                    match free.and_then(|free| queued_from_outq(self.sndbuf, free)) {
+                        Some(queued) if queued > max => tokio::time::sleep(QUEUE_POLL).await,
+                        _ => return Ok(()),
+                    }
                 }
             }
             .instrument(self.span.clone()),
@@ -434,6 +494,15 @@ mod tests {
         assert_eq!(pieces.concat(), data);
         assert_eq!(chunks(&[], 4).count(), 0);
         assert_eq!(chunks(&[1, 2, 3], 0).count(), 3, "a zero limit still makes progress");
+    }
+
+    #[test]
+    fn queued_is_the_charged_part_of_the_send_buffer() {
+        assert_eq!(queued_from_outq(212_992, 212_992), Some(0));
+        assert_eq!(queued_from_outq(212_992, 210_432), Some(2560));
+        // TIOCOUTQ clamps at 0 when the kernel over-commits; so does the reading.
+        assert_eq!(queued_from_outq(50_800, 0), Some(50_800));
+        assert_eq!(queued_from_outq(0, 100), None, "unknown buffer size");
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn packet_link(
     })?;
     tracing::debug!(%peer.address, send_mtu, recv_mtu, sndbuf, mtu = mtu.get(), "packet link up");
     let io = LinkIo::Packet { sock, buf: tokio::sync::Mutex::new(vec![0; recv_mtu.max(1)]) };
-    Ok(BluezLink::new(io, mtu, mtu.bytes(), peer, link_params(params, le), adapter.clone()))
+    Ok(BluezLink::new(io, mtu, mtu.bytes(), sndbuf, peer, link_params(params, le), adapter.clone()))
 }
 
 fn l2cap_stream_link(
@@ -198,14 +198,16 @@ fn l2cap_stream_link(
     let mtu = Mtu::new(u16::try_from(send_mtu.min(recv_mtu)).unwrap_or(u16::MAX)).unwrap_or(Mtu::MIN);
     let (r, w) = sock.into_split();
     let io = LinkIo::L2capStream { read: tokio::sync::Mutex::new(r), write: tokio::sync::Mutex::new(w) };
-    Ok(BluezLink::new(io, mtu, chunk, peer, link_params(params, le), adapter.clone()))
+    Ok(BluezLink::new(io, mtu, chunk, sndbuf, peer, link_params(params, le), adapter.clone()))
 }
 
 fn rfcomm_link(sock: rfcomm::Stream, peer: PeerAddress, params: LinkParams, adapter: &bluer::Adapter) -> BluezLink {
+    // As `send_buffer`: TIOCOUTQ on a fresh socket is its whole send buffer.
+    let sndbuf = sock.as_ref().output_buffer().map_or(0, |n| n as usize);
     let (r, w) = sock.into_split();
     let io = LinkIo::Rfcomm { read: tokio::sync::Mutex::new(r), write: tokio::sync::Mutex::new(w) };
     // Quirk (vm-rig.md, RFCOMM SO_SNDBUF): writes are chunked to RFCOMM_WRITE_CHUNK (4 KiB).
-    BluezLink::new(io, Mtu::MAX, RFCOMM_WRITE_CHUNK, peer, link_params(params, false), adapter.clone())
+    BluezLink::new(io, Mtu::MAX, RFCOMM_WRITE_CHUNK, sndbuf, peer, link_params(params, false), adapter.clone())
 }
 
 fn link_params(params: LinkParams, le: bool) -> LinkParams {

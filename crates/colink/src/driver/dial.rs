@@ -1,12 +1,16 @@
-//! Finding a device by its id in adverts and connecting to the PSM it advertises.
+//! Finding a device by its id in adverts and connecting to the port it advertises: its LE PSM (L2CAP CoC,
+//! packet mode) or its RFCOMM channel (BR/EDR, stream mode), in the order the node prefers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use colink_ble::{Adapter, ConnectError, DeviceId, Link, LinkMode, LinkParams, Port, ScanEvent, ScanFilter};
+use colink_ble::{
+    Adapter, Advert, ConnectError, DeviceId, Link, LinkMode, LinkParams, PeerAddress, Phy, Port, ScanEvent, ScanFilter,
+};
 use futures::StreamExt;
 use tracing::debug;
 
+use super::TransportPreference;
 use crate::engine::ConnectErrorCode;
 
 /// Why a device could not be dialled.
@@ -41,11 +45,44 @@ impl DialError {
     }
 }
 
-/// Scans for `device`'s advert and opens a packet link to the PSM it advertises, all within `within`.
+/// One way to reach an advertised device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    peer: PeerAddress,
+    port: Port,
+    mode: LinkMode,
+    params: LinkParams,
+}
+
+/// The ways to reach the device behind `advert`, preferred first: the LE PSM (packet mode) and the RFCOMM channel
+/// (stream mode, over BR/EDR at the advert's address), whichever it advertises.
+fn routes(peer: PeerAddress, advert: &Advert, params: LinkParams, prefer: TransportPreference) -> Vec<Route> {
+    let le = advert.psm.map(|psm| Route {
+        peer,
+        port: Port::L2cap(psm),
+        mode: LinkMode::Packet,
+        params: if params.phy.is_le() { params } else { params.with_phy(Phy::Le2M) },
+    });
+    let br_edr = advert.rfcomm.map(|channel| Route {
+        peer: PeerAddress::br_edr(peer.address),
+        port: Port::Rfcomm(channel),
+        mode: LinkMode::Stream,
+        params: params.with_phy(Phy::BrEdr),
+    });
+    let ordered = match prefer {
+        TransportPreference::BrEdr => [br_edr, le],
+        _ => [le, br_edr],
+    };
+    ordered.into_iter().flatten().collect()
+}
+
+/// Scans for `device`'s advert and opens a link to it, all within `within`: over the preferred transport when the
+/// advert offers it, else (or when that connect fails) over the other one.
 pub(crate) async fn dial(
     adapter: &Arc<dyn Adapter>,
     device: &str,
     params: LinkParams,
+    prefer: TransportPreference,
     within: Duration,
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
@@ -63,24 +100,60 @@ pub(crate) async fn dial(
         while let Some(event) = scan.next().await {
             if let ScanEvent::DeviceFound { peer, advert, .. } | ScanEvent::DeviceUpdated { peer, advert, .. } = event
                 && advert.short_id == short
-                && let Some(psm) = advert.psm
             {
-                return Ok((peer, psm));
+                let routes = routes(peer, &advert, params, prefer);
+                if !routes.is_empty() {
+                    return Ok(routes);
+                }
             }
         }
         Err(DialError::NotFound(device.to_owned()))
     })
     .await;
-    let (peer, psm) = match found {
+    let routes = match found {
         Ok(result) => result?,
         Err(_) => return Err(DialError::NotFound(device.to_owned())),
     };
-    debug!(%peer, psm = psm.value(), "found; connecting");
-    // The connect shares the dial's deadline: a peer that stopped being connectable (its controller still
-    // believes in the old link) must not hold a re-dial past the grace period; the caller retries instead.
-    let link = tokio::time::timeout_at(deadline, adapter.connect(peer, Port::L2cap(psm), LinkMode::Packet, params))
-        .await
-        .map_err(|_| DialError::Connect(ConnectError::Timeout))?
-        .map_err(DialError::Connect)?;
-    Ok(Arc::from(link))
+    let mut failure = DialError::NotFound(device.to_owned());
+    for route in routes {
+        debug!(peer = %route.peer, port = %route.port, "found; connecting");
+        // The connect shares the dial's deadline: a peer that stopped being connectable (its controller still
+        // believes in the old link) must not hold a re-dial past the grace period; the caller retries instead.
+        let connect = adapter.connect(route.peer, route.port, route.mode, route.params);
+        match tokio::time::timeout_at(deadline, connect).await {
+            Ok(Ok(link)) => return Ok(Arc::from(link)),
+            Ok(Err(e)) => {
+                debug!(error = %e, port = %route.port, "connect failed; trying the next transport, if any");
+                failure = DialError::Connect(e);
+            }
+            Err(_) => return Err(DialError::Connect(ConnectError::Timeout)),
+        }
+    }
+    Err(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colink_ble::{Address, Psm, RfcommChannel, ShortDeviceId};
+
+    #[test]
+    fn routes_follow_the_preference_and_the_advert() {
+        let peer = PeerAddress::le_random(Address::new([0xC1, 2, 3, 4, 5, 6]));
+        let psm = Psm::new(0x81).unwrap();
+        let ch = RfcommChannel::new(4).unwrap();
+        let both = Advert::new(ShortDeviceId::from_bytes([1; 4])).with_psm(psm).with_rfcomm(ch);
+        let params = LinkParams::default();
+        let ports = |a: &Advert, p| routes(peer, a, params, p).iter().map(|r| r.port).collect::<Vec<_>>();
+        assert_eq!(ports(&both, TransportPreference::LeCoc), [Port::L2cap(psm), Port::Rfcomm(ch)]);
+        assert_eq!(ports(&both, TransportPreference::BrEdr), [Port::Rfcomm(ch), Port::L2cap(psm)]);
+        let le_only = Advert::new(ShortDeviceId::from_bytes([1; 4])).with_psm(psm);
+        assert_eq!(ports(&le_only, TransportPreference::BrEdr), [Port::L2cap(psm)]);
+        let br = routes(peer, &both, params, TransportPreference::BrEdr)[0];
+        assert_eq!((br.mode, br.params.phy, br.peer.address), (LinkMode::Stream, Phy::BrEdr, peer.address));
+        assert!(
+            routes(peer, &Advert::new(ShortDeviceId::from_bytes([1; 4])), params, TransportPreference::LeCoc)
+                .is_empty()
+        );
+    }
 }

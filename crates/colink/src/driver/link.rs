@@ -84,6 +84,10 @@ pub(crate) struct LinkTask {
     redialing: bool,
 }
 
+/// Bytes the driver lets wait in the transport's queue (not yet on the air) before it hands over the next frame:
+/// none, so one frame waits while another is on the air, which keeps the radio busy back to back.
+const TRANSPORT_QUEUE: usize = 0;
+
 /// Reader-to-task queue depth: when the task falls behind, the reader stops reading and the link's flow
 /// control throttles the peer.
 const INPUT_QUEUE: usize = 64;
@@ -177,7 +181,13 @@ impl LinkTask {
         }
         let Some(link) = self.link.clone() else { return };
         if let Some(sdu) = self.conn.poll_transmit(now()) {
-            self.sending = Some(Box::pin(async move { link.send(sdu).await }));
+            // The next frame is chosen only once this one has left the transport's queue: what the engine picks
+            // then (say, a message that arrived meanwhile) waits behind at most this frame's remaining air time
+            // and one more frame, not behind a send buffer full of bulk data.
+            self.sending = Some(Box::pin(async move {
+                link.send(sdu).await?;
+                link.drain_to(TRANSPORT_QUEUE).await
+            }));
         }
         // Producing a frame can raise events too (a timer that was due, a send that completed).
         self.drain_events();

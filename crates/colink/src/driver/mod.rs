@@ -1,11 +1,13 @@
 //! The async driver: runs one [`engine::Connection`] per device pair over `colink-ble` links.
 //!
-//! A [`Node`] is one device on one adapter. It listens on an L2CAP PSM, advertises it together with the
-//! device's short id and hosted services, accepts transports (reading each caller's HELLO to route it to the
-//! right connection, so a re-dialled transport resumes its sessions), dials peers found by scanning, and runs
-//! one task per link that moves frames between the engine and the radio, one frame at a time so the radio
-//! paces the engine. On the initiating side a lost transport is re-dialled with back-off until the engine's
-//! grace period ends.
+//! A [`Node`] is one device on one adapter. It listens on an LE L2CAP PSM (and, unless told not to, on an RFCOMM
+//! channel for BR/EDR links), advertises both together with the device's short id and hosted services, accepts
+//! transports (reading each caller's HELLO to route it to the right connection, so a re-dialled transport
+//! resumes its sessions), dials peers found by scanning over the transport its [`NodeConfig::transport`]
+//! prefers, and runs one task per link that moves frames between the engine and the radio. That task hands the
+//! transport its next frame only once the previous one has left the transport's queue ([`Link::drain_to`]), so
+//! the radio paces the engine and a high-priority frame never waits behind a send buffer full of bulk data. On
+//! the initiating side a lost transport is re-dialled with back-off until the engine's grace period ends.
 //!
 //! Everything above (app identities, session ids, listeners, validation) is the `Manager`'s business; the node
 //! speaks in engine terms: [`LinkId`] + [`SessionKey`], and reports [`NodeEvent`]s.
@@ -18,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink_ble::{Adapter, AdvertHandle, DeviceId, Link, LinkMode, LinkParams, Listener, ServiceFilter};
+use colink_ble::{
+    Adapter, AdapterError, AdvertHandle, DeviceId, Link, LinkMode, LinkParams, Listener, Phy, Port, RfcommChannel,
+    ServiceFilter,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
@@ -46,14 +51,33 @@ pub struct NodeEvent {
     pub event: Event,
 }
 
+/// Which radio transport a [`Node`] dials a peer over first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum TransportPreference {
+    /// An L2CAP LE credit-based channel (packet mode) to the PSM in the peer's advert; BR/EDR RFCOMM only when
+    /// the peer advertises no PSM or that connect fails.
+    #[default]
+    LeCoc,
+    /// A BR/EDR RFCOMM link (stream mode) to the channel in the peer's advert, at the advert's address; LE CoC
+    /// when the peer advertises no channel or the RFCOMM connect fails.
+    BrEdr,
+}
+
 /// How a [`Node`] runs.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeConfig {
     /// Engine tunables; `device_id` is filled in from the node's [`DeviceId`].
     pub engine: Config,
-    /// Link parameters for dialled and accepted links (packet mode over L2CAP CoC).
+    /// Link parameters for dialled and accepted links: the MTU and security for both transports, the PHY for LE
+    /// links (BR/EDR links always use [`Phy::BrEdr`]).
     pub link_params: LinkParams,
+    /// The transport dials try first (default LE CoC).
+    pub transport: TransportPreference,
+    /// Whether the node also accepts BR/EDR links: it listens on a free RFCOMM channel and advertises it (default
+    /// on). If the adapter refuses the RFCOMM listener, the node runs LE-only and says so in the log.
+    pub accept_br_edr: bool,
     /// The services advertised as hosted here.
     pub services: ServiceFilter,
     /// How long a dial may search for and connect to a peer (default 10 s, the reference's connect timeout).
@@ -67,6 +91,8 @@ impl Default for NodeConfig {
         Self {
             engine: Config::default(),
             link_params: LinkParams::default(),
+            transport: TransportPreference::default(),
+            accept_br_edr: true,
             services: ServiceFilter::EMPTY,
             dial_timeout: Duration::from_secs(10),
             seed: None,
@@ -83,7 +109,7 @@ pub enum StartError {
     PoweredOff,
     /// The adapter refused to listen or advertise.
     #[error("adapter error: {0}")]
-    Adapter(#[from] colink_ble::AdapterError),
+    Adapter(#[from] AdapterError),
 }
 
 /// Why a session could not be opened, in the reference's terms.
@@ -198,11 +224,19 @@ impl Node {
             return Err(StartError::PoweredOff);
         }
         config.engine.device_id = device.to_string();
-        let listener: Arc<dyn Listener> = Arc::from(adapter.listen(None, LinkMode::Packet, config.link_params).await?);
-        let colink_ble::Port::L2cap(psm) = listener.port() else {
-            return Err(StartError::Adapter(colink_ble::AdapterError::Unsupported("listener without a PSM")));
+        let le_params =
+            if config.link_params.phy.is_le() { config.link_params } else { config.link_params.with_phy(Phy::Le2M) };
+        let listener: Arc<dyn Listener> = Arc::from(adapter.listen(None, LinkMode::Packet, le_params).await?);
+        let Port::L2cap(psm) = listener.port() else {
+            return Err(StartError::Adapter(AdapterError::Unsupported("listener without a PSM")));
         };
-        let advert = colink_ble::Advert::new(device.short()).with_psm(psm).with_services(config.services);
+        let rfcomm = if config.accept_br_edr { listen_rfcomm(&*adapter, config.link_params).await } else { None };
+        let mut advert = colink_ble::Advert::new(device.short()).with_psm(psm).with_services(config.services);
+        if let Some(l) = &rfcomm
+            && let Port::Rfcomm(channel) = l.port()
+        {
+            advert = advert.with_rfcomm(channel);
+        }
         let advert = adapter.advertise(advert).await?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (redial, redial_rx) = mpsc::unbounded_channel();
@@ -221,9 +255,14 @@ impl Node {
         let node = Self { shared };
         let span = tracing::info_span!("node", device = %device.short());
         let accept = tokio::spawn(node.clone().accept_loop(listener).instrument(span.clone()));
-        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span));
+        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span.clone()));
         lock(&node.shared.background).extend([accept, dialer]);
-        info!(device = %device, psm = psm.value(), "node started");
+        let channel = rfcomm.as_ref().map(|l| l.port().to_string());
+        if let Some(l) = rfcomm {
+            let accept = tokio::spawn(node.clone().accept_loop(l).instrument(span));
+            lock(&node.shared.background).push(accept);
+        }
+        info!(device = %device, psm = psm.value(), rfcomm = ?channel, "node started");
         Ok((node, NodeEvents(events_rx)))
     }
 
@@ -365,10 +404,10 @@ impl Node {
     }
 
     async fn dial_new(&self, device: &str) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
-        let link =
-            dial::dial(&self.shared.adapter, device, self.shared.config.link_params, self.shared.config.dial_timeout)
-                .await
-                .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
+        let config = &self.shared.config;
+        let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
+            .await
+            .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
         // Another task may have linked the same device meanwhile: use that link, drop ours.
         if let Some(found) = self.find_link(device) {
             tokio::spawn(async move { link.close().await });
@@ -494,11 +533,11 @@ impl Node {
                             let _ = request.reply.send(Command::RedialFailed).await;
                             return;
                         }
-                        let params = node.shared.config.link_params;
+                        let (params, prefer) = (node.shared.config.link_params, node.shared.config.transport);
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
-                        match dial::dial(&node.shared.adapter, &request.device, params, attempt).await {
+                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
                             Ok(link) => {
                                 info!(device = %request.device, "re-dialled");
                                 let _ = request.reply.send(Command::Attach { link, replay: Vec::new() }).await;
@@ -522,6 +561,24 @@ impl Node {
             );
         }
     }
+}
+
+/// Listens for BR/EDR stream links on the first free RFCOMM channel. `None` (logged) when the adapter cannot.
+async fn listen_rfcomm(adapter: &dyn Adapter, params: LinkParams) -> Option<Arc<dyn Listener>> {
+    let params = params.with_phy(Phy::BrEdr);
+    for value in 1..=30 {
+        let Ok(channel) = RfcommChannel::new(value) else { continue };
+        match adapter.listen(Some(Port::Rfcomm(channel)), LinkMode::Stream, params).await {
+            Ok(listener) => return Some(Arc::from(listener)),
+            Err(AdapterError::PortInUse(_)) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot listen on RFCOMM; accepting LE links only");
+                return None;
+            }
+        }
+    }
+    warn!("no free RFCOMM channel; accepting LE links only");
+    None
 }
 
 /// How the engine frames a link of this mode: length-prefixed frames on byte streams, one frame per SDU else.
