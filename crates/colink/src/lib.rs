@@ -50,8 +50,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not here yet: images and media streams (their validation is in [`api`]). The session protocol is specified
-//! in `docs/sessions.md`, the framing below it in `docs/protocol.md`.
+//! - [`media`] carries images (JPEG) and live H.264 streams for system apps: `send_image`, `create_stream`,
+//!   producer and consumer surfaces, congestion control.
+//!
+//! The session protocol is specified in `docs/sessions.md`, the framing below it in `docs/protocol.md`, images
+//! and streams in `docs/media.md`.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -59,6 +62,7 @@ pub mod api;
 pub mod driver;
 pub mod engine;
 mod manager;
+pub mod media;
 
 /// Locks `m`, taking over a poisoned lock: every mutex in this crate guards state that no user code or
 /// fallible step runs under, so a panic elsewhere cannot leave it half-updated.
@@ -67,4 +71,4 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use api::{Caller, Error, ErrorCode, Event, EventKind, PeerInfo, SessionId};
-pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};
+pub use manager::{CollaborationRequest, DEFAULT_IMAGE_QUALITY, Incoming, Manager, ManagerBuilder};

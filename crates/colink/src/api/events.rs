@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use colink_media::PixelMap;
 use futures::Stream;
 use futures::channel::mpsc;
 
@@ -119,6 +120,14 @@ pub enum Event {
         /// `data`: the bytes.
         data: Bytes,
     },
+    /// `receiveImage` (system callers only): an image arrived, decoded to the sender's width, height and
+    /// pixel format.
+    ReceiveImage {
+        /// `sessionId`.
+        session_id: SessionId,
+        /// `image`: the picture.
+        image: PixelMap,
+    },
     /// `collaborateEvent` (system callers only): e.g. `SEND_FAILURE` for a send that had been accepted.
     CollaborateEvent {
         /// The session it concerns.
@@ -136,6 +145,7 @@ impl Event {
             | Self::Disconnect { session_id, .. }
             | Self::ReceiveMessage { session_id, .. }
             | Self::ReceiveData { session_id, .. }
+            | Self::ReceiveImage { session_id, .. }
             | Self::CollaborateEvent { session_id, .. } => *session_id,
         }
     }
@@ -147,6 +157,7 @@ impl Event {
             Self::Disconnect { .. } => EventKind::Disconnect,
             Self::ReceiveMessage { .. } => EventKind::ReceiveMessage,
             Self::ReceiveData { .. } => EventKind::ReceiveData,
+            Self::ReceiveImage { .. } => EventKind::ReceiveImage,
             Self::CollaborateEvent { .. } => EventKind::CollaborateEvent,
         }
     }
@@ -154,12 +165,14 @@ impl Event {
     /// The reference's flat `EventCallbackInfo` for this event; `None` for `collaborateEvent`, whose listeners
     /// get a `CollaborateEventInfo` instead.
     pub fn callback_info(&self) -> Option<EventCallbackInfo> {
-        let mut info = EventCallbackInfo { session_id: self.session_id(), reason: None, msg: None, data: None };
+        let mut info =
+            EventCallbackInfo { session_id: self.session_id(), reason: None, msg: None, data: None, image: None };
         match self {
             Self::Connect { .. } => {}
             Self::Disconnect { reason, .. } => info.reason = Some(*reason),
             Self::ReceiveMessage { msg, .. } => info.msg = Some(msg.clone()),
             Self::ReceiveData { data, .. } => info.data = Some(data.clone()),
+            Self::ReceiveImage { image, .. } => info.image = Some(image.clone()),
             Self::CollaborateEvent { .. } => return None,
         }
         Some(info)
@@ -179,6 +192,8 @@ pub struct EventCallbackInfo {
     pub msg: Option<String>,
     /// `data` (receiveData only).
     pub data: Option<Bytes>,
+    /// `image` (receiveImage only).
+    pub image: Option<PixelMap>,
 }
 
 /// A registered listener: called with every event of its (session, kind), on the thread that dispatches it.

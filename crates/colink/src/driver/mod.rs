@@ -140,6 +140,20 @@ pub enum SendError {
     LinkClosed,
 }
 
+/// The outcome of a send queued with [`Node::enqueue`]: resolves when the peer holds the whole payload, or
+/// with the reason it never will.
+#[derive(Debug)]
+#[must_use = "a delivery does nothing unless awaited; dropping it does not cancel the send"]
+pub struct Delivery(oneshot::Receiver<Result<(), SendError>>);
+
+impl Future for Delivery {
+    type Output = Result<(), SendError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(SendError::LinkClosed)))
+    }
+}
+
 /// Why a command could not reach its link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -347,10 +361,23 @@ impl Node {
         kind: ChannelKind,
         payload: Bytes,
     ) -> Result<(), SendError> {
+        self.enqueue(link, session, kind, payload).await?.await
+    }
+
+    /// Queues `payload` like [`send`](Self::send) but returns as soon as the link has taken it, with a
+    /// [`Delivery`] that resolves when the peer holds all of it: several sends can then be in flight at once,
+    /// and they go out in the order they were queued.
+    pub async fn enqueue(
+        &self,
+        link: LinkId,
+        session: SessionKey,
+        kind: ChannelKind,
+        payload: Bytes,
+    ) -> Result<Delivery, SendError> {
         let Some(tx) = self.sender(link) else { return Err(SendError::LinkClosed) };
         let (reply, answer) = oneshot::channel();
         tx.send(Command::Send { session, kind, payload, reply }).await.map_err(|_| SendError::LinkClosed)?;
-        answer.await.unwrap_or(Err(SendError::LinkClosed))
+        Ok(Delivery(answer))
     }
 
     /// Closes `link` in order (its sessions end with `PEER_APP_EXIT` on the peer).

@@ -11,24 +11,27 @@
 //! it was accepted also raises `collaborateEvent` SEND_FAILURE.
 
 mod incoming;
+mod media;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use colink_ble::{Adapter, DeviceId};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::api::{
     Caller, CollaborateEventInfo, CollaborateEventType, ConnectErrorCode, ConnectOptions, ConnectResult,
-    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, validate,
+    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, StreamIds,
+    validate,
 };
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
 use crate::engine::{self, ChannelKind, SessionKey};
 use crate::lock;
 pub use incoming::{CollaborationRequest, Incoming};
+pub use media::DEFAULT_IMAGE_QUALITY;
 
 /// Builds a [`Manager`].
 #[derive(Default)]
@@ -92,17 +95,22 @@ impl ManagerBuilder {
             StartError::PoweredOff => Error::not_supported("colink with the Bluetooth adapter powered off"),
             e => Error::not_supported(format_args!("colink on this adapter ({e})")),
         })?;
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node,
             registry: EventRegistry::new(),
             ids: SessionIds::new(),
             state: Mutex::new(State::default()),
             apps: incoming::Apps::default(),
-            pump: Mutex::new(None),
+            pump: Mutex::new(Vec::new()),
+            media: Mutex::new(media::MediaState::default()),
+            stream_ids: StreamIds::new(),
+            signals: signals_tx,
         });
         let span = tracing::info_span!("manager", device = %device.short());
+        let signals = tokio::spawn(media::run_signals(Arc::downgrade(&inner), signals_rx).instrument(span.clone()));
         let pump = tokio::spawn(pump(Arc::downgrade(&inner), events).instrument(span));
-        *lock(&inner.pump) = Some(pump);
+        lock(&inner.pump).extend([pump, signals]);
         info!(device = %device, "manager started");
         Ok(Manager { inner })
     }
@@ -126,13 +134,17 @@ struct Inner {
     ids: SessionIds,
     state: Mutex<State>,
     apps: incoming::Apps,
-    pump: Mutex<Option<JoinHandle<()>>>,
+    /// The event pump and the stream-signal sender.
+    pump: Mutex<Vec<JoinHandle<()>>>,
+    media: Mutex<media::MediaState>,
+    stream_ids: StreamIds,
+    signals: mpsc::UnboundedSender<crate::media::pipe::Signal>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(pump) = lock(&self.pump).take() {
-            pump.abort();
+        for task in lock(&self.pump).drain(..) {
+            task.abort();
         }
     }
 }
@@ -209,6 +221,7 @@ impl Manager {
     /// and streams end).
     pub async fn destroy_session(&self, id: SessionId) -> Result<(), Error> {
         self.disconnect(id).await?;
+        media::session_destroyed(&self.inner, id);
         self.state().sessions.remove(&id);
         self.inner.registry.close_session(id);
         Ok(())
@@ -342,6 +355,7 @@ impl Manager {
             binding
         };
         if let Some((link, key)) = binding {
+            media::session_ended(&self.inner, id);
             let _ = self.inner.node.disconnect(link, key, DisconnectReason::PeerAppCloseCollaboration).await;
         }
         Ok(())
@@ -507,6 +521,7 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
                 id
             };
             if let Some(id) = id {
+                media::session_ended(inner, id);
                 inner.registry.dispatch(Event::Disconnect { session_id: id, reason });
             }
         }
@@ -521,10 +536,8 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
                     }
                 },
                 ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
-                other => {
-                    debug!(session = %id, ?other, "payload on a channel this version does not deliver yet");
-                    return;
-                }
+                ChannelKind::Image => return media::on_image(inner, id, &payload),
+                ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
             };
             inner.registry.dispatch(event);
         }

@@ -1,0 +1,559 @@
+//! The Manager's system API for images and media streams (`sendImage`, `createStream`, surfaces,
+//! `startStream` ...), and the handling of what arrives on the image and stream-media lanes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use colink_media::jpeg::{self, DecodeLimits};
+use colink_media::video::{MAX_BITRATE, MIN_BITRATE};
+use tokio::sync::mpsc;
+use tracing::{debug, info_span, warn};
+
+use super::{Inner, Manager, Phase, lock};
+use crate::api::{
+    ColorSpace, Error, ErrorCode, Event, SessionId, StreamId, StreamParam, StreamRole, SurfaceParam, validate,
+};
+use crate::driver::LinkId;
+use crate::engine::{ChannelKind, SessionKey};
+use crate::media::pipe::{Signal, SinkPipe, SourcePipe, SurfaceSlot};
+use crate::media::wire::{ImageHeader, StreamMessage};
+use crate::media::{
+    ConsumerSurface, PixelFormat, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
+};
+
+/// The JPEG quality `send_image` uses when the app gives none (the reference's default).
+pub const DEFAULT_IMAGE_QUALITY: i32 = 30;
+
+/// Streams and surfaces of one manager.
+#[derive(Default)]
+pub(super) struct MediaState {
+    streams: BTreeMap<StreamId, Stream>,
+    /// Producer surfaces: surface id → its SOURCE stream.
+    producers: HashMap<u64, StreamId>,
+    /// Consumer surfaces not yet dropped.
+    consumers: HashMap<u64, Weak<SurfaceSlot>>,
+    /// The name of each session's started peer SINK.
+    peer_sinks: BTreeMap<SessionId, String>,
+    next_surface: u64,
+}
+
+#[derive(Clone)]
+enum Stream {
+    Source { session: SessionId, pipe: Arc<Mutex<SourcePipe>> },
+    Sink { session: SessionId, pipe: Arc<Mutex<SinkPipe>> },
+}
+
+impl Stream {
+    fn session(&self) -> SessionId {
+        match self {
+            Self::Source { session, .. } | Self::Sink { session, .. } => *session,
+        }
+    }
+
+    fn role(&self) -> StreamRole {
+        match self {
+            Self::Source { .. } => StreamRole::Source,
+            Self::Sink { .. } => StreamRole::Sink,
+        }
+    }
+}
+
+impl MediaState {
+    fn surface_id(&mut self) -> u64 {
+        // Surface ids look like the reference's (large decimal numbers) and never repeat within a manager.
+        self.next_surface += 1;
+        (1 << 40) + self.next_surface
+    }
+}
+
+/// Pixel format codes on the wire (docs/media.md).
+fn format_code(f: PixelFormat) -> u8 {
+    match f {
+        PixelFormat::Rgba8888 => 0,
+        PixelFormat::Bgra8888 => 1,
+        PixelFormat::Rgb888 => 2,
+        PixelFormat::Nv21 => 3,
+        PixelFormat::Nv12 => 4,
+        PixelFormat::I420 => 5,
+        _ => 0,
+    }
+}
+
+fn format_from_code(c: u8) -> Option<PixelFormat> {
+    Some(match c {
+        0 => PixelFormat::Rgba8888,
+        1 => PixelFormat::Bgra8888,
+        2 => PixelFormat::Rgb888,
+        3 => PixelFormat::Nv21,
+        4 => PixelFormat::Nv12,
+        5 => PixelFormat::I420,
+        _ => return None,
+    })
+}
+
+impl Manager {
+    /// `sendImage(id, image, quality)` (system only): encodes `image` as JPEG at `quality` (0..=100; the
+    /// reference's default is [`DEFAULT_IMAGE_QUALITY`]) and resolves when the peer holds it; the peer decodes
+    /// it back to the same width, height and pixel format and raises `receiveImage`. Unlike the reference,
+    /// no started stream is needed and nothing is dropped: a send that fails is an error here plus a
+    /// `SEND_FAILURE` event. `202` for a non-system app, `401` for a bad quality or session.
+    pub async fn send_image(&self, id: SessionId, image: &PixelMap, quality: i32) -> Result<(), Error> {
+        self.system_session(id, "send_image")?;
+        let quality = validate::image_quality(quality)?;
+        let header = ImageHeader { format: format_code(image.format()), width: image.width(), height: image.height() };
+        let jpeg = cpu(|| jpeg::encode(image, quality)).map_err(|e| Error::invalid_arg("image", e))?;
+        debug!(session = %id, width = image.width(), height = image.height(), quality, bytes = jpeg.len(), "image encoded");
+        self.send(id, ChannelKind::Image, header.encode(&jpeg)).await
+    }
+
+    /// `createStream(id, param)` (system only): a stream on session `id`, paired with the peer's stream of
+    /// the same name. A SOURCE needs the session's `need_send_stream`, a SINK its `need_receive_stream`
+    /// (`401`); one stream per role per session (`32300001`); the bitrate must be in
+    /// [`MIN_BITRATE`]..=[`MAX_BITRATE`] (`32300003`); the only color space conversion target supported is
+    /// BT709_LIMIT (`32300004`). Stream ids start at 1000 and are shared by all sessions.
+    pub fn create_stream(&self, id: SessionId, param: StreamParam) -> Result<StreamId, Error> {
+        let options = {
+            let state = self.state();
+            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            s.caller.check_system("create_stream")?;
+            if !matches!(s.phase, Phase::Connected { .. }) {
+                return Err(Error::not_connected(id));
+            }
+            s.options.clone()
+        };
+        param.validate()?;
+        if !(MIN_BITRATE..=MAX_BITRATE).contains(&param.bitrate) {
+            return Err(Error::new(
+                ErrorCode::BitrateNotSupported,
+                format!("param.bitrate: {} bit/s is outside {MIN_BITRATE}..={MAX_BITRATE}", param.bitrate),
+            ));
+        }
+        if let Some(c) = param.color_space_conversion_target
+            && c != ColorSpace::BT709_LIMIT
+        {
+            return Err(Error::new(
+                ErrorCode::ColorSpaceNotSupported,
+                format!("param.colorSpaceConversionTarget: {c} is not supported (only BT709_LIMIT = 16)"),
+            ));
+        }
+        validate::stream_role(param.role, &options)?;
+        let mut media = lock(&self.inner.media);
+        if media.streams.values().any(|s| s.session() == id && s.role() == param.role) {
+            return Err(Error::new(
+                ErrorCode::OnlyOneStreamPerRole,
+                format!("session {id} already has a {:?} stream", param.role),
+            ));
+        }
+        let stream_id =
+            self.inner.stream_ids.allocate().ok_or_else(|| Error::invalid_arg("param", "no stream ids left"))?;
+        let stream = match param.role {
+            StreamRole::Sink => Stream::Sink {
+                session: id,
+                pipe: Arc::new(Mutex::new(SinkPipe::new(stream_id, id, param.name, self.inner.signals.clone()))),
+            },
+            _ => {
+                let mut pipe = SourcePipe::new(stream_id, param.name, param.bitrate);
+                pipe.peer_ready = media.peer_sinks.get(&id).is_some_and(|n| *n == pipe.name);
+                Stream::Source { session: id, pipe: Arc::new(Mutex::new(pipe)) }
+            }
+        };
+        media.streams.insert(stream_id, stream);
+        debug!(session = %id, stream = %stream_id, role = ?param.role, "stream created");
+        Ok(stream_id)
+    }
+
+    /// `getSurfaceId(streamId, param)` (system only, SOURCE streams): the id (a decimal u64) of the producer
+    /// surface the app pushes frames into ([`Manager::producer_surface`]). `width` and `height` fix the
+    /// encoded size (even numbers; `401` otherwise); asking again before the stream starts resizes the same
+    /// surface.
+    pub fn get_surface_id(&self, stream: StreamId, param: SurfaceParam) -> Result<String, Error> {
+        let Stream::Source { pipe, .. } = self.system_stream(stream, "get_surface_id")? else {
+            return Err(Error::invalid_arg(
+                "stream_id",
+                format_args!("stream {stream} is a SINK: a SINK binds a consumer surface with set_surface_id"),
+            ));
+        };
+        check_surface(&param)?;
+        let mut media = lock(&self.inner.media);
+        let mut p = lock(&pipe);
+        if p.is_running() {
+            return Err(Error::invalid_arg("stream_id", format_args!("stream {stream} is running; stop it first")));
+        }
+        p.param = Some(param);
+        let id = match media.producers.iter().find(|(_, s)| **s == stream) {
+            Some((id, _)) => *id,
+            None => {
+                let id = media.surface_id();
+                media.producers.insert(id, stream);
+                id
+            }
+        };
+        Ok(id.to_string())
+    }
+
+    /// The producer surface named `surface_id` (from [`Manager::get_surface_id`]). `401` for an id that names
+    /// no producer surface.
+    pub fn producer_surface(&self, surface_id: &str) -> Result<ProducerSurface, Error> {
+        let id = validate::surface_id(surface_id)?;
+        let media = lock(&self.inner.media);
+        let stream = *media
+            .producers
+            .get(&id)
+            .ok_or_else(|| Error::invalid_arg("surface_id", format_args!("no producer surface has id {id}")))?;
+        match media.streams.get(&stream) {
+            Some(Stream::Source { pipe, .. }) => Ok(ProducerSurface { id, stream, pipe: Arc::downgrade(pipe) }),
+            _ => Err(Error::invalid_arg("surface_id", format_args!("surface {id} was released"))),
+        }
+    }
+
+    /// A new consumer surface (the reference's XComponent surface on the receiving side): bind it to a SINK
+    /// stream with [`Manager::set_surface_id`] and its id; decoded frames then come out of it.
+    pub fn create_surface(&self) -> ConsumerSurface {
+        let mut media = lock(&self.inner.media);
+        media.consumers.retain(|_, s| s.strong_count() > 0);
+        let id = media.surface_id();
+        let slot = Arc::new(SurfaceSlot::new(id));
+        media.consumers.insert(id, Arc::downgrade(&slot));
+        ConsumerSurface { slot }
+    }
+
+    /// `setSurfaceId(streamId, surfaceId, param)` (system only, SINK streams): binds the consumer surface
+    /// `surface_id` ([`Manager::create_surface`]); its frames come out in `param.format` (NV12 or NV21),
+    /// rotated and flipped by `param`. A surface bound earlier is released.
+    pub fn set_surface_id(&self, stream: StreamId, surface_id: &str, param: SurfaceParam) -> Result<(), Error> {
+        let Stream::Sink { pipe, .. } = self.system_stream(stream, "set_surface_id")? else {
+            return Err(Error::invalid_arg(
+                "stream_id",
+                format_args!("stream {stream} is a SOURCE: a SOURCE gets its surface with get_surface_id"),
+            ));
+        };
+        let id = validate::surface_id(surface_id)?;
+        check_surface(&param)?;
+        let slot = lock(&self.inner.media)
+            .consumers
+            .get(&id)
+            .and_then(Weak::upgrade)
+            .filter(|s| !s.is_released())
+            .ok_or_else(|| Error::invalid_arg("surface_id", format_args!("no consumer surface has id {id}")))?;
+        SinkPipe::bind(&pipe, &slot, param);
+        Ok(())
+    }
+
+    /// `updateSurfaceParam(streamId, param)` (system only): changes the rotation and flip of a stream's surface
+    /// while it runs (a SOURCE's transform travels with each frame; a SINK applies its own after it). Width,
+    /// height and format cannot change on a live surface (`401` if they differ).
+    pub fn update_surface_param(&self, stream: StreamId, param: SurfaceParam) -> Result<(), Error> {
+        let entry = self.system_stream(stream, "update_surface_param")?;
+        check_surface(&param)?;
+        let mut slot = match &entry {
+            Stream::Source { pipe, .. } => SlotRef::Source(lock(pipe)),
+            Stream::Sink { pipe, .. } => SlotRef::Sink(lock(pipe)),
+        };
+        let current = slot
+            .param()
+            .ok_or_else(|| Error::invalid_arg("stream_id", format_args!("stream {stream} has no surface yet")))?;
+        if (current.width, current.height, current.format) != (param.width, param.height, param.format) {
+            return Err(Error::invalid_arg(
+                "param",
+                format_args!(
+                    "only rotation and flip change on a live surface ({}x{} {:?} stays)",
+                    current.width, current.height, current.format
+                ),
+            ));
+        }
+        *slot.param() = Some(SurfaceParam { rotation: param.rotation, flip: param.flip, ..current });
+        Ok(())
+    }
+
+    /// `startStream(streamId)` (system only). A SINK tells its peer it is ready (resolves once the peer has
+    /// that); a SOURCE starts encoding, which needs its surface ([`Manager::get_surface_id`]) and the peer's
+    /// SINK of the same name started (`32300002` otherwise).
+    pub async fn start_stream(&self, stream: StreamId) -> Result<(), Error> {
+        let entry = self.system_stream(stream, "start_stream")?;
+        let session = entry.session();
+        let binding = self.binding(session)?;
+        match entry {
+            Stream::Sink { pipe, .. } => {
+                let name = {
+                    let mut p = lock(&pipe);
+                    if p.started {
+                        return Ok(());
+                    }
+                    p.set_started(true);
+                    p.name.clone()
+                };
+                let result = self.signal(binding, StreamMessage::SinkStarted { name }).await;
+                if result.is_err() {
+                    lock(&pipe).set_started(false);
+                }
+                result
+            }
+            Stream::Source { pipe, .. } => {
+                let name = lock(&pipe).name.clone();
+                let peer = lock(&self.inner.media).peer_sinks.get(&session).cloned();
+                match peer {
+                    Some(n) if n == name => {}
+                    Some(n) => {
+                        return Err(receive_end_not_started(format_args!(
+                            "the peer's started SINK stream is {n:?}, not {name:?}"
+                        )));
+                    }
+                    None => {
+                        return Err(receive_end_not_started(format_args!(
+                            "the peer has not started a SINK stream named {name:?}"
+                        )));
+                    }
+                }
+                lock(&pipe).peer_ready = true;
+                let span = info_span!("stream", id = %stream, session = %session);
+                SourcePipe::start(&pipe, self.inner.node.clone(), binding, span)
+            }
+        }
+    }
+
+    /// `stopStream(streamId)` (system only): stops encoding (SOURCE) or receiving (SINK) and tells the peer;
+    /// the encoder or decoder is released. A stopped stream can be started again.
+    pub async fn stop_stream(&self, stream: StreamId) -> Result<(), Error> {
+        let entry = self.system_stream(stream, "stop_stream")?;
+        self.stop(&entry).await;
+        Ok(())
+    }
+
+    /// `destroyStream(streamId)` (system only): stops the stream and forgets it; its surfaces are released.
+    pub async fn destroy_stream(&self, stream: StreamId) -> Result<(), Error> {
+        let entry = self.system_stream(stream, "destroy_stream")?;
+        self.stop(&entry).await;
+        release(&entry);
+        let mut media = lock(&self.inner.media);
+        media.streams.remove(&stream);
+        media.producers.retain(|_, s| *s != stream);
+        Ok(())
+    }
+
+    /// A stream's figures: frames pushed, sent or received, dropped, delivered; key frames; bitrate.
+    pub fn stream_stats(&self, stream: StreamId) -> Result<StreamStats, Error> {
+        let entry =
+            lock(&self.inner.media).streams.get(&stream).cloned().ok_or_else(|| Error::unknown_stream(stream))?;
+        Ok(match entry {
+            Stream::Source { pipe, .. } => lock(&pipe).stats(),
+            Stream::Sink { pipe, .. } => lock(&pipe).stats,
+        })
+    }
+
+    async fn stop(&self, entry: &Stream) {
+        let session = entry.session();
+        let message = match entry {
+            Stream::Source { pipe, .. } => {
+                let mut p = lock(pipe);
+                if !p.is_running() {
+                    return;
+                }
+                p.stop();
+                StreamMessage::SourceStopped { name: p.name.clone() }
+            }
+            Stream::Sink { pipe, .. } => {
+                let mut p = lock(pipe);
+                if !p.started {
+                    return;
+                }
+                p.set_started(false);
+                StreamMessage::SinkStopped { name: p.name.clone() }
+            }
+        };
+        if let Ok(binding) = self.binding(session) {
+            let _ = self.signal(binding, message).await;
+        }
+    }
+
+    fn system_session(&self, id: SessionId, what: &str) -> Result<(), Error> {
+        let state = self.state();
+        let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+        s.caller.check_system(what)
+    }
+
+    /// The stream `id`, after checking its session's app is a system app.
+    fn system_stream(&self, id: StreamId, what: &str) -> Result<Stream, Error> {
+        let entry = lock(&self.inner.media).streams.get(&id).cloned().ok_or_else(|| Error::unknown_stream(id))?;
+        match self.state().sessions.get(&entry.session()) {
+            Some(s) => s.caller.check_system(what)?,
+            None => return Err(Error::unknown_stream(id)),
+        }
+        Ok(entry)
+    }
+
+    fn binding(&self, id: SessionId) -> Result<(LinkId, SessionKey), Error> {
+        match self.state().sessions.get(&id).map(|s| &s.phase) {
+            Some(Phase::Connected { binding }) => Ok(*binding),
+            Some(_) => Err(Error::not_connected(id)),
+            None => Err(Error::unknown_session(id)),
+        }
+    }
+
+    async fn signal(&self, (link, key): (LinkId, SessionKey), message: StreamMessage) -> Result<(), Error> {
+        self.inner
+            .node
+            .send(link, key, ChannelKind::StreamMedia, message.encode())
+            .await
+            .map_err(|e| Error::invalid_arg("stream_id", format_args!("the peer could not be told: {e}")))
+    }
+}
+
+/// A locked pipe whose surface parameters are being changed.
+enum SlotRef<'a> {
+    Source(std::sync::MutexGuard<'a, SourcePipe>),
+    Sink(std::sync::MutexGuard<'a, SinkPipe>),
+}
+
+impl SlotRef<'_> {
+    fn param(&mut self) -> &mut Option<SurfaceParam> {
+        match self {
+            Self::Source(p) => &mut p.param,
+            Self::Sink(p) => &mut p.param,
+        }
+    }
+}
+
+fn check_surface(param: &SurfaceParam) -> Result<(), Error> {
+    param.validate()?;
+    for (arg, v) in [("param.width", param.width), ("param.height", param.height)] {
+        if v % 2 == 1 || v > colink_media::pixel::MAX_DIMENSION {
+            return Err(Error::invalid_arg(
+                arg,
+                format_args!("must be even and at most {}, got {v}", colink_media::pixel::MAX_DIMENSION),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn release(entry: &Stream) {
+    match entry {
+        Stream::Source { pipe, .. } => {
+            let mut p = lock(pipe);
+            p.stop();
+            p.param = None;
+        }
+        Stream::Sink { pipe, .. } => lock(pipe).release(),
+    }
+}
+
+/// A session ended: its streams release their encoder, decoder and surfaces (the stream ids stay valid until
+/// destroyed, but the streams cannot start again).
+pub(super) fn session_ended(inner: &Inner, session: SessionId) {
+    let entries: Vec<Stream> = {
+        let mut media = lock(&inner.media);
+        media.peer_sinks.remove(&session);
+        media.streams.values().filter(|s| s.session() == session).cloned().collect()
+    };
+    for entry in &entries {
+        release(entry);
+    }
+}
+
+/// A session was destroyed: its streams are forgotten.
+pub(super) fn session_destroyed(inner: &Inner, session: SessionId) {
+    session_ended(inner, session);
+    let mut media = lock(&inner.media);
+    let gone: Vec<StreamId> = media.streams.iter().filter(|(_, s)| s.session() == session).map(|(id, _)| *id).collect();
+    for id in gone {
+        media.streams.remove(&id);
+        media.producers.retain(|_, s| *s != id);
+    }
+}
+
+/// An image arrived on session `id`: decode and deliver it, or log why not (a corrupt image is never
+/// delivered).
+pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes) {
+    let decoded = ImageHeader::decode(payload).map_err(|e| e.to_string()).and_then(|(header, jpeg_bytes)| {
+        let limits = DecodeLimits::default();
+        let picture = cpu(|| jpeg::decode(&jpeg_bytes, limits)).map_err(|e| e.to_string())?;
+        if (picture.width(), picture.height()) != (header.width, header.height) {
+            return Err(format!(
+                "the JPEG is {}x{}, its header says {}x{}",
+                picture.width(),
+                picture.height(),
+                header.width,
+                header.height
+            ));
+        }
+        match format_from_code(header.format) {
+            Some(f) if f != picture.format() => cpu(|| picture.convert(f)).map_err(|e| e.to_string()),
+            _ => Ok(picture),
+        }
+    });
+    match decoded {
+        Ok(image) => {
+            inner.registry.dispatch(Event::ReceiveImage { session_id: id, image });
+        }
+        Err(e) => warn!(session = %id, error = %e, "dropping an image that does not decode"),
+    }
+}
+
+/// A stream-media payload arrived on session `id`.
+pub(super) fn on_stream_message(inner: &Inner, id: SessionId, payload: &Bytes) {
+    let message = match StreamMessage::decode(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(session = %id, error = %e, "dropping an undecodable stream message");
+            return;
+        }
+    };
+    let mut media = lock(&inner.media);
+    let source = media.streams.values().find_map(|s| match s {
+        Stream::Source { session, pipe } if *session == id => Some(Arc::clone(pipe)),
+        _ => None,
+    });
+    let sink = media.streams.values().find_map(|s| match s {
+        Stream::Sink { session, pipe } if *session == id => Some(Arc::clone(pipe)),
+        _ => None,
+    });
+    match message {
+        StreamMessage::SinkStarted { name } => {
+            debug!(session = %id, %name, "peer sink started");
+            if let Some(p) = &source {
+                let mut p = lock(p);
+                p.peer_ready = p.name == name;
+            }
+            media.peer_sinks.insert(id, name);
+        }
+        StreamMessage::SinkStopped { name } => {
+            debug!(session = %id, %name, "peer sink stopped");
+            if media.peer_sinks.get(&id) == Some(&name) {
+                media.peer_sinks.remove(&id);
+            }
+            if let Some(p) = &source {
+                let mut p = lock(p);
+                if p.name == name {
+                    p.peer_ready = false;
+                }
+            }
+        }
+        StreamMessage::SourceStopped { name } => debug!(session = %id, %name, "peer source stopped"),
+        StreamMessage::KeyFrameRequest { name } => match &source {
+            Some(p) if lock(p).name == name => lock(p).key_frame_requested(),
+            _ => debug!(session = %id, %name, "key frame request for no local source"),
+        },
+        StreamMessage::Frame(header, data) => match &sink {
+            Some(p) => lock(p).on_frame(header, data),
+            None => debug!(session = %id, seq = header.seq, "frame for no local sink discarded"),
+        },
+    }
+}
+
+/// Sends the stream signals raised where nothing can await (key frame requests).
+pub(super) async fn run_signals(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Signal>) {
+    while let Some((session, message)) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let binding = match lock(&inner.state).sessions.get(&session).map(|s| &s.phase) {
+            Some(Phase::Connected { binding }) => *binding,
+            _ => continue,
+        };
+        let (link, key) = binding;
+        let node = inner.node.clone();
+        drop(inner);
+        if let Err(e) = node.send(link, key, ChannelKind::StreamMedia, message.encode()).await {
+            debug!(%e, "stream signal not delivered");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Images and media streams end to end on the simulator (LE 2M), through the public Manager API only, in
+//! virtual time: codec work takes no virtual time, so the figures are the link's and colink's, exactly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink::api::{
+    ColorSpace, ConnectOptions, FlipOptions, Permission, Rotation, StreamParam, StreamRole, SurfaceParam,
+    VideoPixelFormat,
+};
+use colink::media::{FrameFate, PixelFormat, PixelMap};
+use colink::{Caller, Event, Manager, PeerInfo, SessionId};
+use colink_ble::{DeviceId, Mtu, Phy};
+use colink_media::pattern::test_pattern;
+use colink_media::pixel::{psnr, psnr_luma};
+use colink_media::transform::{Flip, Rotation as MediaRotation, transform};
+use colink_sim::{PhyProfile, Position, SimAir};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+fn app(system: bool) -> Caller {
+    Caller::new("com.example.cast", "entry", "CastAbility").system(system).grant(Permission::DistributedDatasync)
+}
+
+async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> Manager {
+    Manager::builder()
+        .adapter(air.adapter(name, Position::new(x, 0.0)))
+        .device_id(DeviceId::from_bytes([id; 16]))
+        .seed(u64::from(id))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn peer_of(m: &Manager) -> PeerInfo {
+    PeerInfo::new(m.device_id().to_string(), "com.example.cast", "entry", "CastAbility")
+}
+
+struct Pair {
+    alice: Manager,
+    bob: Manager,
+    /// Alice's session (she sends the stream).
+    sa: SessionId,
+    /// Bob's session (he receives it).
+    sb: SessionId,
+}
+
+/// Alice's app (system = `system`) connects to Bob's; Alice's session may send a stream, Bob's receive one.
+async fn pair(seed: u64, system: bool) -> Pair {
+    let air = SimAir::builder(seed).profile(PhyProfile::le_2m()).build();
+    let alice = manager(&air, "alice", 0.0, 1).await;
+    let bob = manager(&air, "bob", 2.0, 2).await;
+    let mut requests = bob.incoming(&app(system)).unwrap();
+    // Stream options are themselves system-only: a non-system app's sessions carry none.
+    let send = ConnectOptions { need_send_stream: system, ..ConnectOptions::default() };
+    let sa = alice.create_session(&app(system), "cast", peer_of(&bob), send).unwrap();
+    let bob2 = bob.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let receive = ConnectOptions { need_receive_stream: system, ..ConnectOptions::default() };
+        let sb = bob2.create_session(&app(system), "cast", request.peer.clone(), receive).unwrap();
+        bob2.accept_connect(sb, &request.token).await.unwrap();
+        sb
+    });
+    assert!(alice.connect(sa).await.unwrap().is_connected);
+    let sb = responder.await.unwrap();
+    Pair { alice, bob, sa, sb }
+}
+
+/// A natural-looking picture: smooth shading, soft edges and fine texture from a seeded generator.
+fn photo(width: u32, height: u32, seed: u32) -> PixelMap {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut data = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let noise = (state % 9) as f32 - 4.0;
+            let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+            let sky = 200.0 - 90.0 * fy + 20.0 * (fx * 7.0).sin();
+            let hill = if fy > 0.55 + 0.1 * (fx * 9.0).sin() { 1.0 } else { 0.0 };
+            let r = sky * (1.0 - hill) + (60.0 + 40.0 * (fx * 31.0).sin()) * hill + noise;
+            let g = (sky + 15.0) * (1.0 - hill) + (120.0 + 30.0 * (fy * 23.0).cos()) * hill + noise;
+            let b = (sky + 40.0) * (1.0 - hill) + 50.0 * hill + noise;
+            data.extend([r, g, b].map(|v| v.clamp(0.0, 255.0) as u8));
+        }
+    }
+    PixelMap::packed(width, height, PixelFormat::Rgb888, Bytes::from(data)).unwrap()
+}
+
+/// Colour bars, a checkerboard and thin lines: the hard case for JPEG.
+fn synthetic(width: u32, height: u32) -> PixelMap {
+    let mut data = Vec::with_capacity(width as usize * height as usize * 4);
+    for y in 0..height {
+        for x in 0..width {
+            let px = if y < height / 2 {
+                const BARS: [[u8; 3]; 8] = [
+                    [235; 3],
+                    [235, 235, 16],
+                    [16, 235, 235],
+                    [16, 235, 16],
+                    [235, 16, 235],
+                    [235, 16, 16],
+                    [16, 16, 235],
+                    [16; 3],
+                ];
+                BARS[(x * 8 / width) as usize]
+            } else if (x / 16 + y / 16) % 2 == 0 || x % 37 == 0 {
+                [250, 250, 250]
+            } else {
+                [10, 10, 10]
+            };
+            data.extend([px[0], px[1], px[2], 255]);
+        }
+    }
+    PixelMap::packed(width, height, PixelFormat::Rgba8888, Bytes::from(data)).unwrap()
+}
+
+async fn next_image(events: &mut colink::api::EventStream) -> PixelMap {
+    match events.next().await.expect("events") {
+        Event::ReceiveImage { image, .. } => image,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn images_round_trip_and_psnr_rises_with_quality() {
+    let p = pair(61, true).await;
+    let mut events = p.bob.events(p.sb).unwrap();
+    for (name, image) in [("photographic", photo(640, 480, 7)), ("synthetic", synthetic(640, 480))] {
+        let mut last = 0.0;
+        for quality in [10, 30, 90] {
+            p.alice.send_image(p.sa, &image, quality).await.unwrap();
+            let got = next_image(&mut events).await;
+            assert_eq!((got.width(), got.height(), got.format()), (image.width(), image.height(), image.format()));
+            let db = psnr(&image, &got).unwrap();
+            println!("{name} 640x480 JPEG quality {quality}: PSNR {db:.2} dB");
+            assert!(db > last, "{name}: PSNR {db:.2} at quality {quality} is not above {last:.2}");
+            last = db;
+        }
+        assert!(last > 35.0, "{name} at quality 90: {last:.2} dB");
+    }
+    // NV21 comes back as NV21 (the receiver hands back the sender's layout).
+    let nv21 = photo(320, 240, 3).convert(PixelFormat::Nv21).unwrap();
+    p.alice.send_image(p.sa, &nv21, colink::DEFAULT_IMAGE_QUALITY).await.unwrap();
+    let got = next_image(&mut events).await;
+    assert_eq!((got.width(), got.height(), got.format()), (320, 240, PixelFormat::Nv21));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_12_megapixel_image_crosses_le_2m_near_link_capacity() {
+    let p = pair(62, true).await;
+    let mut events = p.bob.events(p.sb).unwrap();
+    let image = photo(4000, 3000, 12);
+    let jpeg_len = colink_media::jpeg::encode(&image, 30).unwrap().len();
+    let started = Instant::now();
+    p.alice.send_image(p.sa, &image, 30).await.unwrap();
+    let got = next_image(&mut events).await;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!((got.width(), got.height()), (4000, 3000));
+    let capacity = PhyProfile::for_phy(Phy::Le2M).capacity_bps(Mtu::MAX.get());
+    let ideal = jpeg_len as f64 * 8.0 / capacity;
+    println!(
+        "12 MP image: {jpeg_len} bytes of JPEG in {took:.2} s over LE 2M ({:.0} kbit/s capacity; ideal {ideal:.2} s, \
+         ratio {:.3})",
+        capacity / 1000.0,
+        took / ideal
+    );
+    assert!(took <= ideal * 1.10, "took {took:.2} s, size/capacity is {ideal:.2} s");
+}
+
+/// Figures of one streamed run.
+struct Run {
+    received: usize,
+    dropped_source: u64,
+    latencies: Vec<Duration>,
+    psnr: Vec<f64>,
+    bitrate_end: u32,
+}
+
+/// Streams `seconds` of 640×480 test pattern at 30 fps and `bitrate` from Alice to Bob.
+async fn stream(p: &Pair, bitrate: u32, seconds: u32, sink_param: SurfaceParam) -> Run {
+    let (w, h) = (640, 480);
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("camera", StreamRole::Sink)).unwrap();
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), sink_param).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+
+    let mut param = StreamParam::new("camera", StreamRole::Source);
+    param.bitrate = bitrate;
+    let source = p.alice.create_stream(p.sa, param).unwrap();
+    let surface_id = p.alice.get_surface_id(source, SurfaceParam::new(w, h)).unwrap();
+    let producer = p.alice.producer_surface(&surface_id).unwrap();
+    p.alice.start_stream(source).await.unwrap();
+
+    let frames = u64::from(seconds) * 30;
+    let reader = tokio::spawn(async move {
+        let (mut latencies, mut psnrs) = (Vec::new(), Vec::new());
+        let t0 = Instant::now();
+        while let Some(f) = surface.next_frame().await {
+            latencies.push(t0.elapsed().saturating_sub(f.timestamp));
+            let original = test_pattern(w, h, u64::from(f.seq - 1), PixelFormat::I420);
+            if f.pixels.width() == w {
+                psnrs.push(psnr_luma(&original, &f.pixels).unwrap());
+            }
+            if u64::from(f.seq) == frames {
+                break;
+            }
+        }
+        (latencies, psnrs)
+    });
+    let t0 = Instant::now();
+    let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / 30));
+    for i in 0..frames {
+        interval.tick().await;
+        let frame = test_pattern(w, h, i, PixelFormat::Nv12);
+        let fate = producer.push(&frame, t0.elapsed()).unwrap();
+        if i == 0 {
+            assert_eq!(fate, FrameFate::Queued { key: true });
+        }
+    }
+    let (latencies, psnr) =
+        tokio::time::timeout(Duration::from_secs(30), reader).await.expect("stream drained").unwrap();
+    let stats = p.alice.stream_stats(source).unwrap();
+    let sink_stats = p.bob.stream_stats(sink).unwrap();
+    assert_eq!(stats.frames_pushed, frames);
+    assert_eq!(sink_stats.frames_delivered as usize, latencies.len());
+    Run { received: latencies.len(), dropped_source: stats.frames_dropped, latencies, psnr, bitrate_end: stats.bitrate }
+}
+
+fn pct(v: &[Duration], p: usize) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_second_640x480_stream_at_80_and_500_kbit_s() {
+    for (seed, bitrate) in [(63, 80_000), (64, 500_000)] {
+        let p = pair(seed, true).await;
+        let run = stream(&p, bitrate, 10, SurfaceParam::new(640, 480)).await;
+        let mean_psnr = run.psnr.iter().sum::<f64>() / run.psnr.len() as f64;
+        println!(
+            "640x480 30 fps at {} kbit/s over LE 2M: {} of 300 frames received, {} dropped at the source, latency \
+             p50 {:.1} ms p99 {:.1} ms, mean PSNR {mean_psnr:.2} dB, bitrate at the end {} kbit/s",
+            bitrate / 1000,
+            run.received,
+            run.dropped_source,
+            pct(&run.latencies, 50),
+            pct(&run.latencies, 99),
+            run.bitrate_end / 1000
+        );
+        assert!(run.received >= 290, "{} frames", run.received);
+        if bitrate == 500_000 {
+            assert!(mean_psnr >= 30.0, "PSNR {mean_psnr:.2}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rotation_and_flip_reach_the_receiver() {
+    // The sink turns the picture a quarter clockwise and mirrors it: frames come out 480x640 and match the
+    // transformed source (pixel-exact transforms are tested in colink-media; here the codec sits between).
+    let p = pair(65, true).await;
+    let mut param = SurfaceParam::new(640, 480);
+    param.rotation = Rotation::Deg90;
+    param.flip = Some(FlipOptions::Horizontal);
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("cam", StreamRole::Sink)).unwrap();
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), param).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+    let source = p.alice.create_stream(p.sa, StreamParam::new("cam", StreamRole::Source)).unwrap();
+    let mut sparam = SurfaceParam::new(640, 480);
+    let producer = p.alice.producer_surface(&p.alice.get_surface_id(source, sparam).unwrap()).unwrap();
+    p.alice.start_stream(source).await.unwrap();
+    for i in 0..3u64 {
+        producer.push(&test_pattern(640, 480, i, PixelFormat::Nv12), Duration::from_millis(i * 33)).unwrap();
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    let f = surface.next_frame().await.unwrap();
+    assert_eq!((f.pixels.width(), f.pixels.height(), f.pixels.format()), (480, 640, PixelFormat::Nv21));
+    let source_frame = test_pattern(640, 480, u64::from(f.seq - 1), PixelFormat::I420);
+    let expected = transform(&source_frame, MediaRotation::Deg90, Some(Flip::Horizontal));
+    let wrong = transform(&source_frame, MediaRotation::Deg270, Some(Flip::Horizontal));
+    let (right_db, wrong_db) = (psnr_luma(&expected, &f.pixels).unwrap(), psnr_luma(&wrong, &f.pixels).unwrap());
+    println!(
+        "sink rotation 90 + horizontal flip: PSNR {right_db:.1} dB against the expected picture, {wrong_db:.1} against 270"
+    );
+    assert!(right_db > 28.0 && right_db > wrong_db + 10.0);
+
+    // The source rotates live: 180° travels with the frames and composes with the sink's transform.
+    sparam.rotation = Rotation::Deg180;
+    p.alice.update_surface_param(source, sparam).unwrap();
+    for i in 3..6u64 {
+        producer.push(&test_pattern(640, 480, i, PixelFormat::Nv12), Duration::from_millis(i * 33)).unwrap();
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    let f = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let f = surface.next_frame().await.unwrap();
+            if f.seq == 6 {
+                return f;
+            }
+        }
+    })
+    .await
+    .expect("frame 6 arrives");
+    let src = test_pattern(640, 480, 5, PixelFormat::I420);
+    let expected =
+        transform(&transform(&src, MediaRotation::Deg180, None), MediaRotation::Deg90, Some(Flip::Horizontal));
+    assert!(psnr_luma(&expected, &f.pixels).unwrap() > 28.0);
+    // Width, height and format cannot change live.
+    let mut bad = sparam;
+    bad.width = 320;
+    assert_eq!(p.alice.update_surface_param(source, bad).unwrap_err().code(), 401);
+    bad = sparam;
+    bad.format = VideoPixelFormat::Nv12;
+    assert_eq!(p.alice.update_surface_param(source, bad).unwrap_err().code(), 401);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_media_error_code() {
+    // 202: a non-system app may use none of it.
+    let p = pair(66, false).await;
+    let img = synthetic(16, 16);
+    assert_eq!(p.alice.send_image(p.sa, &img, 30).await.unwrap_err().code(), 202);
+    assert_eq!(p.alice.create_stream(p.sa, StreamParam::new("s", StreamRole::Source)).unwrap_err().code(), 202);
+
+    let p = pair(67, true).await;
+    // 401: quality out of range, unknown session.
+    for q in [-1, 101] {
+        let e = p.alice.send_image(p.sa, &img, q).await.unwrap_err();
+        assert_eq!((e.code(), e.argument()), (401, Some("quality")));
+    }
+    assert_eq!(p.alice.send_image(SessionId::try_from(999).unwrap(), &img, 30).await.unwrap_err().code(), 401);
+    // 401: a role the session's options do not allow.
+    assert_eq!(p.alice.create_stream(p.sa, StreamParam::new("s", StreamRole::Sink)).unwrap_err().code(), 401);
+    assert_eq!(p.bob.create_stream(p.sb, StreamParam::new("s", StreamRole::Source)).unwrap_err().code(), 401);
+    // 32300003: bitrate outside the encoder's range; 32300004: an unsupported colour space.
+    for bitrate in [0, 1, 9_999, 20_000_001] {
+        let mut param = StreamParam::new("s", StreamRole::Source);
+        param.bitrate = bitrate;
+        assert_eq!(p.alice.create_stream(p.sa, param).unwrap_err().code(), 32_300_003, "{bitrate}");
+    }
+    for (space, ok) in [(ColorSpace::BT709_LIMIT, true), (ColorSpace::SRGB, false), (ColorSpace::BT2020_PQ, false)] {
+        let mut param = StreamParam::new("s", StreamRole::Source);
+        param.color_space_conversion_target = Some(space);
+        let r = p.alice.create_stream(p.sa, param);
+        if ok {
+            p.alice.destroy_stream(r.unwrap()).await.unwrap();
+        } else {
+            assert_eq!(r.unwrap_err().code(), 32_300_004);
+        }
+    }
+    // 32300001: a second stream of one role on a session.
+    let source = p.alice.create_stream(p.sa, StreamParam::new("cam", StreamRole::Source)).unwrap();
+    assert!(i32::from(source) >= 1000);
+    assert_eq!(
+        p.alice.create_stream(p.sa, StreamParam::new("cam2", StreamRole::Source)).unwrap_err().code(),
+        32_300_001
+    );
+    // 401: SOURCE/SINK surface calls swapped, unknown surfaces, a start without a surface.
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("cam", StreamRole::Sink)).unwrap();
+    assert_eq!(p.bob.get_surface_id(sink, SurfaceParam::new(64, 64)).unwrap_err().code(), 401);
+    assert_eq!(p.alice.set_surface_id(source, "123", SurfaceParam::new(64, 64)).unwrap_err().code(), 401);
+    assert_eq!(p.bob.set_surface_id(sink, "123", SurfaceParam::new(64, 64)).unwrap_err().code(), 401);
+    assert_eq!(p.bob.set_surface_id(sink, "12x", SurfaceParam::new(64, 64)).unwrap_err().code(), 401);
+    assert_eq!(p.alice.get_surface_id(source, SurfaceParam::new(63, 64)).unwrap_err().code(), 401);
+    assert_eq!(p.alice.producer_surface("42").unwrap_err().code(), 401);
+    let id = p.alice.get_surface_id(source, SurfaceParam::new(64, 64)).unwrap();
+    let producer = p.alice.producer_surface(&id).unwrap();
+    let frame = test_pattern(64, 64, 0, PixelFormat::Nv21);
+    // 401: pushing before the stream started.
+    assert_eq!(producer.push(&frame, Duration::ZERO).unwrap_err().code(), 401);
+    // 32300002: the SOURCE cannot start before the peer's SINK.
+    assert_eq!(p.alice.start_stream(source).await.unwrap_err().code(), 32_300_002);
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), SurfaceParam::new(64, 64)).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+    p.alice.start_stream(source).await.unwrap();
+    // A frame of the wrong size is refused; a right one arrives.
+    assert_eq!(producer.push(&test_pattern(32, 32, 0, PixelFormat::Nv21), Duration::ZERO).unwrap_err().code(), 401);
+    assert!(matches!(producer.push(&frame, Duration::ZERO).unwrap(), FrameFate::Queued { key: true }));
+    assert_eq!(surface.next_frame().await.unwrap().seq, 1);
+    // The SINK stops: the SOURCE's pushes get 32300002; the SINK restarts: they flow again.
+    p.bob.stop_stream(sink).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(producer.push(&frame, Duration::ZERO).unwrap_err().code(), 32_300_002);
+    p.bob.start_stream(sink).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(producer.push(&frame, Duration::ZERO).unwrap(), FrameFate::Queued { .. }));
+    // Destroying releases the surfaces: pushes fail, the consumer ends.
+    p.alice.destroy_stream(source).await.unwrap();
+    assert_eq!(producer.push(&frame, Duration::ZERO).unwrap_err().code(), 401);
+    assert_eq!(p.alice.stream_stats(source).unwrap_err().code(), 401);
+    assert_eq!(p.alice.start_stream(source).await.unwrap_err().code(), 401);
+    p.bob.destroy_stream(sink).await.unwrap();
+    assert_eq!(surface.next_frame().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_ends_releases_its_streams() {
+    let p = pair(68, true).await;
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("cam", StreamRole::Sink)).unwrap();
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), SurfaceParam::new(64, 64)).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+    let source = p.alice.create_stream(p.sa, StreamParam::new("cam", StreamRole::Source)).unwrap();
+    let producer =
+        p.alice.producer_surface(&p.alice.get_surface_id(source, SurfaceParam::new(64, 64)).unwrap()).unwrap();
+    p.alice.start_stream(source).await.unwrap();
+    producer.push(&test_pattern(64, 64, 0, PixelFormat::Nv21), Duration::ZERO).unwrap();
+    assert!(surface.next_frame().await.is_some());
+    p.alice.disconnect(p.sa).await.unwrap();
+    // Bob's consumer surface ends; Alice's producer refuses frames.
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), surface.next_frame()).await.unwrap(), None);
+    assert_eq!(producer.push(&test_pattern(64, 64, 1, PixelFormat::Nv21), Duration::ZERO).unwrap_err().code(), 401);
+}
