@@ -42,6 +42,10 @@ pub struct Config {
     /// resends from the last acknowledged fragment (default 1 s; raised automatically for large frames and
     /// slow links, see docs/sessions.md §9).
     pub retransmit_timeout: Duration,
+    /// The largest frame this side sends (default 4096 bytes), below the link MTU: a higher-priority message
+    /// waits behind at most about one frame already on the air, so large-MTU links (LE CoC and RFCOMM offer
+    /// 64 KiB) would otherwise make that wait hundreds of milliseconds. Costs under 0.5 % of goodput.
+    pub max_frame: u16,
     /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
     /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).
     pub channel_buffer: u64,
@@ -65,6 +69,7 @@ impl Default for Config {
             ack_delay: Duration::from_millis(20),
             ack_max_delay: Duration::from_millis(200),
             retransmit_timeout: Duration::from_secs(1),
+            max_frame: 4096,
             channel_buffer: 1024 * 1024,
             limits: colink_frame::Limits::default(),
         }

@@ -241,9 +241,15 @@ impl Connection {
         (self.keep_alive, self.idle_timeout)
     }
 
-    /// The frame size in use (the smaller of the transport MTU and the peer's announced maximum).
+    /// The frame size in use: the smallest of the transport MTU, the peer's announced maximum and
+    /// [`Config::max_frame`].
     pub fn frame_mtu(&self) -> Mtu {
         self.frame_mtu
+    }
+
+    /// `mtu` capped at [`Config::max_frame`] (never below the smallest MTU).
+    pub(crate) fn sending_mtu(&self, mtu: Mtu) -> Mtu {
+        Mtu::new(mtu.get().min(usize::from(self.config.max_frame))).unwrap_or(Mtu::MIN)
     }
 
     /// Unacknowledged bytes on the wire.
@@ -277,7 +283,7 @@ impl Connection {
         }
         debug!(mode = ?transport.mode, mtu = transport.mtu.get(), "transport attached");
         self.transport = Some(transport);
-        self.frame_mtu = transport.mtu;
+        self.frame_mtu = self.sending_mtu(transport.mtu);
         self.stream_buf.clear();
         self.hs_out.clear();
         self.codec = StreamCodec::default();

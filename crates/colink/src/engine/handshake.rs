@@ -119,7 +119,8 @@ impl Connection {
         self.idle_timeout = self.config.idle_timeout.max(peer_idle).max(self.keep_alive * 2);
         if let Some(t) = self.transport {
             let peer_max = usize::try_from(peer.max_frame).unwrap_or(usize::MAX);
-            self.frame_mtu = Mtu::new(t.mtu.get().min(peer_max)).unwrap_or(Mtu::MIN);
+            let mtu = Mtu::new(t.mtu.get().min(peer_max)).unwrap_or(Mtu::MIN);
+            self.frame_mtu = self.sending_mtu(mtu);
         }
         self.peer = Some(PeerLink { device_id: peer.device_id.clone(), token: peer.link_token });
         self.state = LinkState::Established;

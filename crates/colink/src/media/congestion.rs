@@ -8,12 +8,16 @@
 //!
 //! The rules (docs/media.md §Congestion):
 //! - **Queue budget.** The oldest frame sent and not yet acknowledged may not be older than
-//!   [`CongestionConfig::latency_budget`], and no more than [`CongestionConfig::max_inflight`] bytes may be
-//!   unacknowledged. While either is exceeded no frame is encoded. (Age, not size, is the signal: a link that
-//!   keeps up acknowledges every frame within a round trip, however large the frame.)
+//!   [`CongestionConfig::latency_budget`], and the unacknowledged bytes may not exceed what the link delivered
+//!   in that budget over the last second (but always room for twice the largest recent frame, so a key frame
+//!   on an idle link is never a congestion signal), nor [`CongestionConfig::max_inflight`]. While any is
+//!   exceeded no frame is encoded.
 //! - **Whole groups.** Once a frame is skipped, every following frame is skipped until the oldest
 //!   unacknowledged frame is younger than half the budget (or none is left); the next frame is then encoded as a
 //!   key frame, so the decoder never sees a broken reference chain.
+//! - **Start.** A stream starts at [`CongestionConfig::start_bitrate`] (at most its configured bitrate) and,
+//!   until the first congestion, grows by [`CongestionConfig::slow_start`] per `hold`: a link of unknown
+//!   capacity is probed instead of flooded.
 //! - **Bitrate.** A skip, or an acknowledged frame older than the budget, multiplies the target by
 //!   [`CongestionConfig::decrease`] (at most once per [`CongestionConfig::hold`]), never below the minimum;
 //!   after `hold` without congestion the target grows by [`CongestionConfig::increase`] per `hold`, up to the
@@ -35,6 +39,10 @@ pub struct CongestionConfig {
     pub decrease: f64,
     /// Growth factor per `hold` without congestion (default 1.08).
     pub increase: f64,
+    /// The bitrate a stream starts at, capped by `max_bitrate` (default 300 kbit/s).
+    pub start_bitrate: u32,
+    /// Growth factor per `hold` before the first congestion (default 1.5).
+    pub slow_start: f64,
     /// Minimum time between two bitrate changes (default 500 ms).
     pub hold: Duration,
     /// The floor of the target bitrate, in bits per second.
@@ -51,6 +59,8 @@ impl CongestionConfig {
             max_inflight: (u64::from(max_bitrate) / 8).max(64 * 1024),
             decrease: 0.7,
             increase: 1.08,
+            start_bitrate: 300_000,
+            slow_start: 1.5,
             hold: Duration::from_millis(500),
             min_bitrate: min_bitrate.min(max_bitrate),
             max_bitrate,
@@ -97,6 +107,8 @@ pub struct Congestion {
     last_change: Option<Instant>,
     last_congestion: Option<Instant>,
     delivered: VecDeque<(Instant, u64)>,
+    /// Frames sent over the last second: when, and their size (for the largest recent frame).
+    recent: VecDeque<(Instant, u64)>,
     stats: CongestionStats,
 }
 
@@ -104,10 +116,10 @@ pub struct Congestion {
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl Congestion {
-    /// A controller starting at the configured maximum bitrate.
+    /// A controller starting at the configured start bitrate (capped by the maximum).
     pub fn new(config: CongestionConfig) -> Self {
         Self {
-            target: config.max_bitrate,
+            target: config.start_bitrate.clamp(config.min_bitrate, config.max_bitrate),
             config,
             inflight: 0,
             queue: VecDeque::new(),
@@ -115,6 +127,7 @@ impl Congestion {
             last_change: None,
             last_congestion: None,
             delivered: VecDeque::new(),
+            recent: VecDeque::new(),
             stats: CongestionStats::default(),
         }
     }
@@ -145,6 +158,15 @@ impl Congestion {
         Some((bytes as f64 / span.as_secs_f64()) as u64)
     }
 
+    /// The most unacknowledged bytes allowed now: the link's delivery over one latency budget (the target
+    /// bitrate's before a rate is measured), at least twice the largest frame of the last second, at most
+    /// [`CongestionConfig::max_inflight`].
+    pub fn budget_bytes(&self, now: Instant) -> u64 {
+        let rate = self.delivery_rate(now).unwrap_or(u64::from(self.target) / 8);
+        let largest = self.recent.iter().map(|(_, b)| *b).max().unwrap_or(0);
+        ((rate as f64 * self.config.latency_budget.as_secs_f64()) as u64).max(2 * largest).min(self.config.max_inflight)
+    }
+
     /// How long the oldest unacknowledged frame has waited (zero when none waits).
     pub fn oldest_wait(&self, now: Instant) -> Duration {
         self.queue.front().map_or(Duration::ZERO, |(t, _)| now.saturating_duration_since(*t))
@@ -154,8 +176,9 @@ impl Congestion {
     pub fn admit(&mut self, now: Instant) -> Admit {
         self.expire(now);
         let wait = self.oldest_wait(now);
+        let budget = self.budget_bytes(now);
         if self.dropping {
-            if wait < self.config.latency_budget / 2 && self.inflight < self.config.max_inflight / 2 {
+            if wait < self.config.latency_budget / 2 && self.inflight <= budget / 2 {
                 self.dropping = false;
                 self.stats.admitted += 1;
                 return Admit::Encode { key: true };
@@ -163,7 +186,7 @@ impl Congestion {
             self.stats.dropped += 1;
             return Admit::Drop;
         }
-        if wait > self.config.latency_budget || self.inflight >= self.config.max_inflight {
+        if wait > self.config.latency_budget || self.inflight >= budget {
             self.dropping = true;
             self.stats.dropped += 1;
             self.stats.dropped_groups += 1;
@@ -179,6 +202,7 @@ impl Congestion {
     pub fn on_sent(&mut self, now: Instant, bytes: u64) {
         self.inflight += bytes;
         self.queue.push_back((now, bytes));
+        self.recent.push_back((now, bytes));
     }
 
     /// The peer acknowledged the oldest unacknowledged frame, of `bytes`, sent `latency` ago (frames are
@@ -200,11 +224,9 @@ impl Congestion {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((t, _)) = self.delivered.front() {
-            if now.saturating_duration_since(*t) > RATE_WINDOW {
-                self.delivered.pop_front();
-            } else {
-                break;
+        for window in [&mut self.delivered, &mut self.recent] {
+            while window.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW) {
+                window.pop_front();
             }
         }
     }
@@ -233,7 +255,12 @@ impl Congestion {
         }
         let quiet = |t: Option<Instant>| t.is_none_or(|t| now.saturating_duration_since(t) >= self.config.hold);
         if quiet(self.last_change) && quiet(self.last_congestion) {
-            let next = (f64::from(self.target) * self.config.increase) as u32 + 1000;
+            let factor = if self.stats.decreases == 0 && self.stats.dropped == 0 {
+                self.config.slow_start
+            } else {
+                self.config.increase
+            };
+            let next = (f64::from(self.target) * factor) as u32 + 1000;
             self.target = next.min(self.config.max_bitrate);
             self.stats.increases += 1;
             self.last_change = Some(now);

@@ -96,7 +96,7 @@ impl SourcePipe {
             )
         })?;
         p.congestion = Congestion::new(congestion_config(p.bitrate));
-        let config = EncoderConfig::new(param.width, param.height, p.bitrate);
+        let config = EncoderConfig::new(param.width, param.height, p.congestion.target_bitrate());
         let encoder = H264Encoder::new(config).map_err(|e| Error::invalid_arg("param", e))?;
         let (out, rx) = mpsc::unbounded_channel();
         p.running = Some(Running { encoder, out, force_key: true });
