@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use colink::api::{ConnectOptions, DisconnectReason, EventStream, Permission};
+use colink::api::{ConnectOptions, DisconnectReason, EventStream, Permission, StreamParam, StreamRole, SurfaceParam};
+use colink::media::PixelFormat;
 use colink::{Caller, Event, Manager, PeerInfo, SessionId};
 use colink_ble::{Adapter, DeviceId};
+use colink_media::pattern::test_pattern;
+use colink_media::pixel::psnr;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -37,6 +40,12 @@ pub(crate) const TESTS: &[Test] = &[
         run: |ctx| Box::pin(link_loss(ctx)),
     },
     Test {
+        name: "colink::media",
+        about: "system apps: send_image (JPEG, decoded back to size and format) and 3 s of H.264 stream, \
+                SOURCE → SINK with surfaces",
+        run: |ctx| Box::pin(media(ctx)),
+    },
+    Test {
         name: "colink::disconnect",
         about: "disconnect reaches the peer app as disconnect(PEER_APP_CLOSE_COLLABORATION)",
         run: |ctx| Box::pin(disconnect(ctx)),
@@ -47,6 +56,11 @@ const SERVICE: &str = "hw-tests";
 
 fn app() -> Caller {
     Caller::new("org.colink.hwtests", "entry", "MainAbility").grant(Permission::DistributedDatasync)
+}
+
+/// The same app as a system app (images and streams are system API).
+fn system_app() -> Caller {
+    app().system(true)
 }
 
 fn random_id() -> DeviceId {
@@ -96,11 +110,25 @@ async fn manager(adapter: Arc<dyn Adapter>) -> Result<Manager, Stop> {
 /// failed up to 5 times in a row. A connect that still fails with "not found nearby" is retried (at most twice,
 /// each retry printed).
 async fn connected(ctx: &Ctx) -> Result<Pair, Stop> {
+    connected_as(ctx, false).await
+}
+
+/// [`connected`], for system apps when `streams` is set: alice's session may send a stream, bob's receive one.
+async fn connected_as(ctx: &Ctx, streams: bool) -> Result<Pair, Stop> {
+    let app = || if streams { system_app() } else { app() };
+    let (send_options, receive_options) = if streams {
+        (
+            ConnectOptions { need_send_stream: true, ..ConnectOptions::default() },
+            ConnectOptions { need_receive_stream: true, ..ConnectOptions::default() },
+        )
+    } else {
+        (ConnectOptions::default(), ConnectOptions::default())
+    };
     let duo = duo(ctx).await?;
     let alice = manager(duo.init.clone()).await?;
     let bob_id = random_id();
     let bob_peer = PeerInfo::new(bob_id.to_string(), "org.colink.hwtests", "entry", "MainAbility");
-    let sa = alice.create_session(&app(), SERVICE, bob_peer, ConnectOptions::default()).or_fail("create_session")?;
+    let sa = alice.create_session(&app(), SERVICE, bob_peer, send_options).or_fail("create_session")?;
     let start = Instant::now();
     let connect = async {
         let mut attempts = 1;
@@ -140,7 +168,7 @@ async fn connected(ctx: &Ctx) -> Result<Pair, Stop> {
             || format!("request from {:?} to {:?}", request.peer, request.local),
         )?;
         let sb = bob
-            .create_session(&app(), SERVICE, request.peer.clone(), ConnectOptions::default())
+            .create_session(&app(), SERVICE, request.peer.clone(), receive_options)
             .or_fail("bob: create_session")?;
         bob.accept_connect(sb, &request.token).await.or_fail("bob: accept_connect")?;
         Ok((bob, sb))
@@ -334,6 +362,86 @@ async fn link_loss_inner(ctx: &Ctx, p: &mut Pair) -> TestResult {
         }
     };
     println!("    link-loss outcome: {outcome:?} ({:.2} s after the start)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn media(ctx: &Ctx) -> TestResult {
+    let mut p = connected_as(ctx, true).await?;
+    let result = media_inner(&mut p).await;
+    p.close().await;
+    result
+}
+
+async fn media_inner(p: &mut Pair) -> TestResult {
+    // An image: JPEG at quality 30, decoded by bob to the same size and pixel format.
+    let image = test_pattern(640, 480, 7, PixelFormat::Rgba8888);
+    let start = Instant::now();
+    within(60, "alice: send_image", async { p.alice.send_image(p.sa, &image, 30).await.or_fail("send_image") }).await?;
+    let took = start.elapsed();
+    match next_event(&mut p.bob_events, 30, "bob: receive image").await? {
+        Event::ReceiveImage { image: got, .. } => {
+            let db = psnr(&image, &got).or_fail("psnr")?;
+            ensure(
+                (got.width(), got.height(), got.format()) == (640, 480, PixelFormat::Rgba8888) && db > 25.0,
+                || format!("bob got a {}x{} {:?} image at {db:.1} dB", got.width(), got.height(), got.format()),
+            )?;
+            println!("    640x480 image at quality 30 in {:.2} s, PSNR {db:.1} dB", took.as_secs_f64());
+        }
+        other => return Err(Stop::Fail(format!("bob: expected an image, got {other:?}"))),
+    }
+
+    // A stream: bob's SINK starts first, then alice's SOURCE pushes 3 s of 320x240 test pattern at 30 fps.
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("hw", StreamRole::Sink)).or_fail("bob: create_stream")?;
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), SurfaceParam::new(320, 240)).or_fail("bob: set_surface_id")?;
+    within(30, "bob: start_stream", async { p.bob.start_stream(sink).await.or_fail("bob: start_stream") }).await?;
+    let mut param = StreamParam::new("hw", StreamRole::Source);
+    param.bitrate = 300_000;
+    let source = p.alice.create_stream(p.sa, param).or_fail("alice: create_stream")?;
+    let id = p.alice.get_surface_id(source, SurfaceParam::new(320, 240)).or_fail("alice: get_surface_id")?;
+    let producer = p.alice.producer_surface(&id).or_fail("alice: producer_surface")?;
+    within(30, "alice: start_stream", async { p.alice.start_stream(source).await.or_fail("alice: start_stream") })
+        .await?;
+    const FRAMES: u64 = 90;
+    let reader = async {
+        let mut got = 0u64;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            match tokio::time::timeout(Duration::from_secs(5), surface.next_frame()).await {
+                Ok(Some(f)) => {
+                    got += 1;
+                    if u64::from(f.seq) >= FRAMES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        got
+    };
+    let writer = async {
+        let t0 = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / 30));
+        for i in 0..FRAMES {
+            tick.tick().await;
+            producer.push(&test_pattern(320, 240, i, PixelFormat::Nv12), t0.elapsed()).or_fail("push")?;
+        }
+        Ok::<_, Stop>(())
+    };
+    let (got, pushed) = tokio::join!(reader, writer);
+    pushed?;
+    let stats = p.alice.stream_stats(source).or_fail("stream_stats")?;
+    println!(
+        "    stream 320x240 30 fps at 300 kbit/s: {got} of {FRAMES} frames out of bob's surface, {} dropped at the \
+         source, {} key frames, {} bytes, bitrate now {} kbit/s",
+        stats.frames_dropped,
+        stats.key_frames,
+        stats.bytes,
+        stats.bitrate / 1000
+    );
+    ensure(got >= FRAMES / 2, || format!("only {got} of {FRAMES} frames arrived"))?;
+    p.alice.destroy_stream(source).await.or_fail("alice: destroy_stream")?;
+    p.bob.destroy_stream(sink).await.or_fail("bob: destroy_stream")?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use colink_ble::{DeviceId, Mtu, Phy};
 use colink_media::pattern::test_pattern;
 use colink_media::pixel::{psnr, psnr_luma};
 use colink_media::transform::{Flip, Rotation as MediaRotation, transform};
-use colink_sim::{PhyProfile, Position, SimAir};
+use colink_sim::{PhyProfile, Position, SimAdapter, SimAir};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -22,14 +22,16 @@ fn app(system: bool) -> Caller {
     Caller::new("com.example.cast", "entry", "CastAbility").system(system).grant(Permission::DistributedDatasync)
 }
 
-async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> Manager {
-    Manager::builder()
-        .adapter(air.adapter(name, Position::new(x, 0.0)))
+async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> (Manager, SimAdapter) {
+    let adapter = air.adapter(name, Position::new(x, 0.0));
+    let m = Manager::builder()
+        .adapter(adapter.clone())
         .device_id(DeviceId::from_bytes([id; 16]))
         .seed(u64::from(id))
         .build()
         .await
-        .unwrap()
+        .unwrap();
+    (m, adapter)
 }
 
 fn peer_of(m: &Manager) -> PeerInfo {
@@ -43,13 +45,15 @@ struct Pair {
     sa: SessionId,
     /// Bob's session (he receives it).
     sb: SessionId,
+    /// Bob's simulated radio.
+    bob_radio: SimAdapter,
 }
 
 /// Alice's app (system = `system`) connects to Bob's; Alice's session may send a stream, Bob's receive one.
 async fn pair(seed: u64, system: bool) -> Pair {
     let air = SimAir::builder(seed).profile(PhyProfile::le_2m()).build();
-    let alice = manager(&air, "alice", 0.0, 1).await;
-    let bob = manager(&air, "bob", 2.0, 2).await;
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, bob_radio) = manager(&air, "bob", 2.0, 2).await;
     let mut requests = bob.incoming(&app(system)).unwrap();
     // Stream options are themselves system-only: a non-system app's sessions carry none.
     let send = ConnectOptions { need_send_stream: system, ..ConnectOptions::default() };
@@ -64,7 +68,7 @@ async fn pair(seed: u64, system: bool) -> Pair {
     });
     assert!(alice.connect(sa).await.unwrap().is_connected);
     let sb = responder.await.unwrap();
-    Pair { alice, bob, sa, sb }
+    Pair { alice, bob, sa, sb, bob_radio }
 }
 
 /// A natural-looking picture: smooth shading, soft edges and fine texture from a seeded generator.
@@ -524,4 +528,49 @@ async fn a_stream_beside_a_saturating_transfer_degrades_and_messages_stay_prompt
     assert!(run.received >= 100, "{} frames", run.received);
     assert!(run.longest_gap < Duration::from_secs(1), "{:?}", run.longest_gap);
     bulk.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_pair_by_name() {
+    // The reference ignores stream names; colink pairs a SOURCE with the peer's SINK of the same name.
+    let p = pair(70, true).await;
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("screen", StreamRole::Sink)).unwrap();
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), SurfaceParam::new(64, 64)).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+    let source = p.alice.create_stream(p.sa, StreamParam::new("camera", StreamRole::Source)).unwrap();
+    p.alice.get_surface_id(source, SurfaceParam::new(64, 64)).unwrap();
+    let e = p.alice.start_stream(source).await.unwrap_err();
+    assert_eq!(e.code(), 32_300_002);
+    assert!(e.to_string().contains("\"screen\"") && e.to_string().contains("\"camera\""), "{e}");
+    // Renamed to match: it starts, and frames flow.
+    p.alice.destroy_stream(source).await.unwrap();
+    let source = p.alice.create_stream(p.sa, StreamParam::new("screen", StreamRole::Source)).unwrap();
+    let producer =
+        p.alice.producer_surface(&p.alice.get_surface_id(source, SurfaceParam::new(64, 64)).unwrap()).unwrap();
+    p.alice.start_stream(source).await.unwrap();
+    producer.push(&test_pattern(64, 64, 0, PixelFormat::Rgba8888), Duration::ZERO).unwrap();
+    let f = surface.next_frame().await.unwrap();
+    assert_eq!((f.seq, f.pixels.width(), f.pixels.format()), (1, 64, PixelFormat::Nv21));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_that_cannot_arrive_fails_with_send_failure() {
+    let p = pair(71, true).await;
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = failures.clone();
+    p.alice.on(colink::EventKind::CollaborateEvent, p.sa, move |e| log.lock().unwrap().push(e.clone())).unwrap();
+    // Bob walks out of range 1 s into a 4000x3000 image and stays away past the 10 s grace period.
+    let image = photo(4000, 3000, 5);
+    let (sent, ()) = tokio::join!(p.alice.send_image(p.sa, &image, 90), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        p.bob_radio.move_to(Position::new(300.0, 0.0));
+    });
+    assert_eq!(sent.unwrap_err().code(), 401);
+    let failures = failures.lock().unwrap();
+    assert!(
+        matches!(&failures[..], [Event::CollaborateEvent { info, .. }]
+            if info.event_type == colink::api::CollaborateEventType::SendFailure),
+        "{failures:?}"
+    );
 }
