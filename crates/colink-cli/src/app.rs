@@ -47,8 +47,10 @@ impl std::fmt::Display for AppName {
 }
 
 impl AppName {
+    /// The app as a colink caller. The CLI acts as a system app: images and media streams are system-only
+    /// in the API, and the CLI sends and receives both.
     pub(crate) fn caller(&self) -> Caller {
-        Caller::new(&self.bundle, &self.module, &self.ability).grant(Permission::DistributedDatasync)
+        Caller::new(&self.bundle, &self.module, &self.ability).system(true).grant(Permission::DistributedDatasync)
     }
 
     pub(crate) fn peer_on(&self, device: DeviceId) -> PeerInfo {

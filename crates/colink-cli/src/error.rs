@@ -10,8 +10,7 @@ pub(crate) enum Code {
     Failure = 1,
     /// Bad arguments (clap's own usage errors also exit 2).
     Usage = 2,
-    /// Not supported here (colink error 801): no BlueZ/bluetoothd, no such adapter, adapter off, a subcommand
-    /// whose layer has not landed yet.
+    /// Not supported here (colink error 801): no BlueZ/bluetoothd, no such adapter, adapter off, no simulator hub.
     NotSupported = 3,
     /// The peer could not be reached or refused: absent, out of range, rejected, no app listening.
     Unreachable = 4,

@@ -1,9 +1,9 @@
 //! `colink`: the colink command — a guided demo on the simulator, and the tools a Bluetooth user reaches for
-//! (scan, serve, connect/send, pair, a multi-process simulator hub, a benchmark).
+//! (scan, serve, connect/send, images and media streams, pair, a multi-process simulator hub, a benchmark).
 //!
 //! Every command that touches a radio takes `--backend sim | sim-hub[:PATH] | bluez[:hciN]`. Exit codes:
-//! 0 ok, 1 failure, 2 usage, 3 not supported (colink error 801: no BlueZ, no adapter, no hub, a layer that has
-//! not landed), 4 peer unreachable or refused. `RUST_LOG` drives tracing on stderr.
+//! 0 ok, 1 failure, 2 usage, 3 not supported (colink error 801: no BlueZ, no adapter, no hub),
+//! 4 peer unreachable or refused. `RUST_LOG` drives tracing on stderr.
 //! See docs/cli.md.
 #![forbid(unsafe_code)]
 
@@ -13,12 +13,14 @@ mod bench;
 mod demo;
 mod error;
 mod hub;
+mod media;
 mod neighbours;
 mod pair;
 mod report;
 mod scan;
 mod send;
 mod serve;
+mod stream;
 mod transfer;
 
 use std::path::PathBuf;
@@ -31,8 +33,8 @@ use crate::app::{AppName, DEFAULT_APP};
 use crate::backend::Backend;
 use crate::error::{CliError, CliResult};
 
-const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failure · 2 usage · 3 not supported (colink 801: no BlueZ/adapter/hub, \
-                          or a layer not landed yet) · 4 peer unreachable or refused.\n\
+const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failure · 2 usage · 3 not supported (colink 801: no BlueZ/adapter/hub) \
+                          · 4 peer unreachable or refused.\n\
                           RUST_LOG (e.g. RUST_LOG=colink=debug) turns on tracing to stderr. See docs/cli.md.";
 
 /// colink: sessions between apps on Bluetooth-connected devices.
@@ -46,20 +48,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Two simulated devices in this process walk the whole API: discovery, pairing, connect, messages, 1 MB of
-    /// data, a link drop with resume, disconnect.
+    /// data, an image, a 3 s video stream, a link drop with resume, disconnect.
     #[command(after_help = "Example:\n  colink demo            # real time, about 15 s\n  colink demo --fast --json")]
     Demo(DemoArgs),
     /// Lists nearby colink devices: address, short device id, RSSI, services, PSM.
     #[command(after_help = "Example:\n  colink scan --duration 5\n  colink scan --backend bluez:hci0")]
     Scan(ScanArgs),
-    /// Advertises this device and accepts sessions for an app; prints (or saves) what arrives.
-    #[command(after_help = "Example:\n  colink sim-hub &\n  colink serve --save-dir ./inbox    # on the default hub")]
+    /// Advertises this device and accepts sessions for an app; prints (or saves) what arrives: messages, data,
+    /// files, images, and media streams (with frames, drops, latency and PSNR).
+    #[command(
+        after_help = "Example:\n  colink sim-hub &\n  colink serve --save-dir ./inbox    # on the default hub\n  \
+                            colink serve --save-dir ./inbox --save-frames 30   # also every 30th stream frame"
+    )]
     Serve(ServeArgs),
     /// Connects a session to an app on another device; sends each stdin line as a message and prints what arrives.
     #[command(after_help = "Example:\n  colink connect 5d3c...e1 --backend sim-hub")]
     Connect(ConnectArgs),
-    /// Connects, sends one message, data payload or file, and disconnects.
+    /// Connects, sends one message, data payload, file or image, and disconnects.
     #[command(after_help = "Example:\n  colink send file ./photo.raw --to 5d3c...e1 --backend sim-hub\n  \
+                            colink send image ./photo.png --quality 60 --to 5d3c...e1\n  \
                             colink send message 'hello' --to 5d3c...e1 --backend bluez")]
     Send(SendArgs),
     /// Pairs with a device (numeric comparison: confirm the six digits on both sides).
@@ -73,17 +80,46 @@ enum Command {
         after_help = "Example:\n  colink bench --size 2000000 --json\n  colink bench --backend bluez:hci0 --peer-adapter hci1"
     )]
     Bench(BenchArgs),
-    /// Media streams (send|recv): needs the media layer, which has not landed yet (exit code 3).
-    #[command(after_help = "Example:\n  colink stream send --to 5d3c...e1   # not available yet: exits 3")]
+    /// Media streams: `send` streams a moving test pattern (H.264) to a peer; `recv` is `serve`.
+    #[command(after_help = "Example:\n  colink stream recv --save-dir ./frames --save-frames 30\n  \
+                            colink stream send --to 5d3c...e1 --seconds 10 --bitrate 500000 --size 640x480")]
     Stream {
-        /// send or recv.
-        #[arg(value_parser = ["send", "recv"])]
-        direction: String,
-        /// Anything else (ignored until the media layer lands).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[command(subcommand)]
+        what: StreamWhat,
     },
 }
+
+#[derive(Debug, Subcommand)]
+enum StreamWhat {
+    /// Connects (need_send_stream), opens a SOURCE stream and pushes the moving test pattern at 30 fps, then
+    /// prints the stream's figures.
+    #[command(after_help = "Example:\n  colink stream send --to 5d3c...e1 --seconds 10 --bitrate 500000 --json")]
+    Send(StreamSendArgs),
+    /// Receives streams: exactly `colink serve` (same options), which opens a SINK for every peer that streams.
+    #[command(after_help = "Example:\n  colink stream recv --stream-name camera --save-dir ./frames --save-frames 30")]
+    Recv(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct StreamSendArgs {
+    #[command(flatten)]
+    to: Target,
+    /// How long to stream, seconds (30 frames a second).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    seconds: u32,
+    /// The encoder's bitrate, bits per second (the API takes 10000..=20000000; it lowers it under congestion).
+    #[arg(long, value_name = "BPS", default_value_t = 500_000)]
+    bitrate: u32,
+    /// The picture size, WIDTHxHEIGHT (even numbers).
+    #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = media::parse_size)]
+    size: (u32, u32),
+    /// The stream's name: the receiver's SINK must have the same (`serve --stream-name`).
+    #[arg(long, default_value = DEFAULT_STREAM)]
+    name: String,
+}
+
+/// The stream name `stream send` and `serve` use unless told otherwise.
+const DEFAULT_STREAM: &str = "colink";
 
 /// Where and as whom: the radio, the app endpoint and the device identity.
 #[derive(Debug, Args, Clone)]
@@ -173,6 +209,12 @@ struct ServeArgs {
     /// Reject sessions instead of accepting them (for testing a peer's error handling).
     #[arg(long)]
     reject: bool,
+    /// The name of the SINK stream opened for a peer that streams (must match the sender's `--name`).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM)]
+    stream_name: String,
+    /// Also save every Nth decoded stream frame as PNG into --save-dir (`frame-SESSION-NUMBER.png`).
+    #[arg(long, value_name = "N", requires = "save_dir", value_parser = clap::value_parser!(u64).range(1..))]
+    save_frames: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -223,10 +265,14 @@ enum SendWhat {
         #[command(flatten)]
         to: Target,
     },
-    /// An image: needs the media layer, which has not landed yet (exit code 3).
+    /// An image: a PNG or JPEG file, sent as JPEG with `send_image` (the receiver gets the same size).
+    #[command(after_help = "Example:\n  colink send image ./photo.png --quality 60 --to 5d3c...e1 --hub /tmp/air.sock")]
     Image {
-        /// The image file.
+        /// The image file (PNG or JPEG).
         path: PathBuf,
+        /// The JPEG quality, 0..=100 (the API's default is 30).
+        #[arg(long, default_value_t = colink::DEFAULT_IMAGE_QUALITY, allow_negative_numbers = true)]
+        quality: i32,
         #[command(flatten)]
         to: Target,
     },
@@ -360,18 +406,7 @@ fn run(cli: Cli) -> CliResult {
             let backend = a.radio.backend();
             runtime()?.block_on(scan::run(backend, a.duration, a.service, a.json))
         }
-        Command::Serve(a) => {
-            let backend = a.radio.backend_or_hub();
-            runtime()?.block_on(serve::run(serve::ServeOptions {
-                device: a.id.device_id,
-                state_dir: a.id.state_dir,
-                app: a.id.app,
-                backend,
-                save_dir: a.save_dir,
-                sessions: a.sessions,
-                reject: a.reject,
-            }))
-        }
+        Command::Serve(a) | Command::Stream { what: StreamWhat::Recv(a) } => serve(a),
         Command::Connect(a) => {
             let peer_app = a.peer_app.unwrap_or_else(|| a.id.app.clone());
             let ctx = send::Context {
@@ -394,23 +429,9 @@ fn run(cli: Cli) -> CliResult {
                     _ => return Err(CliError::usage("`send data` needs a payload or --size N")),
                 },
                 SendWhat::File { path, to } => (send::What::File(path), to),
-                SendWhat::Image { .. } => {
-                    return Err(CliError::not_supported(
-                        "`send image` needs the media layer (images and streams), which has not landed yet",
-                    ));
-                }
+                SendWhat::Image { path, quality, to } => (send::What::Image { path, quality }, to),
             };
-            let peer_app = t.peer_app.unwrap_or_else(|| t.id.app.clone());
-            let ctx = send::Context {
-                backend: t.radio.backend_or_hub(),
-                device: t.id.device_id,
-                state_dir: t.id.state_dir,
-                app: t.id.app,
-                peer_app,
-                to: t.to,
-                json: t.json,
-            };
-            runtime()?.block_on(send::once(ctx, what))
+            runtime()?.block_on(send::once(context(t), what))
         }
         Command::Pair(a) => {
             let backend = a.radio.backend();
@@ -432,8 +453,52 @@ fn run(cli: Cli) -> CliResult {
             };
             bench::run(&o)
         }
-        Command::Stream { .. } => Err(CliError::not_supported(
-            "`colink stream` needs the media layer (images and streams), which has not landed yet",
-        )),
+        Command::Stream { what: StreamWhat::Send(a) } => {
+            // A bitrate the encoder cannot do is a bad argument: say so with the API's 32300003 before connecting.
+            let (min, max) = (colink_media::video::MIN_BITRATE, colink_media::video::MAX_BITRATE);
+            if !(min..=max).contains(&a.bitrate) {
+                return Err(CliError::usage(colink::Error::new(
+                    colink::ErrorCode::BitrateNotSupported,
+                    format!("--bitrate: {} bit/s is outside {min}..={max}", a.bitrate),
+                )));
+            }
+            let o = stream::SendOptions {
+                seconds: a.seconds,
+                bitrate: a.bitrate,
+                width: a.size.0,
+                height: a.size.1,
+                name: a.name,
+            };
+            runtime()?.block_on(stream::send(context(a.to), o))
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> CliResult {
+    let backend = a.radio.backend_or_hub();
+    runtime()?.block_on(serve::run(serve::ServeOptions {
+        device: a.id.device_id,
+        state_dir: a.id.state_dir,
+        app: a.id.app,
+        backend,
+        save_dir: a.save_dir,
+        sessions: a.sessions,
+        reject: a.reject,
+        stream_name: a.stream_name,
+        save_frames: a.save_frames,
+    }))
+}
+
+/// The session context of `send` and `stream send`.
+fn context(t: Target) -> send::Context {
+    let peer_app = t.peer_app.unwrap_or_else(|| t.id.app.clone());
+    send::Context {
+        backend: t.radio.backend_or_hub(),
+        device: t.id.device_id,
+        state_dir: t.id.state_dir,
+        app: t.id.app,
+        peer_app,
+        to: t.to,
+        json: t.json,
     }
 }

@@ -39,13 +39,6 @@ impl Report {
         self.started.elapsed()
     }
 
-    /// Prints a line (not in `--json` mode).
-    pub(crate) fn say(&self, line: impl std::fmt::Display) {
-        if !self.json {
-            println!("{:>10} {line}", "");
-        }
-    }
-
     /// Records a finished step and prints its line.
     pub(crate) fn record(
         &mut self,

@@ -1,4 +1,4 @@
-//! `colink connect` (interactive) and `colink send message|data|file` (one payload, then disconnect).
+//! `colink connect` (interactive) and `colink send message|data|file|image` (one payload, then disconnect).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::app::{self, AppName, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
 use crate::error::{CliError, CliResult};
-use crate::transfer;
+use crate::{media, transfer};
 
 /// Who talks to whom, over what.
 pub(crate) struct Context {
@@ -36,17 +36,27 @@ pub(crate) enum What {
     Data(Vec<u8>),
     Pattern(u64),
     File(PathBuf),
+    /// A PNG or JPEG file, sent with `send_image` at a JPEG quality.
+    Image {
+        path: PathBuf,
+        quality: i32,
+    },
 }
 
 /// A connected session.
-struct Connected {
-    manager: Manager,
-    session: SessionId,
-    events: EventStream,
-    connect_s: f64,
+pub(crate) struct Connected {
+    pub(crate) manager: Manager,
+    pub(crate) session: SessionId,
+    pub(crate) events: EventStream,
+    pub(crate) connect_s: f64,
 }
 
 async fn connect(ctx: &Context) -> CliResult<Connected> {
+    connect_with(ctx, ConnectOptions { need_send_data: true, ..ConnectOptions::default() }).await
+}
+
+/// Starts a Manager on the context's radio and connects a session with `options` to the peer app.
+pub(crate) async fn connect_with(ctx: &Context, options: ConnectOptions) -> CliResult<Connected> {
     let state = app::state_dir(ctx.state_dir.as_deref());
     // A client needs a stable identity only on a real adapter; on the simulator each run is a new device.
     let persistent = matches!(ctx.backend, Backend::Bluez(_));
@@ -56,7 +66,6 @@ async fn connect(ctx: &Context) -> CliResult<Connected> {
     }
     let adapter = ctx.backend.open(&format!("cli-{}", device.short()), device).await?;
     let manager = app::manager(adapter, device, None).await?;
-    let options = ConnectOptions { need_send_data: true, ..ConnectOptions::default() };
     let session = manager.create_session(&ctx.app.caller(), SERVICE, ctx.peer_app.peer_on(ctx.to), options)?;
     let events = manager.events(session)?;
     let t = Instant::now();
@@ -78,6 +87,14 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
                 .map_err(|e| CliError::failure(format_args!("cannot read {}: {e}", path.display())))?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
             Some((name, Bytes::from(data)))
+        }
+        _ => None,
+    };
+    let image = match &what {
+        What::Image { path, quality } => {
+            // A bad quality is a bad argument: say so with the API's own 401 before connecting.
+            colink::api::validate::image_quality(*quality).map_err(CliError::usage)?;
+            Some(media::load_image(path)?)
         }
         _ => None,
     };
@@ -114,6 +131,28 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
             bar.finish_and_clear();
             sent?;
             ("file", data.len(), Some(transfer::sha256(&data)))
+        }
+        What::Image { quality, .. } => {
+            let Some(image) = &image else { return Err(CliError::failure("no image")) };
+            c.manager.send_image(c.session, image, quality).await?;
+            let secs = t.elapsed().as_secs_f64();
+            say(format!(
+                "sent image {}x{} {} as JPEG quality {quality} in {secs:.2} s; the peer holds it",
+                image.width(),
+                image.height(),
+                media::format_name(image.format())
+            ));
+            c.manager.disconnect(c.session).await?;
+            close(&c.manager).await;
+            if ctx.json {
+                let report = json!({
+                    "ok": true, "sent": "image", "width": image.width(), "height": image.height(),
+                    "format": media::format_name(image.format()), "quality": quality, "seconds": secs,
+                    "to": ctx.to.to_string(), "connect_s": c.connect_s,
+                });
+                println!("{report}");
+            }
+            return Ok(());
         }
     };
     let secs = t.elapsed().as_secs_f64();
@@ -166,6 +205,9 @@ pub(crate) async fn interactive(ctx: Context) -> CliResult {
                 Some(Event::ReceiveMessage { msg, .. }) => println!("< {msg}"),
                 Some(Event::ReceiveData { data, .. }) => {
                     println!("< data: {} bytes, sha256 {}", grouped(data.len() as u64), transfer::sha256(&data));
+                }
+                Some(Event::ReceiveImage { image, .. }) => {
+                    println!("< image: {}x{} {}", image.width(), image.height(), media::format_name(image.format()));
                 }
                 Some(Event::Disconnect { reason, .. }) => {
                     println!("the peer ended the session: {}", reason.reference_name());

@@ -1,5 +1,5 @@
-//! The `colink` binary end to end: the demo's JSON report, a file moved between two processes through
-//! `colink sim-hub`, and one-line errors with the documented exit codes.
+//! The `colink` binary end to end: the demo's JSON report, a file, an image and a video stream moved between
+//! processes through `colink sim-hub`, and one-line errors with the documented exit codes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -55,7 +55,10 @@ fn demo_fast_json_reports_every_step_ok() {
     assert_eq!(report["mode"], "virtual time");
     let steps = report["steps"].as_array().expect("steps");
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap_or("")).collect();
-    assert_eq!(names, ["start", "discovery", "pairing", "connect", "messages", "data", "link-drop", "disconnect"]);
+    assert_eq!(
+        names,
+        ["start", "discovery", "pairing", "connect", "messages", "data", "image", "stream", "link-drop", "disconnect"]
+    );
     for s in steps {
         assert_eq!(s["ok"], true, "{s}");
     }
@@ -71,6 +74,137 @@ fn demo_fast_json_reports_every_step_ok() {
     assert!(kbit > model * 0.5 && kbit <= model, "{kbit} kbit/s against a model capacity of {model}");
     assert_eq!(by("link-drop")["intact"], true);
     assert_eq!(by("disconnect")["reason"], "PEER_APP_CLOSE_COLLABORATION");
+    // The image comes back the same size, with the quality JPEG 30 gives a synthetic picture.
+    let image = by("image");
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64(), image["quality"].as_u64()),
+        (Some(640), Some(480), Some(30))
+    );
+    let db = image["psnr_db"].as_f64().expect("image PSNR");
+    assert!((25.0..60.0).contains(&db), "image PSNR {db}");
+    assert!(image["jpeg_bytes"].as_u64().expect("jpeg bytes") > 1000);
+    // 3 s at 30 fps and 500 kbit/s over LE 2M: nearly every frame shown, a plausible latency, a good picture.
+    let stream = by("stream");
+    assert_eq!(stream["frames_pushed"], 90);
+    let shown = stream["frames_shown"].as_u64().expect("frames shown");
+    assert!((80..=90).contains(&shown), "{shown} of 90 frames shown");
+    let (p50, p99) = (stream["latency_p50_ms"].as_f64().unwrap(), stream["latency_p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99 && p99 < 1000.0, "latency p50 {p50} p99 {p99}");
+    let db = stream["psnr_db"].as_f64().expect("stream PSNR");
+    assert!(db >= 30.0, "stream PSNR {db}");
+    assert!(report["not_included"].as_array().is_some_and(Vec::is_empty));
+}
+
+/// A `sim-hub --profile fast` and a `serve` on it (device `server_id`, extra serve arguments `extra`).
+fn hub_and_serve(dir: &Path, server_id: &str, extra: &[&str]) -> (Running, Running, mpsc::Receiver<String>, String) {
+    let sock = dir.join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (hub, _) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
+        spawn_until(c, "join it with")
+    };
+    let (serve, out) = {
+        let mut c = colink();
+        c.args(["serve", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1", "--state-dir"])
+            .arg(dir.join("state-serve"))
+            .args(extra);
+        spawn_until(c, "serving app")
+    };
+    (hub, serve, out, hub_arg)
+}
+
+/// serve's lines up to and including the session's end.
+fn lines_until_disconnected(out: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("disconnected")) {
+        lines.push(out.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("serve said {lines:?}")));
+    }
+    lines
+}
+
+#[test]
+fn an_image_sent_to_serve_is_saved_as_png_of_the_same_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    let server_id = "5e7e5e7e000000000000000000000002";
+    let (_hub, _serve, serve_out, hub_arg) =
+        hub_and_serve(dir.path(), server_id, &["--save-dir", inbox.to_str().expect("utf-8 path")]);
+    // A 120x80 RGBA picture with a gradient and a hard edge.
+    let png = dir.path().join("picture.png");
+    let picture = image::RgbaImage::from_fn(120, 80, |x, y| {
+        image::Rgba([(x * 2) as u8, (y * 3) as u8, if x > 60 { 255 } else { 0 }, 255])
+    });
+    picture.save(&png).expect("write the PNG");
+    let out = colink()
+        .args(["send", "image"])
+        .arg(&png)
+        .args(["--quality", "90", "--to", server_id, "--backend", &hub_arg, "--json", "--state-dir"])
+        .arg(dir.path().join("state-send"))
+        .output()
+        .expect("run send image");
+    assert!(out.status.success(), "send image failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(
+        (result["sent"].as_str(), result["width"].as_u64(), result["height"].as_u64()),
+        (Some("image"), Some(120), Some(80))
+    );
+    assert_eq!((result["format"].as_str(), result["quality"].as_u64()), (Some("RGBA8888"), Some(90)));
+    let lines = lines_until_disconnected(&serve_out);
+    let saved =
+        lines.iter().find(|l| l.contains("image 120x80 RGBA8888: saved")).unwrap_or_else(|| panic!("{lines:?}"));
+    let path = saved.rsplit("saved ").next().expect("a path");
+    let back = image::open(path).expect("the saved PNG opens").into_rgba8();
+    assert_eq!(back.dimensions(), (120, 80));
+    // JPEG at 90 keeps the picture close: the mean absolute error per channel is small.
+    let err: u64 = back.as_raw().iter().zip(picture.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+    assert!(err / back.as_raw().len() as u64 <= 4, "mean error {}", err / back.as_raw().len() as u64);
+}
+
+#[test]
+fn a_stream_sent_to_serve_is_received_and_measured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames_dir = dir.path().join("frames");
+    let server_id = "5e7e5e7e000000000000000000000003";
+    let (_hub, _serve, serve_out, hub_arg) = hub_and_serve(
+        dir.path(),
+        server_id,
+        &["--save-dir", frames_dir.to_str().expect("utf-8 path"), "--save-frames", "30", "--stream-name", "cam"],
+    );
+    let out = colink()
+        .args(["stream", "send", "--seconds", "2", "--size", "320x240", "--name", "cam", "--bitrate", "300000"])
+        .args(["--to", server_id, "--backend", &hub_arg, "--json", "--state-dir"])
+        .arg(dir.path().join("state-send"))
+        .output()
+        .expect("run stream send");
+    assert!(out.status.success(), "stream send failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(result["frames_pushed"], 60);
+    let sent = result["frames_sent"].as_u64().expect("frames sent");
+    assert!(sent > 0 && sent <= 60, "{result}");
+    assert!(result["key_frames"].as_u64().expect("key frames") >= 1);
+    assert!(result["bytes"].as_u64().expect("bytes") > 0);
+    let lines = lines_until_disconnected(&serve_out);
+    let end = lines.iter().find(|l| l.contains("stream \"cam\" ended")).unwrap_or_else(|| panic!("{lines:?}"));
+    // "... ended: N frames received (K key), M shown 320x240, ..."
+    let received: u64 = end
+        .split("ended: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{end}"));
+    assert!(received > 0 && received <= sent, "{end}");
+    assert!(end.contains("shown 320x240"), "{end}");
+    assert!(end.contains("dB against the test pattern"), "{end}");
+    assert!(lines.iter().any(|l| l.contains("saved") && l.contains("frames as PNG")), "{lines:?}");
+    let saved: Vec<_> = std::fs::read_dir(&frames_dir).expect("frames dir").map_while(Result::ok).collect();
+    assert!(!saved.is_empty() && saved.len() <= 2, "every 30th of at most 60 frames: {saved:?}");
+    for entry in saved {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(name.starts_with("frame-") && name.ends_with(".png"), "{name}");
+        let frame = image::open(entry.path()).expect("a saved frame opens");
+        assert_eq!((frame.width(), frame.height()), (320, 240));
+    }
 }
 
 #[test]
@@ -147,9 +281,34 @@ fn a_missing_radio_is_named_with_801_and_exit_code_3() {
         .unwrap();
     assert_one_line_error(&out, 3, "no simulator hub at /nonexistent/air.sock");
     assert!(String::from_utf8_lossy(&out.stderr).contains("801"));
-    // The media layer has not landed: a clear "not supported".
-    let out = colink().args(["stream", "send"]).output().unwrap();
-    assert_one_line_error(&out, 3, "media layer");
+    let out = colink()
+        .args(["stream", "send", "--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 3, "no simulator hub at /nonexistent/air.sock");
+}
+
+#[test]
+fn bad_images_and_qualities_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("p.png");
+    image::RgbImage::new(8, 8).save(&png).expect("write");
+    let to = ["--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"];
+    for q in ["101", "-1"] {
+        let out = colink().args(["send", "image"]).arg(&png).args(["--quality", q]).args(to).output().unwrap();
+        assert_one_line_error(&out, 2, "401");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("quality"));
+    }
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"no picture here").expect("write");
+    let out = colink().args(["send", "image"]).arg(&junk).args(to).output().unwrap();
+    assert_one_line_error(&out, 1, "cannot read image");
+    let out = colink().args(["send", "image"]).arg(dir.path().join("absent.png")).args(to).output().unwrap();
+    assert_one_line_error(&out, 1, "cannot read image");
+    let out = colink().args(["stream", "send", "--size", "641x480"]).args(to).output().unwrap();
+    assert_one_line_error(&out, 2, "641x480");
+    let out = colink().args(["stream", "send", "--bitrate", "5000"]).args(to).output().unwrap();
+    assert_one_line_error(&out, 2, "32300003");
 }
 
 #[test]
@@ -169,5 +328,10 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(out.status.success(), "{sub}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Example"), "{sub} --help has no example:\n{text}");
+    }
+    for (sub, what) in [("send", "image"), ("stream", "send"), ("stream", "recv")] {
+        let out = colink().args([sub, what, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} {what}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{sub} {what} --help has no example");
     }
 }
