@@ -415,7 +415,9 @@ async fn every_media_error_code() {
     assert_eq!(producer.push(&frame, Duration::ZERO).unwrap_err().code(), 32_300_002);
     p.bob.start_stream(sink).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(matches!(producer.push(&frame, Duration::ZERO).unwrap(), FrameFate::Queued { .. }));
+    // The restarted SINK gets a key frame straight away (it discarded what came before).
+    assert_eq!(producer.push(&frame, Duration::ZERO).unwrap(), FrameFate::Queued { key: true });
+    assert_eq!(surface.next_frame().await.unwrap().seq, 2);
     // Destroying releases the surfaces: pushes fail, the consumer ends.
     p.alice.destroy_stream(source).await.unwrap();
     assert_eq!(producer.push(&frame, Duration::ZERO).unwrap_err().code(), 401);

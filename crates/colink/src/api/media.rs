@@ -112,7 +112,8 @@ pub struct SurfaceParam {
     pub width: u32,
     /// `height` (required): the encoded height in pixels, > 0.
     pub height: u32,
-    /// `format` (optional, default NV21): the pixel format; the sender uses it.
+    /// `format` (optional, default NV21): the pixel format frames come out of a SINK's consumer surface in
+    /// (UNKNOWN gives I420). A SOURCE's producer surface takes frames in any supported format.
     pub format: VideoPixelFormat,
     /// `rotation` (optional, default none).
     pub rotation: Rotation,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use colink_media::jpeg::{self, DecodeLimits};
-use colink_media::video::{MAX_BITRATE, MIN_BITRATE};
+use colink_media::video::{MAX_BITRATE, MAX_ENCODE_LONG_SIDE, MAX_ENCODE_SHORT_SIDE, MIN_BITRATE};
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn};
 
@@ -165,8 +165,9 @@ impl Manager {
 
     /// `getSurfaceId(streamId, param)` (system only, SOURCE streams): the id (a decimal u64) of the producer
     /// surface the app pushes frames into ([`Manager::producer_surface`]). `width` and `height` fix the
-    /// encoded size (even numbers; `401` otherwise); asking again before the stream starts resizes the same
-    /// surface.
+    /// encoded size (even numbers, at most 3840x2160 in either orientation; `401` otherwise); asking again
+    /// before the stream starts resizes the same surface. The frames pushed may be in any supported pixel
+    /// format; `param.format` does not matter on this side.
     pub fn get_surface_id(&self, stream: StreamId, param: SurfaceParam) -> Result<String, Error> {
         let Stream::Source { pipe, .. } = self.system_stream(stream, "get_surface_id")? else {
             return Err(Error::invalid_arg(
@@ -219,8 +220,9 @@ impl Manager {
     }
 
     /// `setSurfaceId(streamId, surfaceId, param)` (system only, SINK streams): binds the consumer surface
-    /// `surface_id` ([`Manager::create_surface`]); its frames come out in `param.format` (NV12 or NV21),
-    /// rotated and flipped by `param`. A surface bound earlier is released.
+    /// `surface_id` ([`Manager::create_surface`]); its frames come out in `param.format` (NV12 or NV21;
+    /// UNKNOWN gives I420), rotated and flipped by `param`, at the size the source encodes (the sink's width and
+    /// height are not a scaling request). A surface bound earlier is released.
     pub fn set_surface_id(&self, stream: StreamId, surface_id: &str, param: SurfaceParam) -> Result<(), Error> {
         let Stream::Sink { pipe, .. } = self.system_stream(stream, "set_surface_id")? else {
             return Err(Error::invalid_arg(
@@ -416,6 +418,16 @@ impl SlotRef<'_> {
 
 fn check_surface(param: &SurfaceParam) -> Result<(), Error> {
     param.validate()?;
+    let (long, short) = (param.width.max(param.height), param.width.min(param.height));
+    if long > MAX_ENCODE_LONG_SIDE || short > MAX_ENCODE_SHORT_SIDE {
+        return Err(Error::invalid_arg(
+            "param",
+            format_args!(
+                "{}x{} is larger than the H.264 encoder takes ({MAX_ENCODE_LONG_SIDE}x{MAX_ENCODE_SHORT_SIDE})",
+                param.width, param.height
+            ),
+        ));
+    }
     for (arg, v) in [("param.width", param.width), ("param.height", param.height)] {
         if v % 2 == 1 || v > colink_media::pixel::MAX_DIMENSION {
             return Err(Error::invalid_arg(
@@ -513,7 +525,11 @@ pub(super) fn on_stream_message(inner: &Inner, id: SessionId, payload: &Bytes) {
             debug!(session = %id, %name, "peer sink started");
             if let Some(p) = &source {
                 let mut p = lock(p);
-                p.peer_ready = p.name == name;
+                if p.name == name {
+                    p.peer_sink_started();
+                } else {
+                    p.peer_ready = false;
+                }
             }
             media.peer_sinks.insert(id, name);
         }

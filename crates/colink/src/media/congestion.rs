@@ -13,15 +13,16 @@
 //!   on an idle link is never a congestion signal), nor [`CongestionConfig::max_inflight`]. While any is
 //!   exceeded no frame is encoded.
 //! - **Whole groups.** Once a frame is skipped, every following frame is skipped until the oldest
-//!   unacknowledged frame is younger than half the budget (or none is left); the next frame is then encoded as a
-//!   key frame, so the decoder never sees a broken reference chain.
+//!   unacknowledged frame is younger than half the latency budget (or none is left) and the unacknowledged bytes
+//!   are at most half the byte budget; the next frame is then encoded as a key frame, so the decoder never sees
+//!   a broken reference chain.
 //! - **Start.** A stream starts at [`CongestionConfig::start_bitrate`] (at most its configured bitrate) and,
 //!   until the first congestion, grows by [`CongestionConfig::slow_start`] per `hold`: a link of unknown
 //!   capacity is probed instead of flooded.
 //! - **Bitrate.** A skip, or an acknowledged frame older than the budget, multiplies the target by
 //!   [`CongestionConfig::decrease`] (at most once per [`CongestionConfig::hold`]), never below the minimum;
 //!   after `hold` without congestion the target grows by [`CongestionConfig::increase`] per `hold`, up to the
-//!   stream's configured bitrate. A decrease never goes below the delivery rate measured just before it.
+//!   stream's configured bitrate. A decrease never goes below 90 % of the delivery rate measured just before it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -147,7 +148,8 @@ impl Congestion {
         self.stats
     }
 
-    /// The delivery rate measured over the last second, in bytes per second (`None` before a full window).
+    /// The delivery rate measured over the last second, in bytes per second (`None` until the acknowledgements
+    /// in the window span at least half a second).
     pub fn delivery_rate(&self, now: Instant) -> Option<u64> {
         let first = self.delivered.front()?.0;
         let span = now.saturating_duration_since(first);

@@ -112,6 +112,15 @@ impl SourcePipe {
         }
     }
 
+    /// The peer's SINK of this name (re)started: frames may flow, and the first must be a key frame, since the
+    /// sink discarded what came before.
+    pub(crate) fn peer_sink_started(&mut self) {
+        self.peer_ready = true;
+        if let Some(r) = &mut self.running {
+            r.force_key = true;
+        }
+    }
+
     /// The peer asked for a key frame.
     pub(crate) fn key_frame_requested(&mut self) {
         self.stats.key_frame_requests += 1;
@@ -163,7 +172,8 @@ impl SourcePipe {
             Admit::Encode { key } => key || std::mem::take(&mut running.force_key),
         };
         // Re-targeting restarts openh264's rate control with a key frame, so the encoder follows the controller
-        // in steps: any decrease of 15 % or more (a group is being dropped anyway), increases of 20 % or more.
+        // in steps: decreases of more than 1/7 (a group is being dropped anyway), increases of more than 1/5, and
+        // back to the configured bitrate.
         let (target, current) = (p.congestion.target_bitrate(), running.encoder.bitrate());
         if target < current - current / 7
             || target > current + current / 5
