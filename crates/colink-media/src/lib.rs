@@ -33,6 +33,6 @@ pub mod video;
 
 pub use jpeg::{DecodeLimits, ImageError};
 pub use pattern::test_pattern;
-pub use pixel::{MAX_DIMENSION, MAX_PIXELS, PixelError, PixelFormat, PixelMap, psnr, psnr_luma};
+pub use pixel::{ColorMatrix, MAX_DIMENSION, MAX_PIXELS, PixelError, PixelFormat, PixelMap, psnr, psnr_luma};
 pub use transform::{Flip, Rotation, transform};
 pub use video::{EncodedFrame, EncoderConfig, H264Decoder, H264Encoder, MAX_BITRATE, MIN_BITRATE, VideoError};

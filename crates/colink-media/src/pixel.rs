@@ -29,6 +29,18 @@
 //! B = clamp((298 (Y-16) + 516 (U-128) + 128) >> 8)
 //! ```
 //!
+//! [`PixelMap::convert_with`] can use **BT.709 limited range** instead ([`ColorMatrix::Bt709`]), the
+//! HD matrix a stream asks for with the BT709_LIMIT colour space:
+//!
+//! ```text
+//! Y = ((47 R + 157 G + 16 B + 128) >> 8) + 16
+//! U = ((-26 R - 87 G + 112 B + 128) >> 8) + 128
+//! V = ((112 R - 102 G - 10 B + 128) >> 8) + 128
+//! R = clamp((298 (Y-16) + 459 (V-128) + 128) >> 8)
+//! G = clamp((298 (Y-16) - 55 (U-128) - 136 (V-128) + 128) >> 8)
+//! B = clamp((298 (Y-16) + 541 (U-128) + 128) >> 8)
+//! ```
+//!
 //! RGB → 4:2:0 takes U and V from the average colour of each 2×2 block; 4:2:0 → RGB repeats each
 //! chroma sample over its 2×2 block (nearest neighbour). Conversions between the three YUV
 //! formats and between the three RGB formats are lossless; alpha is kept between RGBA and BGRA,
@@ -269,6 +281,12 @@ impl PixelMap {
     /// packed copy (or a cheap clone when already packed). See the [module docs](self) for the
     /// colour maths (BT.601 limited range).
     pub fn convert(&self, to: PixelFormat) -> Result<Self, PixelError> {
+        self.convert_with(to, ColorMatrix::Bt601)
+    }
+
+    /// [`convert`](Self::convert) with the YUV ↔ RGB matrix `matrix` (it only matters when one
+    /// side is YUV and the other RGB).
+    pub fn convert_with(&self, to: PixelFormat, matrix: ColorMatrix) -> Result<Self, PixelError> {
         if to == self.format && self.is_packed() {
             return Ok(self.clone());
         }
@@ -281,10 +299,10 @@ impl PixelMap {
             if to.is_yuv420() {
                 i420_to_yuv(&i420, w as usize, h as usize, to)
             } else {
-                i420_to_rgb(&i420, w as usize, h as usize, to)
+                i420_to_rgb(&i420, w as usize, h as usize, to, matrix)
             }
         } else if to.is_yuv420() {
-            let i420 = rgb_to_i420(self);
+            let i420 = rgb_to_i420(self, matrix);
             i420_to_yuv(&i420, w as usize, h as usize, to)
         } else {
             rgb_to_rgb(self, to)
@@ -440,33 +458,85 @@ fn rgb_to_rgb(src: &PixelMap, to: PixelFormat) -> Vec<u8> {
     out
 }
 
+/// The YUV ↔ RGB matrix of a conversion (both limited range, 8-bit; see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ColorMatrix {
+    /// ITU-R BT.601 (SD; the default).
+    #[default]
+    Bt601,
+    /// ITU-R BT.709 (HD).
+    Bt709,
+}
+
+/// A matrix's 8-bit integer coefficients (×256).
+struct Coefficients {
+    /// Y from R, G, B.
+    y: [i32; 3],
+    /// U from R, G, B.
+    u: [i32; 3],
+    /// V from R, G, B.
+    v: [i32; 3],
+    /// R from V; G from U and V; B from U.
+    r_v: i32,
+    g_u: i32,
+    g_v: i32,
+    b_u: i32,
+}
+
+impl ColorMatrix {
+    const fn coefficients(self) -> Coefficients {
+        match self {
+            Self::Bt601 => Coefficients {
+                y: [66, 129, 25],
+                u: [-38, -74, 112],
+                v: [112, -94, -18],
+                r_v: 409,
+                g_u: -100,
+                g_v: -208,
+                b_u: 516,
+            },
+            Self::Bt709 => Coefficients {
+                y: [47, 157, 16],
+                u: [-26, -87, 112],
+                v: [112, -102, -10],
+                r_v: 459,
+                g_u: -55,
+                g_v: -136,
+                b_u: 541,
+            },
+        }
+    }
+}
+
 #[inline]
-fn rgb_to_y(r: i32, g: i32, b: i32) -> u8 {
-    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+fn rgb_to_y(k: &Coefficients, r: i32, g: i32, b: i32) -> u8 {
+    (((k.y[0] * r + k.y[1] * g + k.y[2] * b + 128) >> 8) + 16).clamp(0, 255) as u8
 }
 
 /// U and V from the sums of four pixels' R, G and B.
 #[inline]
-fn rgb4_to_uv(r: i32, g: i32, b: i32) -> (u8, u8) {
-    let u = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128;
-    let v = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128;
+fn rgb4_to_uv(k: &Coefficients, r: i32, g: i32, b: i32) -> (u8, u8) {
+    let u = ((k.u[0] * r + k.u[1] * g + k.u[2] * b + 512) >> 10) + 128;
+    let v = ((k.v[0] * r + k.v[1] * g + k.v[2] * b + 512) >> 10) + 128;
     (u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
 }
 
 #[inline]
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+fn yuv_to_rgb(k: &Coefficients, y: u8, u: u8, v: u8) -> [u8; 3] {
     let c = 298 * (i32::from(y) - 16) + 128;
     let d = i32::from(u) - 128;
     let e = i32::from(v) - 128;
     [
-        ((c + 409 * e) >> 8).clamp(0, 255) as u8,
-        ((c - 100 * d - 208 * e) >> 8).clamp(0, 255) as u8,
-        ((c + 516 * d) >> 8).clamp(0, 255) as u8,
+        ((c + k.r_v * e) >> 8).clamp(0, 255) as u8,
+        ((c + k.g_u * d + k.g_v * e) >> 8).clamp(0, 255) as u8,
+        ((c + k.b_u * d) >> 8).clamp(0, 255) as u8,
     ]
 }
 
-/// Packed I420 from an RGB-family map with even dimensions (BT.601 limited range).
-fn rgb_to_i420(src: &PixelMap) -> Vec<u8> {
+/// Packed I420 from an RGB-family map with even dimensions.
+fn rgb_to_i420(src: &PixelMap, matrix: ColorMatrix) -> Vec<u8> {
+    let k = &matrix.coefficients();
     let (w, h) = (src.width as usize, src.height as usize);
     let (cw, ch) = (w / 2, h / 2);
     let bpp = src.format.bytes_per_pixel() as usize;
@@ -486,13 +556,13 @@ fn rgb_to_i420(src: &PixelMap) -> Vec<u8> {
                     let x = 2 * cx + dx;
                     let p = &row[x * bpp..];
                     let (r, g, b) = (i32::from(p[ri]), i32::from(p[gi]), i32::from(p[bi]));
-                    yrow[x] = rgb_to_y(r, g, b);
+                    yrow[x] = rgb_to_y(k, r, g, b);
                     rs += r;
                     gs += g;
                     bs += b;
                 }
             }
-            let (u, v) = rgb4_to_uv(rs, gs, bs);
+            let (u, v) = rgb4_to_uv(k, rs, gs, bs);
             up[cy * cw + cx] = u;
             vp[cy * cw + cx] = v;
         }
@@ -500,8 +570,9 @@ fn rgb_to_i420(src: &PixelMap) -> Vec<u8> {
     out
 }
 
-/// An RGB-family buffer from packed I420 (BT.601 limited range, chroma repeated over 2×2).
-fn i420_to_rgb(i420: &[u8], w: usize, h: usize, to: PixelFormat) -> Vec<u8> {
+/// An RGB-family buffer from packed I420 (chroma repeated over 2×2).
+fn i420_to_rgb(i420: &[u8], w: usize, h: usize, to: PixelFormat, matrix: ColorMatrix) -> Vec<u8> {
+    let k = &matrix.coefficients();
     let cw = w / 2;
     let bpp = to.bytes_per_pixel() as usize;
     let ([ri, gi, bi], ai) = rgb_layout(to);
@@ -513,7 +584,7 @@ fn i420_to_rgb(i420: &[u8], w: usize, h: usize, to: PixelFormat) -> Vec<u8> {
         let urow = &up[(y / 2) * cw..][..cw];
         let vrow = &vp[(y / 2) * cw..][..cw];
         for (x, o) in orow.chunks_exact_mut(bpp).enumerate() {
-            let [r, g, b] = yuv_to_rgb(yrow[x], urow[x / 2], vrow[x / 2]);
+            let [r, g, b] = yuv_to_rgb(k, yrow[x], urow[x / 2], vrow[x / 2]);
             o[ri] = r;
             o[gi] = g;
             o[bi] = b;
@@ -601,6 +672,30 @@ mod tests {
         let back = y.convert(PixelFormat::Rgb888).unwrap();
         for p in back.data().chunks(3) {
             assert!(p[0] >= 253 && p[1] <= 2 && p[2] <= 2, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn bt709_differs_from_bt601_where_it_should_and_round_trips() {
+        // Pure primaries and grey: within 1 of the studio-swing values of ITU-R BT.709 (red 63/102/240,
+        // green 173/42/26, blue 32/240/118) and BT.601 (red 81/90/240, green 145/54/34, blue 41/240/110).
+        let cases: [([u8; 3], [u8; 3], [u8; 3]); 4] = [
+            ([255, 0, 0], [63, 102, 240], [82, 90, 240]),
+            ([0, 255, 0], [172, 41, 26], [144, 54, 34]),
+            ([0, 0, 255], [32, 240, 118], [41, 240, 110]),
+            ([128, 128, 128], [126, 128, 128], [126, 128, 128]),
+        ];
+        for (rgb, yuv709, yuv601) in cases {
+            let img = PixelMap::packed(2, 2, PixelFormat::Rgb888, rgb.repeat(4)).unwrap();
+            for (matrix, want) in [(ColorMatrix::Bt709, yuv709), (ColorMatrix::Bt601, yuv601)] {
+                let i420 = img.convert_with(PixelFormat::I420, matrix).unwrap();
+                let d = i420.data();
+                assert_eq!([d[0], d[4], d[5]], want, "{rgb:?} {matrix:?}");
+                let back = i420.convert_with(PixelFormat::Rgb888, matrix).unwrap();
+                for (a, b) in back.data()[..3].iter().zip(rgb) {
+                    assert!(a.abs_diff(b) <= 3, "{rgb:?} {matrix:?}: {:?}", &back.data()[..3]);
+                }
+            }
         }
     }
 

@@ -6,8 +6,8 @@
 //! skipping disabled (every frame produces output), one slice per frame, single-threaded. Every
 //! key frame is an IDR that carries SPS and PPS, so a decoder that starts at any key frame can
 //! decode from there on: this is what lets colink drop a whole group of frames up to the next key
-//! frame under congestion. The encoder signals BT.601 limited range in the VUI, matching the
-//! [`pixel`](crate::pixel) conversions.
+//! frame under congestion. The encoder converts RGB input with [`EncoderConfig::color`] (BT.601
+//! limited range by default, BT.709 on request) and signals the same matrix in the VUI.
 //!
 //! [`H264Decoder`] turns such access units (from this encoder or any baseline H.264 source) back
 //! into packed [`PixelFormat::I420`] frames.
@@ -44,7 +44,7 @@ use openh264::encoder::{
 use openh264::formats::{YUVSlices, YUVSource as _};
 use thiserror::Error;
 
-use crate::pixel::{MAX_DIMENSION, MAX_PIXELS, PixelError, PixelFormat, PixelMap};
+use crate::pixel::{ColorMatrix, MAX_DIMENSION, MAX_PIXELS, PixelError, PixelFormat, PixelMap};
 
 /// The lowest bitrate (bits per second) colink's H.264 streams accept: 10 kbit/s.
 pub const MIN_BITRATE: u32 = 10_000;
@@ -123,13 +123,16 @@ pub struct EncoderConfig {
     /// A key frame (IDR) every this many frames (default 60); 0 means key frames only at the
     /// start and on [`H264Encoder::request_keyframe`].
     pub keyframe_interval: u32,
+    /// The YUV matrix: RGB frames are converted with it, and the stream's VUI names it (default
+    /// BT.601 limited range). YUV frames are taken as they are, assumed to be in this matrix.
+    pub color: ColorMatrix,
 }
 
 impl EncoderConfig {
     /// Settings for `width` × `height` at `bitrate` bit/s, 30 fps, key frame every 60 frames.
     #[must_use]
     pub const fn new(width: u32, height: u32, bitrate: u32) -> Self {
-        Self { width, height, bitrate, fps: 30.0, keyframe_interval: 60 }
+        Self { width, height, bitrate, fps: 30.0, keyframe_interval: 60, color: ColorMatrix::Bt601 }
     }
 
     /// Checks the settings as [`H264Encoder::new`] does.
@@ -205,7 +208,7 @@ impl H264Encoder {
                 expected_height: self.cfg.height,
             });
         }
-        let i420 = frame.convert(PixelFormat::I420)?;
+        let i420 = frame.convert_with(PixelFormat::I420, self.cfg.color)?;
         let (w, h) = (self.cfg.width as usize, self.cfg.height as usize);
         let (y_len, c_len) = (w * h, (w / 2) * (h / 2));
         let data = i420.data();
@@ -297,7 +300,10 @@ fn make_encoder(cfg: &EncoderConfig) -> Result<Encoder, VideoError> {
         // openh264 replaces a minimum QP of 0 by its default range 12..=42, and QP 42 is too
         // fine for low bitrates at VGA without frame skipping; allow the full range up to 51.
         .qp(QpRange::new(12, 51))
-        .vui(VuiConfig::bt601());
+        .vui(match cfg.color {
+            ColorMatrix::Bt709 => VuiConfig::bt709(),
+            _ => VuiConfig::bt601(),
+        });
     Encoder::with_api_config(OpenH264API::from_source(), oh).map_err(|e| VideoError::Codec(e.to_string()))
 }
 

@@ -7,23 +7,15 @@ use bytes::Bytes;
 use colink::api::{ConnectErrorCode, ConnectOptions, DisconnectReason, Permission};
 use colink::{Caller, Event, EventKind, Manager, PeerInfo};
 use colink_ble::DeviceId;
-use colink_sim::{Position, SimAdapter, SimAir};
+use colink_sim::{Position, SimAir};
 use futures::StreamExt;
+
+#[path = "common/devices.rs"]
+mod devices;
+use devices::manager;
 
 fn chat(system: bool) -> Caller {
     Caller::new("com.example.chat", "entry", "MainAbility").system(system).grant(Permission::DistributedDatasync)
-}
-
-async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> (Manager, SimAdapter) {
-    let adapter = air.adapter(name, Position::new(x, 0.0));
-    let m = Manager::builder()
-        .adapter(adapter.clone())
-        .device_id(DeviceId::from_bytes([id; 16]))
-        .seed(u64::from(id))
-        .build()
-        .await
-        .unwrap();
-    (m, adapter)
 }
 
 fn peer_of(m: &Manager) -> PeerInfo {

@@ -10,7 +10,7 @@ use colink::api::{
 };
 use colink::media::{FrameFate, PixelFormat, PixelMap};
 use colink::{Caller, Event, Manager, PeerInfo, SessionId};
-use colink_ble::{DeviceId, Mtu, Phy};
+use colink_ble::{Mtu, Phy};
 use colink_media::pattern::test_pattern;
 use colink_media::pixel::{psnr, psnr_luma};
 use colink_media::transform::{Flip, Rotation as MediaRotation, transform};
@@ -18,20 +18,12 @@ use colink_sim::{PhyProfile, Position, SimAdapter, SimAir};
 use futures::StreamExt;
 use tokio::time::Instant;
 
+#[path = "common/devices.rs"]
+mod devices;
+use devices::manager;
+
 fn app(system: bool) -> Caller {
     Caller::new("com.example.cast", "entry", "CastAbility").system(system).grant(Permission::DistributedDatasync)
-}
-
-async fn manager(air: &SimAir, name: &str, x: f64, id: u8) -> (Manager, SimAdapter) {
-    let adapter = air.adapter(name, Position::new(x, 0.0));
-    let m = Manager::builder()
-        .adapter(adapter.clone())
-        .device_id(DeviceId::from_bytes([id; 16]))
-        .seed(u64::from(id))
-        .build()
-        .await
-        .unwrap();
-    (m, adapter)
 }
 
 fn peer_of(m: &Manager) -> PeerInfo {
@@ -566,4 +558,29 @@ async fn an_image_that_cannot_arrive_fails_with_send_failure() {
             if info.event_type == colink::api::CollaborateEventType::SendFailure),
         "{failures:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bt709_stream_converts_rgb_with_bt709_and_says_so() {
+    let p = pair(72, true).await;
+    let sink = p.bob.create_stream(p.sb, StreamParam::new("hd", StreamRole::Sink)).unwrap();
+    let mut surface = p.bob.create_surface();
+    p.bob.set_surface_id(sink, &surface.id(), SurfaceParam::new(320, 240)).unwrap();
+    p.bob.start_stream(sink).await.unwrap();
+    let mut param = StreamParam::new("hd", StreamRole::Source);
+    param.bitrate = 2_000_000;
+    param.color_space_conversion_target = Some(ColorSpace::BT709_LIMIT);
+    let source = p.alice.create_stream(p.sa, param).unwrap();
+    let producer =
+        p.alice.producer_surface(&p.alice.get_surface_id(source, SurfaceParam::new(320, 240)).unwrap()).unwrap();
+    p.alice.start_stream(source).await.unwrap();
+    let original = photo(320, 240, 9);
+    producer.push(&original, Duration::ZERO).unwrap();
+    let f = surface.next_frame().await.unwrap();
+    assert_eq!(f.color, colink::media::ColorMatrix::Bt709);
+    let as709 = f.pixels.convert_with(PixelFormat::Rgb888, colink::media::ColorMatrix::Bt709).unwrap();
+    let as601 = f.pixels.convert_with(PixelFormat::Rgb888, colink::media::ColorMatrix::Bt601).unwrap();
+    let (right, wrong) = (psnr(&original, &as709).unwrap(), psnr(&original, &as601).unwrap());
+    println!("BT.709 stream, RGB back with BT.709: {right:.1} dB, with BT.601: {wrong:.1} dB");
+    assert!(right > wrong + 3.0 && right > 30.0);
 }

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         match &message {
             StreamMessage::Frame(header, unit) => {
                 assert_eq!(&unit[..], &data[16..]);
-                assert_eq!(again[FLAGS], data[FLAGS] & 1);
+                assert_eq!(again[FLAGS], data[FLAGS] & 3);
                 assert_eq!(again[TRANSFORM] & 3, data[TRANSFORM] & 3);
                 assert!(header.transform.flip < 3);
                 for (i, (a, b)) in again.iter().zip(data).enumerate() {

@@ -19,7 +19,7 @@ use crate::engine::{ChannelKind, SessionKey};
 use crate::media::pipe::{Signal, SinkPipe, SourcePipe, SurfaceSlot};
 use crate::media::wire::{ImageHeader, StreamMessage};
 use crate::media::{
-    ConsumerSurface, PixelFormat, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
+    ColorMatrix, ConsumerSurface, PixelFormat, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
 };
 
 /// The JPEG quality `send_image` uses when the app gives none (the reference's default).
@@ -153,7 +153,12 @@ impl Manager {
                 pipe: Arc::new(Mutex::new(SinkPipe::new(stream_id, id, param.name, self.inner.signals.clone()))),
             },
             _ => {
-                let mut pipe = SourcePipe::new(stream_id, param.name, param.bitrate);
+                // BT709_LIMIT (the only target accepted): RGB frames become BT.709 limited-range YUV.
+                let color = match param.color_space_conversion_target {
+                    Some(_) => ColorMatrix::Bt709,
+                    None => ColorMatrix::Bt601,
+                };
+                let mut pipe = SourcePipe::new(stream_id, param.name, param.bitrate, color);
                 pipe.peer_ready = media.peer_sinks.get(&id).is_some_and(|n| *n == pipe.name);
                 Stream::Source { session: id, pipe: Arc::new(Mutex::new(pipe)) }
             }

@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use colink_media::{PixelFormat, PixelMap};
+pub use colink_media::{ColorMatrix, PixelFormat, PixelMap};
 
 use crate::api::{Error, ErrorCode, StreamId};
 
@@ -46,6 +46,9 @@ pub struct ReceivedFrame {
     pub timestamp: Duration,
     /// The source's frame number (frames the source dropped leave gaps).
     pub seq: u32,
+    /// The YUV matrix of the picture (BT.709 when the source's stream asked for the BT709_LIMIT colour
+    /// space, else BT.601); convert to RGB with it.
+    pub color: ColorMatrix,
 }
 
 /// A stream's figures (see [`Manager::stream_stats`](crate::Manager::stream_stats)).

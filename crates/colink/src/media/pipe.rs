@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use colink_media::pixel::ColorMatrix;
 use colink_media::transform::{Flip, Rotation as MediaRotation, transform};
 use colink_media::video::{EncoderConfig, H264Decoder, H264Encoder};
 use futures::StreamExt;
@@ -42,6 +43,8 @@ pub(crate) struct SourcePipe {
     pub(crate) name: String,
     /// The stream's configured bitrate (the congestion controller's ceiling).
     pub(crate) bitrate: u32,
+    /// The YUV matrix RGB frames are converted with (BT.709 when the stream asked for BT709_LIMIT).
+    color: ColorMatrix,
     /// The producer surface's parameters (set by `get_surface_id`).
     pub(crate) param: Option<SurfaceParam>,
     /// The peer's SINK of the same name has started.
@@ -59,11 +62,12 @@ struct Running {
 }
 
 impl SourcePipe {
-    pub(crate) fn new(stream: StreamId, name: String, bitrate: u32) -> Self {
+    pub(crate) fn new(stream: StreamId, name: String, bitrate: u32, color: ColorMatrix) -> Self {
         Self {
             stream,
             name,
             bitrate,
+            color,
             param: None,
             peer_ready: false,
             running: None,
@@ -96,7 +100,10 @@ impl SourcePipe {
             )
         })?;
         p.congestion = Congestion::new(congestion_config(p.bitrate));
-        let config = EncoderConfig::new(param.width, param.height, p.congestion.target_bitrate());
+        let config = EncoderConfig {
+            color: p.color,
+            ..EncoderConfig::new(param.width, param.height, p.congestion.target_bitrate())
+        };
         let encoder = H264Encoder::new(config).map_err(|e| Error::invalid_arg("param", e))?;
         let (out, rx) = mpsc::unbounded_channel();
         p.running = Some(Running { encoder, out, force_key: true });
@@ -196,6 +203,7 @@ impl SourcePipe {
             seq: p.seq,
             timestamp_us: u64::try_from(timestamp.as_micros()).unwrap_or(u64::MAX),
             key: encoded.keyframe,
+            bt709: p.color == ColorMatrix::Bt709,
             transform: wire_transform(param.rotation, param.flip),
         };
         let payload = StreamMessage::Frame(header, encoded.data).encode();
@@ -435,7 +443,8 @@ impl SinkPipe {
                     Ok(pixels) => {
                         self.stats.frames_delivered += 1;
                         let timestamp = Duration::from_micros(header.timestamp_us);
-                        return Some(ReceivedFrame { pixels, timestamp, seq: header.seq });
+                        let color = if header.bt709 { ColorMatrix::Bt709 } else { ColorMatrix::Bt601 };
+                        return Some(ReceivedFrame { pixels, timestamp, seq: header.seq, color });
                     }
                     Err(e) => {
                         warn!(%e, "decoded picture could not be converted");

@@ -100,6 +100,8 @@ pub struct VideoFrameHeader {
     pub timestamp_us: u64,
     /// Whether the frame is a key frame (decodable without earlier frames).
     pub key: bool,
+    /// Whether the picture's YUV uses the BT.709 matrix (else BT.601), both limited range.
+    pub bt709: bool,
     /// The source surface's transform at the time of the frame.
     pub transform: WireTransform,
 }
@@ -126,7 +128,7 @@ impl StreamMessage {
                 b.put_u8(T_FRAME);
                 b.put_u32(h.seq);
                 b.put_u64(h.timestamp_us);
-                b.put_u8(u8::from(h.key));
+                b.put_u8(u8::from(h.key) | (u8::from(h.bt709) << 1));
                 b.put_u8(h.transform.to_byte());
                 b.extend_from_slice(data);
                 b.freeze()
@@ -164,6 +166,7 @@ impl StreamMessage {
                     seq: u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
                     timestamp_us: u64::from_be_bytes([p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]]),
                     key: p[14] & 1 == 1,
+                    bt709: p[14] & 2 == 2,
                     transform: WireTransform::from_byte(p[15]),
                 };
                 Self::Frame(header, payload.slice(FRAME_HEADER_LEN..))
@@ -249,6 +252,7 @@ mod tests {
             seq: 7,
             timestamp_us: 1_234_567,
             key: true,
+            bt709: true,
             transform: WireTransform { quarter_turns: 3, flip: 2 },
         };
         for m in [
@@ -304,9 +308,11 @@ mod tests {
         }
 
         #[test]
-        fn frames_round_trip(seq: u32, ts: u64, key: bool, q in 0u8..4, flip in 0u8..3,
+        fn frames_round_trip(seq: u32, ts: u64, key: bool, bt709: bool, q in 0u8..4, flip in 0u8..3,
                              data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let h = VideoFrameHeader { seq, timestamp_us: ts, key, transform: WireTransform { quarter_turns: q, flip } };
+            let h = VideoFrameHeader {
+                seq, timestamp_us: ts, key, bt709, transform: WireTransform { quarter_turns: q, flip },
+            };
             let m = StreamMessage::Frame(h, Bytes::from(data));
             prop_assert_eq!(StreamMessage::decode(&m.encode()), Ok(m));
         }
