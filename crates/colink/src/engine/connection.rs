@@ -4,20 +4,17 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use colink_frame::{
-    Fragmenter, Frame, FrameKind, LinkMode, Mtu, Position as FramePosition, Reassembler, ReassemblyError, StreamCodec,
-    decode_packet,
-};
+use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu, Reassembler, StreamCodec, decode_packet};
 use tracing::{debug, trace, warn};
 
 use super::auth::{Authenticator, NoAuth};
 use super::config::{Config, Entropy, Transport};
-use super::error::{CloseCode, LinkError, ProtocolError, SendError, SendFailure};
+use super::error::{CloseCode, LinkError, SendError, SendFailure};
 use super::event::Event;
 use super::lane::{RecvLane, SendLane};
 use super::session::Session;
 use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, Role, SendId, SessionKey};
-use super::wire::{self, AckEntry, CH_ACK, CH_CONTROL, CH_HANDSHAKE, CH_KEEPALIVE, Hello, Position};
+use super::wire::{self, CH_CONTROL, CH_HANDSHAKE, Hello, Position};
 
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +75,7 @@ pub(crate) struct PeerLink {
 }
 
 /// Priority classes, highest first: control, message, stream media, image, bulk data.
-const CLASSES: [FrameKind; 5] =
+pub(crate) const CLASSES: [FrameKind; 5] =
     [FrameKind::Control, FrameKind::Message, FrameKind::StreamMedia, FrameKind::Image, FrameKind::Data];
 
 /// The sans-IO state machine of one link between two devices and every session on it.
@@ -97,9 +94,9 @@ pub struct Connection {
     pub(crate) state: LinkState,
     pub(crate) transport: Option<Transport>,
     pub(crate) frame_mtu: Mtu,
-    stream_buf: BytesMut,
-    codec: StreamCodec,
-    tx_buf: BytesMut,
+    pub(crate) stream_buf: BytesMut,
+    pub(crate) codec: StreamCodec,
+    pub(crate) tx_buf: BytesMut,
     pub(crate) local_token: u64,
     pub(crate) peer: Option<PeerLink>,
     pub(crate) version: u8,
@@ -108,7 +105,7 @@ pub struct Connection {
     pub(crate) hs_hello_cache: Option<Hello>,
     /// Encoded handshake-channel frames (HELLO, AUTH, CLOSE) waiting to go.
     pub(crate) hs_out: VecDeque<Bytes>,
-    hs_seq: u32,
+    pub(crate) hs_seq: u32,
     pub(crate) grace_deadline: Option<Instant>,
     pub(crate) lanes: BTreeMap<u32, SendLane>,
     pub(crate) recv: BTreeMap<u32, RecvLane>,
@@ -117,22 +114,22 @@ pub struct Connection {
     pub(crate) tokens: BTreeMap<String, u32>,
     pub(crate) next_local_session: u32,
     pub(crate) max_peer_session: u32,
-    ack_dirty: BTreeSet<u32>,
-    ack_bytes: u64,
-    ack_deadline: Option<Instant>,
-    ack_now: bool,
-    keep_alive_due: bool,
+    pub(crate) ack_dirty: BTreeSet<u32>,
+    pub(crate) ack_bytes: u64,
+    pub(crate) ack_deadline: Option<Instant>,
+    pub(crate) ack_now: bool,
+    pub(crate) keep_alive_due: bool,
     pub(crate) inflight_bytes: u64,
-    last_progress: Instant,
+    pub(crate) last_progress: Instant,
     /// A decaying maximum of the time between acknowledgement advances while data was in flight.
-    progress_gap: Duration,
+    pub(crate) progress_gap: Duration,
     pub(crate) last_sent: Instant,
     pub(crate) last_recv: Instant,
     pub(crate) keep_alive: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) events: VecDeque<Event>,
-    next_send_id: u64,
-    rr: [u32; CLASSES.len()],
+    pub(crate) next_send_id: u64,
+    pub(crate) rr: [u32; CLASSES.len()],
     pub(crate) stats: Stats,
 }
 
@@ -571,40 +568,6 @@ impl Connection {
             .collect()
     }
 
-    /// Completes everything the peer already holds and resends the rest (resume and retransmission).
-    pub(crate) fn rewind_lanes(
-        &mut self,
-        now: Instant,
-        positions: &BTreeMap<u32, Position>,
-    ) -> Result<(), ProtocolError> {
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
-        let channels: Vec<u32> = self.lanes.keys().copied().collect();
-        for ch in channels {
-            let pos = match positions.get(&ch) {
-                Some(p) => *p,
-                None => self.lanes.get(&ch).map_or(Position { seq: 0, frag: 0 }, |l| l.acked),
-            };
-            self.apply_ack(now, ch, pos)?;
-            if let Some(lane) = self.lanes.get_mut(&ch) {
-                let freed = lane.rewind(pos, mode, mtu);
-                self.inflight_bytes -= freed.min(self.inflight_bytes);
-            }
-        }
-        self.inflight_bytes = 0;
-        Ok(())
-    }
-
-    fn rewind_all_to_acked(&mut self) {
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
-        for lane in self.lanes.values_mut() {
-            if lane.inflight_bytes > 0 {
-                let acked = lane.acked;
-                lane.rewind(acked, mode, mtu);
-            }
-        }
-        self.inflight_bytes = 0;
-    }
-
     pub(crate) fn mode(&self) -> LinkMode {
         self.transport.map_or(LinkMode::Packet, |t| t.mode)
     }
@@ -705,300 +668,6 @@ impl Connection {
             // dropped and the connect/disconnect timers report the failure.
             let _ = l.push(None, msg.encode());
         }
-    }
-
-    fn next_transmit(&mut self, now: Instant) -> Option<Bytes> {
-        self.transport?;
-        if let Some(f) = self.hs_out.pop_front() {
-            return Some(f);
-        }
-        if self.state != LinkState::Established {
-            return None;
-        }
-        if (self.ack_now || self.ack_deadline.is_some_and(|d| d <= now))
-            && let Some(f) = self.build_ack()
-        {
-            self.stats.acks_sent += 1;
-            return Some(f);
-        }
-        if self.keep_alive_due || self.last_sent + self.keep_alive <= now {
-            self.stats.keep_alives_sent += 1;
-            return self.single(FrameKind::KeepAlive, CH_KEEPALIVE, Bytes::from_static(&[0]));
-        }
-        self.next_fragment(now)
-    }
-
-    /// The next payload fragment, by priority class with per-class window limits, round robin within a class.
-    fn next_fragment(&mut self, now: Instant) -> Option<Bytes> {
-        let window = self.send_window();
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
-        for (ci, class) in CLASSES.iter().enumerate() {
-            let limit = match class {
-                FrameKind::Control => u64::MAX,
-                FrameKind::Message => window,
-                FrameKind::StreamMedia => window / 8 * 7,
-                _ => window / 4 * 3,
-            };
-            if self.inflight_bytes >= limit {
-                continue;
-            }
-            let after = self.rr[ci];
-            let pick = self
-                .lanes
-                .range(after + 1..)
-                .chain(self.lanes.range(..=after))
-                .find(|(_, l)| l.kind == *class && l.has_pending())
-                .map(|(ch, _)| *ch);
-            let Some(ch) = pick else { continue };
-            self.rr[ci] = ch;
-            let lane = self.lanes.get_mut(&ch)?;
-            self.tx_buf.reserve(mtu.get());
-            let (len, resent) = lane.next_frame(mode, mtu, &mut self.tx_buf)?;
-            if self.inflight_bytes == 0 {
-                self.last_progress = now;
-            }
-            self.inflight_bytes += len as u64;
-            self.stats.max_inflight_bytes = self.stats.max_inflight_bytes.max(self.inflight_bytes);
-            self.stats.fragments_sent += 1;
-            if resent {
-                self.stats.fragments_resent += 1;
-            }
-            return Some(self.tx_buf.split().freeze());
-        }
-        None
-    }
-
-    fn single(&mut self, kind: FrameKind, channel: u32, payload: Bytes) -> Option<Bytes> {
-        let frame = Frame::single(kind, channel, 0, payload).ok()?;
-        frame.encode(self.mode(), &mut self.tx_buf).ok()?;
-        Some(self.tx_buf.split().freeze())
-    }
-
-    fn build_ack(&mut self) -> Option<Bytes> {
-        let entries: Vec<AckEntry> = self
-            .ack_dirty
-            .iter()
-            .filter_map(|ch| {
-                let rl = self.recv.get(ch)?;
-                let frag = self.reassembler.next_expected(*ch, rl.next_seq).unwrap_or(0);
-                let pos = Position { seq: rl.next_seq, frag };
-                let nack = rl.nack_pending;
-                Some(AckEntry { channel: *ch, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack })
-            })
-            .collect();
-        self.ack_now = false;
-        self.ack_deadline = None;
-        self.ack_bytes = 0;
-        if entries.is_empty() {
-            self.ack_dirty.clear();
-            return None;
-        }
-        // ACK header: 2 + channel 1 + seq 1 + index 1 + total length ≤ 3 bytes.
-        let room = self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8);
-        let (payload, taken) = wire::encode_ack(&entries, room);
-        for e in &entries[..taken] {
-            self.ack_dirty.remove(&e.channel);
-            if let Some(rl) = self.recv.get_mut(&e.channel) {
-                rl.nack_pending = false;
-            }
-        }
-        if !self.ack_dirty.is_empty() {
-            self.ack_now = true;
-        }
-        trace!(entries = taken, "ack");
-        self.single(FrameKind::Ack, CH_ACK, payload)
-    }
-
-    fn on_frame(&mut self, now: Instant, frame: Frame) {
-        let (kind, channel) = (frame.header.kind, frame.header.channel);
-        let result = match (kind, channel) {
-            (FrameKind::Control, CH_HANDSHAKE) => {
-                match self.reassembler.push(now, frame) {
-                    Ok(Some(m)) => self.on_handshake_message(now, &m.payload),
-                    Ok(None) => Ok(()),
-                    Err(
-                        e @ (ReassemblyError::MessageTooLarge { .. }
-                        | ReassemblyError::TooManyPartials { .. }
-                        | ReassemblyError::BufferLimit { .. }),
-                    ) => Err(ProtocolError::Limit(e)),
-                    Err(_) => Ok(()), // a handshake message cut by corruption; the retry timer resends it
-                }
-            }
-            _ if self.state != LinkState::Established => {
-                trace!(?kind, channel, "frame before the handshake completed; dropped");
-                Ok(())
-            }
-            (FrameKind::Ack, CH_ACK) => self.on_ack_frame(now, &frame),
-            (FrameKind::KeepAlive, CH_KEEPALIVE) => Ok(()),
-            (_, CH_HANDSHAKE..=CH_KEEPALIVE) if channel != CH_CONTROL => {
-                Err(ProtocolError::WrongKind { kind: kind as u8, channel })
-            }
-            _ => self.on_lane_frame(now, frame),
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "protocol violation");
-            self.close_with(now, CloseCode::ProtocolError, LinkError::Protocol(e));
-        }
-    }
-
-    fn on_ack_frame(&mut self, now: Instant, frame: &Frame) -> Result<(), ProtocolError> {
-        if !frame.header.last || frame.header.position.index() != 0 {
-            return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
-        }
-        let entries = wire::decode_ack(&frame.payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
-        for e in entries {
-            self.apply_ack(now, e.channel, e.pos)?;
-            if e.nack {
-                let (mode, mtu) = (self.mode(), self.frame_mtu);
-                if let Some(lane) = self.lanes.get_mut(&e.channel) {
-                    debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
-                    let freed = lane.rewind(e.pos, mode, mtu);
-                    self.inflight_bytes -= freed.min(self.inflight_bytes);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The peer holds everything before `pos` on `channel`.
-    fn apply_ack(&mut self, now: Instant, channel: u32, pos: Position) -> Result<(), ProtocolError> {
-        let Some(lane) = self.lanes.get_mut(&channel) else {
-            return Ok(()); // a session that ended meanwhile
-        };
-        if pos.seq > lane.next_seq() || (pos.seq == lane.next_seq() && pos.frag > 0) {
-            return Err(ProtocolError::BogusAck { channel });
-        }
-        let (done, freed, advanced) = lane.ack(pos);
-        self.inflight_bytes -= freed.min(self.inflight_bytes);
-        if advanced {
-            let gap = now.saturating_duration_since(self.last_progress);
-            self.progress_gap = gap.max(self.progress_gap / 8 * 7);
-            self.last_progress = now;
-        }
-        let writable = lane.blocked && lane.queued_bytes < self.config.channel_buffer;
-        if writable {
-            lane.blocked = false;
-        }
-        let session = SessionKey(channel >> 2);
-        for m in done {
-            if let Some(id) = m.id {
-                self.events.push_back(Event::SendCompleted { session, id });
-            }
-            if channel == CH_CONTROL {
-                trace!(seq = m.seq, "control message acknowledged");
-            }
-        }
-        if writable {
-            self.events.push_back(Event::Writable { session, kind: ChannelKind::from_lane(channel) });
-        }
-        Ok(())
-    }
-
-    fn on_lane_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
-        let ch = frame.header.channel;
-        let mode = self.mode();
-        let Some(rl) = self.recv.get_mut(&ch) else {
-            let s = ch >> 2;
-            if self.session_number_known(s) {
-                self.stats.discarded_fragments += 1;
-                return Ok(()); // a session that ended, or whose ACCEPT was lost
-            }
-            return Err(ProtocolError::UnknownChannel { channel: ch });
-        };
-        if rl.kind != frame.header.kind {
-            return Err(ProtocolError::WrongKind { kind: frame.header.kind as u8, channel: ch });
-        }
-        let seq = frame.header.seq;
-        let index = frame.header.position.index();
-        let expected = self.reassembler.next_expected(ch, rl.next_seq);
-        enum Verdict {
-            Take,
-            Duplicate,
-            Gap(Position),
-        }
-        let verdict = if seq < rl.next_seq {
-            Verdict::Duplicate
-        } else if seq > rl.next_seq {
-            Verdict::Gap(Position { seq: rl.next_seq, frag: expected.unwrap_or(0) })
-        } else {
-            match (matches!(frame.header.position, FramePosition::First { .. }), expected) {
-                (true, _) => Verdict::Take,
-                (false, Some(e)) if index == e => Verdict::Take,
-                (false, Some(e)) if index < e => Verdict::Duplicate,
-                (false, e) => Verdict::Gap(Position { seq, frag: e.unwrap_or(0) }),
-            }
-        };
-        match verdict {
-            Verdict::Duplicate => {
-                self.stats.discarded_fragments += 1;
-                self.ack_dirty.insert(ch);
-                self.schedule_ack(now);
-                Ok(())
-            }
-            Verdict::Gap(pos) => {
-                self.stats.discarded_fragments += 1;
-                if rl.nacked != Some(pos) {
-                    debug!(channel = ch, seq = pos.seq, frag = pos.frag, "gap; asking for a resend");
-                    rl.nacked = Some(pos);
-                    rl.nack_pending = true;
-                    self.ack_dirty.insert(ch);
-                    self.ack_now = true;
-                }
-                Ok(())
-            }
-            Verdict::Take => {
-                let wire_len = frame.encoded_len(mode) as u64;
-                let done = self.reassembler.push(now, frame)?;
-                rl.nacked = None;
-                self.ack_dirty.insert(ch);
-                self.ack_bytes += wire_len;
-                if self.ack_bytes >= self.config.ack_threshold {
-                    self.ack_now = true;
-                } else if self.ack_deadline.is_none() {
-                    // Partial progress is acknowledged within `ack_max_delay` too, so a slow link never looks
-                    // stalled to the sender's retransmission timer.
-                    self.ack_deadline = Some(now + self.config.ack_max_delay);
-                }
-                if let Some(m) = done {
-                    rl.next_seq = rl.next_seq.wrapping_add(1);
-                    self.schedule_ack(now);
-                    if ch == CH_CONTROL {
-                        self.on_control_message(now, &m.payload)?;
-                    } else {
-                        let session = SessionKey(ch >> 2);
-                        let kind = ChannelKind::from_lane(ch);
-                        self.events.push_back(Event::Received { session, kind, payload: m.payload });
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// The window in force: the configured one, but at least four frames, so links with large SDUs (an LE CoC
-    /// MTU of 64 KiB) keep several frames in flight across an acknowledgement round trip.
-    fn send_window(&self) -> u64 {
-        self.config.send_window.max(4 * self.frame_mtu.get() as u64)
-    }
-
-    /// The retransmission timeout in force: the configured one, but never less than twice the recent gaps
-    /// between acknowledgement advances, nor than the time the slowest PHY colink runs on (LE Coded, about
-    /// 100 kbit/s of payload) needs for three frames — so one large SDU on a slow link is not mistaken for a loss.
-    fn retransmit_timeout(&self) -> Duration {
-        let three_frames = Duration::from_secs_f64(3.0 * self.frame_mtu.get() as f64 * 8.0 / 100_000.0);
-        self.config.retransmit_timeout.max(three_frames).max(self.progress_gap * 2)
-    }
-
-    /// The retransmission timer runs from the later of the last acknowledgement progress and the last frame
-    /// handed to the transport: while the link is still busy sending (a slow PHY, large SDUs), silence from the
-    /// peer is not a sign of loss.
-    fn retransmit_base(&self) -> Instant {
-        self.last_progress.max(self.last_sent)
-    }
-
-    fn schedule_ack(&mut self, now: Instant) {
-        let at = now + self.config.ack_delay;
-        self.ack_deadline = Some(self.ack_deadline.map_or(at, |d| d.min(at)));
     }
 
     /// Whether session number `s` was ever allocated on this link (by either side).

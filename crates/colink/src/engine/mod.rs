@@ -27,7 +27,9 @@ mod handshake;
 pub mod harness;
 mod identify;
 mod lane;
+mod receive;
 mod session;
+mod transmit;
 mod types;
 mod wire;
 
