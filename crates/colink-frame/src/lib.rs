@@ -40,7 +40,7 @@ mod fragment;
 mod frame;
 mod reassemble;
 mod stream;
-mod varint;
+pub mod varint;
 
 pub use checksum::{crc32c, crc32c_software, hardware_available as crc_hardware_available};
 pub use fragment::{FragmentError, FragmentInfo, Fragmenter};

@@ -8,7 +8,7 @@ use bytes::BufMut;
 
 /// Why a varint could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum VarintError {
+pub enum VarintError {
     /// The input ended inside the integer.
     Truncated,
     /// More than 32 bits, or a redundant (non-minimal) encoding.
@@ -17,7 +17,7 @@ pub(crate) enum VarintError {
 
 /// Bytes needed to encode `v`.
 #[inline]
-pub(crate) const fn len(v: u32) -> usize {
+pub const fn len(v: u32) -> usize {
     match v {
         0..=0x7F => 1,
         0x80..=0x3FFF => 2,
@@ -29,7 +29,7 @@ pub(crate) const fn len(v: u32) -> usize {
 
 /// Appends `v` to `out`.
 #[inline]
-pub(crate) fn put(out: &mut impl BufMut, mut v: u32) {
+pub fn put(out: &mut impl BufMut, mut v: u32) {
     while v >= 0x80 {
         out.put_u8((v as u8 & 0x7F) | 0x80);
         v >>= 7;
@@ -39,7 +39,7 @@ pub(crate) fn put(out: &mut impl BufMut, mut v: u32) {
 
 /// Reads a varint at `*pos` in `buf`, advancing `*pos` past it.
 #[inline]
-pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Result<u32, VarintError> {
+pub fn get(buf: &[u8], pos: &mut usize) -> Result<u32, VarintError> {
     let mut value: u32 = 0;
     for i in 0..5 {
         let Some(&b) = buf.get(*pos + i) else {

@@ -3,6 +3,7 @@
 //! allocates and never panics on peer input.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use colink_frame::varint;
 
 use super::types::{ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, StartOptions};
 
@@ -99,21 +100,21 @@ impl Hello {
         b.put_u8(self.min_version);
         b.put_u8(self.max_version);
         put_str(&mut b, &self.device_id);
-        put_varint(&mut b, self.max_frame);
-        put_varint(&mut b, self.keep_alive_ms);
-        put_varint(&mut b, self.idle_timeout_ms);
+        varint::put(&mut b, self.max_frame);
+        varint::put(&mut b, self.keep_alive_ms);
+        varint::put(&mut b, self.idle_timeout_ms);
         b.put_u64(self.link_token);
         b.put_u64(self.resume_token);
-        put_varint(&mut b, self.resume_state.len() as u32);
+        varint::put(&mut b, self.resume_state.len() as u32);
         for (channel, pos) in &self.resume_state {
-            put_varint(&mut b, *channel);
-            put_varint(&mut b, pos.seq);
-            put_varint(&mut b, pos.frag);
+            varint::put(&mut b, *channel);
+            varint::put(&mut b, pos.seq);
+            varint::put(&mut b, pos.frag);
         }
-        put_varint(&mut b, self.extensions.len() as u32);
+        varint::put(&mut b, self.extensions.len() as u32);
         for e in &self.extensions {
-            put_varint(&mut b, e.kind);
-            put_varint(&mut b, e.data.len() as u32);
+            varint::put(&mut b, e.kind);
+            varint::put(&mut b, e.data.len() as u32);
             b.extend_from_slice(&e.data);
         }
         b.freeze()
@@ -201,7 +202,7 @@ impl ControlMsg {
         match self {
             Self::Connect { session, from, to, options } => {
                 b.put_u8(T_CONNECT);
-                put_varint(&mut b, *session);
+                varint::put(&mut b, *session);
                 put_peer(&mut b, from);
                 put_peer(&mut b, to);
                 let flags = u8::from(options.need_send_data)
@@ -209,7 +210,7 @@ impl ControlMsg {
                     | u8::from(options.need_receive_stream) << 2;
                 b.put_u8(flags);
                 b.put_u8(options.start_options as u8);
-                put_varint(&mut b, options.parameters.len() as u32);
+                varint::put(&mut b, options.parameters.len() as u32);
                 for (k, v) in &options.parameters {
                     put_str(&mut b, k);
                     put_str(&mut b, v);
@@ -217,17 +218,17 @@ impl ControlMsg {
             }
             Self::Accept { session } => {
                 b.put_u8(T_ACCEPT);
-                put_varint(&mut b, *session);
+                varint::put(&mut b, *session);
             }
             Self::Reject { session, code, reason } => {
                 b.put_u8(T_REJECT);
-                put_varint(&mut b, *session);
+                varint::put(&mut b, *session);
                 b.put_u8(*code as u8);
                 put_str(&mut b, truncate(reason));
             }
             Self::Disconnect { session, reason } => {
                 b.put_u8(T_DISCONNECT);
-                put_varint(&mut b, *session);
+                varint::put(&mut b, *session);
                 b.put_u8(*reason as u8);
             }
         }
@@ -291,18 +292,18 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize) -> (Bytes, usize) {
     let mut body = BytesMut::new();
     let mut taken = 0;
     for e in entries {
-        let len = varint_len(e.channel) + varint_len(e.pos.seq) + varint_len(e.pos.frag) + 1;
+        let len = varint::len(e.channel) + varint::len(e.pos.seq) + varint::len(e.pos.frag) + 1;
         if taken > 0 && 5 + body.len() + len > room {
             break;
         }
-        put_varint(&mut body, e.channel);
-        put_varint(&mut body, e.pos.seq);
-        put_varint(&mut body, e.pos.frag);
+        varint::put(&mut body, e.channel);
+        varint::put(&mut body, e.pos.seq);
+        varint::put(&mut body, e.pos.frag);
         body.put_u8(if e.nack { ACK_NACK } else { 0 });
         taken += 1;
     }
     let mut b = BytesMut::with_capacity(5 + body.len());
-    put_varint(&mut b, taken as u32);
+    varint::put(&mut b, taken as u32);
     b.extend_from_slice(&body);
     (b.freeze(), taken)
 }
@@ -324,27 +325,8 @@ pub(crate) fn decode_ack(payload: &Bytes) -> Result<Vec<AckEntry>, Malformed> {
     Ok(v)
 }
 
-/// Bytes of an unsigned LEB128 encoding of `v`.
-pub(crate) const fn varint_len(v: u32) -> usize {
-    match v {
-        0..=0x7F => 1,
-        0x80..=0x3FFF => 2,
-        0x4000..=0x1F_FFFF => 3,
-        0x20_0000..=0x0FFF_FFFF => 4,
-        _ => 5,
-    }
-}
-
-fn put_varint(b: &mut BytesMut, mut v: u32) {
-    while v >= 0x80 {
-        b.put_u8((v as u8 & 0x7F) | 0x80);
-        v >>= 7;
-    }
-    b.put_u8(v as u8);
-}
-
 fn put_str(b: &mut BytesMut, s: &str) {
-    put_varint(b, s.len() as u32);
+    varint::put(b, s.len() as u32);
     b.extend_from_slice(s.as_bytes());
 }
 
@@ -397,21 +379,7 @@ impl<'a> Reader<'a> {
 
     /// An unsigned LEB128 value of at most 32 bits, minimally encoded (as in docs/protocol.md §2.4).
     fn varint(&mut self) -> Result<u32, Malformed> {
-        let mut v: u32 = 0;
-        for i in 0..5 {
-            let b = self.u8()?;
-            if i == 4 && b & 0xF0 != 0 {
-                return Err(self.err());
-            }
-            v |= u32::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                if i > 0 && b == 0 {
-                    return Err(self.err());
-                }
-                return Ok(v);
-            }
-        }
-        Err(self.err())
+        varint::get(self.buf, &mut self.pos).map_err(|_| self.err())
     }
 
     /// A count of items each at least `min_item` bytes long, checked against the bytes left.
