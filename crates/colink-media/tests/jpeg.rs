@@ -4,20 +4,9 @@ use colink_media::jpeg::{self, DecodeLimits};
 use colink_media::{ImageError, PixelFormat, PixelMap, psnr};
 use proptest::prelude::*;
 
-/// Tiny deterministic PRNG (xorshift64*), local to the test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Roughly uniform in -1.0..1.0.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A smooth, natural-looking image: sky-like vertical gradient, hills from sinusoids, soft
 /// texture and mild noise.

@@ -5,6 +5,10 @@ use colink_media::{
     EncodedFrame, EncoderConfig, H264Decoder, H264Encoder, PixelFormat, PixelMap, VideoError, psnr_luma, test_pattern,
 };
 
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
+
 struct RunStats {
     avg_psnr: f64,
     kbps: f64,
@@ -186,17 +190,6 @@ fn invalid_configs_and_frames_are_errors() {
     }
     let padded = PixelMap::new(64, 64, PixelFormat::Rgba8888, 272, padded).unwrap();
     assert!(enc.encode(&padded).unwrap().is_some());
-}
-
-/// Tiny deterministic PRNG (xorshift64*), local to the test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 #[test]
