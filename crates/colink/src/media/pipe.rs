@@ -51,7 +51,7 @@ pub(crate) struct SourcePipe {
     pub(crate) peer_ready: bool,
     running: Option<Running>,
     seq: u32,
-    pub(crate) stats: StreamStats,
+    stats: StreamStats,
     congestion: Congestion,
 }
 
@@ -72,7 +72,7 @@ impl SourcePipe {
             peer_ready: false,
             running: None,
             seq: 0,
-            stats: StreamStats { bitrate, ..StreamStats::default() },
+            stats: StreamStats::default(),
             congestion: Congestion::new(congestion_config(bitrate)),
         }
     }
