@@ -49,12 +49,31 @@ dbus-daemon --system --fork || fail "dbus-daemon"
 # Two dual-mode virtual controllers hci0/hci1 joined by an emulated radio.
 btvirt -l2 > /share/btvirt.log 2>&1 &
 
-i=0
-while [ ! -e /sys/class/bluetooth/hci0 ] || [ ! -e /sys/class/bluetooth/hci1 ]; do
-    i=$((i + 1)); [ $i -le 200 ] || fail "hci0/hci1 did not appear"
-    sleep 0.1
-done
+# Waits are budgeted in guest seconds (uptime), not loop turns: under host load a 0.1 s sleep takes far longer.
+uptime_s() { cut -d. -f1 /proc/uptime; }
+wait_for() { # wait_for SECONDS WHAT COMMAND...: runs COMMAND until it succeeds, or fails the rig after SECONDS
+    local until=$(( $(uptime_s) + $1 )) what=$2; shift 2
+    until "$@"; do
+        [ "$(uptime_s)" -lt "$until" ] || fail "$what"
+        sleep 0.1
+    done
+}
+both_present() { [ -e /sys/class/bluetooth/hci0 ] && [ -e /sys/class/bluetooth/hci1 ]; }
+on_dbus() {
+    dbus-send --system --print-reply --dest=org.bluez "/org/bluez/hci$1" org.freedesktop.DBus.Properties.Get \
+        string:org.bluez.Adapter1 string:Address > /dev/null 2>&1
+}
+both_on_dbus() { on_dbus 0 && on_dbus 1; }
+
+wait_for 60 "hci0/hci1 did not appear" both_present
 step "hci0 and hci1 present"
+
+# bluetoothd must have taken both adapters in before btmgmt changes their settings: btmgmt's power off during
+# bluetoothd's own set-up of an adapter was seen to leave that adapter out of bluetoothd altogether (hci0 never
+# appeared on D-Bus, and a suite started then skipped every test for want of it), and bluetoothd turns SSP back
+# on while it sets an adapter up.
+wait_for 90 "bluetoothd did not publish /org/bluez/hci0 and hci1 on D-Bus" both_on_dbus
+step "bluetoothd has hci0 and hci1"
 
 for n in 0 1; do
     btmgmt -i $n power off > /dev/null &&
@@ -67,13 +86,13 @@ done
 # laptops), so mgmt advertising is deliberately left off here.
 step "controllers configured"
 
-i=0
-until dbus-send --system --print-reply --dest=org.bluez /org/bluez/hci1 org.freedesktop.DBus.Properties.Get \
-        string:org.bluez.Adapter1 string:Address > /dev/null 2>&1; do
-    i=$((i + 1)); [ $i -le 300 ] || fail "/org/bluez/hci1 did not appear on D-Bus"
-    sleep 0.1
-done
-step "rig ready (/org/bluez/hci1 on D-Bus)"
+powered() {
+    dbus-send --system --print-reply --dest=org.bluez "/org/bluez/hci$1" org.freedesktop.DBus.Properties.Get \
+        string:org.bluez.Adapter1 string:Powered 2>/dev/null | grep -q 'boolean true'
+}
+both_powered() { powered 0 && powered 1; }
+wait_for 30 "bluetoothd does not see hci0 and hci1 powered" both_powered
+step "rig ready (hci0 and hci1 powered, on D-Bus)"
 
 cd /share
 # Output goes to the console (live) and to /share/output.log.

@@ -117,7 +117,7 @@ newest_cached_image() { # newest cached image of this script version whose kerne
     ls -d "$CACHE"/image-v"$SCRIPT_VERSION"-*/ 2>/dev/null | sed 's#/$##' | while read -r d; do
         local k="${d##*/image-v$SCRIPT_VERSION-}"
         # shellcheck disable=SC2053 # the glob is meant to match
-        [[ $k == $glob && -f "$d/initrd.cpio" && -f "$d/vmlinuz" ]] && echo "$d"
+        if [[ $k == $glob && -f "$d/initrd.cpio" && -f "$d/vmlinuz" ]]; then echo "$d"; fi
     done | sort -V | tail -n 1
 }
 
