@@ -2,6 +2,7 @@
 //! mapping of socket errors to [`CloseReason`]s, and the pure sizing rules the kernel quirks call for.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +77,46 @@ impl LinkIo {
     }
 }
 
+/// What the kernel charged a socket's send buffer for the latest send, so that [`Link::drain_to`] can tell the
+/// SDU that is on its way to the controller from data that still waits behind it.
+///
+/// TIOCOUTQ counts every byte of kernel memory (skb truesize, headers included) held for data the controller has
+/// not taken yet, the SDU being transmitted included; colink's `drain_to(max)` means "at most `max` payload
+/// bytes *not yet on the air*". Waiting for the kernel's figure to reach `max` left the radio idle between frames
+/// (the next frame was handed over only once the previous one had left completely). The latest send's charge
+/// stands for the SDU on the air; `max` payload bytes are converted at the same charge per byte.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Kernel memory the latest send added to the queue (0: unknown).
+    charge: AtomicUsize,
+    /// Payload bytes of the latest send.
+    len: AtomicUsize,
+}
+
+impl InFlight {
+    fn record(&self, len: usize, before: Option<usize>, after: Option<usize>) {
+        let charge = match (before, after) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        self.charge.store(charge, Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+    }
+
+    /// Kernel memory that may stay queued when at most `max` payload bytes wait behind the SDU on the air.
+    fn allowance(&self, max: usize) -> usize {
+        let (charge, len) = (self.charge.load(Ordering::Relaxed), self.len.load(Ordering::Relaxed));
+        allowance(charge, len, max)
+    }
+}
+
+/// The pure rule behind [`InFlight::allowance`]: one SDU's charge plus `max` payload bytes at the same charge
+/// per byte (payload bytes when the charge is unknown).
+fn allowance(charge: usize, len: usize, max: usize) -> usize {
+    let per_byte_max = if charge > 0 && len > 0 { max.saturating_mul(charge) / len } else { max };
+    charge.saturating_add(per_byte_max)
+}
+
 /// Kernel memory charged for queued data, from a socket's send buffer size and the free space TIOCOUTQ reports.
 /// `None` when the buffer size is unknown (0).
 pub(crate) fn queued_from_outq(sndbuf: usize, free: usize) -> Option<usize> {
@@ -114,6 +155,9 @@ pub struct BluezLink {
     write_chunk: usize,
     /// SO_SNDBUF as measured on the fresh socket (0: unknown).
     sndbuf: usize,
+    /// What the kernel charged the send buffer for the latest send, and that send's length (see
+    /// [`InFlight`]).
+    in_flight: InFlight,
     peer: PeerAddress,
     params: LinkParams,
     adapter: bluer::Adapter,
@@ -153,12 +197,18 @@ impl BluezLink {
             mtu,
             write_chunk: write_chunk.max(1),
             sndbuf,
+            in_flight: InFlight::default(),
             peer,
             params: LinkParams { mtu, ..params },
             adapter,
             state: Arc::default(),
             span,
         }
+    }
+
+    /// Kernel memory charged for queued data, from a TIOCOUTQ result.
+    fn kernel_queued(&self, free: io::Result<u32>) -> Option<usize> {
+        free.ok().and_then(|free| queued_from_outq(self.sndbuf, usize::try_from(free).ok()?))
     }
 
     /// The largest piece a stream-mode `send` hands to the kernel at once.
@@ -259,9 +309,29 @@ impl Link for BluezLink {
         Box::pin(
             async move {
                 match &self.io {
-                    LinkIo::Packet { sock, .. } => self.send_packet(sock, &data).await,
-                    LinkIo::L2capStream { write, .. } => self.send_stream(&mut *write.lock().await, &data).await,
-                    LinkIo::Rfcomm { write, .. } => self.send_stream(&mut *write.lock().await, &data).await,
+                    LinkIo::Packet { sock, .. } => {
+                        let before = self.kernel_queued(sock.as_ref().output_buffer());
+                        self.send_packet(sock, &data).await?;
+                        let after = self.kernel_queued(sock.as_ref().output_buffer());
+                        self.in_flight.record(data.len(), before, after);
+                        Ok(())
+                    }
+                    LinkIo::L2capStream { write, .. } => {
+                        let mut w = write.lock().await;
+                        let before = self.kernel_queued(w.as_ref().as_ref().output_buffer());
+                        self.send_stream(&mut *w, &data).await?;
+                        let after = self.kernel_queued(w.as_ref().as_ref().output_buffer());
+                        self.in_flight.record(data.len(), before, after);
+                        Ok(())
+                    }
+                    LinkIo::Rfcomm { write, .. } => {
+                        let mut w = write.lock().await;
+                        let before = self.kernel_queued(w.as_ref().as_ref().output_buffer());
+                        self.send_stream(&mut *w, &data).await?;
+                        let after = self.kernel_queued(w.as_ref().as_ref().output_buffer());
+                        self.in_flight.record(data.len(), before, after);
+                        Ok(())
+                    }
                 }
             }
             .instrument(self.span.clone()),
@@ -317,8 +387,10 @@ impl Link for BluezLink {
                             write.lock().await.as_ref().as_ref().output_buffer().ok().map(|n| n as usize)
                         }
                     };
+                    // The kernel charges what it holds until the controller took it, the SDU on the air included:
+                    // allow that one SDU's charge on top of `max`, so the next frame waits while this one is sent.
                     match free.and_then(|free| queued_from_outq(self.sndbuf, free)) {
-                        Some(queued) if queued > max => tokio::time::sleep(QUEUE_POLL).await,
+                        Some(queued) if queued > self.in_flight.allowance(max) => tokio::time::sleep(QUEUE_POLL).await,
                         _ => return Ok(()),
                     }
                 }
@@ -460,6 +532,27 @@ mod tests {
 
     fn errno(n: i32) -> io::Error {
         io::Error::from_raw_os_error(n)
+    }
+
+    #[test]
+    fn drain_allowance_leaves_the_sdu_on_the_air() {
+        // A 4096-byte SDU the kernel charged 20 KiB for: drain_to(0) lets that one SDU stay queued (it is being
+        // sent), and not a byte more.
+        assert_eq!(allowance(20 * 1024, 4096, 0), 20 * 1024);
+        // drain_to(4096) also lets one more SDU's worth wait, at the kernel's charge per byte.
+        assert_eq!(allowance(20 * 1024, 4096, 4096), 40 * 1024);
+        // Nothing known about the charge (the SDU left before it could be measured, or no TIOCOUTQ): the
+        // payload bound as it is, the behaviour of a backend that counts payload bytes.
+        assert_eq!(allowance(0, 4096, 0), 0);
+        assert_eq!(allowance(0, 0, 1000), 1000);
+        assert_eq!(allowance(usize::MAX, 1, usize::MAX), usize::MAX);
+        let f = InFlight::default();
+        f.record(4096, Some(1000), Some(21_480));
+        assert_eq!(f.allowance(0), 20_480);
+        f.record(4096, Some(5000), Some(100)); // drained faster than it was measured
+        assert_eq!(f.allowance(0), 0);
+        f.record(4096, None, Some(100));
+        assert_eq!(f.allowance(0), 0);
     }
 
     #[test]
