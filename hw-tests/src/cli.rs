@@ -65,6 +65,10 @@ pub(crate) struct Options {
     pub(crate) throughput_bytes: u64,
     /// Bytes each colink app sends the other in `colink::connect_messages_data`.
     pub(crate) data_bytes: u64,
+    /// Bytes sent one way per round and implementation in the `bench::` tests.
+    pub(crate) bench_bytes: u64,
+    /// Rounds of the `bench::` tests (each: one raw and one colink transfer, back to back).
+    pub(crate) bench_rounds: usize,
     /// Receive MTU both ends of an LE CoC request (the largest by default).
     pub(crate) l2cap_mtu: u16,
     /// Cap on the initiator's LE CoC SDU size (diagnostics; default: as large as MTU and buffer allow).
@@ -94,6 +98,8 @@ Options:
       --echo-bytes N         bytes echoed per echo test (default 10485760)
       --throughput-bytes N   bytes sent one way per throughput figure (default 2097152)
       --data-bytes N         bytes each colink app sends the other (default 2097152)
+      --bench-bytes N        bytes per round and implementation in bench:: tests (default 10485760)
+      --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 3)
       --l2cap-mtu N          LE CoC receive MTU of both ends, 23..=65535 (default 65535)
       --l2cap-sdu N          cap the LE CoC SDU size (default: MTU, within SO_SNDBUF)
       --exact                FILTERs must match test names exactly
@@ -115,6 +121,8 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
         echo_bytes: 10 * 1024 * 1024,
         throughput_bytes: 2 * 1024 * 1024,
         data_bytes: 2 * 1024 * 1024,
+        bench_bytes: 10 * 1024 * 1024,
+        bench_rounds: 3,
         l2cap_mtu: u16::MAX,
         l2cap_sdu: None,
         filters: Vec::new(),
@@ -139,6 +147,15 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
             "--echo-bytes" => opts.echo_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--throughput-bytes" => opts.throughput_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--data-bytes" => opts.data_bytes = parse_bytes(&arg, &value(&arg)?)?,
+            "--bench-bytes" => opts.bench_bytes = parse_bytes(&arg, &value(&arg)?)?,
+            "--bench-rounds" => {
+                let v = value(&arg)?;
+                opts.bench_rounds = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| format!("--bench-rounds {v:?}: a number of rounds from 1 to 100"))?;
+            }
             "--l2cap-sdu" => opts.l2cap_sdu = Some(parse_bytes(&arg, &value(&arg)?)? as usize),
             "--l2cap-mtu" => {
                 let v = value(&arg)?;
@@ -198,6 +215,7 @@ mod tests {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.setup, Setup::OneHost { responder: "hci0".into(), initiator: "hci1".into() });
         assert_eq!(o.echo_bytes, 10 * 1024 * 1024);
+        assert_eq!((o.bench_bytes, o.bench_rounds), (10 * 1024 * 1024, 3));
     }
 
     #[test]
@@ -223,6 +241,12 @@ mod tests {
         assert!(p(&["--echo-bytes", "0"]).is_err());
         assert!(p(&["--l2cap-mtu", "22"]).is_err());
         assert_eq!(p(&["--l2cap-mtu", "672"]).unwrap().unwrap().l2cap_mtu, 672);
+        // bench:: rounds: at least one (a ratio needs a pair of transfers), at most 100.
+        assert!(p(&["--bench-rounds", "0"]).unwrap_err().contains("1 to 100"));
+        assert!(p(&["--bench-rounds", "101"]).is_err());
+        let o = p(&["--bench-rounds", "5", "--bench-bytes", "1048576"]).unwrap().unwrap();
+        assert_eq!((o.bench_rounds, o.bench_bytes), (5, 1_048_576));
+        assert!(p(&["--bench-bytes", "0"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--help"]).unwrap().is_none());
     }

@@ -72,19 +72,19 @@ fn random_id() -> DeviceId {
 }
 
 /// Two managers with a connected session: `alice` (initiator adapter) connected to `bob` (responder adapter).
-struct Pair {
-    duo: Duo,
-    alice: Manager,
-    bob: Manager,
-    sa: SessionId,
-    sb: SessionId,
+pub(crate) struct Pair {
+    pub(crate) duo: Duo,
+    pub(crate) alice: Manager,
+    pub(crate) bob: Manager,
+    pub(crate) sa: SessionId,
+    pub(crate) sb: SessionId,
     /// Every event of each session, subscribed before anything was sent.
-    alice_events: EventStream,
-    bob_events: EventStream,
+    pub(crate) alice_events: EventStream,
+    pub(crate) bob_events: EventStream,
 }
 
 impl Pair {
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         self.alice.shutdown().await;
         self.bob.shutdown().await;
         drop((self.alice, self.bob));
@@ -109,7 +109,7 @@ async fn manager(adapter: Arc<dyn Adapter>) -> Result<Manager, Stop> {
 /// docs/vm-rig.md, "adverts hidden by a kernel discovery race"): with bob advertising first, colink's 10 s dial
 /// failed up to 5 times in a row. A connect that still fails with "not found nearby" is retried (at most twice,
 /// each retry printed).
-async fn connected(ctx: &Ctx) -> Result<Pair, Stop> {
+pub(crate) async fn connected(ctx: &Ctx) -> Result<Pair, Stop> {
     connected_as(ctx, false).await
 }
 
@@ -202,7 +202,7 @@ async fn next_event(events: &mut EventStream, secs: u64, what: &str) -> Result<E
 }
 
 /// Waits for the data event and checks it equals `want` by length and SHA-256.
-async fn expect_data(events: &mut EventStream, want: &[u8], secs: u64, who: &str) -> TestResult {
+pub(crate) async fn expect_data(events: &mut EventStream, want: &[u8], secs: u64, who: &str) -> TestResult {
     match next_event(events, secs, &format!("{who}: receive data")).await? {
         Event::ReceiveData { data, .. } => {
             ensure(data.len() == want.len() && Sha256::digest(&data) == Sha256::digest(want), || {

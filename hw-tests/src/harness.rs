@@ -101,13 +101,21 @@ pub(crate) struct Ctx {
     pub(crate) opts: Options,
     pub(crate) rig: Rig,
     figures: Mutex<Vec<Figure>>,
+    /// Lines for the end of the run, after the figures (the interleaved benchmarks' min/median ratios).
+    summaries: Mutex<Vec<String>>,
     /// colink-ble's BlueZ backend, opened once for the `ble::` and `colink::` tests (or why it could not be).
     bluez: tokio::sync::OnceCell<Result<colink_ble::bluez::Bluez, String>>,
 }
 
 impl Ctx {
     pub(crate) fn new(opts: Options, rig: Rig) -> Self {
-        Self { opts, rig, figures: Mutex::new(Vec::new()), bluez: tokio::sync::OnceCell::new() }
+        Self {
+            opts,
+            rig,
+            figures: Mutex::new(Vec::new()),
+            summaries: Mutex::new(Vec::new()),
+            bluez: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// colink-ble's BlueZ backend (one D-Bus connection for all tests); a skip naming bluetoothd without it.
@@ -129,6 +137,14 @@ impl Ctx {
 
     fn figures(&self) -> Vec<Figure> {
         self.figures.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Prints `line` now and again at the end of the run, last among the figures.
+    pub(crate) fn summary(&self, line: String) {
+        println!("    {line}");
+        if let Ok(mut v) = self.summaries.lock() {
+            v.push(line);
+        }
     }
 }
 
@@ -212,6 +228,13 @@ pub(crate) async fn run(ctx: Arc<Ctx>, tests: Vec<&Test>) -> (usize, usize, usiz
             for r in ratios {
                 println!("  {r}");
             }
+        }
+    }
+    let summaries = ctx.summaries.lock().map(|v| v.clone()).unwrap_or_default();
+    if !summaries.is_empty() {
+        println!("\nalternating rounds on one link (goal >= 0.9):");
+        for line in summaries {
+            println!("  {line}");
         }
     }
     if !failures.is_empty() {

@@ -10,6 +10,7 @@
 //! asserted. See docs/vm-rig.md.
 
 mod advert;
+mod bench;
 mod ble;
 mod blelink;
 mod bt;
@@ -25,9 +26,10 @@ use std::sync::Arc;
 
 use harness::Test;
 
-/// Every test, in the order they run: the raw baseline first, then colink-ble, then the colink API.
+/// Every test, in the order they run: the raw baseline first, then colink-ble, then the colink API, then the
+/// side-by-side benchmarks.
 fn all_tests() -> impl Iterator<Item = &'static Test> {
-    raw::TESTS.iter().chain(ble::TESTS).chain(colink_api::TESTS)
+    raw::TESTS.iter().chain(ble::TESTS).chain(colink_api::TESTS).chain(bench::TESTS)
 }
 
 fn main() -> ExitCode {

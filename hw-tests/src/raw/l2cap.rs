@@ -20,7 +20,7 @@ const LE_MIN_MTU: usize = 23;
 /// is socket → bind → set_recv_mtu → set_security → listen/connect (a listener's MTU is inherited by accepted
 /// sockets). `set_flow_control` (BT_MODE) is not called: LE sockets use LE credit-based flow control by default
 /// and BT_MODE fails with ENOPROTOOPT on 6.1 because ECRED is off.
-async fn socket(adapter: &Adapter, mtu: u16) -> Result<Socket<SeqPacket>, Stop> {
+pub(crate) async fn socket(adapter: &Adapter, mtu: u16) -> Result<Socket<SeqPacket>, Stop> {
     let addr = adapter.address().await.or_fail("adapter address")?;
     let kind = adapter.address_type().await.or_fail("adapter address type")?;
     let sock = Socket::<SeqPacket>::new_seq_packet().or_fail("L2CAP socket (AF_BLUETOOTH)")?;

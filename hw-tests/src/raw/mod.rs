@@ -2,7 +2,7 @@
 //! backend (crates/colink-ble) is compared with. colink's own tests go beside them in a `colink` module, speak
 //! the same protocol (crate::echo) and record figures with `imp: "colink"`.
 
-mod l2cap;
+pub(crate) mod l2cap;
 mod rfcomm;
 
 use std::sync::OnceLock;
