@@ -33,6 +33,13 @@ impl std::str::FromStr for AppName {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [b, m, a] if !b.is_empty() && !m.is_empty() && !a.is_empty() => {
+                // The API's string rule (each < 1024 bytes), checked here so it is a usage error before any
+                // radio work rather than a failure after connecting.
+                use colink::api::validate::required_string_arg;
+                required_string_arg("bundle_name", b)
+                    .and_then(|()| required_string_arg("module_name", m))
+                    .and_then(|()| required_string_arg("ability_name", a))
+                    .map_err(|e| e.to_string())?;
                 Ok(Self { bundle: (*b).into(), module: (*m).into(), ability: (*a).into() })
             }
             _ => Err("expected bundle/module/ability, e.g. org.colink.cli/entry/MainAbility".into()),
@@ -203,6 +210,8 @@ mod tests {
         assert_eq!(a.to_string(), DEFAULT_APP);
         assert!("a/b".parse::<AppName>().is_err());
         assert!("a//c".parse::<AppName>().is_err());
+        let long = format!("{}/entry/Main", "b".repeat(1024));
+        assert!(long.parse::<AppName>().unwrap_err().contains("bundle_name"));
     }
 
     #[test]

@@ -50,6 +50,9 @@ fn spawn_until(mut cmd: Command, ready: &str) -> (Running, mpsc::Receiver<String
 fn demo_fast_json_reports_every_step_ok() {
     let out = colink().args(["demo", "--fast", "--json"]).output().expect("run");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // The H.264 encoder's start-up warnings go to tracing (debug), not to the terminal.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("OpenH264") && !stderr.contains("bEnableFrameSkip"), "stderr: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     assert_eq!(report["ok"], true);
     assert_eq!(report["mode"], "virtual time");
@@ -250,26 +253,36 @@ fn a_20_mb_file_crosses_two_processes_through_the_sim_hub_byte_identical() {
     assert!(std::fs::read(&saved).expect("saved file") == data, "the saved file differs from the sent one");
 }
 
+/// One of the CLI's own errors: one line, `colink: error: ...`, the exit code.
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line, got {err:?}");
-    assert!(err.starts_with("colink: "), "{err:?}");
+    assert!(err.starts_with("colink: error: "), "{err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+/// A usage error found by clap: printed whole under the same `colink: error: ` prefix, exit code 2.
+fn assert_usage_error(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("colink: error: "), "{err:?}");
+    assert_eq!(err.matches("error:").count(), 1, "one prefix: {err:?}");
     assert!(err.contains(needle), "{err:?} should mention {needle:?}");
 }
 
 #[test]
-fn bad_arguments_give_one_line_and_exit_code_2() {
+fn bad_arguments_give_one_error_and_exit_code_2() {
     let out = colink().args(["demo", "--sise", "3"]).output().unwrap();
-    assert_one_line_error(&out, 2, "--sise");
+    assert_usage_error(&out, "--sise");
     let out = colink().args(["scan", "--backend", "wifi"]).output().unwrap();
-    assert_one_line_error(&out, 2, "sim, sim-hub[:PATH] or bluez[:hciN]");
+    assert_usage_error(&out, "sim, sim-hub[:PATH] or bluez[:hciN]");
     let out = colink().args(["send", "message", "hi", "--to", "not-hex"]).output().unwrap();
-    assert_one_line_error(&out, 2, "--to");
+    assert_usage_error(&out, "--to");
     let out = colink().args(["serve", "--backend", "sim"]).output().unwrap();
     assert_one_line_error(&out, 2, "sim-hub");
     let out = colink().arg("launch").output().unwrap();
-    assert_one_line_error(&out, 2, "launch");
+    assert_usage_error(&out, "launch");
 }
 
 #[test]
@@ -306,7 +319,7 @@ fn bad_images_and_qualities_are_refused_before_connecting() {
     let out = colink().args(["send", "image"]).arg(dir.path().join("absent.png")).args(to).output().unwrap();
     assert_one_line_error(&out, 1, "cannot read image");
     let out = colink().args(["stream", "send", "--size", "641x480"]).args(to).output().unwrap();
-    assert_one_line_error(&out, 2, "641x480");
+    assert_usage_error(&out, "641x480");
     let out = colink().args(["stream", "send", "--bitrate", "5000"]).args(to).output().unwrap();
     assert_one_line_error(&out, 2, "32300003");
 }
