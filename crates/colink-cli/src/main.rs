@@ -244,6 +244,10 @@ struct ServeArgs {
     /// Also save every Nth decoded stream frame as PNG into --save-dir (`frame-SESSION-NUMBER.png`).
     #[arg(long, value_name = "N", requires = "save_dir", value_parser = clap::value_parser!(u64).range(1..))]
     save_frames: Option<u64>,
+    /// Print one JSON object a line instead of text: serving, connected, message, data, file, image,
+    /// stream_started/_first_frame/_progress/_ended, disconnected, pairing, rejected, dropped, error, stopped.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -571,6 +575,7 @@ fn serve(a: ServeArgs) -> CliResult {
         reject: a.reject,
         stream_name: a.stream_name,
         save_frames: a.save_frames,
+        json: a.json,
     }))
 }
 

@@ -348,3 +348,116 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{sub} {what} --help has no example");
     }
 }
+
+/// serve's `--json` lines up to and including `stopped`, each parsed (a line that is not JSON fails the test).
+fn json_events_until_stopped(out: &mpsc::Receiver<String>) -> Vec<serde_json::Value> {
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    while !events.iter().any(|e| e["event"] == "stopped") {
+        let line = out.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("serve said {events:?}"));
+        let event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        events.push(event);
+    }
+    events
+}
+
+#[test]
+fn serve_json_reports_every_session_and_a_refused_message_never_connects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_id = "5e7e5e7e000000000000000000000004";
+    let sock = dir.path().join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (_hub, _) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
+        spawn_until(c, "join it with")
+    };
+    let (_serve, serve_out) = {
+        let mut c = colink();
+        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "2"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state-serve"));
+        spawn_until(c, r#""event":"serving""#)
+    };
+    let send = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut c = colink();
+        c.arg("send").args(args).args(["--to", server_id, "--backend", &hub_arg, "--state-dir"]);
+        c.arg(dir.path().join("state-send"));
+        match stdin {
+            Some(bytes) => {
+                let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                let mut input = child.stdin.take().expect("stdin");
+                std::io::Write::write_all(&mut input, bytes).expect("write stdin");
+                drop(input);
+                child.wait_with_output().expect("run send")
+            }
+            None => c.output().expect("run send"),
+        }
+    };
+    // 1024 bytes: the API's limit is < 1024. Refused as a usage error, before any radio work.
+    let long = "x".repeat(1024);
+    let out = send(&["message", &long], None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "colink: error: 401 (parameter error): invalid argument `msg`: must be shorter than 1024 bytes of UTF-8, \
+         got 1024 bytes\n"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed: no connection");
+    // A message whose text needs escaping, then data from stdin.
+    let tricky = "a \"quoted\" word, a \\ and an escape \u{1b}[31m";
+    let out = send(&["message", tricky], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let payload = b"bytes from stdin\x00\xff\n";
+    let out = send(&["data", "-", "--json"], Some(payload));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(sent["bytes"], payload.len());
+
+    let events = json_events_until_stopped(&serve_out);
+    let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).collect::<Vec<_>>();
+    // Two sessions, not three: the refused message never connected.
+    assert_eq!(of("connected").len(), 2, "{events:#?}");
+    let messages = of("message");
+    assert_eq!(messages.len(), 1, "{events:#?}");
+    assert_eq!(messages[0]["text"], tricky);
+    let data = of("data");
+    assert_eq!(data.len(), 1, "{events:#?}");
+    assert_eq!(data[0]["bytes"], payload.len());
+    assert_eq!(data[0]["sha256"], sent["sha256"]);
+    // Both senders said goodbye: the peer learns it from them, not from a timeout.
+    let reasons: Vec<_> = of("disconnected").iter().map(|e| e["reason"].clone()).collect();
+    assert_eq!(reasons, ["PEER_APP_CLOSE_COLLABORATION", "PEER_APP_CLOSE_COLLABORATION"], "{events:#?}");
+    assert_eq!(of("stopped")[0]["sessions"], 2);
+    assert!(of("error").is_empty(), "{events:#?}");
+}
+
+#[test]
+fn send_data_from_stdin_over_the_limit_is_a_usage_error_before_any_radio() {
+    // 100 MiB + 1 byte; no hub listens at the path, so reaching the radio would exit 3.
+    let mut child = colink()
+        .args(["send", "data", "-", "--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..100 {
+            if std::io::Write::write_all(&mut input, &block).is_err() {
+                return;
+            }
+        }
+        let _ = std::io::Write::write_all(&mut input, &[7]);
+    });
+    let out = child.wait_with_output().expect("run");
+    let _ = writer.join();
+    assert_one_line_error(&out, 2, "stdin is more than 104857600 bytes");
+    let out = colink()
+        .args(["send", "data", "-", "--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_one_line_error(&out, 2, "stdin is empty");
+}
