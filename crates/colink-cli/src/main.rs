@@ -15,6 +15,7 @@ mod error;
 mod hub;
 mod media;
 mod neighbours;
+mod observe;
 mod pair;
 mod report;
 mod scan;

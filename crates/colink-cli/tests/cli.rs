@@ -461,3 +461,22 @@ fn send_data_from_stdin_over_the_limit_is_a_usage_error_before_any_radio() {
         .expect("run");
     assert_one_line_error(&out, 2, "stdin is empty");
 }
+
+#[test]
+fn bench_compares_round_trips_on_equal_intervals_and_says_so() {
+    let out = colink().args(["bench", "--size", "20000", "--rounds", "5", "--json"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["same_conn_interval"], true, "{report}");
+    let (raw, session) = (&report["raw"], &report["colink"]);
+    assert_eq!(raw["conn_interval_ms"], session["conn_interval_ms"]);
+    // On the same interval colink's round trip cannot beat the raw link it runs on.
+    let (r, c) = (raw["rtt_median_ms"].as_f64().expect("raw rtt"), session["rtt_median_ms"].as_f64().expect("rtt"));
+    assert!(c >= r, "colink {c} ms below raw {r} ms");
+    let text = report["explanation"].as_str().expect("explanation");
+    assert!(text.contains("connection intervals") && text.contains("same 40.00 ms interval"), "{text}");
+    let out = colink().args(["bench", "--size", "20000", "--rounds", "5"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connection interval                 40.00 ms          40.00 ms"), "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.starts_with("a round trip waits")), "{text}");
+}
