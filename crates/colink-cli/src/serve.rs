@@ -11,7 +11,7 @@ use colink::api::{ConnectOptions, ReferenceEnum, StreamId, StreamParam, StreamRo
 use colink::media::{ConsumerSurface, PixelMap};
 use colink::{CollaborationRequest, Event, Manager, SessionId};
 use colink_ble::DeviceId;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -63,12 +63,7 @@ impl Out {
     /// Prints one event: `human()` as text, or `{"event": kind, ...fields}` as a JSON line.
     fn emit(self, kind: &str, human: impl FnOnce() -> String, fields: impl FnOnce() -> Value) {
         if self.json {
-            let mut event = Map::new();
-            event.insert("event".into(), kind.into());
-            if let Value::Object(fields) = fields() {
-                event.extend(fields);
-            }
-            println!("{}", Value::Object(event));
+            println!("{}", event_line(kind, fields()));
         } else {
             println!("{}", human());
         }
@@ -79,6 +74,18 @@ impl Out {
     fn error(self, session: Option<SessionId>, human: String) {
         let message = human.clone();
         self.emit("error", || human, || json!({ "session": session.map(SessionId::get), "message": message }));
+    }
+}
+
+/// `{"event":KIND,...fields}`: the kind first, for a reader scanning the lines; the fields in serde_json's order.
+fn event_line(kind: &str, fields: Value) -> String {
+    let kind = Value::from(kind);
+    match fields {
+        Value::Object(fields) if !fields.is_empty() => {
+            let rest = Value::Object(fields).to_string();
+            format!("{{\"event\":{kind},{}", &rest[1..])
+        }
+        _ => format!("{{\"event\":{kind}}}"),
     }
 }
 
@@ -557,6 +564,16 @@ fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_lines_are_json_with_the_kind_first() {
+        let line = event_line("message", json!({ "session": 100, "text": "a \"quote\"\n\u{1b}[2J" }));
+        assert!(line.starts_with(r#"{"event":"message","#), "{line}");
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back["text"], "a \"quote\"\n\u{1b}[2J");
+        assert_eq!(back["session"], 100);
+        assert_eq!(event_line("stopped", json!({})), r#"{"event":"stopped"}"#);
+    }
 
     #[test]
     fn names_from_peers_cannot_escape_the_save_dir() {

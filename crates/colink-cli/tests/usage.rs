@@ -178,3 +178,20 @@ fn the_man_page_is_generated_and_names_the_subcommands() {
         assert!(len > 100, "{page}: {len} bytes");
     }
 }
+
+#[test]
+fn verbosity_flags_feed_the_log_and_rust_log_wins() {
+    let bench = ["bench", "--size", "10000", "--rounds", "2"];
+    let quiet = colink().arg("-q").args(bench).output().expect("run");
+    assert!(quiet.status.success() && !stderr(&quiet).contains(" INFO "), "{}", stderr(&quiet));
+    let verbose = colink().arg("-v").args(bench).output().expect("run");
+    assert!(stderr(&verbose).contains(" INFO colink::manager"), "{}", stderr(&verbose));
+    // RUST_LOG set: it decides, whatever -v says.
+    let overridden = colink().env("RUST_LOG", "error").arg("-vv").args(bench).output().expect("run");
+    assert!(overridden.status.success(), "{}", stderr(&overridden));
+    assert!(
+        !stderr(&overridden).contains(" INFO ") && !stderr(&overridden).contains("DEBUG"),
+        "{}",
+        stderr(&overridden)
+    );
+}
