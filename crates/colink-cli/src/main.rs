@@ -3,7 +3,10 @@
 //!
 //! Every command that touches a radio takes `--backend sim | sim-hub[:PATH] | bluez[:hciN]`. Exit codes:
 //! 0 ok, 1 failure, 2 usage, 3 not supported (colink error 801: no BlueZ, no adapter, no hub),
-//! 4 peer unreachable or refused. `RUST_LOG` drives tracing on stderr.
+//! 4 peer unreachable or refused. Every error is printed under one prefix, `colink: error: ` (clap's whole, with
+//! its suggestions); usage errors are found before any radio work. `-v`/`-q` (or `RUST_LOG`, which wins) set
+//! the log on stderr; colours only on a terminal and never with `NO_COLOR`. `colink completions SHELL` and
+//! `colink man` generate the shell completions and man pages from the same clap definitions.
 //! See docs/cli.md.
 #![forbid(unsafe_code)]
 
