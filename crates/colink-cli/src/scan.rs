@@ -70,22 +70,30 @@ impl Layout {
     /// column is elided first (down to its bits), then the name (down to 6 columns); then services, name, PSM
     /// and RSSI are hidden in that order. Address and short id always stay.
     fn new<'a>(rows: impl Iterator<Item = &'a [String; COLS]> + Clone, limit: Option<usize>) -> Self {
-        let mut w: [usize; COLS] = std::array::from_fn(|i| {
+        let natural: [usize; COLS] = std::array::from_fn(|i| {
             rows.clone().map(|r| console::measure_text_width(&r[i])).chain([HEADERS[i].len()]).max().unwrap_or(0)
         });
-        let Some(limit) = limit else { return Self(w) };
-        for (col, min) in [(SERVICES, 10), (NAME, 6)] {
-            let total = Self(w).total();
-            if total > limit {
-                w[col] = w[col].saturating_sub(total - limit).max(min.min(w[col]));
+        let Some(limit) = limit else { return Self(natural) };
+        let hide_order = [SERVICES, NAME, PSM, RSSI];
+        let mut layout = Self(natural);
+        // Hide as few columns as will do; the ones left shrink only as far as they must.
+        for hidden in 0..=hide_order.len() {
+            let mut w = natural;
+            for col in &hide_order[..hidden] {
+                w[*col] = 0;
+            }
+            for (col, min) in [(SERVICES, 10), (NAME, 6)] {
+                let total = Self(w).total();
+                if total > limit && w[col] > 0 {
+                    w[col] = w[col].saturating_sub(total - limit).max(min.min(w[col]));
+                }
+            }
+            layout = Self(w);
+            if layout.total() <= limit {
+                break;
             }
         }
-        for col in [SERVICES, NAME, PSM, RSSI] {
-            if Self(w).total() > limit {
-                w[col] = 0;
-            }
-        }
-        Self(w)
+        layout
     }
 
     fn total(self) -> usize {
@@ -275,8 +283,13 @@ mod tests {
         }
         // Wide enough: nothing hidden or cut.
         assert_eq!(Layout::new(rows.iter(), Some(200)), Layout::new(rows.iter(), None));
-        // Narrow: the services column goes before the name.
+        // Narrow: the services column goes before the name, and the name then takes the room left (60 columns:
+        // 17 + 8 + 7 + 4 and four gaps leave 16 for it).
         let narrow = Layout::new(rows.iter(), Some(60));
-        assert!(narrow.0[NAME] > 0 && narrow.0[SERVICES] == 0, "{narrow:?}");
+        assert_eq!((narrow.0[NAME], narrow.0[SERVICES]), (16, 0), "{narrow:?}");
+        assert_eq!(narrow.total(), 60);
+        // Services elided to its bits when that is enough.
+        let cut = Layout::new(rows.iter(), Some(80));
+        assert!(cut.0[SERVICES] >= 10 && cut.0[NAME] == 22 && cut.total() == 80, "{cut:?}");
     }
 }

@@ -195,3 +195,53 @@ fn verbosity_flags_feed_the_log_and_rust_log_wins() {
         stderr(&overridden)
     );
 }
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`) and carriage returns.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// On a 50-column pseudo-terminal (through `script`), every line of scan's live table fits: nothing wraps.
+#[test]
+fn the_live_scan_table_fits_the_terminal_width() {
+    let bin = assert_cmd::cargo::cargo_bin("colink");
+    let has_script = Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: needs util-linux `script` to run colink on a pseudo-terminal");
+        return;
+    }
+    for cols in [50, 72] {
+        let out = Command::new("script")
+            .args(["-qec"])
+            .arg(format!("stty cols {cols} rows 24; {} scan --duration 2", bin.display()))
+            .arg("/dev/null")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run script");
+        let text = strip_escapes(&String::from_utf8_lossy(&out.stdout));
+        let table: Vec<&str> = text.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+        assert!(table.iter().any(|l| l.starts_with("device")), "a live table: {text}");
+        assert!(table.iter().filter(|l| l.contains("sim-") || l.contains('…')).count() >= 3, "three rows: {text}");
+        for line in table {
+            assert!(line.chars().count() <= cols, "{cols} columns: {} in {line:?}", line.chars().count());
+        }
+    }
+}
