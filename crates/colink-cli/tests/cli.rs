@@ -480,3 +480,37 @@ fn bench_compares_round_trips_on_equal_intervals_and_says_so() {
     assert!(text.contains("connection interval                 40.00 ms          40.00 ms"), "{text}");
     assert!(text.lines().last().is_some_and(|l| l.starts_with("a round trip waits")), "{text}");
 }
+
+#[test]
+fn a_send_that_fails_after_connecting_still_says_goodbye() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_id = "5e7e5e7e000000000000000000000005";
+    let sock = dir.path().join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (_hub, _) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
+        spawn_until(c, "join it with")
+    };
+    let (_serve, serve_out) = {
+        let mut c = colink();
+        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1"])
+            .args(["--stream-name", "camera", "--state-dir"])
+            .arg(dir.path().join("state-serve"));
+        spawn_until(c, r#""event":"serving""#)
+    };
+    // Connected, then refused: serve's SINK is "camera", not "other" (exit 4 after 5 s of retries).
+    let out = colink()
+        .args(["stream", "send", "--seconds", "1", "--name", "other", "--to", server_id, "--backend", &hub_arg])
+        .arg("--state-dir")
+        .arg(dir.path().join("state-send"))
+        .output()
+        .expect("run stream send");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("connected to "), "it did connect");
+    let events = json_events_until_stopped(&serve_out);
+    let disconnected: Vec<_> = events.iter().filter(|e| e["event"] == "disconnected").collect();
+    // The peer hears the goodbye, not a timeout.
+    assert_eq!(disconnected.len(), 1, "{events:#?}");
+    assert_eq!(disconnected[0]["reason"], "PEER_APP_CLOSE_COLLABORATION", "{events:#?}");
+}
