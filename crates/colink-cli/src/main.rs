@@ -540,8 +540,10 @@ fn run(cli: Cli) -> CliResult {
             runtime()?.block_on(stream::send(context(a.to), o))
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "colink", &mut std::io::stdout());
-            Ok(())
+            // Generated into memory first: clap_complete panics on a failed write (e.g. `| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "colink", &mut script);
+            write_stdout(&script)
         }
         Command::Man { dir } => man(dir),
     }
@@ -561,9 +563,18 @@ fn man(dir: Option<PathBuf>) -> CliResult {
         None => {
             let mut out = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut out)?;
-            std::io::Write::write_all(&mut std::io::stdout(), &out)?;
-            Ok(())
+            write_stdout(&out)
         }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`colink man | head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
