@@ -85,6 +85,8 @@ fn the_bluez_hint_names_what_really_works() {
     if out.status.code() == Some(3) && err.contains("BlueZ is not available") {
         assert!(err.contains("`colink demo`") && err.contains("--backend sim-hub"), "{err}");
         assert!(!err.contains("--backend sim "), "{err}");
+    } else {
+        eprintln!("skipped: bluetoothd answers on this machine, so there is no hint to read ({err})");
     }
 }
 
