@@ -33,6 +33,13 @@ impl std::str::FromStr for AppName {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [b, m, a] if !b.is_empty() && !m.is_empty() && !a.is_empty() => {
+                // The API's string rule (each < 1024 bytes), checked here so it is a usage error before any
+                // radio work rather than a failure after connecting.
+                use colink::api::validate::required_string_arg;
+                required_string_arg("bundle_name", b)
+                    .and_then(|()| required_string_arg("module_name", m))
+                    .and_then(|()| required_string_arg("ability_name", a))
+                    .map_err(|e| e.to_string())?;
                 Ok(Self { bundle: (*b).into(), module: (*m).into(), ability: (*a).into() })
             }
             _ => Err("expected bundle/module/ability, e.g. org.colink.cli/entry/MainAbility".into()),
@@ -140,11 +147,33 @@ pub(crate) struct Screen {
     pub(crate) shown: Arc<Mutex<Option<Passkey>>>,
     pub(crate) print: bool,
     pub(crate) ask: bool,
+    /// Print what it shows as JSON lines (`serve --json`) instead of text.
+    pub(crate) json: bool,
 }
 
 impl Screen {
     pub(crate) fn new(who: &str, print: bool, ask: bool) -> Self {
-        Self { who: who.to_owned(), shown: Arc::default(), print, ask }
+        Self { who: who.to_owned(), shown: Arc::default(), print, ask, json: false }
+    }
+
+    /// The same agent printing JSON lines: `{"event":"pairing","peer":…,"passkey":…}`.
+    pub(crate) fn with_json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
+    }
+
+    fn say(&self, peer: PeerAddress, passkey: Option<Passkey>, text: String) {
+        if !self.print {
+            return;
+        }
+        if self.json {
+            let event = serde_json::json!({
+                "event": "pairing", "peer": peer.to_string(), "passkey": passkey.map(|p| p.to_string()),
+            });
+            println!("{event}");
+        } else {
+            println!("{}: {text}", self.who);
+        }
     }
 
     pub(crate) fn passkey(&self) -> Option<Passkey> {
@@ -153,9 +182,7 @@ impl Screen {
 
     fn show(&self, peer: PeerAddress, passkey: Passkey) -> AgentResult<()> {
         *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
-        if self.print {
-            println!("{}: pairing with {peer}: passkey {passkey}", self.who);
-        }
+        self.say(peer, Some(passkey), format!("pairing with {peer}: passkey {passkey}"));
         if self.ask {
             eprint!("{}: does {peer} show {passkey} too? [y/N] ", self.who);
             let mut line = String::new();
@@ -178,17 +205,13 @@ impl Agent for Screen {
     }
 
     fn confirm_just_works(&self, peer: PeerAddress) -> BoxFuture<'_, AgentResult<()>> {
-        if self.print {
-            println!("{}: pairing with {peer} (just works)", self.who);
-        }
+        self.say(peer, None, format!("pairing with {peer} (just works)"));
         Box::pin(async { Ok(()) })
     }
 
     fn display_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
         *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
-        if self.print {
-            println!("{}: type {passkey} on {peer}", self.who);
-        }
+        self.say(peer, Some(passkey), format!("type {passkey} on {peer}"));
         Box::pin(async { Ok(()) })
     }
 }
@@ -203,6 +226,8 @@ mod tests {
         assert_eq!(a.to_string(), DEFAULT_APP);
         assert!("a/b".parse::<AppName>().is_err());
         assert!("a//c".parse::<AppName>().is_err());
+        let long = format!("{}/entry/Main", "b".repeat(1024));
+        assert!(long.parse::<AppName>().unwrap_err().contains("bundle_name"));
     }
 
     #[test]

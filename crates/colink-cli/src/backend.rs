@@ -117,7 +117,8 @@ async fn open_bluez(name: Option<&str>) -> CliResult<Arc<dyn Adapter>> {
     let bluez = Bluez::new().await.map_err(|e| {
         CliError::not_supported(format_args!(
             "BlueZ is not available: cannot reach bluetoothd on the D-Bus system bus ({e}); install and start \
-             bluez (systemctl start bluetooth), or use --backend sim"
+             bluez (systemctl start bluetooth), or try colink on the simulator: `colink demo`, or `colink sim-hub` \
+             in another terminal and then this command with --backend sim-hub"
         ))
     })?;
     let adapter = match name {
@@ -143,7 +144,10 @@ async fn open_bluez(name: Option<&str>) -> CliResult<Arc<dyn Adapter>> {
 
 #[cfg(not(target_os = "linux"))]
 async fn open_bluez(_name: Option<&str>) -> CliResult<Arc<dyn Adapter>> {
-    Err(CliError::not_supported("BlueZ exists on Linux only; use --backend sim or sim-hub"))
+    Err(CliError::not_supported(
+        "BlueZ exists on Linux only; try colink on the simulator: `colink demo`, or `colink sim-hub` in another \
+         terminal and then this command with --backend sim-hub",
+    ))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use colink::Event;
 use colink::api::ConnectOptions;
 use colink_ble::{Adapter, Advert, DeviceId, LinkMode, LinkParams, Port};
 use colink_sim::hub::HubAdapter;
-use colink_sim::{Position, SimAir};
+use colink_sim::{PhyProfile, Position, SimAir};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ use crate::app::{self, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
 use crate::error::{CliError, CliResult};
+use crate::observe::Observed;
 
 pub(crate) struct BenchOptions {
     pub(crate) backend: Backend,
@@ -34,6 +35,20 @@ struct Figures {
     goodput_kbit_s: f64,
     rtt_median_ms: f64,
     rtt_p95_ms: f64,
+    /// The connection interval of the link the side ran on, when the backend knows it.
+    conn_interval_ms: Option<f64>,
+}
+
+/// The LE 2M model with its connection interval range (30-50 ms, one drawn per link) pinned to its middle, so
+/// the raw link and colink's link get the same interval. Round trips are counted in connection events (a
+/// message waits for the next one each way), so two links drawn differently would compare their intervals,
+/// not colink's cost.
+fn pinned_le_2m() -> PhyProfile {
+    let mut profile = PhyProfile::le_2m();
+    let (lo, hi) = profile.conn_interval;
+    let middle = (lo + hi) / 2;
+    profile.conn_interval = (middle, middle);
+    profile
 }
 
 pub(crate) fn run(o: &BenchOptions) -> CliResult {
@@ -49,7 +64,7 @@ pub(crate) fn run(o: &BenchOptions) -> CliResult {
 async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
     let (a, b, _air): (Arc<dyn Adapter>, Arc<dyn Adapter>, Option<SimAir>) = match &o.backend {
         Backend::Sim => {
-            let air = SimAir::new(1);
+            let air = SimAir::builder(1).profile(pinned_le_2m()).build();
             let a = air.adapter("bench-a", Position::new(0.0, 0.0));
             let b = air.adapter("bench-b", Position::new(1.5, 0.0));
             (Arc::new(a), Arc::new(b), Some(air))
@@ -87,18 +102,22 @@ async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
     let (raw, mtu) = raw(&a, &b, o.size, o.rounds).await.map_err(|e| fail("raw link", e))?;
     let colink = through_colink(a, b, o.size, o.rounds).await.map_err(|e| fail("colink", e))?;
     let ratio = colink.goodput_kbit_s / raw.goodput_kbit_s;
+    let pinned = o.backend == Backend::Sim;
     if o.json {
         let side = |f: Figures| {
             json!({"goodput_kbit_s": f.goodput_kbit_s.round() as i64, "rtt_median_ms": r2(f.rtt_median_ms),
-                   "rtt_p95_ms": r2(f.rtt_p95_ms)})
+                   "rtt_p95_ms": r2(f.rtt_p95_ms), "conn_interval_ms": f.conn_interval_ms.map(r2),
+                   "rtt_median_intervals": f.rtt_in_intervals().map(r2)})
         };
         let report = json!({
             "command": "bench", "backend": o.backend.to_string(), "clock": clock, "bytes": o.size,
             "rounds": o.rounds, "link_mtu": mtu, "raw": side(raw), "colink": side(colink),
-            "goodput_ratio_colink_over_raw": r2(ratio),
+            "goodput_ratio_colink_over_raw": r2(ratio), "same_conn_interval": same_interval(raw, colink),
+            "explanation": explanation(raw, colink, pinned),
         });
         println!("{}", serde_json::to_string_pretty(&report).map_err(CliError::failure)?);
     } else {
+        let interval = |f: Figures| f.conn_interval_ms.map_or_else(|| "unknown".to_owned(), |ms| format!("{ms:.2} ms"));
         println!("                            raw link (MTU {mtu})   colink session");
         println!(
             "  goodput                   {:>12.0} kbit/s   {:>9.0} kbit/s",
@@ -106,9 +125,57 @@ async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
         );
         println!("  round trip, median        {:>15.2} ms   {:>12.2} ms", raw.rtt_median_ms, colink.rtt_median_ms);
         println!("  round trip, 95th pct      {:>15.2} ms   {:>12.2} ms", raw.rtt_p95_ms, colink.rtt_p95_ms);
+        println!("  connection interval       {:>18}   {:>15}", interval(raw), interval(colink));
         println!("ratio colink/raw goodput: {ratio:.2}");
+        println!("{}", explanation(raw, colink, pinned));
     }
     Ok(())
+}
+
+impl Figures {
+    /// The median round trip counted in the link's connection intervals.
+    fn rtt_in_intervals(self) -> Option<f64> {
+        self.conn_interval_ms.filter(|i| *i > 0.0).map(|i| self.rtt_median_ms / i)
+    }
+}
+
+/// Whether both sides ran on links with the same connection interval (`None`: unknown).
+fn same_interval(raw: Figures, colink: Figures) -> Option<bool> {
+    Some((raw.conn_interval_ms? - colink.conn_interval_ms?).abs() < 0.01)
+}
+
+/// The line under the table: what the round trips are made of, with the figures, and why colink's may read
+/// below the raw link's.
+fn explanation(raw: Figures, colink: Figures, pinned: bool) -> String {
+    let counted = match (raw.rtt_in_intervals(), colink.rtt_in_intervals()) {
+        (Some(r), Some(c)) => format!(" (raw {r:.2}, colink {c:.2} connection intervals)"),
+        _ => String::new(),
+    };
+    let head = "a round trip waits for the link's next connection event each way, so it is counted in connection \
+                intervals";
+    let extra = colink.rtt_median_ms - raw.rtt_median_ms;
+    match same_interval(raw, colink) {
+        Some(true) if pinned => format!(
+            "{head}{counted}; both links ran on the same {:.2} ms interval (the LE 2M model's 30-50 ms range pinned \
+             to its middle for this comparison), so the difference, {extra:+.2} ms, is colink's own cost",
+            raw.conn_interval_ms.unwrap_or_default()
+        ),
+        Some(true) => format!(
+            "{head}{counted}; both links ran on the same {:.2} ms interval, so the difference, {extra:+.2} ms, is \
+             colink's own cost",
+            raw.conn_interval_ms.unwrap_or_default()
+        ),
+        Some(false) => format!(
+            "{head}{counted}; the two ran on different links, which the radio gave different intervals (raw {:.2} \
+             ms, colink {:.2} ms): compare the round trips in intervals, not in ms",
+            raw.conn_interval_ms.unwrap_or_default(),
+            colink.conn_interval_ms.unwrap_or_default()
+        ),
+        None => format!(
+            "{head}; the two ran on different links whose intervals this radio does not report, so the round \
+             trips may differ by the links' intervals rather than by colink's cost"
+        ),
+    }
 }
 
 fn r2(x: f64) -> f64 {
@@ -131,6 +198,7 @@ async fn raw(
     );
     let (link, peer) = (link.context("connect")?, peer.context("accept")?);
     let mtu = link.mtu().bytes().min(peer.mtu().bytes());
+    let interval = link.params().conn_interval;
     let data: Bytes = (0..size).map(|i| (i % 251) as u8).collect();
     let t = Instant::now();
     let sender = async {
@@ -161,7 +229,7 @@ async fn raw(
         rtts.push(t.elapsed());
     }
     link.close().await;
-    Ok((stats(goodput, &mut rtts), mtu))
+    Ok((stats(goodput, &mut rtts, interval), mtu))
 }
 
 /// The same through two Managers: one `send_data` of `size` bytes, and message echoes.
@@ -172,7 +240,9 @@ async fn through_colink(
     rounds: usize,
 ) -> anyhow::Result<Figures> {
     let (ida, idb) = (DeviceId::from_bytes(*b"colink-bench-aaa"), DeviceId::from_bytes(*b"colink-bench-bbb"));
-    let alice = app::manager(a, ida, Some(1)).await?;
+    // Alice dials; her adapter notes the link's parameters.
+    let observed = Observed::new(a);
+    let alice = app::manager(observed.clone(), ida, Some(1)).await?;
     let bob = app::manager(b, idb, Some(2)).await?;
     let appname: app::AppName = "org.colink.bench/entry/Bench".parse().map_err(|e: String| anyhow!(e))?;
     let caller = appname.caller();
@@ -230,7 +300,7 @@ async fn through_colink(
     }
     alice.shutdown().await;
     bob.shutdown().await;
-    Ok(stats(goodput, &mut rtts))
+    Ok(stats(goodput, &mut rtts, observed.first_conn_interval()))
 }
 
 async fn expect_message(events: &mut colink::api::EventStream, want: &str) -> anyhow::Result<()> {
@@ -243,11 +313,45 @@ async fn expect_message(events: &mut colink::api::EventStream, want: &str) -> an
     }
 }
 
-fn stats(goodput_kbit_s: f64, rtts: &mut [Duration]) -> Figures {
+fn stats(goodput_kbit_s: f64, rtts: &mut [Duration], interval: Option<Duration>) -> Figures {
     rtts.sort();
     let at = |q: f64| {
         let i = ((rtts.len() as f64 - 1.0) * q).round() as usize;
         rtts.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     };
-    Figures { goodput_kbit_s, rtt_median_ms: at(0.5), rtt_p95_ms: at(0.95) }
+    Figures {
+        goodput_kbit_s,
+        rtt_median_ms: at(0.5),
+        rtt_p95_ms: at(0.95),
+        conn_interval_ms: interval.map(|d| d.as_secs_f64() * 1000.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(rtt: f64, interval: Option<f64>) -> Figures {
+        Figures { goodput_kbit_s: 1000.0, rtt_median_ms: rtt, rtt_p95_ms: rtt, conn_interval_ms: interval }
+    }
+
+    #[test]
+    fn the_explanation_names_the_intervals_and_counts_in_them() {
+        // The case a user met: colink below the raw link, on a link with a shorter interval.
+        let text = explanation(side(100.0, Some(50.0)), side(82.5, Some(41.25)), false);
+        assert!(text.contains("raw 2.00, colink 2.00 connection intervals"), "{text}");
+        assert!(text.contains("different intervals (raw 50.00 ms, colink 41.25 ms)"), "{text}");
+        let text = explanation(side(80.0, Some(40.0)), side(81.0, Some(40.0)), true);
+        assert!(text.contains("same 40.00 ms interval") && text.contains("+1.00 ms"), "{text}");
+        let text = explanation(side(80.0, None), side(81.0, None), false);
+        assert!(text.contains("does not report"), "{text}");
+    }
+
+    #[test]
+    fn the_pinned_profile_has_one_interval_in_the_le_2m_range() {
+        let (lo, hi) = PhyProfile::le_2m().conn_interval;
+        let (a, b) = pinned_le_2m().conn_interval;
+        assert_eq!(a, b);
+        assert!(lo <= a && a <= hi);
+    }
 }

@@ -3,7 +3,10 @@
 //!
 //! Every command that touches a radio takes `--backend sim | sim-hub[:PATH] | bluez[:hciN]`. Exit codes:
 //! 0 ok, 1 failure, 2 usage, 3 not supported (colink error 801: no BlueZ, no adapter, no hub),
-//! 4 peer unreachable or refused. `RUST_LOG` drives tracing on stderr.
+//! 4 peer unreachable or refused. Every error is printed under one prefix, `colink: error: ` (clap's whole, with
+//! its suggestions); usage errors are found before any radio work. `-v`/`-q` (or `RUST_LOG`, which wins) set
+//! the log on stderr; colours only on a terminal and never with `NO_COLOR`. `colink completions SHELL` and
+//! `colink man` generate the shell completions and man pages from the same clap definitions.
 //! See docs/cli.md.
 #![forbid(unsafe_code)]
 
@@ -15,18 +18,20 @@ mod error;
 mod hub;
 mod media;
 mod neighbours;
+mod observe;
 mod pair;
 mod report;
 mod scan;
 mod send;
 mod serve;
 mod stream;
+mod term;
 mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory as _, Parser, Subcommand};
 use colink_ble::DeviceId;
 
 use crate::app::{AppName, DEFAULT_APP};
@@ -35,7 +40,8 @@ use crate::error::{CliError, CliResult};
 
 const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failure · 2 usage · 3 not supported (colink 801: no BlueZ/adapter/hub) \
                           · 4 peer unreachable or refused.\n\
-                          RUST_LOG (e.g. RUST_LOG=colink=debug) turns on tracing to stderr. See docs/cli.md.";
+                          -v/-vv/-vvv (or RUST_LOG, which wins, e.g. RUST_LOG=colink=debug) turn up the log on \
+                          stderr; -q leaves errors only. NO_COLOR=1 turns colours off. See docs/cli.md.";
 
 /// colink: sessions between apps on Bluetooth-connected devices.
 #[derive(Debug, Parser)]
@@ -43,6 +49,12 @@ const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failure · 2 usage · 3 not supp
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log lines on stderr: -v colink's info lines, -vv debug, -vvv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the log on stderr (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +99,26 @@ enum Command {
         #[command(subcommand)]
         what: StreamWhat,
     },
+    /// Prints a shell completion script, generated from this command's own definition.
+    #[command(
+        after_help = "Example:\n  colink completions bash > ~/.local/share/bash-completion/completions/colink\n  \
+                            colink completions zsh > ~/.zfunc/_colink\n  \
+                            colink completions fish > ~/.config/fish/completions/colink.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page colink(1) in roff, generated from this command's own definition; with --dir, writes
+    /// colink.1 and one page per subcommand (colink-send.1, ...) into DIR.
+    #[command(after_help = "Example:\n  colink man > ~/.local/share/man/man1/colink.1 && man colink\n  \
+                            colink man --dir ~/.local/share/man/man1")]
+    Man {
+        /// Write every page into this directory instead of colink(1) to stdout.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,8 +145,8 @@ struct StreamSendArgs {
     /// The picture size, WIDTHxHEIGHT (even numbers).
     #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = media::parse_size)]
     size: (u32, u32),
-    /// The stream's name: the receiver's SINK must have the same (`serve --stream-name`).
-    #[arg(long, default_value = DEFAULT_STREAM)]
+    /// The stream's name: the receiver's SINK must have the same (`serve --stream-name`); 1 to 1023 bytes.
+    #[arg(long, default_value = DEFAULT_STREAM, value_parser = parse_stream_name)]
     name: String,
 }
 
@@ -174,8 +206,9 @@ struct DemoArgs {
     /// Bytes in the data step (the link-drop step sends half as many).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     size: u64,
-    /// Distance between the two laptops, metres.
-    #[arg(long, default_value_t = 1.5)]
+    /// Distance between the two laptops, metres: more than 0, at most 100.
+    #[arg(long, value_name = "METRES", default_value_t = 1.5, allow_negative_numbers = true,
+          value_parser = parse_distance)]
     distance: f64,
 }
 
@@ -183,8 +216,8 @@ struct DemoArgs {
 struct ScanArgs {
     #[command(flatten)]
     radio: Radio,
-    /// How long to scan, seconds.
-    #[arg(long, default_value_t = 5.0)]
+    /// How long to scan, seconds: more than 0, at most 86400.
+    #[arg(long, value_name = "S", default_value_t = 5.0, allow_negative_numbers = true, value_parser = parse_seconds)]
     duration: f64,
     /// Only devices that may host this service name.
     #[arg(long)]
@@ -210,11 +243,15 @@ struct ServeArgs {
     #[arg(long)]
     reject: bool,
     /// The name of the SINK stream opened for a peer that streams (must match the sender's `--name`).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM)]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM, value_parser = parse_stream_name)]
     stream_name: String,
     /// Also save every Nth decoded stream frame as PNG into --save-dir (`frame-SESSION-NUMBER.png`).
     #[arg(long, value_name = "N", requires = "save_dir", value_parser = clap::value_parser!(u64).range(1..))]
     save_frames: Option<u64>,
+    /// Print one JSON object a line instead of text: serving, connected, message, data, file, image,
+    /// stream_started/_first_frame/_progress/_ended, disconnected, pairing, rejected, dropped, error, stopped.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -238,21 +275,24 @@ struct SendArgs {
 
 #[derive(Debug, Subcommand)]
 enum SendWhat {
-    /// A text message (< 1024 bytes).
+    /// A text message (1 to 1023 bytes of UTF-8).
     #[command(after_help = "Example:\n  colink send message 'hello' --to 5d3c...e1 --hub /tmp/air.sock")]
     Message {
-        /// The text.
+        /// The text (1 to 1023 bytes of UTF-8: the API's limit, checked before connecting).
         text: String,
         #[command(flatten)]
         to: Target,
     },
-    /// A data payload: the given text as bytes, or --size bytes of a test pattern.
-    #[command(after_help = "Example:\n  colink send data --size 1000000 --to 5d3c...e1 --hub /tmp/air.sock")]
+    /// A data payload: the given text as bytes, stdin's bytes (`-`), or --size bytes of a test pattern; at
+    /// most 100 MiB (the reference receiver's limit), checked before connecting.
+    #[command(after_help = "Example:\n  colink send data --size 1000000 --to 5d3c...e1 --hub /tmp/air.sock\n  \
+                            tar c notes | colink send data - --to 5d3c...e1")]
     Data {
-        /// The payload (UTF-8 text); omit and give --size for a generated pattern.
+        /// The payload: UTF-8 text, or `-` to read the bytes from stdin; omit and give --size for a generated
+        /// pattern.
         payload: Option<String>,
-        /// Bytes of a generated test pattern.
-        #[arg(long, conflicts_with = "payload")]
+        /// Bytes of a generated test pattern (1 to 104857600).
+        #[arg(long, conflicts_with = "payload", value_parser = clap::value_parser!(u64).range(1..=send::MAX_DATA as u64))]
         size: Option<u64>,
         #[command(flatten)]
         to: Target,
@@ -304,8 +344,9 @@ struct PairArgs {
     /// Confirm the passkey without asking.
     #[arg(long)]
     yes: bool,
-    /// How long to look for the device, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// How long to look for the device, seconds: more than 0, at most 3600.
+    #[arg(long, value_name = "S", default_value_t = 10.0, allow_negative_numbers = true,
+          value_parser = parse_pair_timeout)]
     timeout: f64,
 }
 
@@ -352,33 +393,63 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            if code == 2 {
-                // One line: clap's first line (the error itself), then where to look.
-                let text = e.render().to_string();
-                let first = text.lines().next().unwrap_or("error: bad arguments");
-                eprintln!("colink: {} (see `colink --help`)", first.trim_start_matches("error: ").trim());
-            } else {
-                let _ = e.print();
-            }
-            return ExitCode::from(code);
-        }
+        Err(e) => return clap_exit(&e),
     };
-    init_tracing();
+    term::init_tracing(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("colink: error: {e}");
+            term::print_error(&e.to_string());
             e.exit_code()
         }
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Help and version go to stdout (exit 0); bare `colink` (or a bare `colink send`) prints its help on stderr
+/// (exit 2); every other clap error is printed whole, under the one error prefix (exit 2).
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(error::Code::Usage as u8)
+        }
+        _ => {
+            term::print_clap_error(e);
+            ExitCode::from(error::Code::Usage as u8)
+        }
+    }
+}
+
+/// `--distance`: metres, more than 0 and at most 100.
+fn parse_distance(s: &str) -> Result<f64, String> {
+    parse_range(s, 100.0, "metres")
+}
+
+/// `--duration` of `scan`: seconds, more than 0 and at most a day.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    parse_range(s, 86_400.0, "seconds")
+}
+
+/// `--timeout` of `pair`: seconds, more than 0 and at most an hour.
+fn parse_pair_timeout(s: &str) -> Result<f64, String> {
+    parse_range(s, 3600.0, "seconds")
+}
+
+/// A number in (0, max], named `unit` in the error.
+fn parse_range(s: &str, max: f64, unit: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of {unit}"))?;
+    if x > 0.0 && x <= max { Ok(x) } else { Err(format!("must be more than 0 and at most {max} {unit}, got {s}")) }
+}
+
+/// A stream name: not empty and shorter than 1024 bytes (the API's string rule).
+fn parse_stream_name(s: &str) -> Result<String, String> {
+    colink::api::validate::required_string_arg("name", s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
 }
 
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -387,22 +458,14 @@ fn runtime() -> CliResult<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Demo(a) => {
-            if !(a.distance > 0.0 && a.distance <= 100.0) {
-                return Err(CliError::usage("--distance must be in (0, 100] metres"));
-            }
-            demo::run(&demo::DemoOptions {
-                fast: a.fast,
-                json: a.json,
-                seed: a.seed,
-                size: usize::try_from(a.size).map_err(CliError::usage)?,
-                distance: a.distance,
-            })
-        }
+        Command::Demo(a) => demo::run(&demo::DemoOptions {
+            fast: a.fast,
+            json: a.json,
+            seed: a.seed,
+            size: usize::try_from(a.size).map_err(CliError::usage)?,
+            distance: a.distance,
+        }),
         Command::Scan(a) => {
-            if !(a.duration > 0.0 && a.duration <= 86_400.0) {
-                return Err(CliError::usage("--duration must be in (0, 86400] seconds"));
-            }
             let backend = a.radio.backend();
             runtime()?.block_on(scan::run(backend, a.duration, a.service, a.json))
         }
@@ -422,11 +485,16 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Send(a) => {
             let (what, t) = match a.what {
-                SendWhat::Message { text, to } => (send::What::Message(text), to),
+                SendWhat::Message { text, to } => {
+                    // The API's rule (not empty, < 1024 bytes), with its own 401 text, before any radio work.
+                    colink::api::validate::message(&text).map_err(CliError::usage)?;
+                    (send::What::Message(text), to)
+                }
                 SendWhat::Data { payload, size, to } => match (payload, size) {
-                    (Some(p), None) => (send::What::Data(p.into_bytes()), to),
+                    (Some(p), None) if p == "-" => (send::What::Data(send::read_stdin_payload()?), to),
+                    (Some(p), None) => (send::What::Data(send::checked_payload(p.into_bytes(), "the payload")?), to),
                     (None, Some(n)) => (send::What::Pattern(n), to),
-                    _ => return Err(CliError::usage("`send data` needs a payload or --size N")),
+                    _ => return Err(CliError::usage("`send data` needs a payload, `-` (stdin) or --size N")),
                 },
                 SendWhat::File { path, to } => (send::What::File(path), to),
                 SendWhat::Image { path, quality, to } => (send::What::Image { path, quality }, to),
@@ -471,6 +539,42 @@ fn run(cli: Cli) -> CliResult {
             };
             runtime()?.block_on(stream::send(context(a.to), o))
         }
+        Command::Completions { shell } => {
+            // Generated into memory first: clap_complete panics on a failed write (e.g. `| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "colink", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man { dir } => man(dir),
+    }
+}
+
+/// `colink man`: colink(1) on stdout, or every page into a directory.
+fn man(dir: Option<PathBuf>) -> CliResult {
+    let cmd = Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(cmd, &dir)).map_err(|e| {
+                CliError::failure(format_args!("cannot write the man pages into {}: {e}", dir.display()))
+            })?;
+            println!("wrote the man pages into {}", dir.display());
+            Ok(())
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            write_stdout(&out)
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`colink man | head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -486,6 +590,7 @@ fn serve(a: ServeArgs) -> CliResult {
         reject: a.reject,
         stream_name: a.stream_name,
         save_frames: a.save_frames,
+        json: a.json,
     }))
 }
 

@@ -13,6 +13,7 @@ use crate::app::SERVICE;
 use crate::backend::Backend;
 use crate::error::{CliError, CliResult};
 use crate::neighbours::Neighbourhood;
+use crate::term;
 
 struct Row {
     peer: PeerAddress,
@@ -36,22 +37,108 @@ impl Row {
         self.advert.psm.map(|p| format!("{:#04x}", p.value())).unwrap_or_else(|| "-".into())
     }
 
-    fn line(&self) -> String {
+    /// The row's cells, in [`HEADERS`] order; strings that came from elsewhere are escaped.
+    fn cells(&self) -> [String; COLS] {
         let rssi = self.rssi.dbm().map(|d| format!("{d} dBm")).unwrap_or_else(|| "unknown".into());
-        let state = if self.present { "" } else { "  (lost)" };
-        format!(
-            "{:<17}  {:<8}  {:<11}  {:>11}  {:<5}  {}{state}",
+        let services = if self.present { self.services() } else { format!("{} (lost)", self.services()) };
+        [
             self.peer.address.to_string(),
             self.advert.short_id.to_string(),
-            self.name,
+            term::printable(&self.name),
             rssi,
             self.psm(),
-            self.services()
-        )
+            services,
+        ]
     }
 }
 
-const HEADER: &str = "device             short id  name               RSSI  PSM    services";
+const COLS: usize = 6;
+const HEADERS: [&str; COLS] = ["device", "short id", "name", "RSSI", "PSM", "services"];
+const NAME: usize = 2;
+const RSSI: usize = 3;
+const PSM: usize = 4;
+const SERVICES: usize = 5;
+/// Spaces between columns.
+const GAP: usize = 2;
+
+/// The table's column widths (0: the column is hidden).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout([usize; COLS]);
+
+impl Layout {
+    /// Widths for `rows` within `limit` columns (`None`: no limit, e.g. piped). Over the limit, the services
+    /// column is elided first (down to its bits), then the name (down to 6 columns); then services, name, PSM
+    /// and RSSI are hidden in that order. Address and short id always stay.
+    fn new<'a>(rows: impl Iterator<Item = &'a [String; COLS]> + Clone, limit: Option<usize>) -> Self {
+        let natural: [usize; COLS] = std::array::from_fn(|i| {
+            rows.clone().map(|r| console::measure_text_width(&r[i])).chain([HEADERS[i].len()]).max().unwrap_or(0)
+        });
+        let Some(limit) = limit else { return Self(natural) };
+        let hide_order = [SERVICES, NAME, PSM, RSSI];
+        let mut layout = Self(natural);
+        // Hide as few columns as will do; the ones left shrink only as far as they must.
+        for hidden in 0..=hide_order.len() {
+            let mut w = natural;
+            for col in &hide_order[..hidden] {
+                w[*col] = 0;
+            }
+            for (col, min) in [(SERVICES, 10), (NAME, 6)] {
+                let total = Self(w).total();
+                if total > limit && w[col] > 0 {
+                    w[col] = w[col].saturating_sub(total - limit).max(min.min(w[col]));
+                }
+            }
+            layout = Self(w);
+            if layout.total() <= limit {
+                break;
+            }
+        }
+        layout
+    }
+
+    fn total(self) -> usize {
+        let shown = self.0.iter().filter(|w| **w > 0).count();
+        self.0.iter().sum::<usize>() + GAP * shown.saturating_sub(1)
+    }
+
+    /// One line of the table; RSSI is right-aligned, everything else left-aligned.
+    fn line(self, cells: &[String; COLS]) -> String {
+        let parts: Vec<String> = (0..COLS)
+            .filter(|i| self.0[*i] > 0)
+            .map(|i| {
+                if i == RSSI {
+                    let cut = term::elide(&cells[i], self.0[i]);
+                    format!("{}{cut}", " ".repeat(self.0[i].saturating_sub(console::measure_text_width(&cut))))
+                } else {
+                    term::fit(&cells[i], self.0[i])
+                }
+            })
+            .collect();
+        parts.join(&" ".repeat(GAP)).trim_end().to_owned()
+    }
+
+    fn header(self) -> String {
+        self.line(&HEADERS.map(str::to_owned))
+    }
+}
+
+/// The table's lines (header first) with `indent` before each, each at most `limit` columns.
+fn table(rows: &BTreeMap<PeerAddress, Row>, limit: Option<usize>, indent: &str) -> Vec<String> {
+    let cells: Vec<[String; COLS]> = rows.values().map(Row::cells).collect();
+    let layout = Layout::new(cells.iter(), limit.map(|l| l.saturating_sub(indent.len())));
+    std::iter::once(layout.header())
+        .chain(cells.iter().map(|c| layout.line(c)))
+        .map(|l| clip(&format!("{indent}{l}"), limit))
+        .collect()
+}
+
+/// `line` elided to `limit` columns, when there is a limit.
+fn clip(line: &str, limit: Option<usize>) -> String {
+    match limit {
+        Some(l) => term::elide(line, l),
+        None => line.to_owned(),
+    }
+}
 
 pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>, json: bool) -> CliResult {
     let (adapter, neighbours): (Arc<dyn Adapter>, Option<Neighbourhood>) = match &backend {
@@ -74,7 +161,6 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
     if !json {
         let what = if neighbours.is_some() { " (a private simulated air with three simulated neighbours)" } else { "" };
         println!("scanning for colink devices on {backend}{what} for {duration} s");
-        println!("{HEADER}");
     }
     let mut rows: BTreeMap<PeerAddress, Row> = BTreeMap::new();
     let mut drawn = 0usize;
@@ -89,12 +175,11 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
                 let name_of = |a: &Advert| {
                     neighbours.as_ref().and_then(|n| n.name_of(a.short_id)).unwrap_or("-").to_owned()
                 };
-                let line = match event {
+                let found = match event {
                     ScanEvent::DeviceFound { peer, rssi, advert } => {
                         let row = Row { peer, name: name_of(&advert), rssi, advert, present: true };
-                        let line = format!("+ {}", row.line());
                         rows.insert(peer, row);
-                        Some(line)
+                        Some(('+', peer))
                     }
                     ScanEvent::DeviceUpdated { peer, rssi, advert } => {
                         let row = Row { peer, name: name_of(&advert), rssi, advert, present: true };
@@ -103,23 +188,30 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
                     }
                     ScanEvent::DeviceLost { peer } => rows.get_mut(&peer).map(|r| {
                         r.present = false;
-                        format!("- {}", r.line())
+                        ('-', peer)
                     }),
                     _ => None,
                 };
                 if live {
-                    // Redraw the table in place.
+                    // Redraw the table in place, header included (its columns follow the rows), every line
+                    // within the terminal's width so none wraps and the cursor arithmetic holds.
+                    let lines = table(&rows, term::stdout_width(), "");
                     let mut out = std::io::stdout().lock();
                     if drawn > 0 {
                         let _ = write!(out, "\x1b[{drawn}A");
                     }
-                    for r in rows.values() {
-                        let _ = writeln!(out, "\x1b[2K{}", r.line());
+                    for line in &lines {
+                        let _ = writeln!(out, "\x1b[2K{line}");
                     }
-                    drawn = rows.len();
+                    drawn = lines.len();
                     let _ = out.flush();
-                } else if let (Some(line), false) = (line, json) {
-                    println!("{line}");
+                } else if let (Some((mark, peer)), false) = (found, json) {
+                    // Piped: one line per change, in the columns of the table so far.
+                    let cells: Vec<[String; COLS]> = rows.values().map(Row::cells).collect();
+                    let layout = Layout::new(cells.iter(), None);
+                    if let Some(r) = rows.get(&peer) {
+                        println!("{mark} {}", layout.line(&r.cells()));
+                    }
                 }
             }
             () = &mut deadline => break,
@@ -142,10 +234,62 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
         println!("{}", serde_json::Value::Array(list));
     } else if !live {
         println!("{} device(s):", rows.len());
-        println!("  {HEADER}");
-        for r in rows.values() {
-            println!("  {}", r.line());
+        for line in table(&rows, term::stdout_width(), "  ") {
+            println!("{line}");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<[String; COLS]> {
+        vec![
+            ["c0:00:00:00:00:01", "3294daf4", "sim-phone", "-48 dBm", "0x80", "0x00000010 (hosts colink-cli)"],
+            ["c0:00:00:00:00:02", "0badf00d", "a-very-long-name\\u{1b}", "unknown", "-", "0x00000000"],
+        ]
+        .into_iter()
+        .map(|r| r.map(str::to_owned))
+        .collect()
+    }
+
+    #[test]
+    fn columns_line_up_with_the_header() {
+        let rows = rows();
+        let layout = Layout::new(rows.iter(), None);
+        let header = layout.header();
+        let first = layout.line(&rows[0]);
+        // Every left-aligned column starts where its header does.
+        for (h, cell) in HEADERS.iter().zip(&rows[0]).filter(|(h, _)| **h != "RSSI") {
+            assert_eq!(header.find(h), first.find(cell.as_str()), "{h}\n{header}\n{first}");
+        }
+        // RSSI is right-aligned under its header.
+        let end = header.find("RSSI").map(|i| i + 4);
+        assert_eq!(first.find("-48 dBm").map(|i| i + 7), end, "{header}\n{first}");
+    }
+
+    #[test]
+    fn the_table_fits_any_width() {
+        let rows = rows();
+        for limit in [20, 40, 60, 80, 100, 200] {
+            let layout = Layout::new(rows.iter(), Some(limit));
+            for line in std::iter::once(layout.header()).chain(rows.iter().map(|r| layout.line(r))) {
+                let w = console::measure_text_width(&line);
+                // The address and short id always stay (27 columns); beyond that every line fits.
+                assert!(w <= limit.max(27), "{limit}: {w} columns: {line}");
+            }
+        }
+        // Wide enough: nothing hidden or cut.
+        assert_eq!(Layout::new(rows.iter(), Some(200)), Layout::new(rows.iter(), None));
+        // Narrow: the services column goes before the name, and the name then takes the room left (60 columns:
+        // 17 + 8 + 7 + 4 and four gaps leave 16 for it).
+        let narrow = Layout::new(rows.iter(), Some(60));
+        assert_eq!((narrow.0[NAME], narrow.0[SERVICES]), (16, 0), "{narrow:?}");
+        assert_eq!(narrow.total(), 60);
+        // Services elided to its bits when that is enough.
+        let cut = Layout::new(rows.iter(), Some(80));
+        assert!(cut.0[SERVICES] >= 10 && cut.0[NAME] == 22 && cut.total() == 80, "{cut:?}");
+    }
 }

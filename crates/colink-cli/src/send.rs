@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use colink::api::{ConnectOptions, EventStream, ReferenceEnum};
+use colink::media::PixelMap;
 use colink::{Event, Manager, SessionId};
 use colink_ble::DeviceId;
 use futures::StreamExt;
@@ -17,7 +18,7 @@ use crate::app::{self, AppName, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
 use crate::error::{CliError, CliResult};
-use crate::{media, transfer};
+use crate::{media, term, transfer};
 
 /// Who talks to whom, over what.
 pub(crate) struct Context {
@@ -51,11 +52,42 @@ pub(crate) struct Connected {
     pub(crate) connect_s: f64,
 }
 
+/// The most bytes `send data` sends as one payload: the reference receiver's limit (api.md: it rejects more than
+/// 100 MiB in all), so every peer takes what the CLI sends. `send file` has no such limit (it sends chunks).
+pub(crate) const MAX_DATA: usize = 100 * 1024 * 1024;
+
+/// A data payload checked against the API's rules before any radio work: not empty, at most [`MAX_DATA`].
+pub(crate) fn checked_payload(data: Vec<u8>, what: &str) -> CliResult<Vec<u8>> {
+    if data.is_empty() {
+        return Err(CliError::usage(format_args!("{what} is empty: there is nothing to send")));
+    }
+    if data.len() > MAX_DATA {
+        return Err(CliError::usage(format_args!(
+            "{what} is more than {MAX_DATA} bytes (100 MiB, the most a data payload may carry); use `colink send \
+             file` for more"
+        )));
+    }
+    Ok(data)
+}
+
+/// `send data -`: stdin's bytes, read to its end but never more than [`MAX_DATA`] + 1 of them.
+pub(crate) fn read_stdin_payload() -> CliResult<Vec<u8>> {
+    use std::io::Read as _;
+    let mut data = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_DATA as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| CliError::failure(format_args!("cannot read stdin: {e}")))?;
+    checked_payload(data, "stdin")
+}
+
 async fn connect(ctx: &Context) -> CliResult<Connected> {
     connect_with(ctx, ConnectOptions { need_send_data: true, ..ConnectOptions::default() }).await
 }
 
-/// Starts a Manager on the context's radio and connects a session with `options` to the peer app.
+/// Starts a Manager on the context's radio and connects a session with `options` to the peer app. On any
+/// failure the Manager is shut down before returning.
 pub(crate) async fn connect_with(ctx: &Context, options: ConnectOptions) -> CliResult<Connected> {
     let state = app::state_dir(ctx.state_dir.as_deref());
     // A client needs a stable identity only on a real adapter; on the simulator each run is a new device.
@@ -66,18 +98,52 @@ pub(crate) async fn connect_with(ctx: &Context, options: ConnectOptions) -> CliR
     }
     let adapter = ctx.backend.open(&format!("cli-{}", device.short()), device).await?;
     let manager = app::manager(adapter, device, None).await?;
-    let session = manager.create_session(&ctx.app.caller(), SERVICE, ctx.peer_app.peer_on(ctx.to), options)?;
-    let events = manager.events(session)?;
     let t = Instant::now();
-    let result = manager.connect(session).await?;
-    if !result.is_connected {
-        manager.shutdown().await;
-        return Err(app::connect_failed(ctx.to, result.error_code, result.reason.as_deref()));
+    let session = async {
+        let session = manager.create_session(&ctx.app.caller(), SERVICE, ctx.peer_app.peer_on(ctx.to), options)?;
+        let events = manager.events(session)?;
+        let result = manager.connect(session).await?;
+        if result.is_connected {
+            Ok((session, events))
+        } else {
+            Err(app::connect_failed(ctx.to, result.error_code, result.reason.as_deref()))
+        }
     }
-    Ok(Connected { manager, session, events, connect_s: t.elapsed().as_secs_f64() })
+    .await;
+    match session {
+        Ok((session, events)) => Ok(Connected { manager, session, events, connect_s: t.elapsed().as_secs_f64() }),
+        Err(e) => {
+            manager.shutdown().await;
+            Err(e)
+        }
+    }
 }
 
-/// Connects, sends `what`, disconnects.
+impl Connected {
+    /// Ends the session and the Manager, whatever happened before: disconnects (so the peer hears
+    /// `PEER_APP_CLOSE_COLLABORATION`, not a timeout), lingers, shuts down. Every path out of a connected
+    /// command goes through here; `result` is what the command did, and wins over a failed disconnect.
+    pub(crate) async fn finish<T>(self, result: CliResult<T>) -> CliResult<T> {
+        let disconnected = self.manager.disconnect(self.session).await;
+        close(&self.manager).await;
+        let value = result?;
+        disconnected?;
+        Ok(value)
+    }
+}
+
+/// What `once` sent, for its report.
+struct Sent {
+    kind: &'static str,
+    bytes: usize,
+    sha: Option<String>,
+    secs: f64,
+    /// The JPEG quality, for an image.
+    quality: Option<i32>,
+}
+
+/// Connects, sends `what`, disconnects. Every argument is checked before connecting (usage errors exit 2 with
+/// no radio work); once connected, every path disconnects.
 pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
     // Read the file first: a missing file should not cost a connection.
     let file = match &what {
@@ -98,13 +164,54 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
         }
         _ => None,
     };
+    match &what {
+        What::Message(text) => colink::api::validate::message(text).map_err(CliError::usage)?,
+        What::Pattern(n) if *n == 0 || *n > MAX_DATA as u64 => {
+            return Err(CliError::usage(format_args!("--size must be 1 to {MAX_DATA} bytes, got {n}")));
+        }
+        _ => {}
+    }
     let c = connect(&ctx).await?;
+    if !ctx.json {
+        println!("connected to {} in {:.2} s (session {})", ctx.to, c.connect_s, c.session);
+    }
+    let sent = deliver(&ctx, &c, what, file, image.as_ref()).await;
+    let connect_s = c.connect_s;
+    let sent = c.finish(sent).await?;
+    let Sent { kind, bytes, sha, secs, quality } = sent;
+    if ctx.json {
+        let report = match &image {
+            Some(image) => json!({
+                "ok": true, "sent": "image", "width": image.width(), "height": image.height(),
+                "format": media::format_name(image.format()), "quality": quality, "seconds": secs,
+                "to": ctx.to.to_string(), "connect_s": connect_s,
+            }),
+            None => {
+                let kbit = if secs > 0.0 { bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
+                json!({
+                    "ok": true, "sent": kind, "bytes": bytes, "seconds": secs, "kbit_s": kbit.round() as i64,
+                    "sha256": sha, "to": ctx.to.to_string(), "connect_s": connect_s,
+                })
+            }
+        };
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// Sends `what` on the connected session and prints the human line.
+async fn deliver(
+    ctx: &Context,
+    c: &Connected,
+    what: What,
+    file: Option<(String, Bytes)>,
+    image: Option<&PixelMap>,
+) -> CliResult<Sent> {
     let say = |line: String| {
         if !ctx.json {
             println!("{line}");
         }
     };
-    say(format!("connected to {} in {:.2} s (session {})", ctx.to, c.connect_s, c.session));
     let t = Instant::now();
     let (kind, bytes, sha) = match what {
         What::Message(text) => {
@@ -113,8 +220,9 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
         }
         What::Data(data) => {
             let sha = transfer::sha256(&data);
-            c.manager.send_data(c.session, Bytes::from(data.clone())).await?;
-            ("data", data.len(), Some(sha))
+            let len = data.len();
+            c.manager.send_data(c.session, Bytes::from(data)).await?;
+            ("data", len, Some(sha))
         }
         What::Pattern(n) => {
             let n = usize::try_from(n).map_err(CliError::usage)?;
@@ -133,7 +241,7 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
             ("file", data.len(), Some(transfer::sha256(&data)))
         }
         What::Image { quality, .. } => {
-            let Some(image) = &image else { return Err(CliError::failure("no image")) };
+            let Some(image) = image else { return Err(CliError::failure("no image")) };
             c.manager.send_image(c.session, image, quality).await?;
             let secs = t.elapsed().as_secs_f64();
             say(format!(
@@ -142,17 +250,7 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
                 image.height(),
                 media::format_name(image.format())
             ));
-            c.manager.disconnect(c.session).await?;
-            close(&c.manager).await;
-            if ctx.json {
-                let report = json!({
-                    "ok": true, "sent": "image", "width": image.width(), "height": image.height(),
-                    "format": media::format_name(image.format()), "quality": quality, "seconds": secs,
-                    "to": ctx.to.to_string(), "connect_s": c.connect_s,
-                });
-                println!("{report}");
-            }
-            return Ok(());
+            return Ok(Sent { kind: "image", bytes: 0, sha: None, secs, quality: Some(quality) });
         }
     };
     let secs = t.elapsed().as_secs_f64();
@@ -166,16 +264,7 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
             grouped(bytes as u64)
         ));
     }
-    c.manager.disconnect(c.session).await?;
-    close(&c.manager).await;
-    if ctx.json {
-        let report = json!({
-            "ok": true, "sent": kind, "bytes": bytes, "seconds": secs, "kbit_s": kbit.round() as i64,
-            "sha256": sha, "to": ctx.to.to_string(), "connect_s": c.connect_s,
-        });
-        println!("{report}");
-    }
-    Ok(())
+    Ok(Sent { kind, bytes, sha, secs, quality: None })
 }
 
 /// Connects and stays: each stdin line is sent as a message, arriving messages and data are printed.
@@ -202,7 +291,7 @@ pub(crate) async fn interactive(ctx: Context) -> CliResult {
                 _ => break,
             },
             event = c.events.next() => match event {
-                Some(Event::ReceiveMessage { msg, .. }) => println!("< {msg}"),
+                Some(Event::ReceiveMessage { msg, .. }) => println!("< {}", term::printable(&msg)),
                 Some(Event::ReceiveData { data, .. }) => {
                     println!("< data: {} bytes, sha256 {}", grouped(data.len() as u64), transfer::sha256(&data));
                 }
@@ -221,11 +310,12 @@ pub(crate) async fn interactive(ctx: Context) -> CliResult {
         }
         flush();
     }
-    if !peer_left {
-        c.manager.disconnect(c.session).await?;
-        println!("disconnected");
+    if peer_left {
+        close(&c.manager).await;
+        return Ok(());
     }
-    close(&c.manager).await;
+    c.finish(Ok(())).await?;
+    println!("disconnected");
     Ok(())
 }
 

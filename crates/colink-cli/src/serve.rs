@@ -1,5 +1,6 @@
 //! `colink serve` (also `colink stream recv`): advertise, accept sessions for an app, print or save what
-//! arrives: messages, data, files, images, and media streams (with their figures).
+//! arrives: messages, data, files, images, and media streams (with their figures), as text or (`--json`) as
+//! one JSON object a line.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,6 +11,7 @@ use colink::api::{ConnectOptions, ReferenceEnum, StreamId, StreamParam, StreamRo
 use colink::media::{ConsumerSurface, PixelMap};
 use colink::{CollaborationRequest, Event, Manager, SessionId};
 use colink_ble::DeviceId;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -19,6 +21,7 @@ use crate::backend::Backend;
 use crate::demo::grouped;
 use crate::error::{CliError, CliResult};
 use crate::media::{self, FrameLog};
+use crate::term;
 use crate::transfer::{Assembler, Progress, sha256};
 
 pub(crate) struct ServeOptions {
@@ -33,6 +36,8 @@ pub(crate) struct ServeOptions {
     pub(crate) stream_name: String,
     /// Save every Nth decoded stream frame as PNG into `save_dir`.
     pub(crate) save_frames: Option<u64>,
+    /// One JSON object a line instead of text.
+    pub(crate) json: bool,
 }
 
 /// What each session's task needs to know.
@@ -41,12 +46,51 @@ struct SessionOptions {
     save_dir: Option<PathBuf>,
     stream_name: String,
     save_frames: Option<u64>,
+    out: Out,
 }
 
 /// How often a running stream's figures are printed.
 const STREAM_REPORT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Where serve's events go: a human line each, or (`--json`) one JSON object a line, `{"event": KIND, ...}`.
+/// Strings a peer chose are escaped: `term::printable` in text, serde_json in JSON.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    /// Prints one event: `human()` as text, or `{"event": kind, ...fields}` as a JSON line.
+    fn emit(self, kind: &str, human: impl FnOnce() -> String, fields: impl FnOnce() -> Value) {
+        if self.json {
+            println!("{}", event_line(kind, fields()));
+        } else {
+            println!("{}", human());
+        }
+        flush();
+    }
+
+    /// An error that ends nothing but what it names (a save that failed, a stream that could not open).
+    fn error(self, session: Option<SessionId>, human: String) {
+        let message = human.clone();
+        self.emit("error", || human, || json!({ "session": session.map(SessionId::get), "message": message }));
+    }
+}
+
+/// `{"event":KIND,...fields}`: the kind first, for a reader scanning the lines; the fields in serde_json's order.
+fn event_line(kind: &str, fields: Value) -> String {
+    let kind = Value::from(kind);
+    match fields {
+        Value::Object(fields) if !fields.is_empty() => {
+            let rest = Value::Object(fields).to_string();
+            format!("{{\"event\":{kind},{}", &rest[1..])
+        }
+        _ => format!("{{\"event\":{kind}}}"),
+    }
+}
+
 pub(crate) async fn run(o: ServeOptions) -> CliResult {
+    let out = Out { json: o.json };
     let state = app::state_dir(o.state_dir.as_deref());
     let device = app::device_id(o.device, &state, &o.backend.state_key(), true)?;
     if let Some(dir) = &o.save_dir {
@@ -55,19 +99,40 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
     }
     let adapter = o.backend.open(&format!("serve-{}", device.short()), device).await?;
     adapter
-        .set_agent(Some(Arc::new(Screen::new("serve", true, false))))
+        .set_agent(Some(Arc::new(Screen::new("serve", true, false).with_json(o.json))))
         .await
         .map_err(|e| CliError::failure(format_args!("cannot register the pairing agent: {e}")))?;
     let address = adapter.address();
     let manager = app::manager(adapter, device, None).await?;
     let caller = o.app.caller();
-    let mut requests = manager.incoming(&caller)?;
-    println!("colink serve: device {device} (short {}) at {} on {}", device.short(), address.address, o.backend);
-    println!(
-        "serving app {} (service {SERVICE}); try: colink send message hello --to {device} --backend {}",
-        o.app, o.backend
+    let mut requests = match manager.incoming(&caller) {
+        Ok(r) => r,
+        Err(e) => {
+            manager.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    out.emit(
+        "serving",
+        || {
+            format!(
+                "colink serve: device {device} (short {}) at {} on {}\nserving app {} (service {SERVICE}); try: \
+                 colink send message hello --to {device} --backend {}",
+                device.short(),
+                address.address,
+                o.backend,
+                o.app,
+                o.backend
+            )
+        },
+        || {
+            json!({
+                "device": device.to_string(), "short_id": device.short().to_string(),
+                "address": address.address.to_string(), "backend": o.backend.to_string(), "app": o.app.to_string(),
+                "service": SERVICE,
+            })
+        },
     );
-    flush();
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     let mut ended = 0u64;
@@ -78,8 +143,11 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
             request = requests.next() => {
                 let Some(request) = request else { break };
                 if o.reject {
-                    println!("rejecting a session from {}", peer_label(&request));
-                    flush();
+                    out.emit(
+                        "rejected",
+                        || format!("rejecting a session from {}", peer_label(&request)),
+                        || peer_fields(&request),
+                    );
                     let _ = manager.reject(&request.token, "rejected by colink serve --reject").await;
                     continue;
                 }
@@ -88,11 +156,11 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
                     save_dir: o.save_dir.clone(),
                     stream_name: o.stream_name.clone(),
                     save_frames: o.save_frames,
+                    out,
                 };
                 tokio::spawn(async move {
                     if let Err(e) = session(&m, &c, request, &so).await {
-                        println!("session failed: {e}");
-                        flush();
+                        so.out.error(None, format!("session failed: {e}"));
                     }
                     let _ = done.send(());
                 });
@@ -107,38 +175,64 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
         }
     }
     crate::send::close(&manager).await;
-    println!("colink serve: stopped after {ended} session(s)");
+    out.emit("stopped", || format!("colink serve: stopped after {ended} session(s)"), || json!({ "sessions": ended }));
     Ok(())
 }
 
+/// `3294daf4 (org.colink.cli)`: the peer's short id and bundle, escaped for a terminal.
 fn peer_label(r: &CollaborationRequest) -> String {
     let short: String = r.peer.device_id.chars().take(8).collect();
-    format!("{short} ({})", r.peer.bundle_name)
+    format!("{} ({})", term::printable(&short), term::printable(&r.peer.bundle_name))
 }
 
+/// The peer's identity as JSON fields.
+fn peer_fields(r: &CollaborationRequest) -> Value {
+    json!({
+        "peer_device": r.peer.device_id, "peer_bundle": r.peer.bundle_name, "peer_module": r.peer.module_name,
+        "peer_ability": r.peer.ability_name,
+    })
+}
+
+/// Accepts one session and reports what arrives on it until it ends. Once the session exists, every path
+/// (including failures) destroys it.
 async fn session(
     manager: &Manager,
     caller: &colink::Caller,
     request: CollaborationRequest,
     so: &SessionOptions,
 ) -> CliResult {
-    let save_dir = so.save_dir.as_deref();
     // A peer that will stream gets a session that may receive one.
     let streams = request.options.need_send_stream;
     let options = ConnectOptions { need_receive_stream: streams, ..ConnectOptions::default() };
     let sid = manager.create_session(caller, SERVICE, request.peer.clone(), options)?;
+    let result = accepted(manager, sid, request, so).await;
+    let _ = manager.destroy_session(sid).await;
+    result
+}
+
+/// The life of an accepted session: events until the peer or the link ends it.
+async fn accepted(manager: &Manager, sid: SessionId, request: CollaborationRequest, so: &SessionOptions) -> CliResult {
+    let (out, save_dir) = (so.out, so.save_dir.as_deref());
+    let streams = request.options.need_send_stream;
     let mut events = manager.events(sid)?;
     manager.accept_connect(sid, &request.token).await?;
     let tag = format!("[session {sid}]");
-    println!("{tag} connected: {}{}", peer_label(&request), if streams { " (it asks to stream)" } else { "" });
-    flush();
+    out.emit(
+        "connected",
+        || format!("{tag} connected: {}{}", peer_label(&request), if streams { " (it asks to stream)" } else { "" }),
+        || {
+            let mut fields = peer_fields(&request);
+            fields["session"] = sid.get().into();
+            fields["streams"] = streams.into();
+            fields
+        },
+    );
     let mut sink = None;
     if streams {
         match open_sink(manager, sid, &tag, so).await {
             Ok(s) => sink = Some(s),
-            Err(e) => println!("{tag} cannot receive its stream: {e}"),
+            Err(e) => out.error(Some(sid), format!("{tag} cannot receive its stream: {e}")),
         }
-        flush();
     }
     let mut assembler = Assembler::default();
     let mut started: BTreeMap<u64, Instant> = BTreeMap::new();
@@ -146,84 +240,141 @@ async fn session(
     let mut images = 0u64;
     while let Some(event) = futures::StreamExt::next(&mut events).await {
         match event {
-            Event::ReceiveMessage { msg, .. } => println!("{tag} message: {msg}"),
+            Event::ReceiveMessage { msg, .. } => out.emit(
+                "message",
+                || format!("{tag} message: {}", term::printable(&msg)),
+                || json!({ "session": sid.get(), "text": msg }),
+            ),
             Event::ReceiveImage { image, .. } => {
                 images += 1;
-                received_image(&tag, &image, save_dir.map(|d| d.join(format!("image-{sid}-{images}.png"))))?;
+                received_image(out, sid, &tag, &image, save_dir.map(|d| d.join(format!("image-{sid}-{images}.png"))));
             }
             Event::ReceiveData { data, .. } => match assembler.push(data) {
                 Progress::Started { id } => {
                     started.insert(id, Instant::now());
                     if let Some((name, size)) = assembler.describe(id) {
-                        println!("{tag} receiving {name} ({} bytes)", grouped(size));
+                        out.emit(
+                            "file_started",
+                            || format!("{tag} receiving {} ({} bytes)", term::printable(name), grouped(size)),
+                            || json!({ "session": sid.get(), "name": name, "bytes": size }),
+                        );
                     }
                 }
                 Progress::Advanced { .. } => {}
                 Progress::Complete { id, name, data } => {
                     let secs = started.remove(&id).map_or(0.0, |t| t.elapsed().as_secs_f64());
                     let rate = if secs > 0.0 { data.len() as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
-                    let figures = format!(
-                        "{} bytes in {secs:.2} s ({rate:.0} kbit/s), sha256 {}",
-                        grouped(data.len() as u64),
-                        sha256(&data)
+                    let sha = sha256(&data);
+                    let figures =
+                        format!("{} bytes in {secs:.2} s ({rate:.0} kbit/s), sha256 {sha}", grouped(data.len() as u64));
+                    let saved = match save_dir.map(|dir| dir.join(safe_name(&name, id))) {
+                        Some(path) => match std::fs::write(&path, &data) {
+                            Ok(()) => Some(path),
+                            Err(e) => {
+                                out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    out.emit(
+                        "file",
+                        || match &saved {
+                            Some(path) => format!("{tag} saved {}: {figures}", path.display()),
+                            None => format!("{tag} received file {}: {figures}", term::printable(&name)),
+                        },
+                        || {
+                            json!({
+                                "session": sid.get(), "name": name, "bytes": data.len(), "seconds": secs,
+                                "kbit_s": rate.round() as i64, "sha256": sha,
+                                "saved": saved.as_ref().map(|p| p.display().to_string()),
+                            })
+                        },
                     );
-                    match save_dir {
-                        Some(dir) => {
-                            let path = dir.join(safe_name(&name, id));
-                            std::fs::write(&path, &data)
-                                .map_err(|e| CliError::failure(format_args!("cannot write {}: {e}", path.display())))?;
-                            println!("{tag} saved {}: {figures}", path.display());
-                        }
-                        None => println!("{tag} received file {name}: {figures}"),
-                    }
                 }
                 Progress::Blob(data) => {
                     blobs += 1;
                     let text = std::str::from_utf8(&data).ok().filter(|t| t.len() <= 80 && !t.contains('\n'));
                     let shown = text.map(|t| format!(" {t:?}")).unwrap_or_default();
-                    let figures = format!("{} bytes{shown}, sha256 {}", grouped(data.len() as u64), sha256(&data));
-                    match save_dir {
-                        Some(dir) => {
-                            let path = dir.join(format!("data-{sid}-{blobs}.bin"));
-                            std::fs::write(&path, &data)
-                                .map_err(|e| CliError::failure(format_args!("cannot write {}: {e}", path.display())))?;
-                            println!("{tag} saved data {}: {figures}", path.display());
-                        }
-                        None => println!("{tag} data: {figures}"),
-                    }
+                    let sha = sha256(&data);
+                    let figures = format!("{} bytes{shown}, sha256 {sha}", grouped(data.len() as u64));
+                    let saved = match save_dir.map(|dir| dir.join(format!("data-{sid}-{blobs}.bin"))) {
+                        Some(path) => match std::fs::write(&path, &data) {
+                            Ok(()) => Some(path),
+                            Err(e) => {
+                                out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    out.emit(
+                        "data",
+                        || match &saved {
+                            Some(path) => format!("{tag} saved data {}: {figures}", path.display()),
+                            None => format!("{tag} data: {figures}"),
+                        },
+                        || {
+                            json!({
+                                "session": sid.get(), "bytes": data.len(), "sha256": sha, "text": text,
+                                "saved": saved.as_ref().map(|p| p.display().to_string()),
+                            })
+                        },
+                    );
                 }
-                Progress::Invalid(why) => println!("{tag} dropped a payload: {why}"),
+                Progress::Invalid(why) => out.emit(
+                    "dropped",
+                    || format!("{tag} dropped a payload: {why}"),
+                    || json!({ "session": sid.get(), "reason": why.to_string() }),
+                ),
             },
             Event::Disconnect { reason, .. } => {
                 if let Some(s) = sink.take() {
-                    s.finish(manager, &tag).await;
+                    s.finish(manager, &tag, out, sid).await;
                 }
-                println!("{tag} disconnected: {}", reason.reference_name());
-                flush();
+                out.emit(
+                    "disconnected",
+                    || format!("{tag} disconnected: {}", reason.reference_name()),
+                    || json!({ "session": sid.get(), "reason": reason.reference_name() }),
+                );
                 break;
             }
             _ => {}
         }
-        flush();
     }
     if let Some(s) = sink.take() {
-        s.finish(manager, &tag).await;
+        s.finish(manager, &tag, out, sid).await;
     }
-    let _ = manager.destroy_session(sid).await;
     Ok(())
 }
 
-/// Prints (and with a path, saves as PNG) an image that arrived.
-fn received_image(tag: &str, image: &PixelMap, path: Option<PathBuf>) -> CliResult {
-    let what = format!("{}x{} {}", image.width(), image.height(), media::format_name(image.format()));
-    match path {
-        Some(path) => {
-            media::save_png(&path, image)?;
-            println!("{tag} image {what}: saved {}", path.display());
-        }
-        None => println!("{tag} image {what} (not kept: give --save-dir to save images as PNG)"),
-    }
-    Ok(())
+/// Reports (and with a path, saves as PNG) an image that arrived.
+fn received_image(out: Out, sid: SessionId, tag: &str, image: &PixelMap, path: Option<PathBuf>) {
+    let format = media::format_name(image.format());
+    let what = format!("{}x{} {format}", image.width(), image.height());
+    let saved = match path {
+        Some(path) => match media::save_png(&path, image) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                out.error(Some(sid), format!("{tag} image {what}: {e}"));
+                return;
+            }
+        },
+        None => None,
+    };
+    out.emit(
+        "image",
+        || match &saved {
+            Some(path) => format!("{tag} image {what}: saved {}", path.display()),
+            None => format!("{tag} image {what} (not kept: give --save-dir to save images as PNG)"),
+        },
+        || {
+            json!({
+                "session": sid.get(), "width": image.width(), "height": image.height(), "format": format,
+                "saved": saved.as_ref().map(|p| p.display().to_string()),
+            })
+        },
+    );
 }
 
 /// A SINK stream receiving a peer's stream, and the task reading its consumer surface.
@@ -250,10 +401,23 @@ async fn open_sink(manager: &Manager, sid: SessionId, tag: &str, so: &SessionOpt
         let _ = manager.destroy_stream(stream).await;
         return Err(e);
     }
-    println!("{tag} receiving stream {:?} (SINK stream {stream}, surface {})", so.stream_name, surface.id());
+    let surface_id = surface.id();
+    so.out.emit(
+        "stream_started",
+        || format!("{tag} receiving stream {:?} (SINK stream {stream}, surface {surface_id})", so.stream_name),
+        || json!({ "session": sid.get(), "name": so.stream_name, "stream": stream.get(), "surface": surface_id }),
+    );
     let saving = so.save_dir.clone().zip(so.save_frames);
-    let reader = tokio::spawn(read_frames(manager.clone(), stream, surface, tag.to_owned(), saving, sid));
+    let reader = tokio::spawn(read_frames(manager.clone(), stream, surface, tag.to_owned(), saving, sid, so.out));
     Ok(Sink { stream, name: so.stream_name.clone(), reader })
+}
+
+/// A stream's quality figures as JSON fields.
+fn quality_fields(log: &FrameLog) -> Value {
+    json!({
+        "latency_p50_ms": log.latency_ms(50), "latency_p99_ms": log.latency_ms(99),
+        "psnr_db": if log.pattern == Some(true) { log.mean_psnr() } else { None },
+    })
 }
 
 /// Reads the consumer surface until it ends; prints the figures every [`STREAM_REPORT`]; saves every Nth frame.
@@ -264,6 +428,7 @@ async fn read_frames(
     tag: String,
     saving: Option<(PathBuf, u64)>,
     sid: SessionId,
+    out: Out,
 ) -> FrameLog {
     let mut log = FrameLog::default();
     let mut saves = Vec::new();
@@ -276,8 +441,12 @@ async fn read_frames(
                 let Some(f) = frame else { break };
                 log.add(&f, media::wall_clock_latency(f.timestamp));
                 if log.frames == 1 {
-                    println!("{tag} first frame: {}x{}, frame number {}", f.pixels.width(), f.pixels.height(), f.seq);
-                    flush();
+                    let (w, h) = (f.pixels.width(), f.pixels.height());
+                    out.emit(
+                        "stream_first_frame",
+                        || format!("{tag} first frame: {w}x{h}, frame number {}", f.seq),
+                        || json!({ "session": sid.get(), "width": w, "height": h, "frame": f.seq }),
+                    );
                 }
                 if let Some((dir, every)) = &saving
                     && (log.frames - 1).is_multiple_of(*every)
@@ -292,20 +461,30 @@ async fn read_frames(
                 if log.frames > reported {
                     reported = log.frames;
                     let received = manager.stream_stats(stream).map(|s| s.frames_sent_or_received).unwrap_or(0);
-                    println!(
-                        "{tag} stream: {received} frames received, {} shown, {} missing; {}",
-                        log.frames,
-                        log.missing(),
-                        log.quality_text()
+                    out.emit(
+                        "stream_progress",
+                        || format!(
+                            "{tag} stream: {received} frames received, {} shown, {} missing; {}",
+                            log.frames,
+                            log.missing(),
+                            log.quality_text()
+                        ),
+                        || {
+                            let mut fields = quality_fields(&log);
+                            fields["session"] = sid.get().into();
+                            fields["frames_received"] = received.into();
+                            fields["frames_shown"] = log.frames.into();
+                            fields["frames_missing"] = log.missing().into();
+                            fields
+                        },
                     );
-                    flush();
                 }
             }
         }
     }
     for save in saves {
         if let Ok(Err(e)) = save.await {
-            println!("{tag} {e}");
+            out.error(Some(sid), format!("{tag} {e}"));
         }
     }
     log
@@ -313,7 +492,7 @@ async fn read_frames(
 
 impl Sink {
     /// Ends the stream (its surface ends with it) and prints its final figures.
-    async fn finish(self, manager: &Manager, tag: &str) {
+    async fn finish(self, manager: &Manager, tag: &str, out: Out, sid: SessionId) {
         let stats = manager.stream_stats(self.stream).unwrap_or_default();
         let _ = manager.destroy_stream(self.stream).await;
         let log = match tokio::time::timeout(std::time::Duration::from_secs(5), self.reader).await {
@@ -323,25 +502,48 @@ impl Sink {
         let span = log.span_s();
         let kbit = if span > 0.0 { stats.bytes as f64 * 8.0 / span / 1000.0 } else { 0.0 };
         let size = log.size.map(|(w, h)| format!(" {w}x{h}")).unwrap_or_default();
-        if stats.frames_sent_or_received == 0 {
-            println!("{tag} stream {:?} ended: no frames arrived", self.name);
-            return;
-        }
-        println!(
-            "{tag} stream {:?} ended: {} frames received ({} key), {} shown{size}, {} dropped at this end, {} \
-             missing from the sequence; {}; {} bytes ({kbit:.0} kbit/s)",
-            self.name,
-            stats.frames_sent_or_received,
-            stats.key_frames,
-            log.frames,
-            stats.frames_dropped,
-            log.missing(),
-            log.quality_text(),
-            grouped(stats.bytes),
-        );
-        if let (Some(first), Some(last)) = (log.saved.first(), log.saved.last()) {
-            println!("{tag} saved {} frames as PNG: {} … {}", log.saved.len(), first.display(), last.display());
-        }
+        let human = || {
+            if stats.frames_sent_or_received == 0 {
+                return format!("{tag} stream {:?} ended: no frames arrived", self.name);
+            }
+            let mut text = format!(
+                "{tag} stream {:?} ended: {} frames received ({} key), {} shown{size}, {} dropped at this end, {} \
+                 missing from the sequence; {}; {} bytes ({kbit:.0} kbit/s)",
+                self.name,
+                stats.frames_sent_or_received,
+                stats.key_frames,
+                log.frames,
+                stats.frames_dropped,
+                log.missing(),
+                log.quality_text(),
+                grouped(stats.bytes),
+            );
+            if let (Some(first), Some(last)) = (log.saved.first(), log.saved.last()) {
+                text.push_str(&format!(
+                    "\n{tag} saved {} frames as PNG: {} … {}",
+                    log.saved.len(),
+                    first.display(),
+                    last.display()
+                ));
+            }
+            text
+        };
+        out.emit("stream_ended", human, || {
+            let mut fields = quality_fields(&log);
+            fields["session"] = sid.get().into();
+            fields["name"] = self.name.clone().into();
+            fields["frames_received"] = stats.frames_sent_or_received.into();
+            fields["key_frames"] = stats.key_frames.into();
+            fields["frames_shown"] = log.frames.into();
+            fields["width"] = log.size.map(|s| s.0).into();
+            fields["height"] = log.size.map(|s| s.1).into();
+            fields["frames_dropped"] = stats.frames_dropped.into();
+            fields["frames_missing"] = log.missing().into();
+            fields["bytes"] = stats.bytes.into();
+            fields["kbit_s"] = (kbit.round() as i64).into();
+            fields["saved_frames"] = log.saved.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
+            fields
+        });
     }
 }
 
@@ -362,6 +564,16 @@ fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_lines_are_json_with_the_kind_first() {
+        let line = event_line("message", json!({ "session": 100, "text": "a \"quote\"\n\u{1b}[2J" }));
+        assert!(line.starts_with(r#"{"event":"message","#), "{line}");
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back["text"], "a \"quote\"\n\u{1b}[2J");
+        assert_eq!(back["session"], 100);
+        assert_eq!(event_line("stopped", json!({})), r#"{"event":"stopped"}"#);
+    }
 
     #[test]
     fn names_from_peers_cannot_escape_the_save_dir() {

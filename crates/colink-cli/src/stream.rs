@@ -44,9 +44,8 @@ pub(crate) async fn send(ctx: Context, o: SendOptions) -> CliResult {
         println!("connected to {} in {:.2} s (session {})", ctx.to, c.connect_s, c.session);
     }
     let result = stream(&c.manager, c.session, &ctx, &o).await;
-    let _ = c.manager.disconnect(c.session).await;
-    send::close(&c.manager).await;
-    let out = result?;
+    let connect_s = c.connect_s;
+    let out = c.finish(result).await?;
     let s = out.stats;
     let kbit = if out.pushed_s > 0.0 { s.bytes as f64 * 8.0 / out.pushed_s / 1000.0 } else { 0.0 };
     if ctx.json {
@@ -57,7 +56,7 @@ pub(crate) async fn send(ctx: Context, o: SendOptions) -> CliResult {
             "frames_acknowledged": s.frames_delivered, "key_frames": s.key_frames,
             "key_frame_requests": s.key_frame_requests, "bytes": s.bytes, "kbit_s": kbit.round() as i64,
             "bitrate_start": o.bitrate, "bitrate_end": s.bitrate, "bitrate_decreases": s.bitrate_decreases,
-            "to": ctx.to.to_string(), "connect_s": c.connect_s,
+            "to": ctx.to.to_string(), "connect_s": connect_s,
         });
         println!("{report}");
     } else {

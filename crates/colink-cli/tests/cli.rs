@@ -50,6 +50,9 @@ fn spawn_until(mut cmd: Command, ready: &str) -> (Running, mpsc::Receiver<String
 fn demo_fast_json_reports_every_step_ok() {
     let out = colink().args(["demo", "--fast", "--json"]).output().expect("run");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // The H.264 encoder's start-up warnings go to tracing (debug), not to the terminal.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("OpenH264") && !stderr.contains("bEnableFrameSkip"), "stderr: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     assert_eq!(report["ok"], true);
     assert_eq!(report["mode"], "virtual time");
@@ -250,26 +253,36 @@ fn a_20_mb_file_crosses_two_processes_through_the_sim_hub_byte_identical() {
     assert!(std::fs::read(&saved).expect("saved file") == data, "the saved file differs from the sent one");
 }
 
+/// One of the CLI's own errors: one line, `colink: error: ...`, the exit code.
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line, got {err:?}");
-    assert!(err.starts_with("colink: "), "{err:?}");
+    assert!(err.starts_with("colink: error: "), "{err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+/// A usage error found by clap: printed whole under the same `colink: error: ` prefix, exit code 2.
+fn assert_usage_error(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("colink: error: "), "{err:?}");
+    assert_eq!(err.matches("error:").count(), 1, "one prefix: {err:?}");
     assert!(err.contains(needle), "{err:?} should mention {needle:?}");
 }
 
 #[test]
-fn bad_arguments_give_one_line_and_exit_code_2() {
+fn bad_arguments_give_one_error_and_exit_code_2() {
     let out = colink().args(["demo", "--sise", "3"]).output().unwrap();
-    assert_one_line_error(&out, 2, "--sise");
+    assert_usage_error(&out, "--sise");
     let out = colink().args(["scan", "--backend", "wifi"]).output().unwrap();
-    assert_one_line_error(&out, 2, "sim, sim-hub[:PATH] or bluez[:hciN]");
+    assert_usage_error(&out, "sim, sim-hub[:PATH] or bluez[:hciN]");
     let out = colink().args(["send", "message", "hi", "--to", "not-hex"]).output().unwrap();
-    assert_one_line_error(&out, 2, "--to");
+    assert_usage_error(&out, "--to");
     let out = colink().args(["serve", "--backend", "sim"]).output().unwrap();
     assert_one_line_error(&out, 2, "sim-hub");
     let out = colink().arg("launch").output().unwrap();
-    assert_one_line_error(&out, 2, "launch");
+    assert_usage_error(&out, "launch");
 }
 
 #[test]
@@ -306,7 +319,7 @@ fn bad_images_and_qualities_are_refused_before_connecting() {
     let out = colink().args(["send", "image"]).arg(dir.path().join("absent.png")).args(to).output().unwrap();
     assert_one_line_error(&out, 1, "cannot read image");
     let out = colink().args(["stream", "send", "--size", "641x480"]).args(to).output().unwrap();
-    assert_one_line_error(&out, 2, "641x480");
+    assert_usage_error(&out, "641x480");
     let out = colink().args(["stream", "send", "--bitrate", "5000"]).args(to).output().unwrap();
     assert_one_line_error(&out, 2, "32300003");
 }
@@ -334,4 +347,170 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(out.status.success(), "{sub} {what}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{sub} {what} --help has no example");
     }
+}
+
+/// serve's `--json` lines up to and including `stopped`, each parsed (a line that is not JSON fails the test).
+fn json_events_until_stopped(out: &mpsc::Receiver<String>) -> Vec<serde_json::Value> {
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    while !events.iter().any(|e| e["event"] == "stopped") {
+        let line = out.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("serve said {events:?}"));
+        let event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        events.push(event);
+    }
+    events
+}
+
+#[test]
+fn serve_json_reports_every_session_and_a_refused_message_never_connects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_id = "5e7e5e7e000000000000000000000004";
+    let sock = dir.path().join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (_hub, _) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
+        spawn_until(c, "join it with")
+    };
+    let (_serve, serve_out) = {
+        let mut c = colink();
+        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "2"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state-serve"));
+        spawn_until(c, r#""event":"serving""#)
+    };
+    let send = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut c = colink();
+        c.arg("send").args(args).args(["--to", server_id, "--backend", &hub_arg, "--state-dir"]);
+        c.arg(dir.path().join("state-send"));
+        match stdin {
+            Some(bytes) => {
+                let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                let mut input = child.stdin.take().expect("stdin");
+                std::io::Write::write_all(&mut input, bytes).expect("write stdin");
+                drop(input);
+                child.wait_with_output().expect("run send")
+            }
+            None => c.output().expect("run send"),
+        }
+    };
+    // 1024 bytes: the API's limit is < 1024. Refused as a usage error, before any radio work.
+    let long = "x".repeat(1024);
+    let out = send(&["message", &long], None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "colink: error: 401 (parameter error): invalid argument `msg`: must be shorter than 1024 bytes of UTF-8, \
+         got 1024 bytes\n"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed: no connection");
+    // A message whose text needs escaping, then data from stdin.
+    let tricky = "a \"quoted\" word, a \\ and an escape \u{1b}[31m";
+    let out = send(&["message", tricky], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let payload = b"bytes from stdin\x00\xff\n";
+    let out = send(&["data", "-", "--json"], Some(payload));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(sent["bytes"], payload.len());
+
+    let events = json_events_until_stopped(&serve_out);
+    let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).collect::<Vec<_>>();
+    // Two sessions, not three: the refused message never connected.
+    assert_eq!(of("connected").len(), 2, "{events:#?}");
+    let messages = of("message");
+    assert_eq!(messages.len(), 1, "{events:#?}");
+    assert_eq!(messages[0]["text"], tricky);
+    let data = of("data");
+    assert_eq!(data.len(), 1, "{events:#?}");
+    assert_eq!(data[0]["bytes"], payload.len());
+    assert_eq!(data[0]["sha256"], sent["sha256"]);
+    // Both senders said goodbye: the peer learns it from them, not from a timeout.
+    let reasons: Vec<_> = of("disconnected").iter().map(|e| e["reason"].clone()).collect();
+    assert_eq!(reasons, ["PEER_APP_CLOSE_COLLABORATION", "PEER_APP_CLOSE_COLLABORATION"], "{events:#?}");
+    assert_eq!(of("stopped")[0]["sessions"], 2);
+    assert!(of("error").is_empty(), "{events:#?}");
+}
+
+#[test]
+fn send_data_from_stdin_over_the_limit_is_a_usage_error_before_any_radio() {
+    // 100 MiB + 1 byte; no hub listens at the path, so reaching the radio would exit 3.
+    let mut child = colink()
+        .args(["send", "data", "-", "--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..100 {
+            if std::io::Write::write_all(&mut input, &block).is_err() {
+                return;
+            }
+        }
+        let _ = std::io::Write::write_all(&mut input, &[7]);
+    });
+    let out = child.wait_with_output().expect("run");
+    let _ = writer.join();
+    assert_one_line_error(&out, 2, "stdin is more than 104857600 bytes");
+    let out = colink()
+        .args(["send", "data", "-", "--to", "00112233445566778899aabbccddeeff", "--hub", "/nonexistent/air.sock"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_one_line_error(&out, 2, "stdin is empty");
+}
+
+#[test]
+fn bench_compares_round_trips_on_equal_intervals_and_says_so() {
+    let out = colink().args(["bench", "--size", "20000", "--rounds", "5", "--json"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["same_conn_interval"], true, "{report}");
+    let (raw, session) = (&report["raw"], &report["colink"]);
+    assert_eq!(raw["conn_interval_ms"], session["conn_interval_ms"]);
+    // On the same interval colink's round trip cannot beat the raw link it runs on.
+    let (r, c) = (raw["rtt_median_ms"].as_f64().expect("raw rtt"), session["rtt_median_ms"].as_f64().expect("rtt"));
+    assert!(c >= r, "colink {c} ms below raw {r} ms");
+    let text = report["explanation"].as_str().expect("explanation");
+    assert!(text.contains("connection intervals") && text.contains("same 40.00 ms interval"), "{text}");
+    let out = colink().args(["bench", "--size", "20000", "--rounds", "5"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connection interval                 40.00 ms          40.00 ms"), "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.starts_with("a round trip waits")), "{text}");
+}
+
+#[test]
+fn a_send_that_fails_after_connecting_still_says_goodbye() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_id = "5e7e5e7e000000000000000000000005";
+    let sock = dir.path().join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (_hub, _) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
+        spawn_until(c, "join it with")
+    };
+    let (_serve, serve_out) = {
+        let mut c = colink();
+        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1"])
+            .args(["--stream-name", "camera", "--state-dir"])
+            .arg(dir.path().join("state-serve"));
+        spawn_until(c, r#""event":"serving""#)
+    };
+    // Connected, then refused: serve's SINK is "camera", not "other" (exit 4 after 5 s of retries).
+    let out = colink()
+        .args(["stream", "send", "--seconds", "1", "--name", "other", "--to", server_id, "--backend", &hub_arg])
+        .arg("--state-dir")
+        .arg(dir.path().join("state-send"))
+        .output()
+        .expect("run stream send");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("connected to "), "it did connect");
+    let events = json_events_until_stopped(&serve_out);
+    let disconnected: Vec<_> = events.iter().filter(|e| e["event"] == "disconnected").collect();
+    // The peer hears the goodbye, not a timeout.
+    assert_eq!(disconnected.len(), 1, "{events:#?}");
+    assert_eq!(disconnected[0]["reason"], "PEER_APP_CLOSE_COLLABORATION", "{events:#?}");
 }

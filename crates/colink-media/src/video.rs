@@ -24,9 +24,9 @@
 //! twice its rate; at 500 kbit/s the output is within a few percent of the target. To go lower,
 //! feed fewer frames per second (and set [`EncoderConfig::fps`] to match) or a smaller size.
 //!
-//! openh264 prints one warning line to standard error when an encoder is created
-//! ("bEnableFrameSkip = 0, bitrate can't be controlled ... without enabling skip frame"); it is
-//! emitted inside the C library before its log level can be set and is harmless.
+//! openh264's log lines (such as the harmless "bEnableFrameSkip = 0, bitrate can't be controlled
+//! ... without enabling skip frame" warning every encoder logs as it starts) go to `tracing` at
+//! debug level (target `colink_media::openh264`), never to standard error.
 //!
 //! # Robustness
 //!
@@ -304,7 +304,10 @@ fn make_encoder(cfg: &EncoderConfig) -> Result<Encoder, VideoError> {
             ColorMatrix::Bt709 => VuiConfig::bt709(),
             _ => VuiConfig::bt601(),
         });
-    Encoder::with_api_config(OpenH264API::from_source(), oh).map_err(|e| VideoError::Codec(e.to_string()))
+    let mut encoder =
+        Encoder::with_api_config(OpenH264API::from_source(), oh).map_err(|e| VideoError::Codec(e.to_string()))?;
+    crate::openh264_log::route_encoder_log(&mut encoder);
+    Ok(encoder)
 }
 
 /// An H.264 decoder producing packed [`PixelFormat::I420`] frames. See the [module docs](self).
