@@ -186,6 +186,7 @@ impl BluezAdapter {
             self.discover_until_known(addr, PAIR_DISCOVERY).await;
         }
         let dev = self.adapter.device(addr).map_err(|e| PairingError::Backend(e.to_string()))?;
+        let was_connected = dev.is_connected().await.unwrap_or(true);
         if !dev.is_paired().await.unwrap_or(false) {
             let started = Instant::now();
             match tokio::time::timeout(PAIR_TIMEOUT, dev.pair()).await {
@@ -197,7 +198,17 @@ impl BluezAdapter {
                 Ok(Ok(())) => tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired"),
             }
         }
-        dev.set_trusted(true).await.map_err(|e| PairingError::Backend(format!("marking the peer trusted: {e}")))
+        dev.set_trusted(true).await.map_err(|e| PairingError::Backend(format!("marking the peer trusted: {e}")))?;
+        // Pairing had to open an LE link; bluetoothd keeps it up (GATT), and while it is up the peer does not
+        // advertise (seen in the VM rig: `colink pair` then `colink send` found nothing for 10 s). Close what the
+        // pairing opened; a link that was up before is someone else's.
+        if !was_connected
+            && dev.is_connected().await.unwrap_or(false)
+            && let Err(e) = dev.disconnect().await
+        {
+            tracing::debug!(peer = %addr, error = %e, "closing the pairing's link failed");
+        }
+        Ok(())
     }
 
     async fn knows(&self, addr: bluer::Address) -> bool {
