@@ -7,12 +7,15 @@
 //!   validate their arguments by the reference's rules and fail with its numeric codes ([`Error`]).
 //! - [`api`] holds the building blocks: typed ids, the reference's records and enums, errors, callers and
 //!   permissions, validation, event routing.
-//! - [`driver`] runs the engine over any `colink-ble` adapter (the simulator or BlueZ): one
-//!   [`driver::Node`] per device, one task per link, dialling by advert, routing accepted transports by the
-//!   caller's HELLO, re-dialling lost links so sessions resume.
-//! - [`engine`] is the sans-IO session engine: one [`engine::Connection`] per device link (handshake,
-//!   multiplexed sessions, priorities, acknowledged delivery, keep-alive, resume), with
-//!   [`engine::harness`], a deterministic two-device test harness in virtual time.
+//! - [`driver`] runs the session engine (`colink-proto`'s `Connection`) over any `colink-ble` adapter (the
+//!   simulator or BlueZ): one [`driver::Node`] per device, one task per link, dialling by advert, routing
+//!   accepted transports by the caller's HELLO, re-dialling lost links so sessions resume. Its interface speaks
+//!   the engine's types ([`colink_proto::Event`], [`colink_proto::SessionKey`], ...); use `colink-proto`
+//!   directly for those, or stay with [`Manager`].
+//!
+//! What this crate is not: the protocol itself (handshake, acknowledgements, priorities, resume) is
+//! `colink-proto`, a sans-IO crate with no async dependency; framing is `colink-frame`; radios are `colink-ble`;
+//! pixel and H.264 codecs are `colink-media`. This crate joins them and adds the tokio runtime.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -60,7 +63,6 @@
 
 pub mod api;
 pub mod driver;
-pub mod engine;
 mod manager;
 pub mod media;
 

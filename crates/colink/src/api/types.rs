@@ -1,11 +1,11 @@
 //! The reference's record types in Rust shape: `PeerInfo`, `ConnectOptions`, `ConnectResult`,
 //! `CollaborateEventInfo`.
 
-use crate::engine;
+use colink_proto as engine;
 
 use super::enums::{CollaborateEventType, ConnectErrorCode};
 
-pub use crate::engine::ConnectOptions;
+pub use colink_proto::ConnectOptions;
 
 /// An application endpoint on a device (the reference's `PeerInfo`): given to `create_session`, returned by
 /// `peer_info` (`getPeerInfoById`) and carried by incoming collaboration requests.

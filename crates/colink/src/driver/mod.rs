@@ -1,4 +1,4 @@
-//! The async driver: runs one [`engine::Connection`] per device pair over `colink-ble` links.
+//! The async driver: runs one [`colink_proto::Connection`] per device pair over `colink-ble` links.
 //!
 //! A [`Node`] is one device on one adapter. It listens on an LE L2CAP PSM (and, unless told not to, on an RFCOMM
 //! channel for BR/EDR links), advertises both together with the device's short id and hosted services, accepts
@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::engine::{
-    self, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy, Event,
-    Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
-};
 use crate::lock;
+use colink_proto::{
+    self as engine, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy,
+    Event, Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
+};
 pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, now};
 

@@ -9,8 +9,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::api::{Caller, ConnectOptions, PeerInfo};
-use crate::engine;
 use crate::lock;
+use colink_proto as engine;
 
 /// A peer app asks a local app to collaborate. Answer with [`Manager::accept_connect`] (on a session created
 /// for [`peer`](Self::peer)) or [`Manager::reject`], passing [`token`](Self::token).

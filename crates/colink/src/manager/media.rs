@@ -15,12 +15,12 @@ use crate::api::{
     ColorSpace, Error, ErrorCode, Event, SessionId, StreamId, StreamParam, StreamRole, SurfaceParam, validate,
 };
 use crate::driver::LinkId;
-use crate::engine::{ChannelKind, SessionKey};
 use crate::media::pipe::{Signal, SinkPipe, SourcePipe, SurfaceSlot};
 use crate::media::wire::{ImageHeader, StreamMessage};
 use crate::media::{
     ColorMatrix, ConsumerSurface, PixelFormat, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
 };
+use colink_proto::{ChannelKind, SessionKey};
 
 /// The JPEG quality `send_image` uses when the app gives none (the reference's default).
 pub const DEFAULT_IMAGE_QUALITY: i32 = 30;

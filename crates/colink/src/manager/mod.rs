@@ -28,8 +28,8 @@ use crate::api::{
     validate,
 };
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
-use crate::engine::{self, ChannelKind, SessionKey};
 use crate::lock;
+use colink_proto::{self as engine, ChannelKind, SessionKey};
 pub use incoming::{CollaborationRequest, Incoming};
 pub use media::DEFAULT_IMAGE_QUALITY;
 

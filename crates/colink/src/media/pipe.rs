@@ -20,8 +20,8 @@ use super::wire::{StreamMessage, VideoFrameHeader, WireTransform};
 use super::{FrameFate, PixelFormat, PixelMap, ReceivedFrame, StreamStats, cpu, receive_end_not_started};
 use crate::api::{Error, FlipOptions, Rotation, SessionId, StreamId, SurfaceParam, VideoPixelFormat};
 use crate::driver::{LinkId, Node};
-use crate::engine::{ChannelKind, SessionKey};
 use crate::lock;
+use colink_proto::{ChannelKind, SessionKey};
 
 /// Most frames a SINK keeps waiting for its consumer (3 s at 30 fps); beyond it the oldest group is dropped.
 pub(crate) const MAX_QUEUED_FRAMES: usize = 90;

@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::engine::MAX_STRING_LEN;
+use colink_proto::MAX_STRING_LEN;
 
 /// The media wire version these codecs speak (the first byte of every media payload).
 pub const MEDIA_VERSION: u8 = 1;

@@ -259,6 +259,11 @@ impl Connection {
         self.reassembler.buffered_bytes()
     }
 
+    /// When the grace period of a lost link ends, while one runs (the link is reconnecting).
+    pub fn grace_deadline(&self) -> Option<Instant> {
+        self.grace_deadline
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

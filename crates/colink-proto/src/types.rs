@@ -26,7 +26,7 @@ pub struct PeerInfo {
 
 /// Whether the peer app is started in the foreground or background (`StartOptionParams`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum StartOptions {
     /// `START_IN_FOREGROUND` = 0.
@@ -64,7 +64,7 @@ pub struct ConnectOptions {
 
 /// Why a connect did not produce a session (OpenHarmony's `ConnectErrorCode`, same numeric values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum ConnectErrorCode {
     /// A session between these two app endpoints is already connected or connecting.
@@ -98,7 +98,7 @@ impl ConnectErrorCode {
 
 /// Why a session ended (OpenHarmony's `DisconnectReason`, same numeric values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum DisconnectReason {
     /// The peer app called `disconnect`.
@@ -163,7 +163,7 @@ impl SendId {
 
 /// The payload channels of a session, each its own ordered lane with its own priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
+// Exhaustive: a channel number has two bits for the kind, and all four are taken.
 pub enum ChannelKind {
     /// Text messages (`send_message`): second only to control.
     Message,
@@ -208,3 +208,15 @@ impl ChannelKind {
         }
     }
 }
+
+/// The reference's numbers (`i32` in the API; the wire carries them as one byte).
+macro_rules! into_i32 {
+    ($($ty:ident),+) => {$(
+        impl From<$ty> for i32 {
+            fn from(v: $ty) -> Self {
+                v as Self
+            }
+        }
+    )+};
+}
+into_i32!(StartOptions, ConnectErrorCode, DisconnectReason);

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use colink::engine::{Config, Connection, Role, SeededEntropy, Transport, fuzzing};
+use colink_proto::{Config, Connection, Role, SeededEntropy, Transport, fuzzing};
 use colink_frame::{Frame, FrameKind, LinkMode, Mtu};
 use libfuzzer_sys::fuzz_target;
 
