@@ -53,8 +53,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`media`] carries images (JPEG) and live H.264 streams for system apps: `send_image`, `create_stream`,
-//!   producer and consumer surfaces, congestion control.
+//! - `media` (feature `media`) carries images (JPEG) and live H.264 streams for system apps: `send_image`,
+//!   `create_stream`, producer and consumer surfaces, congestion control.
+//!
+//! # Features
+//!
+//! - `media` (default): images and streams; pulls `colink-media` (openh264's C++ source, `image`). Without it
+//!   colink carries messages and data only, and drops images and stream messages a peer sends.
+//! - `bluez` (default): colink-ble's BlueZ backend (`colink_ble::bluez`; bluer, libdbus). Without it, bring an
+//!   adapter of your own (the simulator, or another `colink_ble::Adapter`).
+//!
+//! `cargo build -p colink --no-default-features` needs neither a C++ compiler nor libdbus.
 //!
 //! The session protocol is specified in `docs/sessions.md`, the framing below it in `docs/protocol.md`, images
 //! and streams in `docs/media.md`.
@@ -64,6 +73,7 @@
 pub mod api;
 pub mod driver;
 mod manager;
+#[cfg(feature = "media")]
 pub mod media;
 
 /// Locks `m`, taking over a poisoned lock: every mutex in this crate guards state that no user code or
@@ -73,4 +83,6 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use api::{Caller, Error, ErrorCode, Event, EventKind, PeerInfo, SessionId};
-pub use manager::{CollaborationRequest, DEFAULT_IMAGE_QUALITY, Incoming, Manager, ManagerBuilder};
+#[cfg(feature = "media")]
+pub use manager::DEFAULT_IMAGE_QUALITY;
+pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};
