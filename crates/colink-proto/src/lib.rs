@@ -34,29 +34,30 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod ack;
 mod auth;
 mod config;
 mod connection;
 mod error;
 mod event;
-mod handshake;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
 mod identify;
-mod lane;
-mod receive;
-mod session;
-mod transmit;
+mod keepalive;
+mod numbering;
+mod receiver;
+mod resume;
+mod retransmit;
+mod scheduler;
 mod types;
 mod wire;
 
 pub use auth::{Authenticator, NoAuth};
 pub use config::{Config, Entropy, SUPPORTED_VERSIONS, SeededEntropy, Transport};
-pub use connection::{Connection, LinkState, Stats};
+pub use connection::{Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;
 pub use identify::{CallingDevice, IDENTIFY_LIMIT, Identify, IdentifyError};
-pub use session::SessionState;
 pub use types::{
     ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, Role, SendId,
     SessionKey, StartOptions,
