@@ -5,7 +5,7 @@
 //! of `colink-frame`'s framing: the link handshake (versions, identities, frame size, keep-alive, resume,
 //! an authentication seam), sessions multiplexed on one link, priorities, acknowledged in-order delivery,
 //! retransmission, keep-alive and resume after a lost transport. With the `harness` feature it also offers
-//! [`harness`], a deterministic two-device test harness in virtual time.
+//! `harness`, a deterministic two-device test harness in virtual time.
 //!
 //! **What it is not.** It does no I/O and depends on no async runtime, clock or global RNG: the compiler
 //! enforces that, since this crate depends only on `colink-frame`, `bytes`, `thiserror` and `tracing`. Radios,

@@ -9,7 +9,10 @@ use colink_frame::FrameKind;
 /// be shorter than 1024 bytes.
 pub const MAX_STRING_LEN: usize = 1023;
 
-/// An application endpoint on a device (OpenHarmony's `PeerInfo`).
+/// An application endpoint on a device (OpenHarmony's `PeerInfo`), in its wire form.
+///
+/// Apps see `colink::PeerInfo` instead, whose `service_name` is an `Option` falling back to the session's; here
+/// the fallback is already resolved (empty means "the session's"), as the CONNECT message carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct PeerInfo {
     /// The device's stable identity (not its Bluetooth address).

@@ -92,6 +92,9 @@ impl FromStr for EventKind {
 
 /// Something that happened on a session, as delivered to listeners and [`EventStream`]s: the typed
 /// equivalent of the reference's `EventCallbackInfo` (and, for `collaborateEvent`, `CollaborateEventInfo`).
+///
+/// Not [`colink_proto::Event`], the engine's per-link event (engine session keys, send ids, raw payloads by
+/// channel): the `Manager` derives these app-facing events from those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

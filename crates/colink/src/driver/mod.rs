@@ -123,6 +123,9 @@ pub struct ConnectFailure {
 }
 
 /// Why a send did not complete.
+///
+/// Wraps `colink_proto`'s two send errors: [`colink_proto::SendError`] is the engine's immediate refusal,
+/// [`colink_proto::SendFailure`] a send it accepted and could not deliver; this is the whole life of a send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {

@@ -503,7 +503,12 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
     let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
     match event {
         engine::Event::IncomingConnect { token, from, to, options, .. } => {
-            let request = CollaborationRequest { peer: PeerInfo::from(from), local: to, options, token: token.clone() };
+            let request = CollaborationRequest {
+                peer: PeerInfo::from_engine(from),
+                local: PeerInfo::from_engine(to),
+                options,
+                token: token.clone(),
+            };
             let app = (
                 request.local.bundle_name.clone(),
                 request.local.module_name.clone(),
