@@ -1,6 +1,7 @@
 //! The receiving half of a [`Connection`]: routing each received frame (handshake, keep-alive, acknowledgements,
-//! control and session lanes), applying acknowledgements, and reassembling and delivering session payloads in
-//! order, exactly once.
+//! control and session lanes) to the part that decides about it — acknowledgements to the send scheduler,
+//! session fragments to the receiver (take, duplicate or gap) and the acknowledgement timer — and delivering
+//! completed payloads in order, exactly once.
 
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
-//! The sending half of a [`Connection`]: which frame goes out next (handshake, acknowledgements, control, then
-//! session lanes by priority within the send window), acknowledgement scheduling, and rewinding lanes for
-//! retransmission and resume.
+//! The sending half of a [`Connection`]: which frame goes out next — handshake frames, then an ACK when the
+//! acknowledgement timer says so, then a KEEP_ALIVE when keep-alive says so, then the send scheduler's next
+//! fragment within the send window — and rewinding the lanes for resume.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
