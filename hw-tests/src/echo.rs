@@ -1,5 +1,5 @@
-//! The transfer protocol every link test speaks, generic over the link so colink's own links (later) run the
-//! very same exchange as the raw sockets they are compared with.
+//! The transfer protocol every link test speaks, generic over the link so colink-ble's links (the `ble::` tests)
+//! run the very same exchange as the raw sockets they are compared with.
 //!
 //! The initiator sends a 10-byte header `[b'H', phase, total: u64 BE]`, then the phase's data:
 //! - phase ECHO: the responder sends every byte back (a packet link SDU for SDU);
@@ -25,7 +25,7 @@ const HEADER_LEN: usize = 10;
 /// 10 MB sendall hung, while writes of at most 4 KiB flow. Stream writes are chunked to this.
 pub(crate) const STREAM_CHUNK: usize = 4096;
 
-/// A link that keeps message boundaries (L2CAP CoC SeqPacket; later a colink packet link).
+/// A link that keeps message boundaries (a raw L2CAP CoC SeqPacket socket, or a colink-ble packet link).
 pub(crate) trait PacketIo {
     /// Sends one SDU.
     async fn send_sdu(&self, sdu: &[u8]) -> io::Result<()>;

@@ -64,7 +64,7 @@ pub(crate) struct Test {
 pub(crate) struct Figure {
     /// Link kind: `l2cap-coc` or `rfcomm`.
     pub(crate) link: &'static str,
-    /// Implementation: `raw` (a bluer socket) or, later, `colink`.
+    /// Implementation: `raw` (a bluer socket) or `colink-ble` (colink's BlueZ backend).
     pub(crate) imp: &'static str,
     /// What was measured (one-way goodput, echo).
     pub(crate) what: &'static str,

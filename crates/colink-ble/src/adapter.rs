@@ -235,6 +235,8 @@ pub enum AdapterError {
 }
 
 /// Why [`Adapter::connect`] failed.
+///
+/// Not `colink_proto::ConnectError`, which is the session engine refusing to start a session on a link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {

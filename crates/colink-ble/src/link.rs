@@ -95,6 +95,8 @@ pub enum CloseReason {
 }
 
 /// Why a link operation failed.
+///
+/// Not `colink_proto::LinkError`, which is a session link ending for good (it outlives failed transports).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {

@@ -140,6 +140,9 @@ impl fmt::Display for Port {
 /// assert_eq!(Mtu::new(247).unwrap().get(), 247);
 /// assert!(Mtu::new(22).is_err());
 /// ```
+///
+/// `colink_frame::Mtu` is the same range for the framing layer: the two crates stay independent of each other
+/// (the radio knows no frames, framing knows no radio), and `colink`'s driver converts at the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(try_from = "u16", into = "u16"))]
 pub struct Mtu(u16);
@@ -272,6 +275,9 @@ pub enum SecurityLevel {
 }
 
 /// Whether a link keeps SDU boundaries.
+///
+/// `colink_frame::LinkMode` names the same two kinds of link for the framing layer; the crates stay
+/// independent of each other and `colink`'s driver converts at the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]

@@ -80,6 +80,9 @@ impl FrameKind {
 
 /// The largest frame a link carries: the L2CAP SDU size in packet mode, the largest frame (length prefix
 /// included) in stream mode. Always within 23..=65535, the range L2CAP allows.
+///
+/// `colink_ble::Mtu` is the same range for the radio's link: the two crates stay independent of each other
+/// (framing knows no radio, the radio knows no frames), and `colink`'s driver converts at the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mtu(u16);
 
@@ -101,6 +104,9 @@ impl Mtu {
 }
 
 /// How frames travel on a link.
+///
+/// `colink_ble::LinkMode` names the same two kinds of link for the radio; the crates stay independent of each
+/// other and `colink`'s driver converts at the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LinkMode {

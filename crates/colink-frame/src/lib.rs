@@ -11,7 +11,7 @@
 //!   timeout) so a hostile peer cannot exhaust memory.
 //!
 //! This crate is sans-IO: no sockets, no async runtime, no clock (time is passed in as `now`), no randomness.
-//! It knows nothing of sessions, acknowledgements, priorities or radios; the session engine in `colink`
+//! It knows nothing of sessions, acknowledgements, priorities or radios; the session engine (`colink-proto`)
 //! builds those on top. The wire format is specified in `docs/protocol.md`.
 //!
 //! ```

@@ -8,7 +8,9 @@
 
 use crate::pixel::{PixelFormat, PixelMap};
 
-/// A clockwise rotation by a multiple of 90°.
+/// A clockwise rotation by a multiple of 90°: the pixel operation's parameter. colink's API has its own
+/// `colink::api::Rotation` with the reference's degree rules (any other angle is no rotation); colink
+/// translates it to this one where it calls [`transform`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Rotation {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use colink::driver::{LinkId, Node, NodeConfig, NodeEvents, TransportPreference};
-use colink::engine::{ChannelKind, ConnectOptions, Event, PeerInfo, SessionKey};
 use colink_ble::{DeviceId, LinkParams, Mtu, Phy};
+use colink_proto::{ChannelKind, ConnectOptions, Event, PeerInfo, SessionKey};
 use colink_sim::{PhyProfile, Position, SimAir};
 
 const MESSAGE: usize = 64 * 1024;
@@ -47,7 +47,7 @@ fn main() {
     }
     // The default engine caps frames at 4096 bytes so that a message never waits long behind a frame on the
     // air; on large-MTU links that costs a little goodput.
-    let cap = colink::engine::Config::default().max_frame;
+    let cap = colink_proto::Config::default().max_frame;
     for (name, phy, total) in [("LE 2M", Phy::Le2M, 4 << 20), ("BR/EDR", Phy::BrEdr, 6 << 20)] {
         let (capacity, goodput) = runtime.block_on(measure(phy, 65535, cap, total));
         println!(

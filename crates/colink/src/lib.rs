@@ -7,12 +7,15 @@
 //!   validate their arguments by the reference's rules and fail with its numeric codes ([`Error`]).
 //! - [`api`] holds the building blocks: typed ids, the reference's records and enums, errors, callers and
 //!   permissions, validation, event routing.
-//! - [`driver`] runs the engine over any `colink-ble` adapter (the simulator or BlueZ): one
-//!   [`driver::Node`] per device, one task per link, dialling by advert, routing accepted transports by the
-//!   caller's HELLO, re-dialling lost links so sessions resume.
-//! - [`engine`] is the sans-IO session engine: one [`engine::Connection`] per device link (handshake,
-//!   multiplexed sessions, priorities, acknowledged delivery, keep-alive, resume), with
-//!   [`engine::harness`], a deterministic two-device test harness in virtual time.
+//! - [`driver`] runs the session engine (`colink-proto`'s `Connection`) over any `colink-ble` adapter (the
+//!   simulator or BlueZ): one [`driver::Node`] per device, one task per link, dialling by advert, routing
+//!   accepted transports by the caller's HELLO, re-dialling lost links so sessions resume. Its interface speaks
+//!   the engine's types ([`colink_proto::Event`], [`colink_proto::SessionKey`], ...); use `colink-proto`
+//!   directly for those, or stay with [`Manager`].
+//!
+//! What this crate is not: the protocol itself (handshake, acknowledgements, priorities, resume) is
+//! `colink-proto`, a sans-IO crate with no async dependency; framing is `colink-frame`; radios are `colink-ble`;
+//! pixel and H.264 codecs are `colink-media`. This crate joins them and adds the tokio runtime.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -50,8 +53,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`media`] carries images (JPEG) and live H.264 streams for system apps: `send_image`, `create_stream`,
-//!   producer and consumer surfaces, congestion control.
+//! - `media` (feature `media`) carries images (JPEG) and live H.264 streams for system apps: `send_image`,
+//!   `create_stream`, producer and consumer surfaces, congestion control.
+//!
+//! # Features
+//!
+//! - `media` (default): images and streams; pulls `colink-media` (openh264's C++ source, `image`). Without it
+//!   colink carries messages and data only, and drops images and stream messages a peer sends.
+//! - `bluez` (default): colink-ble's BlueZ backend (`colink_ble::bluez`; bluer, libdbus). Without it, bring an
+//!   adapter of your own (the simulator, or another `colink_ble::Adapter`).
+//!
+//! `cargo build -p colink --no-default-features` needs neither a C++ compiler nor libdbus.
 //!
 //! The session protocol is specified in `docs/sessions.md`, the framing below it in `docs/protocol.md`, images
 //! and streams in `docs/media.md`.
@@ -60,8 +72,8 @@
 
 pub mod api;
 pub mod driver;
-pub mod engine;
 mod manager;
+#[cfg(feature = "media")]
 pub mod media;
 
 /// Locks `m`, taking over a poisoned lock: every mutex in this crate guards state that no user code or
@@ -71,4 +83,6 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use api::{Caller, Error, ErrorCode, Event, EventKind, PeerInfo, SessionId};
-pub use manager::{CollaborationRequest, DEFAULT_IMAGE_QUALITY, Incoming, Manager, ManagerBuilder};
+#[cfg(feature = "media")]
+pub use manager::DEFAULT_IMAGE_QUALITY;
+pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};

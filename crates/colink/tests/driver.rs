@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use colink::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, TransportPreference};
-use colink::engine::{ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, Event, PeerInfo, SessionKey};
 use colink_ble::{Adapter, DeviceId, LinkMode, LinkParams, Mtu, Phy};
+use colink_proto::{ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, Event, PeerInfo, SessionKey};
 use colink_sim::{PhyProfile, Position, SimAdapter, SimAir};
 
 fn app(device: DeviceId, name: &str) -> PeerInfo {

@@ -1,6 +1,7 @@
 //! Tests that drive BlueZ directly through bluer's sockets and D-Bus API: the baseline that colink's BlueZ
-//! backend (crates/colink-ble) is compared with. colink's own tests go beside them in a `colink` module, speak
-//! the same protocol (crate::echo) and record figures with `imp: "colink"`.
+//! backend (crates/colink-ble) is compared with. colink's own suites run beside them: the `ble::` tests speak
+//! the same protocol (crate::echo) over colink-ble's links and record figures with `imp: "colink-ble"`, and the
+//! `colink::` tests (crate::colink_api) run the `Manager` API end to end.
 
 pub(crate) mod l2cap;
 mod rfcomm;

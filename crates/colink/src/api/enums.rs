@@ -1,17 +1,18 @@
 //! The reference's enums with their numeric values, and conversions from and to `i32`.
 //!
 //! `ConnectErrorCode`, `DisconnectReason` and `StartOptionParams` are the session engine's own types
-//! (re-exported, not duplicated); the media and event enums are defined here. Every one converts both ways:
-//! `i32::from(e)` (or `e as i32`) and `E::try_from(i32)`, which rejects unknown numbers with a 401 naming the
-//! reference field the number belongs to.
+//! (`colink-proto`'s, re-exported, not duplicated); the media and event enums are defined here. Every one
+//! converts both ways: `i32::from(e)` (or `e as i32`) and [`ReferenceEnum::from_number`], which rejects unknown
+//! numbers with a 401 naming the reference field the number belongs to (the enums defined here also offer it as
+//! `E::try_from(i32)`).
 
 use super::error::Error;
 
-pub use crate::engine::{ConnectErrorCode, DisconnectReason, StartOptions as StartOptionParams};
+pub use colink_proto::{ConnectErrorCode, DisconnectReason, StartOptions as StartOptionParams};
 
 /// What every reference enum offers: its reference name, field name and complete value list. Implemented by
 /// all the enums of api.md, so code (and tests) can treat them uniformly.
-pub trait ReferenceEnum: Copy + Eq + Into<i32> + TryFrom<i32, Error = Error> + 'static {
+pub trait ReferenceEnum: Copy + Eq + Into<i32> + 'static {
     /// The enum's name in the reference (`"ConnectErrorCode"`).
     const TYPE_NAME: &'static str;
     /// The reference field that holds it; named by the 401 of a bad `try_from` (`"error_code"`).
@@ -21,22 +22,23 @@ pub trait ReferenceEnum: Copy + Eq + Into<i32> + TryFrom<i32, Error = Error> + '
 
     /// The value's name in the reference (`"CONNECTED_SESSION_EXISTS"`).
     fn reference_name(self) -> &'static str;
+
+    /// The value with number `v`; any other number is a 401 naming the reference field.
+    fn from_number(v: i32) -> Result<Self, Error> {
+        Self::ALL.iter().copied().find(|e| (*e).into() == v).ok_or_else(|| {
+            Error::invalid_arg(
+                Self::ARGUMENT,
+                format_args!("must be a {} ({}), got {v}", Self::TYPE_NAME, value_list::<Self>()),
+            )
+        })
+    }
 }
 
-/// Implements `ReferenceEnum`, `TryFrom<i32>` and `From<E> for i32` from one table.
+/// Implements `ReferenceEnum` from one table; with `local`, also `TryFrom<i32>` and `From<E> for i32` (the
+/// engine's enums get `From<E> for i32` from `colink-proto`).
 macro_rules! reference_enum {
-    ($ty:ident, $type_name:literal, $arg:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
-        impl ReferenceEnum for $ty {
-            const TYPE_NAME: &'static str = $type_name;
-            const ARGUMENT: &'static str = $arg;
-            const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            fn reference_name(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $name,)+
-                }
-            }
-        }
+    (local $ty:ident, $type_name:literal, $arg:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
+        reference_enum!($ty, $type_name, $arg, [$($variant = $name),+]);
 
         impl From<$ty> for i32 {
             fn from(v: $ty) -> Self {
@@ -49,12 +51,20 @@ macro_rules! reference_enum {
 
             /// The value with this number; any other number is a 401 naming the reference field.
             fn try_from(v: i32) -> Result<Self, Error> {
-                <Self as ReferenceEnum>::ALL.iter().copied().find(|e| i32::from(*e) == v).ok_or_else(|| {
-                    Error::invalid_arg(
-                        $arg,
-                        format_args!("must be a {} ({}), got {v}", $type_name, value_list::<Self>()),
-                    )
-                })
+                <Self as ReferenceEnum>::from_number(v)
+            }
+        }
+    };
+    ($ty:ident, $type_name:literal, $arg:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
+        impl ReferenceEnum for $ty {
+            const TYPE_NAME: &'static str = $type_name;
+            const ARGUMENT: &'static str = $arg;
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            fn reference_name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
             }
         }
     };
@@ -108,7 +118,7 @@ pub enum StreamRole {
     Sink = 1,
 }
 
-reference_enum!(StreamRole, "StreamRole", "role", [Source = "SOURCE", Sink = "SINK"]);
+reference_enum!(local StreamRole, "StreamRole", "role", [Source = "SOURCE", Sink = "SINK"]);
 
 /// The pixel format of a stream's surface (the reference's `VideoPixelFormat`, `SurfaceParam.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -124,7 +134,7 @@ pub enum VideoPixelFormat {
     Nv21 = 1,
 }
 
-reference_enum!(VideoPixelFormat, "VideoPixelFormat", "format", [Unknown = "UNKNOWN", Nv12 = "NV12", Nv21 = "NV21",]);
+reference_enum!(local VideoPixelFormat, "VideoPixelFormat", "format", [Unknown = "UNKNOWN", Nv12 = "NV12", Nv21 = "NV21",]);
 
 /// How a stream's picture is mirrored (the reference's `FlipOptions`, `SurfaceParam.flip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,7 +147,7 @@ pub enum FlipOptions {
     Vertical = 1,
 }
 
-reference_enum!(FlipOptions, "FlipOptions", "flip", [Horizontal = "HORIZONTAL", Vertical = "VERTICAL"]);
+reference_enum!(local FlipOptions, "FlipOptions", "flip", [Horizontal = "HORIZONTAL", Vertical = "VERTICAL"]);
 
 /// What a `collaborateEvent` reports (the reference's `CollaborateEventType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,7 +161,7 @@ pub enum CollaborateEventType {
 }
 
 reference_enum!(
-    CollaborateEventType,
+    local CollaborateEventType,
     "CollaborateEventType",
     "event_type",
     [SendFailure = "SEND_FAILURE", ColorSpaceConversionFailure = "COLOR_SPACE_CONVERSION_FAILURE",]
@@ -167,12 +177,12 @@ mod tests {
         let got: Vec<(&str, i32)> = E::ALL.iter().map(|e| (e.reference_name(), (*e).into())).collect();
         assert_eq!(got, expected, "{}", E::TYPE_NAME);
         for e in E::ALL {
-            assert_eq!(E::try_from((*e).into()), Ok(*e));
+            assert_eq!(E::from_number((*e).into()), Ok(*e));
         }
         let lo = expected.first().map(|(_, v)| v - 1).unwrap();
         let hi = expected.last().map(|(_, v)| v + 1).unwrap();
         for bad in [lo, hi, i32::MIN, i32::MAX] {
-            let err = E::try_from(bad).unwrap_err();
+            let err = E::from_number(bad).unwrap_err();
             assert_eq!(err.code(), 401, "{}", E::TYPE_NAME);
             assert_eq!(err.argument(), Some(E::ARGUMENT));
             assert!(err.message().contains(&format!("got {bad}")), "{err}");
@@ -206,7 +216,7 @@ mod tests {
     fn start_option_params() {
         check::<StartOptionParams>(&[("START_IN_FOREGROUND", 0), ("START_IN_BACKGROUND", 1)]);
         assert_eq!(StartOptionParams::default(), StartOptionParams::StartInForeground);
-        let e = StartOptionParams::try_from(2).unwrap_err();
+        let e = StartOptionParams::from_number(2).unwrap_err();
         assert_eq!(e.argument(), Some("start_options"));
         assert!(e.message().contains("START_IN_FOREGROUND = 0, START_IN_BACKGROUND = 1"), "{e}");
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+#[cfg(feature = "media")]
 use colink_media::PixelMap;
 use futures::Stream;
 use futures::channel::mpsc;
@@ -91,6 +92,9 @@ impl FromStr for EventKind {
 
 /// Something that happened on a session, as delivered to listeners and [`EventStream`]s: the typed
 /// equivalent of the reference's `EventCallbackInfo` (and, for `collaborateEvent`, `CollaborateEventInfo`).
+///
+/// Not [`colink_proto::Event`], the engine's per-link event (engine session keys, send ids, raw payloads by
+/// channel): the `Manager` derives these app-facing events from those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -121,7 +125,8 @@ pub enum Event {
         data: Bytes,
     },
     /// `receiveImage` (system callers only): an image arrived, decoded to the sender's width, height and
-    /// pixel format.
+    /// pixel format. Only with the `media` feature (without it, received images are dropped).
+    #[cfg(feature = "media")]
     ReceiveImage {
         /// `sessionId`.
         session_id: SessionId,
@@ -145,8 +150,9 @@ impl Event {
             | Self::Disconnect { session_id, .. }
             | Self::ReceiveMessage { session_id, .. }
             | Self::ReceiveData { session_id, .. }
-            | Self::ReceiveImage { session_id, .. }
             | Self::CollaborateEvent { session_id, .. } => *session_id,
+            #[cfg(feature = "media")]
+            Self::ReceiveImage { session_id, .. } => *session_id,
         }
     }
 
@@ -157,6 +163,7 @@ impl Event {
             Self::Disconnect { .. } => EventKind::Disconnect,
             Self::ReceiveMessage { .. } => EventKind::ReceiveMessage,
             Self::ReceiveData { .. } => EventKind::ReceiveData,
+            #[cfg(feature = "media")]
             Self::ReceiveImage { .. } => EventKind::ReceiveImage,
             Self::CollaborateEvent { .. } => EventKind::CollaborateEvent,
         }
@@ -165,13 +172,20 @@ impl Event {
     /// The reference's flat `EventCallbackInfo` for this event; `None` for `collaborateEvent`, whose listeners
     /// get a `CollaborateEventInfo` instead.
     pub fn callback_info(&self) -> Option<EventCallbackInfo> {
-        let mut info =
-            EventCallbackInfo { session_id: self.session_id(), reason: None, msg: None, data: None, image: None };
+        let mut info = EventCallbackInfo {
+            session_id: self.session_id(),
+            reason: None,
+            msg: None,
+            data: None,
+            #[cfg(feature = "media")]
+            image: None,
+        };
         match self {
             Self::Connect { .. } => {}
             Self::Disconnect { reason, .. } => info.reason = Some(*reason),
             Self::ReceiveMessage { msg, .. } => info.msg = Some(msg.clone()),
             Self::ReceiveData { data, .. } => info.data = Some(data.clone()),
+            #[cfg(feature = "media")]
             Self::ReceiveImage { image, .. } => info.image = Some(image.clone()),
             Self::CollaborateEvent { .. } => return None,
         }
@@ -192,7 +206,8 @@ pub struct EventCallbackInfo {
     pub msg: Option<String>,
     /// `data` (receiveData only).
     pub data: Option<Bytes>,
-    /// `image` (receiveImage only).
+    /// `image` (receiveImage only; with the `media` feature).
+    #[cfg(feature = "media")]
     pub image: Option<PixelMap>,
 }
 

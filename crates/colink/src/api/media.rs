@@ -67,6 +67,10 @@ impl StreamParam {
 
 /// A stream picture's rotation in degrees (`SurfaceParam.rotation`). The reference accepts any number and
 /// treats everything but 0, 90, 180 and 270 as "no rotation"; [`Rotation::from_degrees`] does the same.
+///
+/// colink's one rotation type: the stream wire carries it (`media::wire::WireTransform`), and the media
+/// pipe translates it for `colink_media::transform` (the pixel crate's own geometric rotation, which knows
+/// nothing of the reference's degree rules) only at that codec's edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Rotation {

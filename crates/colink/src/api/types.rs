@@ -1,14 +1,16 @@
 //! The reference's record types in Rust shape: `PeerInfo`, `ConnectOptions`, `ConnectResult`,
 //! `CollaborateEventInfo`.
 
-use crate::engine;
+use colink_proto as engine;
 
 use super::enums::{CollaborateEventType, ConnectErrorCode};
 
-pub use crate::engine::ConnectOptions;
+pub use colink_proto::ConnectOptions;
 
 /// An application endpoint on a device (the reference's `PeerInfo`): given to `create_session`, returned by
-/// `peer_info` (`getPeerInfoById`) and carried by incoming collaboration requests.
+/// `peer_info` (`getPeerInfoById`) and carried by incoming collaboration requests. The only `PeerInfo` an app
+/// sees; the engine's wire form (`colink_proto::PeerInfo`, an empty service name for "the session's") stays
+/// inside colink.
 ///
 /// Every field must be shorter than 1024 bytes of UTF-8; the four names must not be empty (see
 /// [`validate::peer_info`](super::validate::peer_info)).
@@ -52,7 +54,7 @@ impl PeerInfo {
 
     /// The engine's (wire) form, with the service name resolved: `self.service_name`, or `session_service_name`
     /// when `None`.
-    pub fn to_engine(&self, session_service_name: &str) -> engine::PeerInfo {
+    pub(crate) fn to_engine(&self, session_service_name: &str) -> engine::PeerInfo {
         engine::PeerInfo {
             device_id: self.device_id.clone(),
             bundle_name: self.bundle_name.clone(),
@@ -61,31 +63,16 @@ impl PeerInfo {
             service_name: self.service_name.clone().unwrap_or_else(|| session_service_name.to_owned()),
         }
     }
-}
 
-impl From<engine::PeerInfo> for PeerInfo {
     /// The API form of a peer the engine reported; the engine's empty service name ("the session's") becomes
     /// `None`.
-    fn from(p: engine::PeerInfo) -> Self {
+    pub(crate) fn from_engine(p: engine::PeerInfo) -> Self {
         Self {
             device_id: p.device_id,
             bundle_name: p.bundle_name,
             module_name: p.module_name,
             ability_name: p.ability_name,
             service_name: (!p.service_name.is_empty()).then_some(p.service_name),
-        }
-    }
-}
-
-impl From<PeerInfo> for engine::PeerInfo {
-    /// The engine's form; `None` becomes the engine's empty service name ("the session's").
-    fn from(p: PeerInfo) -> Self {
-        Self {
-            device_id: p.device_id,
-            bundle_name: p.bundle_name,
-            module_name: p.module_name,
-            ability_name: p.ability_name,
-            service_name: p.service_name.unwrap_or_default(),
         }
     }
 }
@@ -147,11 +134,11 @@ mod tests {
     #[test]
     fn peer_info_converts_both_ways() {
         let p = PeerInfo::new("dev", "b", "m", "a");
-        let e = engine::PeerInfo::from(p.clone());
+        let e = p.to_engine("");
         assert_eq!(e.service_name, "");
-        assert_eq!(PeerInfo::from(e), p);
+        assert_eq!(PeerInfo::from_engine(e), p);
         let p = p.with_service_name("svc");
-        assert_eq!(PeerInfo::from(engine::PeerInfo::from(p.clone())), p);
+        assert_eq!(PeerInfo::from_engine(p.to_engine("")), p);
     }
 
     #[test]

@@ -17,10 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::MAX_STRING_LEN;
+use colink_proto::MAX_STRING_LEN;
 
 use super::caller::{Caller, Permission};
-use super::enums::{StartOptionParams, StreamRole};
+use super::enums::{ReferenceEnum, StartOptionParams, StreamRole};
 use super::error::Error;
 use super::events::EventKind;
 use super::types::{ConnectOptions, PeerInfo};
@@ -101,7 +101,7 @@ pub fn stream_flags(options: &ConnectOptions) -> Result<(), Error> {
 
 /// `ConnectOptions.startOptions` as the reference's number: only 0 (foreground) and 1 (background).
 pub fn start_options(value: i32) -> Result<StartOptionParams, Error> {
-    StartOptionParams::try_from(value).map_err(|_| {
+    StartOptionParams::from_number(value).map_err(|_| {
         Error::invalid_arg(
             "connect_options.start_options",
             format_args!("must be START_IN_FOREGROUND = 0 or START_IN_BACKGROUND = 1, got {value}"),

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tracing::debug;
 
 use super::TransportPreference;
-use crate::engine::ConnectErrorCode;
+use colink_proto::ConnectErrorCode;
 
 /// Why a device could not be dialled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

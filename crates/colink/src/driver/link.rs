@@ -1,4 +1,4 @@
-//! The task that runs one [`engine::Connection`] over a `colink-ble` link.
+//! The task that runs one [`colink_proto::Connection`] over a `colink-ble` link.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{DialRequest, LinkId, NodeEvent, SendError};
-use crate::engine::{
-    self, ChannelKind, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Event, LinkState, PeerInfo,
-    SendId, SessionError, SessionKey, Transport,
+use colink_proto::{
+    self as engine, ChannelKind, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Event, LinkState,
+    PeerInfo, SendId, SessionError, SessionKey, Transport,
 };
 
 /// Commands from the node to a link task.
@@ -364,7 +364,7 @@ impl LinkTask {
             self.redialing = true;
             let request = DialRequest {
                 device: self.peer_device.clone(),
-                within: self.conn.grace_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now())),
+                within: self.conn.grace_deadline().map_or(Duration::ZERO, |d| d.saturating_duration_since(now())),
                 reply: self.self_tx.clone(),
             };
             let _ = redial.send(request);

@@ -1,4 +1,4 @@
-//! The async driver: runs one [`engine::Connection`] per device pair over `colink-ble` links.
+//! The async driver: runs one [`colink_proto::Connection`] per device pair over `colink-ble` links.
 //!
 //! A [`Node`] is one device on one adapter. It listens on an LE L2CAP PSM (and, unless told not to, on an RFCOMM
 //! channel for BR/EDR links), advertises both together with the device's short id and hosted services, accepts
@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::engine::{
-    self, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy, Event,
-    Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
-};
 use crate::lock;
+use colink_proto::{
+    self as engine, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy,
+    Event, Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
+};
 pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, now};
 
@@ -123,6 +123,9 @@ pub struct ConnectFailure {
 }
 
 /// Why a send did not complete.
+///
+/// Wraps `colink_proto`'s two send errors: [`colink_proto::SendError`] is the engine's immediate refusal,
+/// [`colink_proto::SendFailure`] a send it accepted and could not deliver; this is the whole life of a send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {

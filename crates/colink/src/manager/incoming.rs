@@ -9,7 +9,6 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::api::{Caller, ConnectOptions, PeerInfo};
-use crate::engine;
 use crate::lock;
 
 /// A peer app asks a local app to collaborate. Answer with [`Manager::accept_connect`] (on a session created
@@ -22,8 +21,8 @@ use crate::lock;
 pub struct CollaborationRequest {
     /// The requesting app on the peer device (`device_id` is the peer device's identity).
     pub peer: PeerInfo,
-    /// The local app it addresses, as the peer named it.
-    pub local: engine::PeerInfo,
+    /// The local app it addresses, as the peer named it (`service_name` is `None` when the peer named none).
+    pub local: PeerInfo,
     /// What the peer asks for.
     pub options: ConnectOptions,
     /// The single-use token of this request.

@@ -15,12 +15,12 @@ use crate::api::{
     ColorSpace, Error, ErrorCode, Event, SessionId, StreamId, StreamParam, StreamRole, SurfaceParam, validate,
 };
 use crate::driver::LinkId;
-use crate::engine::{ChannelKind, SessionKey};
 use crate::media::pipe::{Signal, SinkPipe, SourcePipe, SurfaceSlot};
 use crate::media::wire::{ImageHeader, StreamMessage};
 use crate::media::{
-    ColorMatrix, ConsumerSurface, PixelFormat, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
+    ColorMatrix, ConsumerSurface, PixelMap, ProducerSurface, StreamStats, cpu, receive_end_not_started,
 };
+use colink_proto::{ChannelKind, SessionKey};
 
 /// The JPEG quality `send_image` uses when the app gives none (the reference's default).
 pub const DEFAULT_IMAGE_QUALITY: i32 = 30;
@@ -67,31 +67,6 @@ impl MediaState {
     }
 }
 
-/// Pixel format codes on the wire (docs/media.md).
-fn format_code(f: PixelFormat) -> u8 {
-    match f {
-        PixelFormat::Rgba8888 => 0,
-        PixelFormat::Bgra8888 => 1,
-        PixelFormat::Rgb888 => 2,
-        PixelFormat::Nv21 => 3,
-        PixelFormat::Nv12 => 4,
-        PixelFormat::I420 => 5,
-        _ => 0,
-    }
-}
-
-fn format_from_code(c: u8) -> Option<PixelFormat> {
-    Some(match c {
-        0 => PixelFormat::Rgba8888,
-        1 => PixelFormat::Bgra8888,
-        2 => PixelFormat::Rgb888,
-        3 => PixelFormat::Nv21,
-        4 => PixelFormat::Nv12,
-        5 => PixelFormat::I420,
-        _ => return None,
-    })
-}
-
 impl Manager {
     /// `sendImage(id, image, quality)` (system only): encodes `image` as JPEG at `quality` (0..=100; the
     /// reference's default is [`DEFAULT_IMAGE_QUALITY`]) and resolves when the peer holds it; the peer decodes
@@ -101,10 +76,11 @@ impl Manager {
     pub async fn send_image(&self, id: SessionId, image: &PixelMap, quality: i32) -> Result<(), Error> {
         self.system_session(id, "send_image")?;
         let quality = validate::image_quality(quality)?;
-        let header = ImageHeader { format: format_code(image.format()), width: image.width(), height: image.height() };
+        let header = ImageHeader { format: image.format(), width: image.width(), height: image.height() };
         let jpeg = cpu(|| jpeg::encode(image, quality)).map_err(|e| Error::invalid_arg("image", e))?;
         debug!(session = %id, width = image.width(), height = image.height(), quality, bytes = jpeg.len(), "image encoded");
-        self.send(id, ChannelKind::Image, header.encode(&jpeg)).await
+        let payload = header.encode(&jpeg).map_err(|e| Error::invalid_arg("image", e))?;
+        self.send(id, ChannelKind::Image, payload).await
     }
 
     /// `createStream(id, param)` (system only): a stream on session `id`, paired with the peer's stream of
@@ -494,9 +470,10 @@ pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes) {
                 header.height
             ));
         }
-        match format_from_code(header.format) {
-            Some(f) if f != picture.format() => cpu(|| picture.convert(f)).map_err(|e| e.to_string()),
-            _ => Ok(picture),
+        if header.format == picture.format() {
+            Ok(picture)
+        } else {
+            cpu(|| picture.convert(header.format)).map_err(|e| e.to_string())
         }
     });
     match decoded {

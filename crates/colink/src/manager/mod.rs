@@ -11,6 +11,7 @@
 //! it was accepted also raises `collaborateEvent` SEND_FAILURE.
 
 mod incoming;
+#[cfg(feature = "media")]
 mod media;
 
 use std::collections::BTreeMap;
@@ -18,19 +19,23 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use colink_ble::{Adapter, DeviceId};
-use tokio::sync::{mpsc, oneshot};
+#[cfg(feature = "media")]
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
+#[cfg(feature = "media")]
+use crate::api::StreamIds;
 use crate::api::{
     Caller, CollaborateEventInfo, CollaborateEventType, ConnectErrorCode, ConnectOptions, ConnectResult,
-    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, StreamIds,
-    validate,
+    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, validate,
 };
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
-use crate::engine::{self, ChannelKind, SessionKey};
 use crate::lock;
+use colink_proto::{self as engine, ChannelKind, SessionKey};
 pub use incoming::{CollaborationRequest, Incoming};
+#[cfg(feature = "media")]
 pub use media::DEFAULT_IMAGE_QUALITY;
 
 /// Builds a [`Manager`].
@@ -95,6 +100,7 @@ impl ManagerBuilder {
             StartError::PoweredOff => Error::not_supported("colink with the Bluetooth adapter powered off"),
             e => Error::not_supported(format_args!("colink on this adapter ({e})")),
         })?;
+        #[cfg(feature = "media")]
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node,
@@ -103,14 +109,21 @@ impl ManagerBuilder {
             state: Mutex::new(State::default()),
             apps: incoming::Apps::default(),
             pump: Mutex::new(Vec::new()),
+            #[cfg(feature = "media")]
             media: Mutex::new(media::MediaState::default()),
+            #[cfg(feature = "media")]
             stream_ids: StreamIds::new(),
+            #[cfg(feature = "media")]
             signals: signals_tx,
         });
         let span = tracing::info_span!("manager", device = %device.short());
-        let signals = tokio::spawn(media::run_signals(Arc::downgrade(&inner), signals_rx).instrument(span.clone()));
+        #[cfg(feature = "media")]
+        {
+            let signals = media::run_signals(Arc::downgrade(&inner), signals_rx).instrument(span.clone());
+            lock(&inner.pump).push(tokio::spawn(signals));
+        }
         let pump = tokio::spawn(pump(Arc::downgrade(&inner), events).instrument(span));
-        lock(&inner.pump).extend([pump, signals]);
+        lock(&inner.pump).push(pump);
         info!(device = %device, "manager started");
         Ok(Manager { inner })
     }
@@ -136,8 +149,11 @@ struct Inner {
     apps: incoming::Apps,
     /// The event pump and the stream-signal sender.
     pump: Mutex<Vec<JoinHandle<()>>>,
+    #[cfg(feature = "media")]
     media: Mutex<media::MediaState>,
+    #[cfg(feature = "media")]
     stream_ids: StreamIds,
+    #[cfg(feature = "media")]
     signals: mpsc::UnboundedSender<crate::media::pipe::Signal>,
 }
 
@@ -221,6 +237,7 @@ impl Manager {
     /// and streams end).
     pub async fn destroy_session(&self, id: SessionId) -> Result<(), Error> {
         self.disconnect(id).await?;
+        #[cfg(feature = "media")]
         media::session_destroyed(&self.inner, id);
         self.state().sessions.remove(&id);
         self.inner.registry.close_session(id);
@@ -355,6 +372,7 @@ impl Manager {
             binding
         };
         if let Some((link, key)) = binding {
+            #[cfg(feature = "media")]
             media::session_ended(&self.inner, id);
             let _ = self.inner.node.disconnect(link, key, DisconnectReason::PeerAppCloseCollaboration).await;
         }
@@ -485,7 +503,12 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
     let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
     match event {
         engine::Event::IncomingConnect { token, from, to, options, .. } => {
-            let request = CollaborationRequest { peer: PeerInfo::from(from), local: to, options, token: token.clone() };
+            let request = CollaborationRequest {
+                peer: PeerInfo::from_engine(from),
+                local: PeerInfo::from_engine(to),
+                options,
+                token: token.clone(),
+            };
             let app = (
                 request.local.bundle_name.clone(),
                 request.local.module_name.clone(),
@@ -521,6 +544,7 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
                 id
             };
             if let Some(id) = id {
+                #[cfg(feature = "media")]
                 media::session_ended(inner, id);
                 inner.registry.dispatch(Event::Disconnect { session_id: id, reason });
             }
@@ -536,8 +560,15 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
                     }
                 },
                 ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
+                #[cfg(feature = "media")]
                 ChannelKind::Image => return media::on_image(inner, id, &payload),
+                #[cfg(feature = "media")]
                 ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
+                #[cfg(not(feature = "media"))]
+                ChannelKind::Image | ChannelKind::StreamMedia => {
+                    debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
+                    return;
+                }
             };
             inner.registry.dispatch(event);
         }

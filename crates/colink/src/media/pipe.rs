@@ -20,8 +20,8 @@ use super::wire::{StreamMessage, VideoFrameHeader, WireTransform};
 use super::{FrameFate, PixelFormat, PixelMap, ReceivedFrame, StreamStats, cpu, receive_end_not_started};
 use crate::api::{Error, FlipOptions, Rotation, SessionId, StreamId, SurfaceParam, VideoPixelFormat};
 use crate::driver::{LinkId, Node};
-use crate::engine::{ChannelKind, SessionKey};
 use crate::lock;
+use colink_proto::{ChannelKind, SessionKey};
 
 /// Most frames a SINK keeps waiting for its consumer (3 s at 30 fps); beyond it the oldest group is dropped.
 pub(crate) const MAX_QUEUED_FRAMES: usize = 90;
@@ -204,7 +204,7 @@ impl SourcePipe {
             timestamp_us: u64::try_from(timestamp.as_micros()).unwrap_or(u64::MAX),
             key: encoded.keyframe,
             bt709: p.color == ColorMatrix::Bt709,
-            transform: wire_transform(param.rotation, param.flip),
+            transform: WireTransform { rotation: param.rotation, flip: param.flip },
         };
         let payload = StreamMessage::Frame(header, encoded.data).encode();
         p.congestion.on_sent(now, payload.len() as u64);
@@ -268,33 +268,18 @@ async fn run_source(
     }
 }
 
-fn wire_transform(rotation: Rotation, flip: Option<FlipOptions>) -> WireTransform {
-    let quarter_turns = match rotation {
-        Rotation::Deg90 => 1,
-        Rotation::Deg180 => 2,
-        Rotation::Deg270 => 3,
-        _ => 0,
-    };
-    let flip = match flip {
-        Some(FlipOptions::Horizontal) => 1,
-        Some(FlipOptions::Vertical) => 2,
-        _ => 0,
-    };
-    WireTransform { quarter_turns, flip }
-}
-
+/// The codec's edge: the API's rotation and flip as colink-media's pixel transform takes them.
 fn media_transform(t: WireTransform) -> (MediaRotation, Option<Flip>) {
-    let rotation = match t.quarter_turns {
-        1 => MediaRotation::Deg90,
-        2 => MediaRotation::Deg180,
-        3 => MediaRotation::Deg270,
-        _ => MediaRotation::None,
+    let rotation = match t.rotation {
+        Rotation::None => MediaRotation::None,
+        Rotation::Deg90 => MediaRotation::Deg90,
+        Rotation::Deg180 => MediaRotation::Deg180,
+        Rotation::Deg270 => MediaRotation::Deg270,
     };
-    let flip = match t.flip {
-        1 => Some(Flip::Horizontal),
-        2 => Some(Flip::Vertical),
-        _ => None,
-    };
+    let flip = t.flip.map(|f| match f {
+        FlipOptions::Horizontal => Flip::Horizontal,
+        FlipOptions::Vertical => Flip::Vertical,
+    });
     (rotation, flip)
 }
 
@@ -476,7 +461,7 @@ impl SinkPipe {
 fn finish_picture(picture: &PixelMap, source: WireTransform, param: &SurfaceParam) -> Result<PixelMap, String> {
     let (r, f) = media_transform(source);
     let mut pixels = if (r, f) == (MediaRotation::None, None) { picture.clone() } else { transform(picture, r, f) };
-    let (r, f) = media_transform(wire_transform(param.rotation, param.flip));
+    let (r, f) = media_transform(WireTransform { rotation: param.rotation, flip: param.flip });
     if (r, f) != (MediaRotation::None, None) {
         pixels = transform(&pixels, r, f);
     }

@@ -6,8 +6,11 @@
 //! [`WireError`]; nothing panics and nothing allocates beyond the payload it was given.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use colink_media::PixelFormat;
 
-use crate::engine::MAX_STRING_LEN;
+use crate::api::{FlipOptions, Rotation};
+
+use colink_proto::MAX_STRING_LEN;
 
 /// The media wire version these codecs speak (the first byte of every media payload).
 pub const MEDIA_VERSION: u8 = 1;
@@ -36,30 +39,54 @@ pub enum WireError {
     /// An image header names an unknown pixel format or a zero dimension.
     #[error("bad image header: {0}")]
     BadImage(&'static str),
+    /// A frame's transform byte names a reserved flip.
+    #[error("reserved flip value {0} in a frame's transform")]
+    BadTransform(u8),
     /// Bytes left over after a fixed-size message.
     #[error("{0} unexpected bytes after the message")]
     Trailing(usize),
 }
 
-/// A picture transform carried with each frame: the source surface's rotation (clockwise quarter turns, 0..=3)
-/// and flip, which the receiver applies after decoding.
+/// A picture transform carried with each frame: the source surface's rotation and flip (the API's types; the
+/// wire's clockwise quarter turns and flip code are translated here), which the receiver applies after decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct WireTransform {
-    /// Clockwise quarter turns: 0 = none, 1 = 90°, 2 = 180°, 3 = 270°.
-    pub quarter_turns: u8,
-    /// 0 = no flip, 1 = horizontal, 2 = vertical.
-    pub flip: u8,
+    /// The rotation (clockwise quarter turns on the wire: 0 = none, 1 = 90°, 2 = 180°, 3 = 270°).
+    pub rotation: Rotation,
+    /// The flip (on the wire: 0 = none, 1 = horizontal, 2 = vertical; 3 is reserved and does not decode).
+    pub flip: Option<FlipOptions>,
 }
 
 impl WireTransform {
     fn to_byte(self) -> u8 {
-        (self.quarter_turns & 3) | ((self.flip & 3) << 2)
+        let quarter_turns = match self.rotation {
+            Rotation::None => 0,
+            Rotation::Deg90 => 1,
+            Rotation::Deg180 => 2,
+            Rotation::Deg270 => 3,
+        };
+        let flip = match self.flip {
+            None => 0,
+            Some(FlipOptions::Horizontal) => 1,
+            Some(FlipOptions::Vertical) => 2,
+        };
+        quarter_turns | (flip << 2)
     }
 
-    fn from_byte(b: u8) -> Self {
-        // flip value 3 is reserved; read as "no flip" so a newer sender's extension degrades gracefully.
-        let flip = (b >> 2) & 3;
-        Self { quarter_turns: b & 3, flip: if flip == 3 { 0 } else { flip } }
+    fn from_byte(b: u8) -> Result<Self, WireError> {
+        let rotation = match b & 3 {
+            0 => Rotation::None,
+            1 => Rotation::Deg90,
+            2 => Rotation::Deg180,
+            _ => Rotation::Deg270,
+        };
+        let flip = match (b >> 2) & 3 {
+            0 => None,
+            1 => Some(FlipOptions::Horizontal),
+            2 => Some(FlipOptions::Vertical),
+            reserved => return Err(WireError::BadTransform(reserved)),
+        };
+        Ok(Self { rotation, flip })
     }
 }
 
@@ -167,7 +194,7 @@ impl StreamMessage {
                     timestamp_us: u64::from_be_bytes([p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]]),
                     key: p[14] & 1 == 1,
                     bt709: p[14] & 2 == 2,
-                    transform: WireTransform::from_byte(p[15]),
+                    transform: WireTransform::from_byte(p[15])?,
                 };
                 Self::Frame(header, payload.slice(FRAME_HEADER_LEN..))
             }
@@ -198,8 +225,9 @@ fn need(p: &[u8], n: usize) -> Result<(), WireError> {
 /// The header of an image-lane payload; the JPEG follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageHeader {
-    /// The sender's pixel format code (see `docs/media.md`), so the receiver hands back the same layout.
-    pub format: u8,
+    /// The sender's pixel format, so the receiver hands back the same layout (a code on the wire, see
+    /// `docs/media.md`; an unknown code does not decode).
+    pub format: PixelFormat,
     /// The image's width in pixels (the JPEG's must match).
     pub width: u32,
     /// The image's height in pixels (the JPEG's must match).
@@ -210,15 +238,16 @@ pub struct ImageHeader {
 const IMAGE_HEADER_LEN: usize = 2 + 4 + 4;
 
 impl ImageHeader {
-    /// The header followed by `jpeg`.
-    pub fn encode(&self, jpeg: &[u8]) -> Bytes {
+    /// The header followed by `jpeg`; an error for a pixel format that has no wire code.
+    pub fn encode(&self, jpeg: &[u8]) -> Result<Bytes, WireError> {
+        let format = format_code(self.format).ok_or(WireError::BadImage("pixel format without a wire code"))?;
         let mut b = BytesMut::with_capacity(IMAGE_HEADER_LEN + jpeg.len());
         b.put_u8(MEDIA_VERSION);
-        b.put_u8(self.format);
+        b.put_u8(format);
         b.put_u32(self.width);
         b.put_u32(self.height);
         b.extend_from_slice(jpeg);
-        b.freeze()
+        Ok(b.freeze())
     }
 
     /// Splits an image payload into its header and the JPEG bytes (a zero-copy slice).
@@ -228,8 +257,9 @@ impl ImageHeader {
         if p[0] != MEDIA_VERSION {
             return Err(WireError::Version(p[0]));
         }
+        let format = format_from_code(p[1]).ok_or(WireError::BadImage("unknown pixel format"))?;
         let header = Self {
-            format: p[1],
+            format,
             width: u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
             height: u32::from_be_bytes([p[6], p[7], p[8], p[9]]),
         };
@@ -238,6 +268,32 @@ impl ImageHeader {
         }
         Ok((header, payload.slice(IMAGE_HEADER_LEN..)))
     }
+}
+
+/// Pixel format codes on the wire (docs/media.md §3.2).
+fn format_code(f: PixelFormat) -> Option<u8> {
+    Some(match f {
+        PixelFormat::Rgba8888 => 0,
+        PixelFormat::Bgra8888 => 1,
+        PixelFormat::Rgb888 => 2,
+        PixelFormat::Nv21 => 3,
+        PixelFormat::Nv12 => 4,
+        PixelFormat::I420 => 5,
+        _ => return None,
+    })
+}
+
+/// The pixel format of a wire code; `None` for a reserved one.
+fn format_from_code(c: u8) -> Option<PixelFormat> {
+    Some(match c {
+        0 => PixelFormat::Rgba8888,
+        1 => PixelFormat::Bgra8888,
+        2 => PixelFormat::Rgb888,
+        3 => PixelFormat::Nv21,
+        4 => PixelFormat::Nv12,
+        5 => PixelFormat::I420,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +309,7 @@ mod tests {
             timestamp_us: 1_234_567,
             key: true,
             bt709: true,
-            transform: WireTransform { quarter_turns: 3, flip: 2 },
+            transform: WireTransform { rotation: Rotation::Deg270, flip: Some(FlipOptions::Vertical) },
         };
         for m in [
             StreamMessage::SinkStarted { name: "cam".into() },
@@ -288,10 +344,10 @@ mod tests {
 
     #[test]
     fn image_header_round_trips_and_rejects_zero_sizes() {
-        let h = ImageHeader { format: 2, width: 4000, height: 3000 };
-        let (back, jpeg) = ImageHeader::decode(&h.encode(b"\xff\xd8jpeg")).unwrap();
+        let h = ImageHeader { format: PixelFormat::Rgb888, width: 4000, height: 3000 };
+        let (back, jpeg) = ImageHeader::decode(&h.encode(b"\xff\xd8jpeg").unwrap()).unwrap();
         assert_eq!((back, &jpeg[..]), (h, &b"\xff\xd8jpeg"[..]));
-        let zero = ImageHeader { format: 0, width: 0, height: 1 }.encode(b"");
+        let zero = ImageHeader { format: PixelFormat::Rgba8888, width: 0, height: 1 }.encode(b"").unwrap();
         assert_eq!(ImageHeader::decode(&zero), Err(WireError::BadImage("zero width or height")));
         assert_eq!(
             ImageHeader::decode(&Bytes::from_static(&[1, 0, 0])),
@@ -299,6 +355,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_pixel_format_has_a_code_and_reserved_codes_do_not_decode() {
+        for f in PixelFormat::ALL {
+            let h = ImageHeader { format: f, width: 2, height: 2 };
+            assert_eq!(ImageHeader::decode(&h.encode(b"").unwrap()).unwrap().0, h);
+        }
+        for code in [6u8, 7, 255] {
+            let p = Bytes::from(vec![1, code, 0, 0, 0, 1, 0, 0, 0, 1]);
+            assert_eq!(ImageHeader::decode(&p), Err(WireError::BadImage("unknown pixel format")));
+        }
+    }
+
+    #[test]
+    fn a_reserved_flip_does_not_decode() {
+        let frame =
+            VideoFrameHeader { seq: 1, timestamp_us: 0, key: true, bt709: false, transform: WireTransform::default() };
+        let mut bytes = StreamMessage::Frame(frame, Bytes::new()).encode().to_vec();
+        bytes[15] = 3 << 2;
+        assert_eq!(StreamMessage::decode(&Bytes::from(bytes)), Err(WireError::BadTransform(3)));
+        // Reserved high bits are ignored.
+        assert_eq!(WireTransform::from_byte(0xF1), Ok(WireTransform { rotation: Rotation::Deg90, flip: None }));
+    }
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
@@ -310,9 +388,8 @@ mod tests {
         #[test]
         fn frames_round_trip(seq: u32, ts: u64, key: bool, bt709: bool, q in 0u8..4, flip in 0u8..3,
                              data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let h = VideoFrameHeader {
-                seq, timestamp_us: ts, key, bt709, transform: WireTransform { quarter_turns: q, flip },
-            };
+            let transform = WireTransform::from_byte(q | (flip << 2)).unwrap();
+            let h = VideoFrameHeader { seq, timestamp_us: ts, key, bt709, transform };
             let m = StreamMessage::Frame(h, Bytes::from(data));
             prop_assert_eq!(StreamMessage::decode(&m.encode()), Ok(m));
         }

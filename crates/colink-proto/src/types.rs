@@ -9,7 +9,10 @@ use colink_frame::FrameKind;
 /// be shorter than 1024 bytes.
 pub const MAX_STRING_LEN: usize = 1023;
 
-/// An application endpoint on a device (OpenHarmony's `PeerInfo`).
+/// An application endpoint on a device (OpenHarmony's `PeerInfo`), in its wire form.
+///
+/// Apps see `colink::PeerInfo` instead, whose `service_name` is an `Option` falling back to the session's; here
+/// the fallback is already resolved (empty means "the session's"), as the CONNECT message carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct PeerInfo {
     /// The device's stable identity (not its Bluetooth address).
@@ -26,7 +29,7 @@ pub struct PeerInfo {
 
 /// Whether the peer app is started in the foreground or background (`StartOptionParams`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum StartOptions {
     /// `START_IN_FOREGROUND` = 0.
@@ -64,7 +67,7 @@ pub struct ConnectOptions {
 
 /// Why a connect did not produce a session (OpenHarmony's `ConnectErrorCode`, same numeric values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum ConnectErrorCode {
     /// A session between these two app endpoints is already connected or connecting.
@@ -98,7 +101,7 @@ impl ConnectErrorCode {
 
 /// Why a session ended (OpenHarmony's `DisconnectReason`, same numeric values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
+// Exhaustive: the reference fixes its values, and the API maps each one to a reference name.
 #[repr(u8)]
 pub enum DisconnectReason {
     /// The peer app called `disconnect`.
@@ -163,7 +166,7 @@ impl SendId {
 
 /// The payload channels of a session, each its own ordered lane with its own priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
+// Exhaustive: a channel number has two bits for the kind, and all four are taken.
 pub enum ChannelKind {
     /// Text messages (`send_message`): second only to control.
     Message,
@@ -208,3 +211,15 @@ impl ChannelKind {
         }
     }
 }
+
+/// The reference's numbers (`i32` in the API; the wire carries them as one byte).
+macro_rules! into_i32 {
+    ($($ty:ident),+) => {$(
+        impl From<$ty> for i32 {
+            fn from(v: $ty) -> Self {
+                v as Self
+            }
+        }
+    )+};
+}
+into_i32!(StartOptions, ConnectErrorCode, DisconnectReason);

@@ -5,11 +5,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::connection::{Connection, LinkState};
-use super::error::{ConnectError, ProtocolError, SessionError};
-use super::event::Event;
-use super::types::{ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, SessionKey};
-use super::wire::ControlMsg;
+use super::{Connection, LinkState};
+use crate::error::{ConnectError, ProtocolError, SessionError};
+use crate::event::Event;
+use crate::types::{ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, SessionKey};
+use crate::wire::ControlMsg;
 
 /// Where a session stands, as seen by [`Connection::session_state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum SessionState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+enum Phase {
     Connecting,
     AwaitingAnswer,
     Connected,
@@ -34,26 +34,41 @@ pub(crate) enum Phase {
 
 /// One session's bookkeeping.
 #[derive(Debug)]
-pub(crate) struct Session {
-    pub(crate) phase: Phase,
+pub(super) struct Session {
+    phase: Phase,
     /// The app endpoint on this device.
-    pub(crate) local: PeerInfo,
+    local: PeerInfo,
     /// The app endpoint on the peer.
-    pub(crate) remote: PeerInfo,
+    remote: PeerInfo,
     /// Connect / answer deadline while not connected.
-    pub(crate) deadline: Option<Instant>,
+    deadline: Option<Instant>,
     /// The collaboration token of an incoming request.
-    pub(crate) token: Option<String>,
-    pub(crate) span: tracing::Span,
+    token: Option<String>,
+    span: tracing::Span,
 }
 
 impl Session {
-    pub(crate) fn is_connected(&self) -> bool {
+    pub(super) fn is_connected(&self) -> bool {
         self.phase == Phase::Connected
     }
 
+    /// The connect or answer deadline, while not connected.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The collaboration token of an incoming request not answered yet.
+    pub(super) fn token(&self) -> Option<&String> {
+        self.token.as_ref()
+    }
+
+    /// The session's tracing span.
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// The event that reports this session's end to the local side.
-    pub(crate) fn end_event_for(&self, key: u32, reason: DisconnectReason) -> Event {
+    pub(super) fn end_event_for(&self, key: u32, reason: DisconnectReason) -> Event {
         let session = SessionKey(key);
         match (self.phase, &self.token) {
             (Phase::Connected, _) => Event::Disconnected { session, reason },
@@ -96,11 +111,7 @@ impl Connection {
         if let Some((k, _)) = self.sessions.iter().find(|(_, s)| s.same_endpoints(&from, &to)) {
             return Err(ConnectError::SessionExists(SessionKey(*k)));
         }
-        let key = self.next_local_session;
-        if key > (u32::MAX >> 2) - 2 {
-            return Err(ConnectError::Exhausted);
-        }
-        self.next_local_session += 2;
+        let key = self.numbers.allocate().ok_or(ConnectError::Exhausted)?;
         let span = tracing::debug_span!(parent: &self.span, "session", key, outgoing = true);
         span.in_scope(|| debug!(to = %to.bundle_name, "connecting"));
         self.send_control(&ControlMsg::Connect { session: key, from: from.clone(), to: to.clone(), options });
@@ -195,17 +206,13 @@ impl Connection {
         self.sessions.keys().map(|k| SessionKey(*k))
     }
 
-    pub(crate) fn on_control_message(&mut self, now: Instant, payload: &Bytes) -> Result<(), ProtocolError> {
+    pub(super) fn on_control_message(&mut self, now: Instant, payload: &Bytes) -> Result<(), ProtocolError> {
         let msg = ControlMsg::decode(payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
         match msg {
             ControlMsg::Connect { session, from, to, options } => {
-                if session == 0 || self.is_local_number(session) || session <= self.max_peer_session {
+                if !self.numbers.accept_peer(session) {
                     return Err(ProtocolError::UnexpectedSessionMessage { what: "CONNECT", session });
                 }
-                if session > (u32::MAX >> 2) {
-                    return Err(ProtocolError::UnexpectedSessionMessage { what: "CONNECT", session });
-                }
-                self.max_peer_session = session;
                 if let Some((k, _)) = self.sessions.iter().find(|(_, s)| s.same_endpoints(&to, &from)) {
                     debug!(session, existing = k, "duplicate connect rejected");
                     self.send_control(&ControlMsg::Reject {
@@ -264,7 +271,7 @@ impl Connection {
                 }
             }
             ControlMsg::Disconnect { session, reason } => {
-                let ours = self.is_local_number(session);
+                let ours = self.numbers.is_local(session);
                 self.check_known(session, "DISCONNECT", ours)?;
                 self.end_session(session, reason, true);
             }
@@ -273,7 +280,7 @@ impl Connection {
     }
 
     fn check_known(&self, session: u32, what: &'static str, ours: bool) -> Result<(), ProtocolError> {
-        if self.is_local_number(session) == ours && self.session_number_known(session) {
+        if self.numbers.is_local(session) == ours && self.numbers.is_known(session) {
             Ok(())
         } else {
             Err(ProtocolError::UnexpectedSessionMessage { what, session })
@@ -281,7 +288,7 @@ impl Connection {
     }
 
     /// Connect and answer deadlines.
-    pub(crate) fn session_timeouts(&mut self, now: Instant) {
+    pub(super) fn session_timeouts(&mut self, now: Instant) {
         let due: Vec<u32> =
             self.sessions.iter().filter(|(_, s)| s.deadline.is_some_and(|d| d <= now)).map(|(k, _)| *k).collect();
         for key in due {

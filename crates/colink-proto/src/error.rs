@@ -5,6 +5,9 @@ use colink_frame::{FrameError, ReassemblyError};
 use super::types::{ConnectErrorCode, DisconnectReason, SessionKey};
 
 /// Why a link ended for good (carried by [`Event::Closed`](super::Event::Closed)).
+///
+/// Not `colink_ble::LinkError`, which is one transport operation failing: a session link outlives its
+/// transports (it resumes on a new one) and ends only for the reasons here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {
@@ -131,6 +134,9 @@ pub enum AuthError {
 }
 
 /// Why [`Connection::connect`](super::Connection::connect) refused to start a session.
+///
+/// Not `colink_ble::ConnectError`, which is a radio failing to dial a device: this is the engine refusing to
+/// start a session on a link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -177,6 +183,9 @@ pub enum SessionError {
 }
 
 /// Why [`Connection::send`](super::Connection::send) did not accept a payload.
+///
+/// Not `colink::driver::SendError`, which is the whole life of a send through the driver (refused here, or
+/// accepted and then failed): this is only the engine's immediate refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {

@@ -1,9 +1,9 @@
 //! Whatever a peer sends, the engine never panics and memory stays bounded.
 
 use bytes::{Bytes, BytesMut};
-use colink::engine::harness::{LinkModel, Pair};
-use colink::engine::{ChannelKind, ConnectOptions, LinkState};
 use colink_frame::{Frame, FrameKind, LinkMode, Mtu};
+use colink_proto::harness::{LinkModel, Pair};
+use colink_proto::{ChannelKind, ConnectOptions, LinkState};
 use proptest::prelude::*;
 
 /// Valid-CRC frames with arbitrary header fields and payloads reach the session layer's decoders; pure

@@ -1,14 +1,16 @@
 //! Fuzzes the session engine with what a hostile peer could send: the session-layer decoders directly, then a
-//! responder `Connection` fed a sequence of frames (valid CRC, arbitrary kind, channel, sequence and payload,
-//! so the input gets past the CRC into the handshake, control, ack and data paths) at advancing times. No
-//! panic, and buffered memory stays within the reassembly limits.
+//! responder `Connection` that completed a real handshake with an initiator and accepted a session from it (so
+//! session 1's lanes are open), fed a sequence of frames (valid CRC, arbitrary kind, channel, sequence and
+//! payload, so the input gets past the CRC into the handshake, control, ack and data paths) at advancing
+//! times. No panic, and buffered memory stays within the reassembly limits.
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use colink::engine::{Config, Connection, Role, SeededEntropy, Transport, fuzzing};
 use colink_frame::{Frame, FrameKind, LinkMode, Mtu};
+use colink_proto::harness::{LinkModel, Pair};
+use colink_proto::{Config, ConnectOptions, LinkState, fuzzing};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,12 +18,18 @@ fuzz_target!(|data: &[u8]| {
 
     let Some((&mode, mut rest)) = data.split_first() else { return };
     let mode = if mode & 1 == 0 { LinkMode::Packet } else { LinkMode::Stream };
-    let start = Instant::now();
-    let mut now = start;
-    let config = Config::new("fuzz-target");
-    let limit = config.limits.max_buffered_bytes;
-    let mut conn = Connection::new(now, config, Role::Responder, Box::new(SeededEntropy::new(7)));
-    conn.attach(now, Transport { mode, mtu: Mtu::new(247).unwrap_or(Mtu::MIN) });
+    let limit = Config::new("fuzz-target").limits.max_buffered_bytes;
+    // A real handshake and an accepted session first: A (the initiator) connects, B (the target) accepts.
+    let link = LinkModel { mode, mtu: Mtu::new(247).unwrap_or(Mtu::MIN), ..LinkModel::default() };
+    let mut pair = Pair::new(link);
+    let up = pair.drive_until(Duration::from_secs(5), |p| {
+        p.a.conn.state() == LinkState::Established && p.b.conn.state() == LinkState::Established
+    });
+    assert!(up, "the handshake completes");
+    let session = pair.open_session("fuzz", ConnectOptions::default());
+    assert!(pair.b.conn.sessions().any(|s| s == session), "the session is open on the target");
+    let mut now = pair.now;
+    let mut conn = pair.b.conn;
     // Records: [kind][channel][seq][dt][len][payload...]
     while let [kind, channel, seq, dt, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());

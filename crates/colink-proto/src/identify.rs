@@ -100,7 +100,7 @@ impl Identify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Config, Connection, Role, SeededEntropy, Transport};
+    use crate::{Config, Connection, Role, SeededEntropy, Transport};
     use colink_frame::Mtu;
 
     fn first_frames(mode: LinkMode, mtu: usize) -> Vec<Bytes> {

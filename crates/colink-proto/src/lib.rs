@@ -1,7 +1,21 @@
-//! The sans-IO session engine: one [`Connection`] per device link.
+//! colink-proto: the sans-IO session engine of colink, one [`Connection`] per device link.
 //!
-//! A `Connection` is a pure state machine in quinn-proto's shape. Its driver (a tokio task over a
-//! `colink-ble` link, or the [`harness::Pair`] in tests) loops:
+//! **What it is.** A pure state machine in quinn-proto's shape: bytes and `now` go in, events, frames to send
+//! and the next deadline come out. It speaks colink's session protocol (specified in `docs/sessions.md`) on top
+//! of `colink-frame`'s framing: the link handshake (versions, identities, frame size, keep-alive, resume,
+//! an authentication seam), sessions multiplexed on one link, priorities, acknowledged in-order delivery,
+//! retransmission, keep-alive and resume after a lost transport. With the `harness` feature it also offers
+//! `harness`, a deterministic two-device test harness in virtual time.
+//!
+//! **What it is not.** It does no I/O and depends on no async runtime, clock or global RNG: the compiler
+//! enforces that, since this crate depends only on `colink-frame`, `bytes`, `thiserror` and `tracing`. Radios,
+//! dialling and the tokio driver live in `colink` (over `colink-ble`); the `Manager` API, argument validation
+//! by the reference's rules, images and media encoding live in `colink` and `colink-media`. Nothing here
+//! reaches upward into those crates.
+//!
+//! # Driving a `Connection`
+//!
+//! Its driver (a tokio task over a `colink-ble` link in `colink`, or the harness's `Pair` in tests) loops:
 //!
 //! 1. [`Connection::handle_input`] with every received SDU (packet mode) or byte chunk (stream mode);
 //! 2. [`Connection::poll_transmit`] whenever the link can take a frame, sending what it returns — one frame at a
@@ -12,34 +26,38 @@
 //! When the transport closes the driver calls [`Connection::link_lost`]; the side with
 //! [`Role::Initiator`] re-dials and [`Connection::attach`]es the new transport (the responder attaches the
 //! transport it accepts from the same device), and the handshake resumes every session from the last
-//! acknowledged fragment. The wire protocol is specified in `docs/sessions.md`.
+//! acknowledged fragment.
 //!
 //! What the engine deliberately leaves to its callers: time, randomness ([`Entropy`]), deciding whether an app
 //! exists (the responder's caller answers [`Event::IncomingConnect`]), radio state (`LOCAL/PEER_WIFI_NOT_OPEN`
 //! come from the driver's dial result), images and media encoding, and the `Manager` API.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod ack;
 mod auth;
 mod config;
 mod connection;
 mod error;
 mod event;
-mod handshake;
+#[cfg(any(test, feature = "harness"))]
 pub mod harness;
 mod identify;
-mod lane;
-mod receive;
-mod session;
-mod transmit;
+mod keepalive;
+mod numbering;
+mod receiver;
+mod resume;
+mod retransmit;
+mod scheduler;
 mod types;
 mod wire;
 
 pub use auth::{Authenticator, NoAuth};
 pub use config::{Config, Entropy, SUPPORTED_VERSIONS, SeededEntropy, Transport};
-pub use connection::{Connection, LinkState, Stats};
+pub use connection::{Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;
 pub use identify::{CallingDevice, IDENTIFY_LIMIT, Identify, IdentifyError};
-pub use session::SessionState;
 pub use types::{
     ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, MAX_STRING_LEN, PeerInfo, Role, SendId,
     SessionKey, StartOptions,

@@ -1,21 +1,20 @@
-//! One ordered channel's send and receive state: the messages not yet acknowledged, the fragments in flight,
-//! and the receive position.
+//! One ordered channel's send state: the messages not yet acknowledged and the fragments in flight.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu};
 
-use super::error::SendError;
-use super::types::SendId;
-use super::wire::Position;
+use crate::error::SendError;
+use crate::types::SendId;
+use crate::wire::Position;
 
 /// A message accepted for sending and not yet acknowledged.
 #[derive(Debug)]
-pub(crate) struct Outgoing {
+pub(super) struct Outgoing {
     /// `None` for internal (control) messages.
-    pub(crate) id: Option<SendId>,
-    pub(crate) seq: u32,
+    pub(super) id: Option<SendId>,
+    pub(super) seq: u32,
     payload: Bytes,
     /// Created when the message first goes on the wire, for the link's mode and frame size at that time.
     frag: Option<(Fragmenter, LinkMode)>,
@@ -24,28 +23,28 @@ pub(crate) struct Outgoing {
 /// Send side of one channel: messages leave strictly in sequence order; a message is removed only when the
 /// peer acknowledged all of it.
 #[derive(Debug)]
-pub(crate) struct SendLane {
-    pub(crate) channel: u32,
-    pub(crate) kind: FrameKind,
+pub(super) struct SendLane {
+    pub(super) channel: u32,
+    pub(super) kind: FrameKind,
     queue: VecDeque<Outgoing>,
     /// Index in `queue` of the message being transmitted (`queue.len()` when everything was sent).
     send_idx: usize,
     /// Everything before this position is held by the peer.
-    pub(crate) acked: Position,
+    pub(super) acked: Position,
     /// Fragments sent and not yet acknowledged, in sending order, with their size on the wire.
     inflight: VecDeque<(Position, u32)>,
-    pub(crate) inflight_bytes: u64,
+    pub(super) inflight_bytes: u64,
     next_seq: u32,
     /// Payload bytes of queued (unacknowledged) messages.
-    pub(crate) queued_bytes: u64,
+    pub(super) queued_bytes: u64,
     /// `send` answered `WouldBlock`; report `Writable` when room appears.
-    pub(crate) blocked: bool,
+    pub(super) blocked: bool,
     /// The furthest fragment ever sent (to count retransmissions).
     sent_high: Option<Position>,
 }
 
 impl SendLane {
-    pub(crate) fn new(channel: u32, kind: FrameKind) -> Self {
+    pub(super) fn new(channel: u32, kind: FrameKind) -> Self {
         Self {
             channel,
             kind,
@@ -62,7 +61,7 @@ impl SendLane {
     }
 
     /// Queues a message; returns its sequence number.
-    pub(crate) fn push(&mut self, id: Option<SendId>, payload: Bytes) -> Result<u32, SendError> {
+    pub(super) fn push(&mut self, id: Option<SendId>, payload: Bytes) -> Result<u32, SendError> {
         let seq = self.next_seq;
         self.next_seq = seq.checked_add(1).ok_or(SendError::Exhausted)?;
         self.queued_bytes += payload.len() as u64;
@@ -71,24 +70,24 @@ impl SendLane {
     }
 
     /// Whether a fragment is ready to go.
-    pub(crate) fn has_pending(&self) -> bool {
+    pub(super) fn has_pending(&self) -> bool {
         self.send_idx < self.queue.len()
     }
 
     /// Whether every message was acknowledged.
     #[cfg(test)]
-    pub(crate) fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// The next sequence number to be assigned (used to validate acknowledgements).
-    pub(crate) fn next_seq(&self) -> u32 {
+    pub(super) fn next_seq(&self) -> u32 {
         self.next_seq
     }
 
     /// Appends the next fragment's frame to `out`; returns its size on the wire and whether it is a
     /// retransmission.
-    pub(crate) fn next_frame(&mut self, mode: LinkMode, mtu: Mtu, out: &mut BytesMut) -> Option<(usize, bool)> {
+    pub(super) fn next_frame(&mut self, mode: LinkMode, mtu: Mtu, out: &mut BytesMut) -> Option<(usize, bool)> {
         let msg = self.queue.get_mut(self.send_idx)?;
         if msg.frag.is_none() {
             let f = Fragmenter::new(self.kind, self.channel, msg.seq, msg.payload.clone(), mode, mtu).ok()?;
@@ -111,7 +110,7 @@ impl SendLane {
 
     /// The peer holds everything before `pos`. Returns the messages now complete and the in-flight bytes
     /// released, and whether the acknowledged position advanced.
-    pub(crate) fn ack(&mut self, pos: Position) -> (Vec<Outgoing>, u64, bool) {
+    pub(super) fn ack(&mut self, pos: Position) -> (Vec<Outgoing>, u64, bool) {
         let mut done = Vec::new();
         while self.queue.front().is_some_and(|m| m.seq < pos.seq) {
             if let Some(m) = self.queue.pop_front() {
@@ -137,7 +136,7 @@ impl SendLane {
     /// Resends from `pos` (after a gap report, a retransmission timeout or a resume), framing for `mode` and
     /// `mtu`. A partly sent message whose frames no longer fit is restarted from fragment 0. Returns the
     /// in-flight bytes released.
-    pub(crate) fn rewind(&mut self, pos: Position, mode: LinkMode, mtu: Mtu) -> u64 {
+    pub(super) fn rewind(&mut self, pos: Position, mode: LinkMode, mtu: Mtu) -> u64 {
         let idx = self.queue.iter().position(|m| m.seq >= pos.seq).unwrap_or(self.queue.len());
         for (i, msg) in self.queue.iter_mut().enumerate().skip(idx) {
             let keep =
@@ -163,7 +162,7 @@ impl SendLane {
 
     /// Forgets the fragments in flight (they were lost with the transport, or will be resent); returns the
     /// bytes released.
-    pub(crate) fn clear_inflight(&mut self) -> u64 {
+    pub(super) fn clear_inflight(&mut self) -> u64 {
         let freed = self.inflight_bytes;
         self.inflight.clear();
         self.inflight_bytes = 0;
@@ -171,29 +170,11 @@ impl SendLane {
     }
 
     /// Empties the lane; returns the ids of the sends that will never complete and the in-flight bytes released.
-    pub(crate) fn fail_all(&mut self) -> (Vec<SendId>, u64) {
+    pub(super) fn fail_all(&mut self) -> (Vec<SendId>, u64) {
         let ids = self.queue.drain(..).filter_map(|m| m.id).collect();
         let freed = self.inflight_bytes;
         *self = Self::new(self.channel, self.kind);
         (ids, freed)
-    }
-}
-
-/// Receive side of one channel.
-#[derive(Debug)]
-pub(crate) struct RecvLane {
-    pub(crate) kind: FrameKind,
-    /// The next message to deliver; earlier ones were delivered.
-    pub(crate) next_seq: u32,
-    /// The position last reported as a gap (one report per gap).
-    pub(crate) nacked: Option<Position>,
-    /// A gap report is waiting to be sent.
-    pub(crate) nack_pending: bool,
-}
-
-impl RecvLane {
-    pub(crate) fn new(kind: FrameKind) -> Self {
-        Self { kind, next_seq: 0, nacked: None, nack_pending: false }
     }
 }
 

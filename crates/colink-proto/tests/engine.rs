@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::engine::harness::{LinkModel, Pair, Which, app};
-use colink::engine::{
+use colink_frame::{LinkMode, Mtu};
+use colink_proto::harness::{LinkModel, Pair, Which, app};
+use colink_proto::{
     ChannelKind, Config, ConnectError, ConnectErrorCode, ConnectOptions, DisconnectReason, Event, LinkError, LinkState,
     SendError, SendFailure, SessionError, SessionKey, SessionState,
 };
-use colink_frame::{LinkMode, Mtu};
 
 fn model(mode: LinkMode, mtu: usize) -> LinkModel {
     LinkModel { mode, mtu: Mtu::new(mtu).unwrap(), ..LinkModel::default() }
@@ -480,11 +480,11 @@ fn a_fresh_peer_cannot_resume_and_old_sessions_end() {
     p.cut();
     // B lost its state (process restart): a new connection object answers the re-dial.
     let now = p.now;
-    p.b.conn = colink::engine::Connection::new(
+    p.b.conn = colink_proto::Connection::new(
         now,
         Config::new("B"),
-        colink::engine::Role::Responder,
-        Box::new(colink::engine::SeededEntropy::new(77)),
+        colink_proto::Role::Responder,
+        Box::new(colink_proto::SeededEntropy::new(77)),
     );
     p.reattach();
     p.drive();

@@ -1,20 +1,42 @@
 //! The link state machine: one [`Connection`] per device pair, driven by `now`, received bytes and timers.
+//!
+//! `Connection` coordinates parts that each own one decision and its state, behind a small interface with
+//! unit tests of its own: the handshake ([`Handshake`](handshake::Handshake)), resume
+//! ([`Resume`](crate::resume::Resume)), session numbering ([`SessionNumbers`](crate::numbering::SessionNumbers)),
+//! the send scheduler ([`Scheduler`](crate::scheduler::Scheduler)), the receive positions
+//! ([`Receiver`](crate::receiver::Receiver)), the acknowledgement timer ([`AckTimer`](crate::ack::AckTimer)), the
+//! retransmission timer ([`RetransmitTimer`](crate::retransmit::RetransmitTimer)) and keep-alive
+//! ([`KeepAlive`](crate::keepalive::KeepAlive)). The child modules hold the coordinator's halves: what arrives
+//! (`receive`), what goes out (`transmit`), the handshake messages (`handshake`) and the sessions (`session`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod handshake;
+mod receive;
+mod session;
+mod transmit;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu, Reassembler, StreamCodec, decode_packet};
+use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu, StreamCodec, decode_packet};
 use tracing::{debug, trace, warn};
 
+use super::ack::AckTimer;
 use super::auth::{Authenticator, NoAuth};
 use super::config::{Config, Entropy, Transport};
 use super::error::{CloseCode, LinkError, SendError, SendFailure};
 use super::event::Event;
-use super::lane::{RecvLane, SendLane};
-use super::session::Session;
+use super::keepalive::{KeepAlive, Liveness};
+use super::numbering::SessionNumbers;
+use super::receiver::Receiver;
+use super::resume::Resume;
+use super::retransmit::RetransmitTimer;
+use super::scheduler::Scheduler;
 use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, Role, SendId, SessionKey};
-use super::wire::{self, CH_CONTROL, CH_HANDSHAKE, Hello, Position};
+use super::wire::{self, CH_HANDSHAKE, Hello};
+use handshake::Handshake;
+use session::Session;
+pub use session::SessionState;
 
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,26 +80,6 @@ pub struct Stats {
     pub retransmit_timeouts: u64,
 }
 
-/// Handshake progress on the current transport.
-#[derive(Debug)]
-pub(crate) struct Handshake {
-    pub(crate) hello: Hello,
-    pub(crate) peer_hello: Option<Hello>,
-    pub(crate) next_retry: Instant,
-    pub(crate) deadline: Instant,
-}
-
-/// What the peer told us in the handshake that established the link (kept across transports for resume).
-#[derive(Debug, Clone)]
-pub(crate) struct PeerLink {
-    pub(crate) device_id: String,
-    pub(crate) token: u64,
-}
-
-/// Priority classes, highest first: control, message, stream media, image, bulk data.
-pub(crate) const CLASSES: [FrameKind; 5] =
-    [FrameKind::Control, FrameKind::Message, FrameKind::StreamMedia, FrameKind::Image, FrameKind::Data];
-
 /// The sans-IO state machine of one link between two devices and every session on it.
 ///
 /// Feed it [`handle_input`](Self::handle_input) (received SDUs in packet mode, received byte chunks in stream
@@ -86,51 +88,38 @@ pub(crate) const CLASSES: [FrameKind; 5] =
 /// [`poll_event`](Self::poll_event). Spurious calls are harmless. There is no clock and no RNG inside: time
 /// comes in as `now`, tokens from the [`Entropy`] passed in.
 pub struct Connection {
-    pub(crate) config: Config,
-    pub(crate) role: Role,
-    pub(crate) entropy: Box<dyn Entropy>,
-    pub(crate) auth: Box<dyn Authenticator>,
-    pub(crate) span: tracing::Span,
-    pub(crate) state: LinkState,
-    pub(crate) transport: Option<Transport>,
-    pub(crate) frame_mtu: Mtu,
-    pub(crate) stream_buf: BytesMut,
-    pub(crate) codec: StreamCodec,
-    pub(crate) tx_buf: BytesMut,
-    pub(crate) local_token: u64,
-    pub(crate) peer: Option<PeerLink>,
-    pub(crate) version: u8,
-    pub(crate) hs: Option<Handshake>,
+    config: Config,
+    role: Role,
+    entropy: Box<dyn Entropy>,
+    auth: Box<dyn Authenticator>,
+    span: tracing::Span,
+    state: LinkState,
+    transport: Option<Transport>,
+    frame_mtu: Mtu,
+    stream_buf: BytesMut,
+    codec: StreamCodec,
+    tx_buf: BytesMut,
+    version: u8,
+    /// The handshake on the current transport, while it runs.
+    hs: Option<Handshake>,
     /// Our last hello, to answer a peer that missed it.
-    pub(crate) hs_hello_cache: Option<Hello>,
+    hs_hello_cache: Option<Hello>,
     /// Encoded handshake-channel frames (HELLO, AUTH, CLOSE) waiting to go.
-    pub(crate) hs_out: VecDeque<Bytes>,
-    pub(crate) hs_seq: u32,
-    pub(crate) grace_deadline: Option<Instant>,
-    pub(crate) lanes: BTreeMap<u32, SendLane>,
-    pub(crate) recv: BTreeMap<u32, RecvLane>,
-    pub(crate) reassembler: Reassembler,
-    pub(crate) sessions: BTreeMap<u32, Session>,
-    pub(crate) tokens: BTreeMap<String, u32>,
-    pub(crate) next_local_session: u32,
-    pub(crate) max_peer_session: u32,
-    pub(crate) ack_dirty: BTreeSet<u32>,
-    pub(crate) ack_bytes: u64,
-    pub(crate) ack_deadline: Option<Instant>,
-    pub(crate) ack_now: bool,
-    pub(crate) keep_alive_due: bool,
-    pub(crate) inflight_bytes: u64,
-    pub(crate) last_progress: Instant,
-    /// A decaying maximum of the time between acknowledgement advances while data was in flight.
-    pub(crate) progress_gap: Duration,
-    pub(crate) last_sent: Instant,
-    pub(crate) last_recv: Instant,
-    pub(crate) keep_alive: Duration,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) next_send_id: u64,
-    pub(crate) rr: [u32; CLASSES.len()],
-    pub(crate) stats: Stats,
+    hs_out: VecDeque<Bytes>,
+    hs_seq: u32,
+    grace_deadline: Option<Instant>,
+    resume: Resume,
+    numbers: SessionNumbers,
+    sessions: BTreeMap<u32, Session>,
+    tokens: BTreeMap<String, u32>,
+    scheduler: Scheduler,
+    receiver: Receiver,
+    acks: AckTimer,
+    retransmit: RetransmitTimer,
+    keep_alive: KeepAlive,
+    events: VecDeque<Event>,
+    next_send_id: u64,
+    stats: Stats,
 }
 
 impl std::fmt::Debug for Connection {
@@ -140,7 +129,7 @@ impl std::fmt::Debug for Connection {
             .field("role", &self.role)
             .field("state", &self.state)
             .field("sessions", &self.sessions.len())
-            .field("inflight_bytes", &self.inflight_bytes)
+            .field("inflight_bytes", &self.scheduler.inflight())
             .finish_non_exhaustive()
     }
 }
@@ -161,12 +150,8 @@ impl Connection {
         auth: Box<dyn Authenticator>,
     ) -> Self {
         let span = tracing::debug_span!("link", device = %config.device_id, ?role);
-        let local_token = entropy.next_u64() | 1;
-        let reassembler = Reassembler::new(config.limits.clone());
-        let keep_alive = config.keep_alive_interval;
-        let idle_timeout = config.idle_timeout;
+        let resume = Resume::new(entropy.next_u64() | 1);
         let mut this = Self {
-            config,
             role,
             entropy,
             auth,
@@ -177,37 +162,25 @@ impl Connection {
             stream_buf: BytesMut::new(),
             codec: StreamCodec::default(),
             tx_buf: BytesMut::new(),
-            local_token,
-            peer: None,
             version: 0,
             hs: None,
             hs_hello_cache: None,
             hs_out: VecDeque::new(),
             hs_seq: 0,
             grace_deadline: None,
-            lanes: BTreeMap::new(),
-            recv: BTreeMap::new(),
-            reassembler,
+            resume,
+            numbers: SessionNumbers::new(role),
             sessions: BTreeMap::new(),
             tokens: BTreeMap::new(),
-            next_local_session: 0,
-            max_peer_session: 0,
-            ack_dirty: BTreeSet::new(),
-            ack_bytes: 0,
-            ack_deadline: None,
-            ack_now: false,
-            keep_alive_due: false,
-            inflight_bytes: 0,
-            last_progress: now,
-            progress_gap: Duration::ZERO,
-            last_sent: now,
-            last_recv: now,
-            keep_alive,
-            idle_timeout,
+            scheduler: Scheduler::new(config.channel_buffer),
+            receiver: Receiver::new(config.limits.clone()),
+            acks: AckTimer::new(config.ack_threshold, config.ack_delay, config.ack_max_delay),
+            retransmit: RetransmitTimer::new(now, config.retransmit_timeout),
+            keep_alive: KeepAlive::new(now, config.keep_alive_interval, config.idle_timeout),
             events: VecDeque::new(),
             next_send_id: 0,
-            rr: [0; CLASSES.len()],
             stats: Stats::default(),
+            config,
         };
         this.reset_link_state();
         this
@@ -225,7 +198,7 @@ impl Connection {
 
     /// The peer's device identity, once a handshake completed.
     pub fn peer_device(&self) -> Option<&str> {
-        self.peer.as_ref().map(|p| p.device_id.as_str())
+        self.resume.peer_device()
     }
 
     /// The agreed protocol version (0 before the first handshake).
@@ -235,7 +208,7 @@ impl Connection {
 
     /// The agreed keep-alive interval and idle timeout.
     pub fn keep_alive(&self) -> (Duration, Duration) {
-        (self.keep_alive, self.idle_timeout)
+        self.keep_alive.params()
     }
 
     /// The frame size in use: the smallest of the transport MTU, the peer's announced maximum and
@@ -245,18 +218,23 @@ impl Connection {
     }
 
     /// `mtu` capped at [`Config::max_frame`] (never below the smallest MTU).
-    pub(crate) fn sending_mtu(&self, mtu: Mtu) -> Mtu {
+    fn sending_mtu(&self, mtu: Mtu) -> Mtu {
         Mtu::new(mtu.get().min(usize::from(self.config.max_frame))).unwrap_or(Mtu::MIN)
     }
 
     /// Unacknowledged bytes on the wire.
     pub fn inflight_bytes(&self) -> u64 {
-        self.inflight_bytes
+        self.scheduler.inflight()
     }
 
     /// Payload bytes held by the receiver's reassembly buffers.
     pub fn reassembly_bytes(&self) -> u64 {
-        self.reassembler.buffered_bytes()
+        self.receiver.buffered_bytes()
+    }
+
+    /// When the grace period of a lost link ends, while one runs (the link is reconnecting).
+    pub fn grace_deadline(&self) -> Option<Instant> {
+        self.grace_deadline
     }
 
     /// Counters.
@@ -289,7 +267,7 @@ impl Connection {
             Ok(ext) => ext,
             Err(e) => return self.close_with(now, CloseCode::AuthFailed, LinkError::Auth(e)),
         };
-        let resume_state = if self.peer.is_some() { self.resume_state() } else { Vec::new() };
+        let resume_state = if self.resume.has_peer() { self.receiver.resume_state() } else { Vec::new() };
         let hello = Hello {
             flags: 0,
             min_version: *self.config.versions.start(),
@@ -298,18 +276,13 @@ impl Connection {
             max_frame: transport.mtu.get() as u32,
             keep_alive_ms: millis(self.config.keep_alive_interval),
             idle_timeout_ms: millis(self.config.idle_timeout),
-            link_token: self.local_token,
-            resume_token: self.peer.as_ref().map_or(0, |p| p.token),
+            link_token: self.resume.local_token(),
+            resume_token: self.resume.resume_token(),
             resume_state,
             extensions: ext.map(|data| wire::Extension { kind: 1, data }).into_iter().collect(),
         };
         self.queue_handshake(hello.encode());
-        self.hs = Some(Handshake {
-            hello,
-            peer_hello: None,
-            next_retry: now + self.config.handshake_retry,
-            deadline: now + self.config.handshake_timeout,
-        });
+        self.hs = Some(Handshake::new(now, hello, self.config.handshake_retry, self.config.handshake_timeout));
     }
 
     /// The transport is gone (the driver saw it close, or it failed). Sessions go to reconnecting until a new
@@ -324,21 +297,15 @@ impl Connection {
         self.hs = None;
         self.hs_out.clear();
         self.stream_buf.clear();
-        if self.peer.is_none() {
+        if !self.resume.has_peer() {
             debug!("transport lost before the first handshake completed");
             return self.close_link(now, LinkError::GraceExpired);
         }
         let was_established = self.state == LinkState::Established;
         self.state = LinkState::Reconnecting;
         self.grace_deadline.get_or_insert(now + self.config.grace_period);
-        self.inflight_bytes = 0;
-        for lane in self.lanes.values_mut() {
-            lane.clear_inflight();
-        }
-        self.ack_dirty.clear();
-        self.ack_now = false;
-        self.ack_deadline = None;
-        self.ack_bytes = 0;
+        self.scheduler.forget_inflight();
+        self.acks.reset();
         if was_established {
             debug!("link lost; sessions reconnecting");
             self.events.push_back(Event::LinkLost { redial: self.role == Role::Initiator });
@@ -369,7 +336,7 @@ impl Connection {
                 loop {
                     match self.codec.decode(&mut self.stream_buf) {
                         Ok(Some(frame)) => {
-                            self.last_recv = now;
+                            self.keep_alive.on_received(now);
                             self.on_frame(now, frame);
                             if self.transport.is_none() || self.state == LinkState::Closed {
                                 break;
@@ -388,7 +355,7 @@ impl Connection {
             }
             _ => match decode_packet(data) {
                 Ok(frame) => {
-                    self.last_recv = now;
+                    self.keep_alive.on_received(now);
                     self.on_frame(now, frame);
                 }
                 Err(e) => {
@@ -406,8 +373,7 @@ impl Connection {
         let span = self.span.clone();
         let _e = span.enter();
         let out = self.next_transmit(now)?;
-        self.last_sent = now;
-        self.keep_alive_due = false;
+        self.keep_alive.on_sent(now);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += out.len() as u64;
         Some(out)
@@ -426,30 +392,24 @@ impl Connection {
             at(d);
         }
         if let Some(hs) = &self.hs {
-            at(hs.deadline);
-            if hs.peer_hello.is_none() {
-                at(hs.next_retry);
-            }
+            at(hs.poll_timeout());
         }
         if self.state == LinkState::Established {
-            if let Some(d) = self.ack_deadline {
+            if let Some(d) = self.acks.poll_timeout() {
                 at(d);
             }
-            if !self.keep_alive_due {
-                at(self.last_sent + self.keep_alive);
-            }
-            at(self.last_recv + self.idle_timeout);
-            if self.inflight_bytes > 0 {
-                at(self.retransmit_base() + self.retransmit_timeout());
+            at(self.keep_alive.poll_timeout());
+            if self.scheduler.inflight() > 0 {
+                at(self.retransmit_deadline());
             }
         }
         if self.state != LinkState::Closed {
             for s in self.sessions.values() {
-                if let Some(d) = s.deadline {
+                if let Some(d) = s.deadline() {
                     at(d);
                 }
             }
-            if let Some(d) = self.reassembler.poll_timeout() {
+            if let Some(d) = self.receiver.poll_timeout() {
                 at(d);
             }
         }
@@ -468,38 +428,34 @@ impl Connection {
             return self.close_link(now, LinkError::GraceExpired);
         }
         if let Some(hs) = &mut self.hs {
-            if hs.deadline <= now {
-                debug!("handshake timed out");
-                return self.link_lost(now);
-            }
-            if hs.peer_hello.is_none() && hs.next_retry <= now {
-                hs.next_retry = now + self.config.handshake_retry;
-                let hello = hs.hello.encode();
-                self.hs_out.clear();
-                self.queue_handshake(hello);
+            match hs.handle_timeout(now, self.config.handshake_retry) {
+                handshake::Timer::Expired => {
+                    debug!("handshake timed out");
+                    return self.link_lost(now);
+                }
+                handshake::Timer::Resend(hello) => {
+                    self.hs_out.clear();
+                    self.queue_handshake(hello);
+                }
+                handshake::Timer::Waiting => {}
             }
         }
         if self.state == LinkState::Established {
-            if self.last_recv + self.idle_timeout <= now {
+            if self.keep_alive.handle_timeout(now) == Liveness::Idle {
                 debug!("idle timeout");
                 return self.link_lost(now);
             }
-            if self.ack_deadline.is_some_and(|d| d <= now) {
-                self.ack_now = true;
-                self.ack_deadline = None;
-            }
-            if self.last_sent + self.keep_alive <= now {
-                self.keep_alive_due = true;
-            }
-            if self.inflight_bytes > 0 && self.retransmit_base() + self.retransmit_timeout() <= now {
-                debug!(inflight = self.inflight_bytes, "retransmission timeout");
+            self.acks.handle_timeout(now);
+            if self.scheduler.inflight() > 0 && self.retransmit_deadline() <= now {
+                debug!(inflight = self.scheduler.inflight(), "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
-                self.rewind_all_to_acked();
-                self.last_progress = now;
+                let (mode, mtu) = (self.mode(), self.frame_mtu);
+                self.scheduler.rewind_all_to_acked(mode, mtu);
+                self.retransmit.restart(now);
             }
         }
         self.session_timeouts(now);
-        for s in self.reassembler.handle_timeout(now) {
+        for s in self.receiver.handle_timeout(now) {
             debug!(channel = s.channel, seq = s.seq, "partial message stalled; dropped");
         }
     }
@@ -518,16 +474,10 @@ impl Connection {
             return Err(SendError::TooLarge { len: payload.len() as u64, max });
         }
         let channel = session_channel(session.0, kind);
-        let buffer = self.config.channel_buffer;
-        let lane = self.lanes.get_mut(&channel).ok_or(SendError::NotConnected(session))?;
-        if lane.queued_bytes > 0 && lane.queued_bytes + payload.len() as u64 > buffer {
-            lane.blocked = true;
-            return Err(SendError::WouldBlock);
-        }
         let id = SendId(self.next_send_id);
-        lane.push(Some(id), payload)?;
+        self.scheduler.send(session, channel, id, payload)?;
         self.next_send_id += 1;
-        let _e = s.span.enter();
+        let _e = s.span().enter();
         trace!(?kind, id = id.0, "send queued");
         Ok(id)
     }
@@ -535,45 +485,25 @@ impl Connection {
     /// Bytes `send` would accept on this channel now without `WouldBlock` (0 when unknown or not connected;
     /// an empty channel accepts any size).
     pub fn send_capacity(&self, session: SessionKey, kind: ChannelKind) -> u64 {
-        match self.lanes.get(&session_channel(session.0, kind)) {
-            Some(l) if l.queued_bytes == 0 => u64::MAX,
-            Some(l) => self.config.channel_buffer.saturating_sub(l.queued_bytes),
-            None => 0,
-        }
+        self.scheduler.capacity(session_channel(session.0, kind))
     }
 
     // ----- internals -----
 
     /// Fresh per-link state: the control lane, numbering, reassembly.
-    pub(crate) fn reset_link_state(&mut self) {
-        self.lanes.clear();
-        self.recv.clear();
-        self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
-        self.recv.insert(CH_CONTROL, RecvLane::new(FrameKind::Control));
-        self.reassembler = Reassembler::new(self.config.limits.clone());
-        self.next_local_session = if self.role == Role::Initiator { 1 } else { 2 };
-        self.max_peer_session = 0;
-        self.inflight_bytes = 0;
-        self.ack_dirty.clear();
+    fn reset_link_state(&mut self) {
+        self.scheduler.reset();
+        self.receiver.reset();
+        self.numbers.reset();
+        self.acks.forget_all();
     }
 
-    /// Receive positions of every channel (what the peer may skip on resume).
-    pub(crate) fn resume_state(&self) -> Vec<(u32, Position)> {
-        self.recv
-            .iter()
-            .map(|(ch, rl)| {
-                let frag = self.reassembler.next_expected(*ch, rl.next_seq).unwrap_or(0);
-                (*ch, Position { seq: rl.next_seq, frag })
-            })
-            .collect()
-    }
-
-    pub(crate) fn mode(&self) -> LinkMode {
+    fn mode(&self) -> LinkMode {
         self.transport.map_or(LinkMode::Packet, |t| t.mode)
     }
 
     /// Frames a small handshake-channel message and queues its frames ahead of everything else.
-    pub(crate) fn queue_handshake(&mut self, payload: Bytes) {
+    fn queue_handshake(&mut self, payload: Bytes) {
         let seq = self.hs_seq;
         self.hs_seq = self.hs_seq.wrapping_add(1) & 0x3FFF;
         let mode = self.mode();
@@ -587,7 +517,7 @@ impl Connection {
     }
 
     /// Sends a CLOSE (best effort) and ends the link.
-    pub(crate) fn close_with(&mut self, now: Instant, code: CloseCode, error: LinkError) {
+    fn close_with(&mut self, now: Instant, code: CloseCode, error: LinkError) {
         if self.transport.is_some() {
             self.hs_out.clear();
             self.queue_handshake(wire::HandshakeMsg::encode_close(code as u8, &error.to_string()));
@@ -597,7 +527,7 @@ impl Connection {
 
     /// Ends the link for good: every session ends with `NETWORK_DISCONNECTED` (or `PEER_APP_EXIT` when the peer
     /// closed in an orderly way), every pending send fails.
-    pub(crate) fn close_link(&mut self, now: Instant, error: LinkError) {
+    fn close_link(&mut self, now: Instant, error: LinkError) {
         let _ = now;
         debug!(%error, "link closed");
         let reason = match &error {
@@ -613,24 +543,22 @@ impl Connection {
     }
 
     /// Ends every session (link closed, grace expired, or a fresh handshake replaced a lost link).
-    pub(crate) fn end_all_sessions(&mut self, reason: DisconnectReason, notify: bool) {
+    fn end_all_sessions(&mut self, reason: DisconnectReason, notify: bool) {
         let keys: Vec<u32> = self.sessions.keys().copied().collect();
         for k in keys {
             self.end_session(k, reason, notify);
         }
         // Sends on the control lane are internal: no events.
-        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
-            l.fail_all();
-        }
+        self.scheduler.fail_control();
     }
 
     /// Removes a session, its lanes and partial messages; fails its pending sends; reports the end.
-    pub(crate) fn end_session(&mut self, key: u32, reason: DisconnectReason, notify: bool) {
+    fn end_session(&mut self, key: u32, reason: DisconnectReason, notify: bool) {
         let Some(s) = self.sessions.remove(&key) else { return };
         let session = SessionKey(key);
-        let _e = s.span.enter();
+        let _e = s.span().enter();
         debug!(?reason, "session ended");
-        if let Some(t) = &s.token {
+        if let Some(t) = s.token() {
             self.tokens.remove(t);
         }
         if notify {
@@ -638,54 +566,33 @@ impl Connection {
         }
         for kind in ChannelKind::ALL {
             let ch = session_channel(key, kind);
-            if let Some(mut lane) = self.lanes.remove(&ch) {
-                let (ids, freed) = lane.fail_all();
-                self.inflight_bytes -= freed.min(self.inflight_bytes);
+            if let Some(ids) = self.scheduler.close(ch) {
                 for id in ids {
                     self.events.push_back(Event::SendFailed { session, id, error: SendFailure::Disconnected(reason) });
                 }
             }
-            if self.recv.remove(&ch).is_some() {
-                self.reassembler.discard_channel(ch);
-            }
-            self.ack_dirty.remove(&ch);
+            self.receiver.close(ch);
+            self.acks.forget(ch);
         }
     }
 
     /// Opens a session's lanes both ways.
-    pub(crate) fn open_lanes(&mut self, key: u32) {
+    fn open_lanes(&mut self, key: u32) {
         for kind in ChannelKind::ALL {
             let ch = session_channel(key, kind);
-            self.lanes.insert(ch, SendLane::new(ch, kind.frame_kind()));
-            self.recv.insert(ch, RecvLane::new(kind.frame_kind()));
+            self.scheduler.open(ch, kind.frame_kind());
+            self.receiver.open(ch, kind.frame_kind());
         }
     }
 
     /// Queues an internal control message on the reliable control lane.
-    pub(crate) fn send_control(&mut self, msg: &wire::ControlMsg) {
-        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
-            // The control lane's 2^32 sequence numbers cannot run out in practice; if they did, the message is
-            // dropped and the connect/disconnect timers report the failure.
-            let _ = l.push(None, msg.encode());
-        }
+    fn send_control(&mut self, msg: &wire::ControlMsg) {
+        self.scheduler.send_control(msg.encode());
     }
 
-    /// Whether session number `s` was ever allocated on this link (by either side).
-    pub(crate) fn session_number_known(&self, s: u32) -> bool {
-        if s == 0 {
-            return false;
-        }
-        if self.is_local_number(s) { s < self.next_local_session } else { s <= self.max_peer_session }
-    }
-
-    /// Whether this side allocates session number `s` (initiator: odd, responder: even).
-    pub(crate) fn is_local_number(&self, s: u32) -> bool {
-        (s % 2 == 1) == (self.role == Role::Initiator)
-    }
-
-    pub(crate) fn connect_failed(&mut self, key: u32, code: ConnectErrorCode, reason: Option<String>) {
+    fn connect_failed(&mut self, key: u32, code: ConnectErrorCode, reason: Option<String>) {
         if let Some(s) = self.sessions.remove(&key) {
-            let _e = s.span.enter();
+            let _e = s.span().enter();
             debug!(?code, "connect failed");
             self.events.push_back(Event::ConnectFailed { session: SessionKey(key), code, reason });
         }
@@ -693,7 +600,7 @@ impl Connection {
 }
 
 /// The wire channel of `kind` on session `key`.
-pub(crate) const fn session_channel(key: u32, kind: ChannelKind) -> u32 {
+const fn session_channel(key: u32, kind: ChannelKind) -> u32 {
     (key << 2) | kind.lane()
 }
 

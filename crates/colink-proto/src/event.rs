@@ -6,6 +6,10 @@ use super::error::{LinkError, SendFailure};
 use super::types::{ChannelKind, ConnectErrorCode, ConnectOptions, DisconnectReason, PeerInfo, SendId, SessionKey};
 
 /// Something that happened on the link, taken with [`Connection::poll_event`](super::Connection::poll_event).
+///
+/// Not `colink::Event`: this is the engine's per-link event (link up, lost and resumed, send ids, raw payloads
+/// by channel kind, engine session keys); colink's `Manager` turns these into the reference's per-session
+/// events that apps see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[allow(clippy::large_enum_variant)] // each event is moved once to its consumer; boxing would only add allocations

@@ -1,0 +1,131 @@
+//! The receiving half of a [`Connection`]: routing each received frame (handshake, keep-alive, acknowledgements,
+//! control and session lanes) to the part that decides about it — acknowledgements to the send scheduler,
+//! session fragments to the receiver (take, duplicate or gap) and the acknowledgement timer — and delivering
+//! completed payloads in order, exactly once.
+
+use std::time::Instant;
+
+use colink_frame::{Frame, FrameKind, ReassemblyError};
+use tracing::{debug, trace, warn};
+
+use super::{Connection, LinkState};
+use crate::error::{CloseCode, LinkError, ProtocolError};
+use crate::event::Event;
+use crate::receiver::Verdict;
+use crate::types::{ChannelKind, SessionKey};
+use crate::wire::{self, CH_ACK, CH_CONTROL, CH_HANDSHAKE, CH_KEEPALIVE, Position};
+
+impl Connection {
+    pub(super) fn on_frame(&mut self, now: Instant, frame: Frame) {
+        let (kind, channel) = (frame.header.kind, frame.header.channel);
+        let result = match (kind, channel) {
+            (FrameKind::Control, CH_HANDSHAKE) => {
+                match self.receiver.reassemble_handshake(now, frame) {
+                    Ok(Some(m)) => self.on_handshake_message(now, &m.payload),
+                    Ok(None) => Ok(()),
+                    Err(
+                        e @ (ReassemblyError::MessageTooLarge { .. }
+                        | ReassemblyError::TooManyPartials { .. }
+                        | ReassemblyError::BufferLimit { .. }),
+                    ) => Err(ProtocolError::Limit(e)),
+                    Err(_) => Ok(()), // a handshake message cut by corruption; the retry timer resends it
+                }
+            }
+            _ if self.state != LinkState::Established => {
+                trace!(?kind, channel, "frame before the handshake completed; dropped");
+                Ok(())
+            }
+            (FrameKind::Ack, CH_ACK) => self.on_ack_frame(now, &frame),
+            (FrameKind::KeepAlive, CH_KEEPALIVE) => Ok(()),
+            (_, CH_HANDSHAKE..=CH_KEEPALIVE) if channel != CH_CONTROL => {
+                Err(ProtocolError::WrongKind { kind: kind as u8, channel })
+            }
+            _ => self.on_lane_frame(now, frame),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "protocol violation");
+            self.close_with(now, CloseCode::ProtocolError, LinkError::Protocol(e));
+        }
+    }
+
+    fn on_ack_frame(&mut self, now: Instant, frame: &Frame) -> Result<(), ProtocolError> {
+        if !frame.header.last || frame.header.position.index() != 0 {
+            return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
+        }
+        let entries = wire::decode_ack(&frame.payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+        for e in entries {
+            self.apply_ack(now, e.channel, e.pos)?;
+            if e.nack && self.scheduler.has_lane(e.channel) {
+                debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
+                let (mode, mtu) = (self.mode(), self.frame_mtu);
+                self.scheduler.rewind(e.channel, e.pos, mode, mtu);
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer holds everything before `pos` on `channel`.
+    pub(super) fn apply_ack(&mut self, now: Instant, channel: u32, pos: Position) -> Result<(), ProtocolError> {
+        let Some(acked) = self.scheduler.ack(channel, pos)? else {
+            return Ok(()); // a session that ended meanwhile
+        };
+        if acked.advanced {
+            self.retransmit.on_progress(now);
+        }
+        let session = SessionKey(channel >> 2);
+        for m in acked.done {
+            if let Some(id) = m.id {
+                self.events.push_back(Event::SendCompleted { session, id });
+            }
+            if channel == CH_CONTROL {
+                trace!(seq = m.seq, "control message acknowledged");
+            }
+        }
+        if acked.writable {
+            self.events.push_back(Event::Writable { session, kind: ChannelKind::from_lane(channel) });
+        }
+        Ok(())
+    }
+
+    fn on_lane_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
+        let ch = frame.header.channel;
+        match self.receiver.classify(&frame)? {
+            Verdict::Unknown => {
+                if self.numbers.is_known(ch >> 2) {
+                    self.stats.discarded_fragments += 1;
+                    return Ok(()); // a session that ended, or whose ACCEPT was lost
+                }
+                Err(ProtocolError::UnknownChannel { channel: ch })
+            }
+            Verdict::Duplicate => {
+                self.stats.discarded_fragments += 1;
+                self.acks.on_duplicate(now, ch);
+                Ok(())
+            }
+            Verdict::Gap { new } => {
+                self.stats.discarded_fragments += 1;
+                if new {
+                    debug!(channel = ch, seq = frame.header.seq, "gap; asking for a resend");
+                    self.acks.on_gap(ch);
+                }
+                Ok(())
+            }
+            Verdict::Take => {
+                let wire_len = frame.encoded_len(self.mode()) as u64;
+                let done = self.receiver.take(now, frame)?;
+                self.acks.on_taken(now, ch, wire_len);
+                if let Some(m) = done {
+                    self.acks.on_message(now);
+                    if ch == CH_CONTROL {
+                        self.on_control_message(now, &m.payload)?;
+                    } else {
+                        let session = SessionKey(ch >> 2);
+                        let kind = ChannelKind::from_lane(ch);
+                        self.events.push_back(Event::Received { session, kind, payload: m.payload });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The sending half of a [`Connection`]: which frame goes out next — handshake frames, then an ACK when the
+//! acknowledgement timer says so, then a KEEP_ALIVE when keep-alive says so, then the send scheduler's next
+//! fragment within the send window — and rewinding the lanes for resume.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use colink_frame::{Frame, FrameKind};
+use tracing::trace;
+
+use super::{Connection, LinkState};
+use crate::error::ProtocolError;
+use crate::wire::{self, AckEntry, CH_ACK, CH_KEEPALIVE, Position};
+
+impl Connection {
+    /// Completes everything the peer already holds and resends the rest (resume and retransmission).
+    pub(super) fn rewind_lanes(
+        &mut self,
+        now: Instant,
+        positions: &BTreeMap<u32, Position>,
+    ) -> Result<(), ProtocolError> {
+        let (mode, mtu) = (self.mode(), self.frame_mtu);
+        for ch in self.scheduler.channels() {
+            let pos = match positions.get(&ch) {
+                Some(p) => *p,
+                None => self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 }),
+            };
+            self.apply_ack(now, ch, pos)?;
+            self.scheduler.rewind(ch, pos, mode, mtu);
+        }
+        self.scheduler.forget_inflight();
+        Ok(())
+    }
+
+    pub(super) fn next_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.transport?;
+        if let Some(f) = self.hs_out.pop_front() {
+            return Some(f);
+        }
+        if self.state != LinkState::Established {
+            return None;
+        }
+        if self.acks.is_due(now)
+            && let Some(f) = self.build_ack()
+        {
+            self.stats.acks_sent += 1;
+            return Some(f);
+        }
+        if self.keep_alive.wants_keep_alive(now) {
+            self.stats.keep_alives_sent += 1;
+            return self.single(FrameKind::KeepAlive, CH_KEEPALIVE, Bytes::from_static(&[0]));
+        }
+        self.next_fragment(now)
+    }
+
+    /// The next payload fragment, by priority within the send window (see [`Scheduler::next_fragment`]).
+    ///
+    /// [`Scheduler::next_fragment`]: crate::scheduler::Scheduler::next_fragment
+    fn next_fragment(&mut self, now: Instant) -> Option<Bytes> {
+        let window = self.send_window();
+        let (mode, mtu) = (self.mode(), self.frame_mtu);
+        let f = self.scheduler.next_fragment(window, mode, mtu, &mut self.tx_buf)?;
+        if f.first_in_flight {
+            self.retransmit.restart(now);
+        }
+        self.stats.max_inflight_bytes = self.stats.max_inflight_bytes.max(self.scheduler.inflight());
+        self.stats.fragments_sent += 1;
+        if f.resent {
+            self.stats.fragments_resent += 1;
+        }
+        Some(self.tx_buf.split().freeze())
+    }
+
+    fn single(&mut self, kind: FrameKind, channel: u32, payload: Bytes) -> Option<Bytes> {
+        let frame = Frame::single(kind, channel, 0, payload).ok()?;
+        frame.encode(self.mode(), &mut self.tx_buf).ok()?;
+        Some(self.tx_buf.split().freeze())
+    }
+
+    fn build_ack(&mut self) -> Option<Bytes> {
+        let entries: Vec<AckEntry> =
+            self.acks.begin().into_iter().filter_map(|ch| self.receiver.ack_entry(ch)).collect();
+        if entries.is_empty() {
+            self.acks.nothing_owed();
+            return None;
+        }
+        // ACK header: 2 + channel 1 + seq 1 + index 1 + total length ≤ 3 bytes.
+        let room = self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8);
+        let (payload, taken) = wire::encode_ack(&entries, room);
+        let sent: Vec<u32> = entries[..taken].iter().map(|e| e.channel).collect();
+        for ch in &sent {
+            self.receiver.entry_sent(*ch);
+        }
+        self.acks.sent(&sent);
+        trace!(entries = taken, "ack");
+        self.single(FrameKind::Ack, CH_ACK, payload)
+    }
+
+    /// The window in force: the configured one, but at least four frames, so links with large SDUs (an LE CoC
+    /// MTU of 64 KiB) keep several frames in flight across an acknowledgement round trip.
+    fn send_window(&self) -> u64 {
+        self.config.send_window.max(4 * self.frame_mtu.get() as u64)
+    }
+
+    /// When data in flight counts as lost (see [`RetransmitTimer::deadline`]).
+    ///
+    /// [`RetransmitTimer::deadline`]: crate::retransmit::RetransmitTimer::deadline
+    pub(super) fn retransmit_deadline(&self) -> Instant {
+        self.retransmit.deadline(self.keep_alive.last_sent(), self.frame_mtu.get())
+    }
+}

@@ -1,0 +1,278 @@
+//! The receive position of every channel: whether an arriving fragment is the next one (take it), one the
+//! receiver already holds (a duplicate) or one beyond a gap (ask for a resend, once per gap); bounded
+//! reassembly; the positions that acknowledgements and resume report.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use colink_frame::{
+    Frame, FrameKind, Limits, Message, Position as FramePosition, Reassembler, ReassemblyError, Stalled,
+};
+
+use super::error::ProtocolError;
+use super::wire::{AckEntry, CH_CONTROL, Position};
+
+/// What to do with an arriving session-lane fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No receive lane for this channel.
+    Unknown,
+    /// The next fragment in order: [`Receiver::take`] it.
+    Take,
+    /// Already held: drop it (and acknowledge again, the peer may have missed our ACK).
+    Duplicate,
+    /// Beyond a gap: drop it; `new` when the gap was not reported yet (report it at once).
+    Gap {
+        /// The gap was not reported yet.
+        new: bool,
+    },
+}
+
+/// Receive side of one channel.
+#[derive(Debug)]
+struct RecvLane {
+    kind: FrameKind,
+    /// The next message to deliver; earlier ones were delivered.
+    next_seq: u32,
+    /// The position last reported as a gap (one report per gap).
+    nacked: Option<Position>,
+    /// A gap report is waiting to be sent.
+    nack_pending: bool,
+}
+
+/// Every channel's receive position on one link, and the reassembly of their messages.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    lanes: BTreeMap<u32, RecvLane>,
+    reassembler: Reassembler,
+    limits: Limits,
+}
+
+impl Receiver {
+    /// A receiver enforcing `limits` on what the peer sends; no lanes until [`reset`](Self::reset).
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self { lanes: BTreeMap::new(), reassembler: Reassembler::new(limits.clone()), limits }
+    }
+
+    /// Fresh numbering on the link: only the control lane, nothing buffered.
+    pub(crate) fn reset(&mut self) {
+        self.lanes.clear();
+        self.lanes
+            .insert(CH_CONTROL, RecvLane { kind: FrameKind::Control, next_seq: 0, nacked: None, nack_pending: false });
+        self.reassembler = Reassembler::new(self.limits.clone());
+    }
+
+    /// Opens the lane of `channel` for frames of `kind`.
+    pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
+        self.lanes.insert(channel, RecvLane { kind, next_seq: 0, nacked: None, nack_pending: false });
+    }
+
+    /// Closes the lane of `channel` and drops its partial messages.
+    pub(crate) fn close(&mut self, channel: u32) {
+        if self.lanes.remove(&channel).is_some() {
+            self.reassembler.discard_channel(channel);
+        }
+    }
+
+    /// Reassembles a handshake-channel frame (no ordering or acknowledgement: the handshake retries instead).
+    pub(crate) fn reassemble_handshake(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+    ) -> Result<Option<Message>, ReassemblyError> {
+        self.reassembler.push(now, frame)
+    }
+
+    /// Classifies a session-lane fragment against the channel's position. A frame of the wrong kind for its
+    /// channel is a protocol error. A gap is reported once: a second fragment beyond the same gap is not new.
+    pub(crate) fn classify(&mut self, frame: &Frame) -> Result<Verdict, ProtocolError> {
+        let ch = frame.header.channel;
+        let Some(rl) = self.lanes.get_mut(&ch) else { return Ok(Verdict::Unknown) };
+        if rl.kind != frame.header.kind {
+            return Err(ProtocolError::WrongKind { kind: frame.header.kind as u8, channel: ch });
+        }
+        let seq = frame.header.seq;
+        let index = frame.header.position.index();
+        let expected = self.reassembler.next_expected(ch, rl.next_seq);
+        let gap = if seq < rl.next_seq {
+            return Ok(Verdict::Duplicate);
+        } else if seq > rl.next_seq {
+            Position { seq: rl.next_seq, frag: expected.unwrap_or(0) }
+        } else {
+            match (matches!(frame.header.position, FramePosition::First { .. }), expected) {
+                (true, _) => return Ok(Verdict::Take),
+                (false, Some(e)) if index == e => return Ok(Verdict::Take),
+                (false, Some(e)) if index < e => return Ok(Verdict::Duplicate),
+                (false, e) => Position { seq, frag: e.unwrap_or(0) },
+            }
+        };
+        let new = rl.nacked != Some(gap);
+        if new {
+            rl.nacked = Some(gap);
+            rl.nack_pending = true;
+        }
+        Ok(Verdict::Gap { new })
+    }
+
+    /// Takes a fragment [`classify`](Self::classify) judged [`Verdict::Take`]; returns the message it
+    /// completed, if any (the channel then expects the next message).
+    pub(crate) fn take(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ProtocolError> {
+        let ch = frame.header.channel;
+        let done = self.reassembler.push(now, frame)?;
+        if let Some(rl) = self.lanes.get_mut(&ch) {
+            rl.nacked = None;
+            if done.is_some() {
+                rl.next_seq = rl.next_seq.wrapping_add(1);
+            }
+        }
+        Ok(done)
+    }
+
+    /// The position of `channel`, or the gap awaiting its report.
+    fn position(&self, channel: u32, rl: &RecvLane) -> Position {
+        let frag = self.reassembler.next_expected(channel, rl.next_seq).unwrap_or(0);
+        Position { seq: rl.next_seq, frag }
+    }
+
+    /// The ACK entry `channel` owes: its position, or the gap when a report is pending.
+    pub(crate) fn ack_entry(&self, channel: u32) -> Option<AckEntry> {
+        let rl = self.lanes.get(&channel)?;
+        let pos = self.position(channel, rl);
+        let nack = rl.nack_pending;
+        Some(AckEntry { channel, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack })
+    }
+
+    /// The entry of `channel` went out: a pending gap report is sent.
+    pub(crate) fn entry_sent(&mut self, channel: u32) {
+        if let Some(rl) = self.lanes.get_mut(&channel) {
+            rl.nack_pending = false;
+        }
+    }
+
+    /// Every channel's position (what the peer may skip on resume).
+    pub(crate) fn resume_state(&self) -> Vec<(u32, Position)> {
+        self.lanes.iter().map(|(ch, rl)| (*ch, self.position(*ch, rl))).collect()
+    }
+
+    /// Payload bytes held by partial messages.
+    pub(crate) fn buffered_bytes(&self) -> u64 {
+        self.reassembler.buffered_bytes()
+    }
+
+    /// When a partial message stalls.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.reassembler.poll_timeout()
+    }
+
+    /// Drops partial messages stalled at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Stalled> {
+        self.reassembler.handle_timeout(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use colink_frame::{Fragmenter, LinkMode, Mtu, decode_packet};
+
+    use super::*;
+
+    const CH: u32 = 5;
+
+    fn receiver() -> Receiver {
+        let mut r = Receiver::new(Limits::default());
+        r.reset();
+        r.open(CH, FrameKind::Data);
+        r
+    }
+
+    /// The frames of message `seq` (`len` bytes) on `CH` at MTU 100.
+    fn frames(seq: u32, len: usize) -> Vec<Frame> {
+        let payload = Bytes::from(vec![seq as u8; len]);
+        let mtu = Mtu::new(100).unwrap();
+        let mut f = Fragmenter::new(FrameKind::Data, CH, seq, payload, LinkMode::Packet, mtu).unwrap();
+        let mut out = BytesMut::new();
+        let mut v = Vec::new();
+        while f.next_frame(&mut out).is_some() {
+            v.push(decode_packet(out.split().freeze()).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn in_order_fragments_are_taken_and_complete_messages() {
+        let t = Instant::now();
+        let mut r = receiver();
+        let fs = frames(0, 250);
+        assert!(fs.len() > 2);
+        let last = fs.len() - 1;
+        for (i, f) in fs.into_iter().enumerate() {
+            assert_eq!(r.classify(&f).unwrap(), Verdict::Take);
+            let done = r.take(t, f).unwrap();
+            assert_eq!(done.is_some(), i == last);
+        }
+        assert_eq!(r.ack_entry(CH).unwrap(), AckEntry { channel: CH, pos: Position { seq: 1, frag: 0 }, nack: false });
+    }
+
+    #[test]
+    fn fragments_already_held_are_duplicates() {
+        let t = Instant::now();
+        let mut r = receiver();
+        let fs = frames(0, 250);
+        r.take(t, fs[0].clone()).unwrap();
+        r.take(t, fs[1].clone()).unwrap();
+        assert_eq!(r.classify(&fs[1]).unwrap(), Verdict::Duplicate);
+        for f in frames(0, 250).into_iter().skip(2) {
+            r.take(t, f).unwrap();
+        }
+        // The whole message is delivered: any of its fragments is a duplicate now.
+        assert_eq!(r.classify(&fs[0]).unwrap(), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_gap_is_reported_once_with_the_missing_position() {
+        let t = Instant::now();
+        let mut r = receiver();
+        let fs = frames(0, 250);
+        r.take(t, fs[0].clone()).unwrap();
+        // Fragment 1 is lost; 2 arrives.
+        assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: true });
+        let gap = AckEntry { channel: CH, pos: Position { seq: 0, frag: 1 }, nack: true };
+        assert_eq!(r.ack_entry(CH).unwrap(), gap);
+        assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: false });
+        r.entry_sent(CH);
+        assert!(!r.ack_entry(CH).unwrap().nack);
+        // A later message is beyond the same gap.
+        assert_eq!(r.classify(&frames(1, 10)[0]).unwrap(), Verdict::Gap { new: false });
+        // The resend fills the gap; a new gap later is reported again.
+        assert_eq!(r.classify(&fs[1]).unwrap(), Verdict::Take);
+        r.take(t, fs[1].clone()).unwrap();
+        assert_eq!(r.classify(&frames(1, 10)[0]).unwrap(), Verdict::Gap { new: true });
+    }
+
+    #[test]
+    fn wrong_kinds_and_unknown_channels() {
+        let mut r = receiver();
+        let msg = Frame::single(FrameKind::Message, CH, 0, Bytes::from_static(b"x")).unwrap();
+        assert!(matches!(r.classify(&msg), Err(ProtocolError::WrongKind { channel: CH, .. })));
+        let other = Frame::single(FrameKind::Data, 9, 0, Bytes::from_static(b"x")).unwrap();
+        assert_eq!(r.classify(&other).unwrap(), Verdict::Unknown);
+        r.close(CH);
+        assert_eq!(r.classify(&frames(0, 10)[0]).unwrap(), Verdict::Unknown);
+    }
+
+    #[test]
+    fn resume_reports_every_position_including_partial_messages() {
+        let t = Instant::now();
+        let mut r = receiver();
+        let fs = frames(0, 250);
+        r.take(t, fs[0].clone()).unwrap();
+        assert_eq!(
+            r.resume_state(),
+            vec![(CH_CONTROL, Position { seq: 0, frag: 0 }), (CH, Position { seq: 0, frag: 1 })]
+        );
+        assert!(r.buffered_bytes() > 0);
+        r.close(CH);
+        assert_eq!(r.buffered_bytes(), 0);
+    }
+}

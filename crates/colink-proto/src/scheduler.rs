@@ -1,0 +1,353 @@
+//! The send scheduler: every channel's send lane, which fragment goes out next (priority classes with
+//! per-class window limits, round robin within a class), and the bytes in flight.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use colink_frame::{FrameKind, LinkMode, Mtu};
+
+mod lane;
+
+use super::error::{ProtocolError, SendError};
+use super::types::{SendId, SessionKey};
+use super::wire::{CH_CONTROL, Position};
+use lane::SendLane;
+
+/// Priority classes, highest first: control, message, stream media, image, bulk data.
+const CLASSES: [FrameKind; 5] =
+    [FrameKind::Control, FrameKind::Message, FrameKind::StreamMedia, FrameKind::Image, FrameKind::Data];
+
+/// One fragment handed out by [`Scheduler::next_fragment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fragment {
+    /// Its size on the wire.
+    pub(crate) len: usize,
+    /// It was sent before (a gap report, a retransmission timeout or a resume rewound its lane).
+    pub(crate) resent: bool,
+    /// Nothing was in flight before it (the retransmission timer starts now).
+    pub(crate) first_in_flight: bool,
+}
+
+/// A message the peer now wholly holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completed {
+    /// Its sequence number on the channel.
+    pub(crate) seq: u32,
+    /// Its send id (`None` for internal control messages).
+    pub(crate) id: Option<SendId>,
+}
+
+/// What an acknowledgement did to one lane.
+#[derive(Debug)]
+pub(crate) struct Acked {
+    /// Messages now wholly held by the peer, in order.
+    pub(crate) done: Vec<Completed>,
+    /// The acknowledged position moved forward.
+    pub(crate) advanced: bool,
+    /// A sender told `WouldBlock` may send again.
+    pub(crate) writable: bool,
+}
+
+/// Every send lane of one link and the window they share.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    lanes: BTreeMap<u32, SendLane>,
+    /// Per class, the channel that sent last (round robin resumes after it).
+    rr: [u32; CLASSES.len()],
+    /// Unacknowledged bytes on the wire, all lanes together.
+    inflight: u64,
+    /// Bytes a channel may hold queued before `send` answers `WouldBlock`.
+    channel_buffer: u64,
+}
+
+impl Scheduler {
+    /// An empty scheduler (no lanes; see [`reset`](Self::reset)) with `channel_buffer` bytes per channel.
+    pub(crate) fn new(channel_buffer: u64) -> Self {
+        Self { lanes: BTreeMap::new(), rr: [0; CLASSES.len()], inflight: 0, channel_buffer }
+    }
+
+    /// Fresh numbering on the link: only the control lane, nothing in flight.
+    pub(crate) fn reset(&mut self) {
+        self.lanes.clear();
+        self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
+        self.inflight = 0;
+    }
+
+    /// Opens the lane of `channel` for frames of `kind`.
+    pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
+        self.lanes.insert(channel, SendLane::new(channel, kind));
+    }
+
+    /// Whether `channel` has a lane.
+    pub(crate) fn has_lane(&self, channel: u32) -> bool {
+        self.lanes.contains_key(&channel)
+    }
+
+    /// Closes the lane of `channel`; returns the ids of its sends that will never complete.
+    pub(crate) fn close(&mut self, channel: u32) -> Option<Vec<SendId>> {
+        let mut lane = self.lanes.remove(&channel)?;
+        let (ids, freed) = lane.fail_all();
+        self.inflight -= freed.min(self.inflight);
+        Some(ids)
+    }
+
+    /// Empties the control lane (its messages are internal: nobody waits for them).
+    pub(crate) fn fail_control(&mut self) {
+        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
+            l.fail_all();
+        }
+    }
+
+    /// Queues an application payload with `id` on `channel` of `session`. A channel holding more than the
+    /// channel buffer refuses with `WouldBlock` (and reports `Writable` once an acknowledgement makes room); an
+    /// empty channel takes any size.
+    pub(crate) fn send(
+        &mut self,
+        session: SessionKey,
+        channel: u32,
+        id: SendId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let lane = self.lanes.get_mut(&channel).ok_or(SendError::NotConnected(session))?;
+        if lane.queued_bytes > 0 && lane.queued_bytes + payload.len() as u64 > self.channel_buffer {
+            lane.blocked = true;
+            return Err(SendError::WouldBlock);
+        }
+        lane.push(Some(id), payload).map(|_| ())
+    }
+
+    /// Queues an internal message on the reliable control lane.
+    pub(crate) fn send_control(&mut self, payload: Bytes) {
+        if let Some(l) = self.lanes.get_mut(&CH_CONTROL) {
+            // The control lane's 2^32 sequence numbers cannot run out in practice; if they did, the message is
+            // dropped and the connect/disconnect timers report the failure.
+            let _ = l.push(None, payload);
+        }
+    }
+
+    /// Bytes [`send`](Self::send) would accept on `channel` now (0 without a lane; an empty lane takes any).
+    pub(crate) fn capacity(&self, channel: u32) -> u64 {
+        match self.lanes.get(&channel) {
+            Some(l) if l.queued_bytes == 0 => u64::MAX,
+            Some(l) => self.channel_buffer.saturating_sub(l.queued_bytes),
+            None => 0,
+        }
+    }
+
+    /// Unacknowledged bytes on the wire.
+    pub(crate) fn inflight(&self) -> u64 {
+        self.inflight
+    }
+
+    /// The channels with a lane, in order.
+    pub(crate) fn channels(&self) -> Vec<u32> {
+        self.lanes.keys().copied().collect()
+    }
+
+    /// The position up to which the peer acknowledged `channel`.
+    pub(crate) fn acked(&self, channel: u32) -> Option<Position> {
+        self.lanes.get(&channel).map(|l| l.acked)
+    }
+
+    /// The peer holds everything before `pos` on `channel`. `None` for a channel without a lane (a session
+    /// that ended meanwhile); an error for a position beyond anything sent.
+    pub(crate) fn ack(&mut self, channel: u32, pos: Position) -> Result<Option<Acked>, ProtocolError> {
+        let Some(lane) = self.lanes.get_mut(&channel) else { return Ok(None) };
+        if pos.seq > lane.next_seq() || (pos.seq == lane.next_seq() && pos.frag > 0) {
+            return Err(ProtocolError::BogusAck { channel });
+        }
+        let (done, freed, advanced) = lane.ack(pos);
+        let done = done.into_iter().map(|m| Completed { seq: m.seq, id: m.id }).collect();
+        self.inflight -= freed.min(self.inflight);
+        let writable = lane.blocked && lane.queued_bytes < self.channel_buffer;
+        if writable {
+            lane.blocked = false;
+        }
+        Ok(Some(Acked { done, advanced, writable }))
+    }
+
+    /// Resends `channel` from `pos` (a gap report, a resume), framing for `mode` and `mtu`.
+    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, mode: LinkMode, mtu: Mtu) {
+        if let Some(lane) = self.lanes.get_mut(&channel) {
+            let freed = lane.rewind(pos, mode, mtu);
+            self.inflight -= freed.min(self.inflight);
+        }
+    }
+
+    /// A retransmission timeout: every lane with data in flight resends from its acknowledged position.
+    pub(crate) fn rewind_all_to_acked(&mut self, mode: LinkMode, mtu: Mtu) {
+        for lane in self.lanes.values_mut() {
+            if lane.inflight_bytes > 0 {
+                let acked = lane.acked;
+                lane.rewind(acked, mode, mtu);
+            }
+        }
+        self.inflight = 0;
+    }
+
+    /// The transport is gone: whatever was in flight is lost with it (resume decides what to resend).
+    pub(crate) fn forget_inflight(&mut self) {
+        self.inflight = 0;
+        for lane in self.lanes.values_mut() {
+            lane.clear_inflight();
+        }
+    }
+
+    /// Appends the next payload fragment's frame to `out`: by priority class, each class limited to a share of
+    /// `window` (control none, messages all of it, stream media 7/8, images and data 3/4, so higher classes
+    /// always find room), round robin between the channels of a class.
+    pub(crate) fn next_fragment(
+        &mut self,
+        window: u64,
+        mode: LinkMode,
+        mtu: Mtu,
+        out: &mut BytesMut,
+    ) -> Option<Fragment> {
+        for (ci, class) in CLASSES.iter().enumerate() {
+            let limit = match class {
+                FrameKind::Control => u64::MAX,
+                FrameKind::Message => window,
+                FrameKind::StreamMedia => window / 8 * 7,
+                _ => window / 4 * 3,
+            };
+            if self.inflight >= limit {
+                continue;
+            }
+            let after = self.rr[ci];
+            let pick = self
+                .lanes
+                .range(after + 1..)
+                .chain(self.lanes.range(..=after))
+                .find(|(_, l)| l.kind == *class && l.has_pending())
+                .map(|(ch, _)| *ch);
+            let Some(ch) = pick else { continue };
+            self.rr[ci] = ch;
+            let lane = self.lanes.get_mut(&ch)?;
+            out.reserve(mtu.get());
+            let (len, resent) = lane.next_frame(mode, mtu, out)?;
+            let first_in_flight = self.inflight == 0;
+            self.inflight += len as u64;
+            return Some(Fragment { len, resent, first_in_flight });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use colink_frame::decode_packet;
+
+    use super::*;
+
+    const MTU: usize = 100;
+
+    fn mtu() -> Mtu {
+        Mtu::new(MTU).unwrap()
+    }
+
+    fn scheduler() -> Scheduler {
+        let mut s = Scheduler::new(10_000);
+        s.reset();
+        // Session 1: message lane 4, data lane 5; session 2: data lane 9.
+        s.open(4, FrameKind::Message);
+        s.open(5, FrameKind::Data);
+        s.open(9, FrameKind::Data);
+        s
+    }
+
+    /// The channel of each fragment handed out, until none is or `n` were.
+    fn order(s: &mut Scheduler, window: u64, n: usize) -> Vec<u32> {
+        let mut out = BytesMut::new();
+        let mut v = Vec::new();
+        while v.len() < n && s.next_fragment(window, LinkMode::Packet, mtu(), &mut out).is_some() {
+            v.push(decode_packet(out.split().freeze()).unwrap().header.channel);
+        }
+        v
+    }
+
+    #[test]
+    fn higher_classes_go_first() {
+        let mut s = scheduler();
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 50])).unwrap();
+        s.send(SessionKey(1), 4, SendId(1), Bytes::from(vec![0; 50])).unwrap();
+        s.send_control(Bytes::from_static(b"c"));
+        assert_eq!(order(&mut s, u64::MAX, 10), vec![CH_CONTROL, 4, 5]);
+    }
+
+    #[test]
+    fn channels_of_one_class_take_turns() {
+        let mut s = scheduler();
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 500])).unwrap();
+        s.send(SessionKey(1), 9, SendId(1), Bytes::from(vec![0; 500])).unwrap();
+        assert_eq!(order(&mut s, u64::MAX, 6), vec![5, 9, 5, 9, 5, 9]);
+    }
+
+    #[test]
+    fn bulk_data_leaves_a_quarter_of_the_window_to_messages() {
+        let mut s = scheduler();
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 5000])).unwrap();
+        let window = 4 * MTU as u64;
+        // Data stops at 3/4 of the window ...
+        let data = order(&mut s, window, 100);
+        assert_eq!(data, vec![5; 3]);
+        assert!(s.inflight() >= window / 4 * 3);
+        // ... so a message still goes out.
+        s.send(SessionKey(1), 4, SendId(1), Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(order(&mut s, window, 100), vec![4]);
+        let first = s.next_fragment(window, LinkMode::Packet, mtu(), &mut BytesMut::new());
+        assert_eq!(first, None);
+    }
+
+    #[test]
+    fn acknowledgements_free_the_window_and_complete_sends() {
+        let mut s = scheduler();
+        s.send(SessionKey(1), 4, SendId(7), Bytes::from_static(b"hello")).unwrap();
+        let mut out = BytesMut::new();
+        let f = s.next_fragment(u64::MAX, LinkMode::Packet, mtu(), &mut out).unwrap();
+        assert!(f.first_in_flight && !f.resent);
+        assert_eq!(s.inflight(), f.len as u64);
+        let acked = s.ack(4, Position { seq: 1, frag: 0 }).unwrap().unwrap();
+        assert!(acked.advanced);
+        assert_eq!(acked.done.iter().map(|m| m.id).collect::<Vec<_>>(), vec![Some(SendId(7))]);
+        assert_eq!(s.inflight(), 0);
+        // A lane that is gone ignores acknowledgements; one beyond anything sent is a protocol error.
+        assert!(s.ack(13, Position { seq: 1, frag: 0 }).unwrap().is_none());
+        assert!(matches!(s.ack(4, Position { seq: 2, frag: 0 }), Err(ProtocolError::BogusAck { channel: 4 })));
+        assert!(matches!(s.ack(4, Position { seq: 1, frag: 1 }), Err(ProtocolError::BogusAck { channel: 4 })));
+    }
+
+    #[test]
+    fn a_full_channel_blocks_until_acknowledged() {
+        let mut s = Scheduler::new(100);
+        s.reset();
+        s.open(5, FrameKind::Data);
+        // An empty channel takes any size.
+        assert_eq!(s.capacity(5), u64::MAX);
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 150])).unwrap();
+        assert_eq!(s.capacity(5), 0);
+        assert!(matches!(s.send(SessionKey(1), 5, SendId(1), Bytes::from_static(b"x")), Err(SendError::WouldBlock)));
+        order(&mut s, u64::MAX, 10);
+        let acked = s.ack(5, Position { seq: 1, frag: 0 }).unwrap().unwrap();
+        assert!(acked.writable);
+        assert_eq!(s.capacity(5), u64::MAX);
+    }
+
+    #[test]
+    fn rewinds_resend_and_release_the_window() {
+        let mut s = scheduler();
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 300])).unwrap();
+        let first = order(&mut s, u64::MAX, 100).len();
+        assert!(s.inflight() > 0);
+        s.rewind_all_to_acked(LinkMode::Packet, mtu());
+        assert_eq!(s.inflight(), 0);
+        let mut out = BytesMut::new();
+        let again = s.next_fragment(u64::MAX, LinkMode::Packet, mtu(), &mut out).unwrap();
+        assert!(again.resent && again.first_in_flight);
+        assert_eq!(order(&mut s, u64::MAX, 100).len(), first - 1);
+        s.forget_inflight();
+        assert_eq!(s.inflight(), 0);
+        // Closing a lane fails its sends.
+        assert_eq!(s.close(5), Some(vec![SendId(0)]));
+        assert_eq!(s.close(5), None);
+    }
+}
