@@ -1,0 +1,115 @@
+#!/bin/bash
+# Runs *in the VM rig's guest* (as the binary of run.sh; hw-tests/vm/cli-scenario.sh drives it): the `colink`
+# command itself, as separate processes on the real BlueZ stack. `serve` runs on hci1; on hci0 `scan`, `pair`,
+# `send message`, `send file` (hash checked), `send image`, `stream send` (frames counted at the receiver), and a
+# usage error caught before any radio work. Each step prints its time; the last line is "N passed, N failed".
+# Needs /share/colink (the binary) and /share/pattern.png.
+set -u
+B=/share/colink
+export NO_COLOR=1
+S=/tmp/scenario; rm -rf "$S"; mkdir -p "$S/inbox"
+CLIENT=(--backend bluez:hci0 --state-dir "$S/client-state")
+passed=0 failed=0
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# step NAME COMMAND...: runs COMMAND (a shell function), prints ok/FAIL with its time
+step() {
+    local name=$1; shift
+    local t0; t0=$(now)
+    # Not in a subshell: a step may set variables for the next ones (serve's device id).
+    local rc=0
+    "$@" > "$S/step.out" 2>&1 || rc=$?
+    local out; out=$(tr '\n' ' ' < "$S/step.out" | sed 's/ *$//')
+    if [ $rc -eq 0 ]; then
+        passed=$((passed + 1)); echo "ok   $name ($(secs "$t0") s)${out:+: $out}"
+    else
+        failed=$((failed + 1)); echo "FAIL $name ($(secs "$t0") s): $out"
+    fi
+}
+# A JSON string field of the first serve event of KIND (the events are flat objects, one a line).
+event() { grep -m1 "\"event\":\"$1\"" "$S/serve.jsonl"; }
+field() { sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" | head -n 1; }
+# Waits up to $1 s for serve's event $2 (and, when given, the nth such event, $3).
+wait_event() {
+    local until=$(( $(date +%s) + $1 )) n=${3:-1}
+    while [ "$(grep -c "\"event\":\"$2\"" "$S/serve.jsonl")" -lt "$n" ]; do
+        [ "$(date +%s)" -lt "$until" ] || { echo "no $2 event from serve within $1 s; serve said: $(tail -n 3 "$S/serve.jsonl" "$S/serve.err" | tr '\n' ' ')"; return 1; }
+        sleep 0.2
+    done
+}
+
+start_serve() {
+    "$B" serve --backend bluez:hci1 --json --state-dir "$S/serve-state" --save-dir "$S/inbox" \
+        > "$S/serve.jsonl" 2> "$S/serve.err" &
+    echo $! > "$S/serve.pid"
+    wait_event 60 serving || return 1
+    DEV=$(event serving | field device); SHORT=$(event serving | field short_id)
+    [ -n "$DEV" ] && [ -n "$SHORT" ] || { echo "serving event without a device id: $(event serving)"; return 1; }
+    echo "device $DEV on $(event serving | field address)"
+}
+scan() {
+    local json; json=$("$B" scan "${CLIENT[@]:0:2}" --duration 8 --json) || { echo "exit $?: $json"; return 1; }
+    grep -q "\"short_id\":\"$SHORT\"" <<< "$json" || { echo "scan did not list $SHORT: $json"; return 1; }
+    echo "lists $SHORT"
+}
+pair() {
+    "$B" pair "$SHORT" "${CLIENT[@]:0:2}" --yes --timeout 30 || { echo "exit $?"; return 1; }
+}
+usage_error_before_radio() {
+    local long; long=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    local before; before=$(grep -c '"event":"connected"' "$S/serve.jsonl")
+    "$B" send message "$long" --to "$DEV" "${CLIENT[@]}"; local rc=$?
+    [ $rc -eq 2 ] || { echo "exit $rc, expected 2"; return 1; }
+    sleep 1
+    [ "$(grep -c '"event":"connected"' "$S/serve.jsonl")" -eq "$before" ] || { echo "serve saw a session"; return 1; }
+    echo "exit 2, serve saw no session"
+}
+send_message() {
+    "$B" send message "hello from hci0 ü" --to "$DEV" "${CLIENT[@]}" --json >/dev/null || { echo "exit $?"; return 1; }
+    wait_event 30 message || return 1
+    event message | grep -q '"text":"hello from hci0 ü"' || { echo "serve got $(event message)"; return 1; }
+    echo "serve printed it"
+}
+send_file() {
+    head -c 3000000 /dev/urandom > "$S/file.bin"
+    local want; want=$(sha256sum "$S/file.bin" | cut -d' ' -f1)
+    "$B" send file "$S/file.bin" --to "$DEV" "${CLIENT[@]}" --json > "$S/send-file.json" || { echo "exit $?"; return 1; }
+    wait_event 60 file || return 1
+    local saved; saved=$(event file | field saved)
+    [ -f "$saved" ] || { echo "serve's file event names no saved file: $(event file)"; return 1; }
+    local got; got=$(sha256sum "$saved" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || { echo "saved $saved has sha256 $got, sent $want"; return 1; }
+    echo "3000000 bytes saved as $saved, SHA-256 equal, $(event file | field kbit_s) kbit/s"
+}
+send_image() {
+    "$B" send image /share/pattern.png --to "$DEV" "${CLIENT[@]}" --json > "$S/send-image.json" || { echo "exit $?"; return 1; }
+    wait_event 30 image || return 1
+    local w h; w=$(event image | field width); h=$(event image | field height)
+    [ "$w" = 320 ] && [ "$h" = 240 ] || { echo "serve's image is ${w}x${h}, sent 320x240: $(event image)"; return 1; }
+    echo "serve received 320x240"
+}
+stream_send() {
+    "$B" stream send --to "$DEV" "${CLIENT[@]}" --seconds 3 --size 320x240 --bitrate 300000 --json \
+        > "$S/stream.json" || { echo "exit $?: $(cat "$S/stream.json")"; return 1; }
+    wait_event 30 stream_ended || return 1
+    local n; n=$(event stream_ended | field frames_received)
+    [ "${n:-0}" -ge 30 ] || { echo "serve received ${n:-0} frames (pushed: $(field frames_pushed < "$S/stream.json"))"; return 1; }
+    echo "serve received $n frames (pushed $(field frames_pushed < "$S/stream.json"))"
+}
+
+echo "colink $("$B" --version 2>&1 | head -n 1) on $(uname -r)"
+step "serve on hci1 (advertises, prints its device id)" start_serve
+if [ -n "${DEV:-}" ]; then
+    step "scan on hci0 lists the serving device" scan
+    step "pair hci0 with the serving device (numeric comparison, --yes)" pair
+    step "a 1024-byte message is a usage error (exit 2) before any radio work" usage_error_before_radio
+    step "send message" send_message
+    step "send file (3 MB, SHA-256 of the saved file)" send_file
+    step "send image (PNG 320x240)" send_image
+    step "stream send (3 s, frames counted at serve)" stream_send
+fi
+kill "$(cat "$S/serve.pid" 2>/dev/null)" 2>/dev/null
+echo "--- serve's events:"; cut -c1-200 "$S/serve.jsonl"
+[ $failed -eq 0 ] || { echo "--- serve's stderr:"; tail -n 20 "$S/serve.err"; }
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
