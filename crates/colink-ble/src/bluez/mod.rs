@@ -385,8 +385,16 @@ async fn run_scan(
                     None => break true,
                     Some(AdapterEvent::DeviceAdded(addr)) => {
                         let Ok(dev) = adapter.device(addr) else { continue };
-                        // No RSSI: not heard in this discovery session (listed from bluetoothd's cache).
-                        let Some(raw_rssi) = dev.rssi().await.ok().flatten() else { continue };
+                        // No RSSI: not heard in this discovery session (listed from bluetoothd's cache); such a
+                        // device is reported only while an LE link to it is up. A connected peripheral may stop
+                        // advertising (seen in the VM rig: after one `colink send`, bluetoothd kept the LE link
+                        // for GATT and the next send found nothing), yet it is present and reachable over that
+                        // link: its last advert, which bluetoothd keeps, still names its PSM. Each discovery
+                        // session lists it again, well within `lost_after`.
+                        let raw_rssi = dev.rssi().await.ok().flatten();
+                        if raw_rssi.is_none() && !dev.is_connected().await.unwrap_or(false) {
+                            continue;
+                        }
                         let Some(advert) = colink_advert(dev.service_data().await.ok().flatten().as_ref()) else {
                             continue;
                         };
@@ -394,7 +402,7 @@ async fn run_scan(
                         let peer =
                             PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(kind) };
                         peers.insert(addr, peer);
-                        tracker.heard(start.elapsed(), peer, rssi_from_bluez(Some(raw_rssi)), advert).into_iter().collect()
+                        tracker.heard(start.elapsed(), peer, rssi_from_bluez(raw_rssi), advert).into_iter().collect()
                     }
                     Some(AdapterEvent::DeviceRemoved(addr)) => {
                         peers.remove(&addr).and_then(|p| tracker.removed(p)).into_iter().collect()
