@@ -243,7 +243,15 @@ impl BluezLink {
         }
     }
 
-    async fn send_stream<W: tokio::io::AsyncWrite + Unpin>(&self, w: &mut W, data: &[u8]) -> Result<(), LinkError> {
+    /// Writes `data` in pieces of at most `write_chunk`, recording what the kernel charged for it (`free`: the
+    /// socket's TIOCOUTQ).
+    async fn send_stream<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        data: &[u8],
+        free: impl Fn(&W) -> io::Result<u32>,
+    ) -> Result<(), LinkError> {
+        let before = self.kernel_queued(free(w));
         for piece in chunks(data, self.write_chunk) {
             if let Some(r) = self.state.get() {
                 return Err(LinkError::Closed(r));
@@ -252,6 +260,7 @@ impl BluezLink {
                 return Err(LinkError::Closed(self.closed_with(Some(&e)).await));
             }
         }
+        self.in_flight.record(data.len(), before, self.kernel_queued(free(w)));
         Ok(())
     }
 
@@ -317,20 +326,10 @@ impl Link for BluezLink {
                         Ok(())
                     }
                     LinkIo::L2capStream { write, .. } => {
-                        let mut w = write.lock().await;
-                        let before = self.kernel_queued(w.as_ref().as_ref().output_buffer());
-                        self.send_stream(&mut *w, &data).await?;
-                        let after = self.kernel_queued(w.as_ref().as_ref().output_buffer());
-                        self.in_flight.record(data.len(), before, after);
-                        Ok(())
+                        self.send_stream(&mut *write.lock().await, &data, |w| w.as_ref().as_ref().output_buffer()).await
                     }
                     LinkIo::Rfcomm { write, .. } => {
-                        let mut w = write.lock().await;
-                        let before = self.kernel_queued(w.as_ref().as_ref().output_buffer());
-                        self.send_stream(&mut *w, &data).await?;
-                        let after = self.kernel_queued(w.as_ref().as_ref().output_buffer());
-                        self.in_flight.record(data.len(), before, after);
-                        Ok(())
+                        self.send_stream(&mut *write.lock().await, &data, |w| w.as_ref().as_ref().output_buffer()).await
                     }
                 }
             }
