@@ -1,8 +1,9 @@
 //! A node whose radio goes away under it (the simulator hub behind its adapter stops and comes back on the same
 //! socket, as bluetoothd restarting does to a BlueZ adapter): it listens and advertises again, and a new session
-//! is accepted; with `RadioLoss::Stop` it reports the loss and stops.
+//! is accepted; so does one whose adapter is powered off and on. With `RadioLoss::Stop` it reports the loss and
+//! stops.
 //!
-//! The hub runs in real time, so these tests do too, each bounded by [`WITHIN`].
+//! The hub runs in real time, so the hub tests do too, each step bounded by [`WITHIN`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,4 +94,43 @@ async fn with_radio_loss_stop_the_node_reports_the_loss_and_stops() {
     drop(hub);
     until(&mut radio, RadioState::Lost).await;
     bob.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_power_cycle_the_node_advertises_again_and_accepts_a_new_session() {
+    use colink_ble::Adapter as _;
+    let air = SimAir::new(34);
+    let bob_radio = air.adapter("bob", Position::new(3.0, 0.0));
+    let bob = Manager::builder()
+        .adapter(bob_radio.clone())
+        .device_id(DeviceId::from_bytes([2; 16]))
+        .seed(2)
+        .build()
+        .await
+        .unwrap();
+    let mut requests = bob.incoming(&chat()).unwrap();
+    let mut radio = bob.radio_state();
+
+    bob_radio.set_powered(false).await.unwrap();
+    until(&mut radio, RadioState::Recovering).await;
+    bob_radio.set_powered(true).await.unwrap();
+    until(&mut radio, RadioState::Up).await;
+
+    let alice = Manager::builder()
+        .adapter(air.adapter("alice", Position::new(0.0, 0.0)))
+        .device_id(DeviceId::from_bytes([1; 16]))
+        .seed(1)
+        .build()
+        .await
+        .unwrap();
+    let sa = alice.create_session(&chat(), "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+    let bob2 = bob.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let sb = bob2.create_session(&chat(), "chat", request.peer.clone(), ConnectOptions::default()).unwrap();
+        bob2.accept_connect(sb, &request.token).await.unwrap();
+    });
+    let result = alice.connect(sa).await.unwrap();
+    assert!(result.is_connected, "{result:?}");
+    responder.await.unwrap();
 }
