@@ -72,7 +72,7 @@ pub struct NodeConfig {
     /// Engine tunables; `device_id` is filled in from the node's [`DeviceId`].
     pub engine: Config,
     /// Link parameters for dialled and accepted links: the MTU and security for both transports, the PHY for LE
-    /// links (BR/EDR links always use [`Phy::BrEdr`]).
+    /// links (BR/EDR links always use [`Phy::BrEdr`](colink_ble::Phy::BrEdr)).
     pub link_params: LinkParams,
     /// The transport dials try first (default LE CoC).
     pub transport: TransportPreference,
