@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use colink::api::{ConnectErrorCode, Permission};
-use colink::driver::NodeConfig;
+use colink::driver::{NodeConfig, RadioLoss};
 use colink::{Caller, Manager, PeerInfo};
 use colink_ble::{
     Adapter, Agent, AgentRejected, AgentResult, BoxFuture, DeviceId, IoCapability, Passkey, PeerAddress, ServiceFilter,
@@ -116,8 +116,19 @@ fn random_id() -> DeviceId {
 
 /// Starts a `Manager` for `device` on `adapter`, advertising the CLI's service.
 pub(crate) async fn manager(adapter: Arc<dyn Adapter>, device: DeviceId, seed: Option<u64>) -> CliResult<Manager> {
+    manager_with(adapter, device, seed, RadioLoss::default()).await
+}
+
+/// [`manager`], saying what the node does when the radio goes away under it.
+pub(crate) async fn manager_with(
+    adapter: Arc<dyn Adapter>,
+    device: DeviceId,
+    seed: Option<u64>,
+    on_radio_loss: RadioLoss,
+) -> CliResult<Manager> {
     let mut config = NodeConfig::default();
     config.services = ServiceFilter::EMPTY.with(SERVICE);
+    config.on_radio_loss = on_radio_loss;
     let mut b = Manager::builder().shared_adapter(adapter).device_id(device).node_config(config);
     if let Some(s) = seed {
         b = b.seed(s);

@@ -249,9 +249,14 @@ struct ServeArgs {
     #[arg(long, value_name = "N", requires = "save_dir", value_parser = clap::value_parser!(u64).range(1..))]
     save_frames: Option<u64>,
     /// Print one JSON object a line instead of text: serving, connected, message, data, file, image,
-    /// stream_started/_first_frame/_progress/_ended, disconnected, pairing, rejected, dropped, error, stopped.
+    /// stream_started/_first_frame/_progress/_ended, disconnected, pairing, rejected, dropped, error, radio,
+    /// stopped.
     #[arg(long)]
     json: bool,
+    /// Exit with code 1 when the radio goes away (adapter off or removed, bluetoothd or the sim hub restarted)
+    /// instead of listening and advertising again once it is back.
+    #[arg(long)]
+    exit_on_adapter_loss: bool,
 }
 
 #[derive(Debug, Args)]
@@ -591,6 +596,7 @@ fn serve(a: ServeArgs) -> CliResult {
         stream_name: a.stream_name,
         save_frames: a.save_frames,
         json: a.json,
+        exit_on_adapter_loss: a.exit_on_adapter_loss,
     }))
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use colink::api::{ConnectOptions, ReferenceEnum, StreamId, StreamParam, StreamRole, SurfaceParam, VideoPixelFormat};
+use colink::driver::{RadioLoss, RadioState};
 use colink::media::{ConsumerSurface, PixelMap};
 use colink::{CollaborationRequest, Event, Manager, SessionId};
 use colink_ble::DeviceId;
@@ -38,6 +39,8 @@ pub(crate) struct ServeOptions {
     pub(crate) save_frames: Option<u64>,
     /// One JSON object a line instead of text.
     pub(crate) json: bool,
+    /// Exit (code 1) when the radio is lost instead of listening again once it is back.
+    pub(crate) exit_on_adapter_loss: bool,
 }
 
 /// What each session's task needs to know.
@@ -103,7 +106,10 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
         .await
         .map_err(|e| CliError::failure(format_args!("cannot register the pairing agent: {e}")))?;
     let address = adapter.address();
-    let manager = app::manager(adapter, device, None).await?;
+    let on_loss = if o.exit_on_adapter_loss { RadioLoss::Stop } else { RadioLoss::Recover };
+    let manager = app::manager_with(adapter, device, None, on_loss).await?;
+    let mut radio = manager.radio_state();
+    let mut watching = true;
     let caller = o.app.caller();
     let mut requests = match manager.incoming(&caller) {
         Ok(r) => r,
@@ -172,6 +178,23 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
                 }
             }
             () = &mut stop => break,
+            changed = radio.changed(), if watching => {
+                // An error: the node stopped reporting (it is shutting down); stop watching.
+                watching = changed.is_ok();
+                let state = *radio.borrow_and_update();
+                let (what, human) = match state {
+                    RadioState::Recovering => ("lost", "colink serve: radio lost; listening again once it is back"),
+                    RadioState::Up => ("up", "colink serve: radio back; listening again"),
+                    _ => ("gone", "colink serve: radio lost"),
+                };
+                if watching {
+                    out.emit("radio", || human.to_owned(), || json!({ "state": what }));
+                }
+                if watching && state == RadioState::Lost {
+                    crate::send::close(&manager).await;
+                    return Err(CliError::failure("the Bluetooth adapter was lost (--exit-on-adapter-loss)"));
+                }
+            }
         }
     }
     crate::send::close(&manager).await;

@@ -29,7 +29,7 @@ mod wire;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -73,9 +73,19 @@ impl HubServer {
         }
         let listener = UnixListener::bind(&path)?;
         let served = air.clone();
+        // The clients' tasks live in this task's set: dropping the server disconnects every client.
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_client(served.clone(), stream));
+            let mut clients = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            clients.spawn(serve_client(served.clone(), stream));
+                        }
+                        Err(_) => break,
+                    },
+                    Some(_) = clients.join_next() => {}
+                }
             }
         });
         Ok(Self { air, path, task })
@@ -92,6 +102,8 @@ impl HubServer {
     }
 }
 
+/// Dropping the server stops it: it disconnects every client (their adapters see the hub gone) and removes the
+/// socket file.
 impl Drop for HubServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -130,7 +142,8 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
-    let writer = tokio::spawn(async move {
+    // Aborted when the client leaves or the hub is dropped.
+    let writer = AbortOnDrop(vec![tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             let Ok(mut line) = serde_json::to_string(&msg) else { continue };
             line.push('\n');
@@ -138,7 +151,7 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
                 break;
             }
         }
-    });
+    })]);
     let adapter = match lines.next().await {
         Some(Ok(line)) => match serde_json::from_str::<ClientMsg>(&line) {
             Ok(ClientMsg::Hello { name, x, y }) => air.adapter(&name, Position::new(x, y)),
@@ -150,7 +163,7 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
     let state = Arc::new(Mutex::new(ClientState::default()));
     let agent_calls: Pending<AgentResult<Option<Passkey>>> = Arc::default();
     let agent_ids = Arc::new(AtomicU64::new(1));
-    let mut tasks = Vec::new();
+    let mut tasks = AbortOnDrop(Vec::new());
     while let Some(Ok(line)) = lines.next().await {
         let Ok(msg) = serde_json::from_str::<ClientMsg>(&line) else {
             tracing::warn!(target: "colink_sim::hub", "malformed message from {}", adapter.name());
@@ -171,18 +184,16 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
                     agent_calls: agent_calls.clone(),
                     agent_ids: agent_ids.clone(),
                 };
-                tasks.push(tokio::spawn(async move {
+                tasks.0.retain(|t| !t.is_finished());
+                tasks.0.push(tokio::spawn(async move {
                     let reply = ctx.handle(req).await;
                     let _ = ctx.out.send(HubMsg::Reply { id, reply });
                 }));
-                tasks.retain(|t| !t.is_finished());
             }
         }
     }
     // The client is gone: drop everything it held and power its device off.
-    for t in tasks {
-        t.abort();
-    }
+    drop(tasks);
     {
         let mut s = lock(&state);
         for (_, t) in std::mem::take(&mut s.scans) {
@@ -191,7 +202,18 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
         *s = ClientState::default();
     }
     let _ = adapter.set_powered(false).await;
-    writer.abort();
+    drop(writer);
+}
+
+/// Tasks aborted when dropped.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 struct Ctx {
@@ -385,6 +407,8 @@ struct Client {
     scans: Arc<Mutex<BTreeMap<u64, fmpsc::UnboundedSender<ScanEvent>>>>,
     agents: Arc<Mutex<BTreeMap<u64, Arc<dyn Agent>>>>,
     ids: AtomicU64,
+    /// Set once the hub closed the connection.
+    gone: AtomicBool,
 }
 
 impl Client {
@@ -397,7 +421,9 @@ impl Client {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        if self.out.send(ClientMsg::Req { id, req }).is_err() {
+        // Once the hub is gone nothing answers: fail at once (the reader sets `gone` before it clears `pending`,
+        // so a request is either cleared by it or removed here).
+        if self.out.send(ClientMsg::Req { id, req }).is_err() || self.gone.load(Ordering::Acquire) {
             lock(&self.pending).remove(&id);
         }
         rx
@@ -419,6 +445,11 @@ impl Client {
 
 /// An [`Adapter`] in another process than the air: a device on a [`HubServer`]'s air.
 ///
+/// When the hub goes away, its listeners, links and scans fail with [`AdapterError::Gone`] (as a real adapter's
+/// do when its daemon restarts). The adapter itself comes back: the next operation after that reconnects to
+/// the same socket path as the same name and position (a new device on the new hub's air, with its agent set
+/// again), so a caller that re-listens and re-advertises carries on once a hub is back.
+///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
 /// use colink_ble::Adapter;
@@ -429,93 +460,153 @@ impl Client {
 /// ```
 #[derive(Clone)]
 pub struct HubAdapter {
-    client: Arc<Client>,
+    inner: Arc<HubInner>,
     name: String,
-    address: PeerAddress,
+}
+
+/// What a [`HubAdapter`] needs to join a hub again.
+struct HubInner {
+    path: PathBuf,
+    position: Mutex<Position>,
+    /// The current connection and the address the hub gave it; replaced when a hub comes back.
+    session: tokio::sync::Mutex<Arc<Client>>,
+    address: Mutex<PeerAddress>,
+    /// The agent last set, registered again on every new connection.
+    agent: Mutex<Option<Arc<dyn Agent>>>,
 }
 
 impl HubAdapter {
     /// Connects to the hub at `path` and joins its air as `name` at `position`.
     pub async fn connect(path: impl AsRef<Path>, name: &str, position: Position) -> io::Result<Self> {
-        let stream = UnixStream::connect(path).await?;
-        let (read, mut write) = stream.into_split();
-        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
-        let hello = ClientMsg::Hello { name: name.to_owned(), x: position.x, y: position.y };
-        let mut line = serde_json::to_string(&hello).map_err(io::Error::other)?;
-        line.push('\n');
-        write.write_all(line.as_bytes()).await?;
-        let address = match lines.next().await.transpose().map_err(io::Error::other)? {
-            Some(l) => match serde_json::from_str::<HubMsg>(&l).map_err(io::Error::other)? {
-                HubMsg::Welcome { address } => address,
-                _ => return Err(io::Error::other("hub did not welcome us")),
-            },
-            None => return Err(io::Error::other("hub closed the connection")),
-        };
-        let (out, mut out_rx) = mpsc::unbounded_channel::<ClientMsg>();
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                let Ok(mut line) = serde_json::to_string(&msg) else { continue };
-                line.push('\n');
-                if write.write_all(line.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
+        let path = path.as_ref().to_path_buf();
+        let (client, address) = join(&path, name, position).await?;
+        let inner = Arc::new(HubInner {
+            path,
+            position: Mutex::new(position),
+            session: tokio::sync::Mutex::new(client),
+            address: Mutex::new(address),
+            agent: Mutex::new(None),
         });
-        let client = Arc::new(Client {
-            out,
-            pending: Arc::default(),
-            scans: Arc::default(),
-            agents: Arc::default(),
-            ids: AtomicU64::new(1),
-        });
-        let (pending, scans, agents, out) =
-            (client.pending.clone(), client.scans.clone(), client.agents.clone(), client.out.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(line)) = lines.next().await {
-                let Ok(msg) = serde_json::from_str::<HubMsg>(&line) else { continue };
-                match msg {
-                    HubMsg::Welcome { .. } => {}
-                    HubMsg::Reply { id, reply } => {
-                        if let Some(tx) = lock(&pending).remove(&id) {
-                            let _ = tx.send(reply);
-                        }
-                    }
-                    HubMsg::Scan { scan, event } => {
-                        if let Some(tx) = lock(&scans).get(&scan) {
-                            let _ = tx.unbounded_send(event);
-                        }
-                    }
-                    HubMsg::ScanEnded { scan } => {
-                        lock(&scans).remove(&scan);
-                    }
-                    HubMsg::Agent { id, agent, call } => {
-                        let agent = lock(&agents).get(&agent).cloned();
-                        let out = out.clone();
-                        tokio::spawn(async move {
-                            let r = match agent {
-                                Some(a) => answer(&*a, call).await,
-                                None => Err(AgentRejected),
-                            };
-                            let (ok, passkey) = match r {
-                                Ok(p) => (true, p),
-                                Err(_) => (false, None),
-                            };
-                            let _ = out.send(ClientMsg::AgentReply { id, ok, passkey });
-                        });
-                    }
-                }
-            }
-            // Hub gone: fail every pending request and end every scan.
-            lock(&pending).clear();
-            lock(&scans).clear();
-        });
-        Ok(Self { client, name: name.to_owned(), address })
+        Ok(Self { inner, name: name.to_owned() })
     }
 
     /// Moves this device on the hub's floor.
     pub async fn move_to(&self, position: Position) -> Result<(), AdapterError> {
-        self.client.call(Request::MoveTo { x: position.x, y: position.y }).await.map(|_| ()).map_err(WireError::adapter)
+        *lock(&self.inner.position) = position;
+        let client = self.client().await;
+        client.call(Request::MoveTo { x: position.x, y: position.y }).await.map(|_| ()).map_err(WireError::adapter)
     }
+
+    /// The connection to the hub: the current one, or a new one when the hub went away and is back. While no
+    /// hub answers, the dead connection (whose calls fail with `Gone`).
+    async fn client(&self) -> Arc<Client> {
+        let mut session = self.inner.session.lock().await;
+        if !session.gone.load(Ordering::Acquire) {
+            return session.clone();
+        }
+        let position = *lock(&self.inner.position);
+        let Ok((client, address)) = join(&self.inner.path, &self.name, position).await else {
+            return session.clone();
+        };
+        tracing::info!(target: "colink_sim::hub", "{} rejoined the hub at {}", self.name, self.inner.path.display());
+        *session = client.clone();
+        *lock(&self.inner.address) = address;
+        let agent = lock(&self.inner.agent).clone();
+        if let Some(agent) = agent {
+            let _ = register_agent(&client, agent).await;
+        }
+        client
+    }
+}
+
+/// Joins the hub at `path` as `name` at `position`: the connection and the address the hub gave the device.
+async fn join(path: &Path, name: &str, position: Position) -> io::Result<(Arc<Client>, PeerAddress)> {
+    let stream = UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+    let hello = ClientMsg::Hello { name: name.to_owned(), x: position.x, y: position.y };
+    let mut line = serde_json::to_string(&hello).map_err(io::Error::other)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    let address = match lines.next().await.transpose().map_err(io::Error::other)? {
+        Some(l) => match serde_json::from_str::<HubMsg>(&l).map_err(io::Error::other)? {
+            HubMsg::Welcome { address } => address,
+            _ => return Err(io::Error::other("hub did not welcome us")),
+        },
+        None => return Err(io::Error::other("hub closed the connection")),
+    };
+    let (out, mut out_rx) = mpsc::unbounded_channel::<ClientMsg>();
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let Ok(mut line) = serde_json::to_string(&msg) else { continue };
+            line.push('\n');
+            if write.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let client = Arc::new(Client {
+        out,
+        pending: Arc::default(),
+        scans: Arc::default(),
+        agents: Arc::default(),
+        ids: AtomicU64::new(1),
+        gone: AtomicBool::new(false),
+    });
+    let (pending, scans, agents, out) =
+        (client.pending.clone(), client.scans.clone(), client.agents.clone(), client.out.clone());
+    let weak = Arc::downgrade(&client);
+    tokio::spawn(async move {
+        while let Some(Ok(line)) = lines.next().await {
+            let Ok(msg) = serde_json::from_str::<HubMsg>(&line) else { continue };
+            match msg {
+                HubMsg::Welcome { .. } => {}
+                HubMsg::Reply { id, reply } => {
+                    if let Some(tx) = lock(&pending).remove(&id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                HubMsg::Scan { scan, event } => {
+                    if let Some(tx) = lock(&scans).get(&scan) {
+                        let _ = tx.unbounded_send(event);
+                    }
+                }
+                HubMsg::ScanEnded { scan } => {
+                    lock(&scans).remove(&scan);
+                }
+                HubMsg::Agent { id, agent, call } => {
+                    let agent = lock(&agents).get(&agent).cloned();
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        let r = match agent {
+                            Some(a) => answer(&*a, call).await,
+                            None => Err(AgentRejected),
+                        };
+                        let (ok, passkey) = match r {
+                            Ok(p) => (true, p),
+                            Err(_) => (false, None),
+                        };
+                        let _ = out.send(ClientMsg::AgentReply { id, ok, passkey });
+                    });
+                }
+            }
+        }
+        // Hub gone: fail every pending request and end every scan; the adapter joins again on its next call.
+        if let Some(client) = weak.upgrade() {
+            client.gone.store(true, Ordering::Release);
+        }
+        lock(&pending).clear();
+        lock(&scans).clear();
+    });
+    Ok((client, address))
+}
+
+/// Registers `agent` with the hub behind `client`.
+async fn register_agent(client: &Client, agent: Arc<dyn Agent>) -> Result<(), AdapterError> {
+    let id = client.next_id();
+    let cap = agent.io_capability();
+    lock(&client.agents).insert(id, agent);
+    client.call(Request::SetAgent { agent: Some((id, cap)) }).await.map(|_| ()).map_err(WireError::adapter)
 }
 
 async fn answer(agent: &dyn Agent, call: AgentCall) -> AgentResult<Option<Passkey>> {
@@ -533,12 +624,12 @@ impl Adapter for HubAdapter {
     }
 
     fn address(&self) -> PeerAddress {
-        self.address
+        *lock(&self.inner.address)
     }
 
     fn is_powered(&self) -> BoxFuture<'_, Result<bool, AdapterError>> {
         Box::pin(async move {
-            match self.client.call(Request::IsPowered).await.map_err(WireError::adapter)? {
+            match self.client().await.call(Request::IsPowered).await.map_err(WireError::adapter)? {
                 Reply::Bool { value } => Ok(value),
                 other => Err(unexpected(&other)),
             }
@@ -546,18 +637,18 @@ impl Adapter for HubAdapter {
     }
 
     fn set_powered(&self, on: bool) -> BoxFuture<'_, Result<(), AdapterError>> {
-        Box::pin(
-            async move { self.client.call(Request::SetPowered { on }).await.map(|_| ()).map_err(WireError::adapter) },
-        )
+        Box::pin(async move {
+            self.client().await.call(Request::SetPowered { on }).await.map(|_| ()).map_err(WireError::adapter)
+        })
     }
 
     fn advertise(&self, advert: Advert) -> BoxFuture<'_, Result<AdvertHandle, AdapterError>> {
         Box::pin(async move {
-            match self.client.call(Request::Advertise { advert }).await.map_err(WireError::adapter)? {
-                Reply::Handle { handle } => Ok(AdvertHandle::new(RemoteGuard {
-                    client: self.client.clone(),
-                    req: Some(Request::StopAdvert { handle }),
-                })),
+            let client = self.client().await;
+            match client.call(Request::Advertise { advert }).await.map_err(WireError::adapter)? {
+                Reply::Handle { handle } => {
+                    Ok(AdvertHandle::new(RemoteGuard { client, req: Some(Request::StopAdvert { handle }) }))
+                }
                 other => Err(unexpected(&other)),
             }
         })
@@ -565,14 +656,15 @@ impl Adapter for HubAdapter {
 
     fn scan(&self, filter: ScanFilter) -> BoxFuture<'_, Result<ScanStream, AdapterError>> {
         Box::pin(async move {
-            let scan = self.client.next_id();
+            let client = self.client().await;
+            let scan = client.next_id();
             let (tx, rx) = fmpsc::unbounded();
-            lock(&self.client.scans).insert(scan, tx);
-            if let Err(e) = self.client.call(Request::Scan { scan, filter }).await {
-                lock(&self.client.scans).remove(&scan);
+            lock(&client.scans).insert(scan, tx);
+            if let Err(e) = client.call(Request::Scan { scan, filter }).await {
+                lock(&client.scans).remove(&scan);
                 return Err(e.adapter());
             }
-            let guard = RemoteGuard { client: self.client.clone(), req: Some(Request::StopScan { scan }) };
+            let guard = RemoteGuard { client, req: Some(Request::StopScan { scan }) };
             // The guard lives as long as the stream and stops the scan when it is dropped.
             let stream = rx.map(move |e| {
                 let _keep = &guard;
@@ -590,9 +682,9 @@ impl Adapter for HubAdapter {
         params: LinkParams,
     ) -> BoxFuture<'_, Result<Box<dyn Link>, ConnectError>> {
         Box::pin(async move {
-            let reply =
-                self.client.call(Request::Connect { peer, port, mode, params }).await.map_err(WireError::connect)?;
-            HubLink::from_reply(&self.client, reply).ok_or_else(|| ConnectError::Backend("unexpected hub reply".into()))
+            let client = self.client().await;
+            let reply = client.call(Request::Connect { peer, port, mode, params }).await.map_err(WireError::connect)?;
+            HubLink::from_reply(&client, reply).ok_or_else(|| ConnectError::Backend("unexpected hub reply".into()))
         })
     }
 
@@ -603,13 +695,12 @@ impl Adapter for HubAdapter {
         params: LinkParams,
     ) -> BoxFuture<'_, Result<Box<dyn Listener>, AdapterError>> {
         Box::pin(async move {
-            match self.client.call(Request::Listen { port, mode, params }).await.map_err(WireError::adapter)? {
-                Reply::Listening { listener, port } => Ok(Box::new(HubListener {
-                    client: self.client.clone(),
-                    id: listener,
-                    port,
-                    pending: tokio::sync::Mutex::new(None),
-                }) as Box<dyn Listener>),
+            let client = self.client().await;
+            match client.call(Request::Listen { port, mode, params }).await.map_err(WireError::adapter)? {
+                Reply::Listening { listener, port } => {
+                    Ok(Box::new(HubListener { client, id: listener, port, pending: tokio::sync::Mutex::new(None) })
+                        as Box<dyn Listener>)
+                }
                 other => Err(unexpected(&other)),
             }
         })
@@ -617,23 +708,23 @@ impl Adapter for HubAdapter {
 
     fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {
         Box::pin(async move {
-            let wire = agent.map(|a| {
-                let id = self.client.next_id();
-                let cap = a.io_capability();
-                lock(&self.client.agents).insert(id, a);
-                (id, cap)
-            });
-            self.client.call(Request::SetAgent { agent: wire }).await.map(|_| ()).map_err(WireError::adapter)
+            lock(&self.inner.agent).clone_from(&agent);
+            let client = self.client().await;
+            match agent {
+                Some(agent) => register_agent(&client, agent).await,
+                None => client.call(Request::SetAgent { agent: None }).await.map(|_| ()).map_err(WireError::adapter),
+            }
         })
     }
 
     fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
         Box::pin(async move {
-            let id = self.client.next_id();
+            let client = self.client().await;
+            let id = client.next_id();
             let cap = agent.io_capability();
-            lock(&self.client.agents).insert(id, agent);
-            let r = self.client.call(Request::Pair { peer, agent: id, cap }).await;
-            lock(&self.client.agents).remove(&id);
+            lock(&client.agents).insert(id, agent);
+            let r = client.call(Request::Pair { peer, agent: id, cap }).await;
+            lock(&client.agents).remove(&id);
             r.map(|_| ()).map_err(WireError::pairing)
         })
     }

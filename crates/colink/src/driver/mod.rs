@@ -14,17 +14,16 @@
 
 mod dial;
 mod link;
+mod radio;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink_ble::{
-    Adapter, AdapterError, AdvertHandle, DeviceId, Link, LinkMode, LinkParams, Listener, Phy, Port, RfcommChannel,
-    ServiceFilter,
-};
-use tokio::sync::{mpsc, oneshot};
+use colink_ble::{Adapter, AdapterError, AdvertHandle, DeviceId, Link, LinkMode, LinkParams, ServiceFilter};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
@@ -35,6 +34,8 @@ use colink_proto::{
 };
 pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, now};
+use radio::{Endpoints, supervise};
+pub use radio::{RECOVER_FIRST, RECOVER_MAX, RadioLoss, RadioState};
 
 /// Identifies one link (one device pair's connection) within a [`Node`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,7 +72,7 @@ pub struct NodeConfig {
     /// Engine tunables; `device_id` is filled in from the node's [`DeviceId`].
     pub engine: Config,
     /// Link parameters for dialled and accepted links: the MTU and security for both transports, the PHY for LE
-    /// links (BR/EDR links always use [`Phy::BrEdr`]).
+    /// links (BR/EDR links always use [`Phy::BrEdr`](colink_ble::Phy::BrEdr)).
     pub link_params: LinkParams,
     /// The transport dials try first (default LE CoC).
     pub transport: TransportPreference,
@@ -84,6 +85,9 @@ pub struct NodeConfig {
     pub dial_timeout: Duration,
     /// A seed for the engine's tokens: deterministic runs on the simulator. `None` draws them from the OS.
     pub seed: Option<u64>,
+    /// What the node does when the radio goes away under it (default: listen and advertise again once it is
+    /// back). See [`Node::radio_state`].
+    pub on_radio_loss: RadioLoss,
 }
 
 impl Default for NodeConfig {
@@ -96,6 +100,7 @@ impl Default for NodeConfig {
             services: ServiceFilter::EMPTY,
             dial_timeout: Duration::from_secs(10),
             seed: None,
+            on_radio_loss: RadioLoss::default(),
         }
     }
 }
@@ -208,6 +213,9 @@ struct Shared {
     table: Mutex<Table>,
     background: Mutex<Vec<JoinHandle<()>>>,
     advert: Mutex<Option<AdvertHandle>>,
+    /// Set by `shutdown`: no advert may be put back after it.
+    stopped: AtomicBool,
+    radio: watch::Receiver<RadioState>,
     /// The link tasks, awaited by `shutdown` so their goodbyes reach the air.
     link_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// One gate per dialled device, so concurrent connects to it open one link.
@@ -237,24 +245,9 @@ impl Node {
         device: DeviceId,
         mut config: NodeConfig,
     ) -> Result<(Self, NodeEvents), StartError> {
-        if !adapter.is_powered().await? {
-            return Err(StartError::PoweredOff);
-        }
         config.engine.device_id = device.to_string();
-        let le_params =
-            if config.link_params.phy.is_le() { config.link_params } else { config.link_params.with_phy(Phy::Le2M) };
-        let listener: Arc<dyn Listener> = Arc::from(adapter.listen(None, LinkMode::Packet, le_params).await?);
-        let Port::L2cap(psm) = listener.port() else {
-            return Err(StartError::Adapter(AdapterError::Unsupported("listener without a PSM")));
-        };
-        let rfcomm = if config.accept_br_edr { listen_rfcomm(&*adapter, config.link_params).await } else { None };
-        let mut advert = colink_ble::Advert::new(device.short()).with_psm(psm).with_services(config.services);
-        if let Some(l) = &rfcomm
-            && let Port::Rfcomm(channel) = l.port()
-        {
-            advert = advert.with_rfcomm(channel);
-        }
-        let advert = adapter.advertise(advert).await?;
+        let Endpoints { listening, advert } = Endpoints::open(&*adapter, device, &config).await?;
+        let (radio_tx, radio) = watch::channel(RadioState::Up);
         let (events, events_rx) = mpsc::unbounded_channel();
         let (redial, redial_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -266,19 +259,17 @@ impl Node {
             table: Mutex::new(Table::default()),
             background: Mutex::new(Vec::new()),
             advert: Mutex::new(Some(advert)),
+            stopped: AtomicBool::new(false),
+            radio,
             dialing: Mutex::new(BTreeMap::new()),
             link_tasks: Mutex::new(Vec::new()),
         });
         let node = Self { shared };
         let span = tracing::info_span!("node", device = %device.short());
-        let accept = tokio::spawn(node.clone().accept_loop(listener).instrument(span.clone()));
-        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span.clone()));
+        let (psm, channel) = (listening.psm, listening.channel());
+        let accept = tokio::spawn(supervise(node.clone(), listening, radio_tx).instrument(span.clone()));
+        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span));
         lock(&node.shared.background).extend([accept, dialer]);
-        let channel = rfcomm.as_ref().map(|l| l.port().to_string());
-        if let Some(l) = rfcomm {
-            let accept = tokio::spawn(node.clone().accept_loop(l).instrument(span));
-            lock(&node.shared.background).push(accept);
-        }
         info!(device = %device, psm = psm.value(), rfcomm = ?channel, "node started");
         Ok((node, NodeEvents(events_rx)))
     }
@@ -286,6 +277,12 @@ impl Node {
     /// This node's device identity.
     pub fn device(&self) -> DeviceId {
         self.shared.device
+    }
+
+    /// Whether the node is accepting links: [`RadioState::Up`], or the radio was lost and it is recovering or
+    /// gave up ([`NodeConfig::on_radio_loss`]). The receiver sees each change.
+    pub fn radio_state(&self) -> watch::Receiver<RadioState> {
+        self.shared.radio.clone()
     }
 
     /// The adapter the node runs on.
@@ -394,7 +391,11 @@ impl Node {
     /// has been handed to its transport and the transport closed (at most [`SHUTDOWN_GRACE`]), so a process may
     /// exit right after.
     pub async fn shutdown(&self) {
-        lock(&self.shared.advert).take();
+        {
+            let mut advert = lock(&self.shared.advert);
+            self.shared.stopped.store(true, Ordering::Release);
+            advert.take();
+        }
         for task in lock(&self.shared.background).drain(..) {
             task.abort();
         }
@@ -487,21 +488,6 @@ impl Node {
         (id, tx)
     }
 
-    async fn accept_loop(self, listener: Arc<dyn Listener>) {
-        loop {
-            match listener.accept().await {
-                Ok(link) => {
-                    let node = self.clone();
-                    tokio::spawn(node.identify_and_route(Arc::from(link)).in_current_span());
-                }
-                Err(e) => {
-                    warn!(error = %e, "listener failed; no longer accepting links");
-                    return;
-                }
-            }
-        }
-    }
-
     /// Reads a fresh transport's HELLO, then hands it (with what was read) to that device's responder link.
     async fn identify_and_route(self, link: Arc<dyn Link>) {
         let mut identify = Identify::new(frame_mode(link.mode()));
@@ -591,24 +577,6 @@ impl Node {
             );
         }
     }
-}
-
-/// Listens for BR/EDR stream links on the first free RFCOMM channel. `None` (logged) when the adapter cannot.
-async fn listen_rfcomm(adapter: &dyn Adapter, params: LinkParams) -> Option<Arc<dyn Listener>> {
-    let params = params.with_phy(Phy::BrEdr);
-    for value in 1..=30 {
-        let Ok(channel) = RfcommChannel::new(value) else { continue };
-        match adapter.listen(Some(Port::Rfcomm(channel)), LinkMode::Stream, params).await {
-            Ok(listener) => return Some(Arc::from(listener)),
-            Err(AdapterError::PortInUse(_)) => {}
-            Err(e) => {
-                warn!(error = %e, "cannot listen on RFCOMM; accepting LE links only");
-                return None;
-            }
-        }
-    }
-    warn!("no free RFCOMM channel; accepting LE links only");
-    None
 }
 
 /// How the engine frames a link of this mode: length-prefixed frames on byte streams, one frame per SDU else.

@@ -31,7 +31,7 @@ use crate::api::{
     Caller, CollaborateEventInfo, CollaborateEventType, ConnectErrorCode, ConnectOptions, ConnectResult,
     DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, validate,
 };
-use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SendError, StartError};
+use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, RadioState, SendError, StartError};
 use crate::lock;
 use colink_proto::{self as engine, ChannelKind, SessionKey};
 pub use incoming::{CollaborationRequest, Incoming};
@@ -203,6 +203,13 @@ impl Manager {
     /// This device's identity: the `device_id` peers put in their [`PeerInfo`] to reach apps here.
     pub fn device_id(&self) -> DeviceId {
         self.inner.node.device()
+    }
+
+    /// Whether this device is accepting sessions from new links, and each change: after the radio was lost
+    /// the node listens and advertises again once it is back, or gives up as its
+    /// [`NodeConfig::on_radio_loss`](crate::driver::NodeConfig::on_radio_loss) says.
+    pub fn radio_state(&self) -> tokio::sync::watch::Receiver<RadioState> {
+        self.inner.node.radio_state()
     }
 
     /// `createAbilityConnectionSession(serviceName, context, peerInfo, connectOptions)`: a session from the
