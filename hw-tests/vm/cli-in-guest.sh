@@ -61,6 +61,18 @@ pair_once() {
     "$B" pair "$SHORT" "${CLIENT[@]:0:2}" --yes --timeout 20 || { echo "exit $?"; return 1; }
 }
 pair() { pair_once || { echo "(retrying once: discovery race)"; pair_once; }; }
+# A send's dial also discovers serve first (10 s): on "not found nearby" it is tried once more, saying so. Any
+# other failure is not retried.
+send_twice() { # send_twice CHECK-FUNCTION: runs it; reruns it once when its dial did not find serve
+    local out rc=0
+    out=$("$1" 2>&1) || rc=$?
+    if [ $rc -ne 0 ] && grep -q 'not found nearby' <<< "$out"; then
+        echo "$out (retrying once: discovery race)"
+        rc=0; out=$("$1" 2>&1) || rc=$?
+    fi
+    echo "$out"
+    return $rc
+}
 usage_error_before_radio() {
     local long; long=$(head -c 1024 /dev/zero | tr '\0' 'x')
     local before; before=$(grep -c '"event":"connected"' "$S/serve.jsonl")
@@ -109,10 +121,10 @@ if [ -n "${DEV:-}" ]; then
     step "scan on hci0 lists the serving device" scan
     step "pair hci0 with the serving device (numeric comparison, --yes)" pair
     step "a 1024-byte message is a usage error (exit 2) before any radio work" usage_error_before_radio
-    step "send message" send_message
-    step "send file (3 MB, SHA-256 of the saved file)" send_file
-    step "send image (PNG 320x240)" send_image
-    step "stream send (3 s, frames counted at serve)" stream_send
+    step "send message" send_twice send_message
+    step "send file (3 MB, SHA-256 of the saved file)" send_twice send_file
+    step "send image (PNG 320x240)" send_twice send_image
+    step "stream send (3 s, frames counted at serve)" send_twice stream_send
 fi
 kill "$(cat "$S/serve.pid" 2>/dev/null)" 2>/dev/null
 echo "--- serve's events:"; cut -c1-200 "$S/serve.jsonl"
