@@ -290,15 +290,9 @@ async fn accepted(manager: &Manager, sid: SessionId, request: CollaborationReque
                     let sha = sha256(&data);
                     let figures =
                         format!("{} bytes in {secs:.2} s ({rate:.0} kbit/s), sha256 {sha}", grouped(data.len() as u64));
-                    let saved = match save_dir.map(|dir| dir.join(safe_name(&name, id))) {
-                        Some(path) => match std::fs::write(&path, &data) {
-                            Ok(()) => Some(path),
-                            Err(e) => {
-                                out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
-                                continue;
-                            }
-                        },
-                        None => None,
+                    let Some(saved) = save(out, sid, &tag, save_dir.map(|dir| dir.join(safe_name(&name, id))), &data)
+                    else {
+                        continue;
                     };
                     out.emit(
                         "file",
@@ -321,15 +315,10 @@ async fn accepted(manager: &Manager, sid: SessionId, request: CollaborationReque
                     let shown = text.map(|t| format!(" {t:?}")).unwrap_or_default();
                     let sha = sha256(&data);
                     let figures = format!("{} bytes{shown}, sha256 {sha}", grouped(data.len() as u64));
-                    let saved = match save_dir.map(|dir| dir.join(format!("data-{sid}-{blobs}.bin"))) {
-                        Some(path) => match std::fs::write(&path, &data) {
-                            Ok(()) => Some(path),
-                            Err(e) => {
-                                out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
-                                continue;
-                            }
-                        },
-                        None => None,
+                    let Some(saved) =
+                        save(out, sid, &tag, save_dir.map(|dir| dir.join(format!("data-{sid}-{blobs}.bin"))), &data)
+                    else {
+                        continue;
                     };
                     out.emit(
                         "data",
@@ -567,6 +556,19 @@ impl Sink {
             fields["saved_frames"] = log.saved.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
             fields
         });
+    }
+}
+
+/// Writes a received payload to `path` when serve saves (`Some(None)` when it does not). A failed write is
+/// reported as the session's error and gives `None`: the payload is then not announced as received.
+fn save(out: Out, sid: SessionId, tag: &str, path: Option<PathBuf>, data: &[u8]) -> Option<Option<PathBuf>> {
+    let Some(path) = path else { return Some(None) };
+    match std::fs::write(&path, data) {
+        Ok(()) => Some(Some(path)),
+        Err(e) => {
+            out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
+            None
+        }
     }
 }
 
