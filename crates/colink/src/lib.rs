@@ -73,6 +73,7 @@
 pub mod api;
 pub mod driver;
 mod manager;
+pub mod trust;
 #[cfg(feature = "media")]
 pub mod media;
 
