@@ -27,6 +27,7 @@ mod serve;
 mod stream;
 mod term;
 mod transfer;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,28 @@ enum Command {
         #[command(subcommand)]
         what: StreamWhat,
     },
+    /// The shared account: devices in the same account trust each other without asking. `create` prints a join
+    /// code (and a QR code on a terminal); `join CODE` on your other devices.
+    #[command(
+        after_help = "Example:\n  colink account create\n  colink account join 7F3K-Q9ZD-...   # on the other laptop\n  \
+                            colink account show"
+    )]
+    Account {
+        #[command(subcommand)]
+        what: AccountWhat,
+        /// Where the identity, account and trusted devices are kept (default: $XDG_STATE_HOME/colink).
+        #[arg(long, value_name = "DIR", global = true)]
+        state_dir: Option<PathBuf>,
+    },
+    /// The devices this one trusts (by account or by a confirmed pairing code), with their pinned keys.
+    #[command(after_help = "Example:\n  colink trust list\n  colink trust remove 5d3c...e1")]
+    Trust {
+        #[command(subcommand)]
+        what: TrustWhat,
+        /// Where the identity, account and trusted devices are kept (default: $XDG_STATE_HOME/colink).
+        #[arg(long, value_name = "DIR", global = true)]
+        state_dir: Option<PathBuf>,
+    },
     /// Prints a shell completion script, generated from this command's own definition.
     #[command(
         after_help = "Example:\n  colink completions bash > ~/.local/share/bash-completion/completions/colink\n  \
@@ -118,6 +141,47 @@ enum Command {
         /// Write every page into this directory instead of colink(1) to stdout.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountWhat {
+    /// Creates a new account for this device and prints its join code.
+    Create {
+        /// Replace the account this device is in already.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Joins the account of a join code (letters and digits; case, dashes and spaces do not matter).
+    Join {
+        /// The join code `colink account create` printed on another device.
+        code: String,
+        /// Replace the account this device is in already.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Shows the account this device is in.
+    Show {
+        /// Also print the join code again (a secret: whoever has it joins).
+        #[arg(long)]
+        code: bool,
+    },
+    /// Leaves the account (devices trusted so far stay trusted until `colink trust remove`).
+    Leave,
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustWhat {
+    /// Lists trusted devices: id, how trusted, last seen, name.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forgets a device: it must join the account or pair again.
+    Remove {
+        /// The device id (32 hex digits).
+        device: DeviceId,
     },
 }
 
@@ -543,6 +607,22 @@ fn run(cli: Cli) -> CliResult {
                 name: a.name,
             };
             runtime()?.block_on(stream::send(context(a.to), o))
+        }
+        Command::Account { what, state_dir } => {
+            let op = match what {
+                AccountWhat::Create { force } => trust::AccountOp::Create { force },
+                AccountWhat::Join { code, force } => trust::AccountOp::Join { code, force },
+                AccountWhat::Show { code } => trust::AccountOp::Show { code },
+                AccountWhat::Leave => trust::AccountOp::Leave,
+            };
+            trust::account(&app::state_dir(state_dir.as_deref()), op)
+        }
+        Command::Trust { what, state_dir } => {
+            let op = match what {
+                TrustWhat::List { json } => trust::TrustOp::List { json },
+                TrustWhat::Remove { device } => trust::TrustOp::Remove { device },
+            };
+            trust::trust(&app::state_dir(state_dir.as_deref()), op)
         }
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a failed write (e.g. `| head`).

@@ -73,9 +73,9 @@
 pub mod api;
 pub mod driver;
 mod manager;
-pub mod trust;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod trust;
 
 /// Locks `m`, taking over a poisoned lock: every mutex in this crate guards state that no user code or
 /// fallible step runs under, so a panic elsewhere cannot leave it half-updated.

@@ -20,10 +20,7 @@ pub(super) fn owner_only_dir(dir: &Path) -> Result<(), TrustError> {
         let meta = fs::metadata(dir).map_err(io)?;
         // A directory someone else owns is not ours to tighten or trust.
         if meta.uid() != rustix::process::geteuid().as_raw() {
-            return Err(TrustError::Insecure {
-                path: dir.to_path_buf(),
-                why: "belongs to another user".into(),
-            });
+            return Err(TrustError::Insecure { path: dir.to_path_buf(), why: "belongs to another user".into() });
         }
         if meta.mode() & 0o077 != 0 {
             tracing::info!(dir = %dir.display(), "restricting the state directory to its owner (0700)");

@@ -93,7 +93,7 @@ impl StateDir {
             return files::decode_key(&path, "identity key", &text);
         }
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| TrustError::io(&path, std::io::Error::other(e)))?;
+        getrandom::fill(&mut secret).map_err(|e| TrustError::io(&path, std::io::Error::other(e.to_string())))?;
         files::write_private(&path, &files::encode_key("identity key", &secret))?;
         tracing::info!(path = %path.display(), "created this device's identity key");
         Ok(secret)

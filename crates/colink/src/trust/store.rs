@@ -102,7 +102,8 @@ impl TrustStore {
                 let public_key =
                     parse_hex::<32>(&p.public_key).ok_or_else(|| corrupt(format!("has a bad key for {device_id}")))?;
                 let name = p.name.map(|n| clip(&n));
-                let peer = KnownPeer { device_id, public_key, name, trust: p.trust, added: p.added, last_seen: p.last_seen };
+                let peer =
+                    KnownPeer { device_id, public_key, name, trust: p.trust, added: p.added, last_seen: p.last_seen };
                 peers.insert(device_id, peer);
             }
         }
@@ -208,7 +209,11 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("colink-store-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "colink-store-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&d);
         files::owner_only_dir(&d).unwrap();
         d
