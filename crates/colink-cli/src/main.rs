@@ -113,6 +113,16 @@ enum Command {
         #[arg(long, value_name = "DIR", global = true)]
         state_dir: Option<PathBuf>,
     },
+    /// Lists the devices this one knows and trusts: id, how trusted, last seen, name (same as `trust list`).
+    #[command(after_help = "Example:\n  colink devices\n  colink devices --json")]
+    Devices {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the identity, account and trusted devices are kept (default: $XDG_STATE_HOME/colink).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// The devices this one trusts (by account or by a confirmed pairing code), with their pinned keys.
     #[command(after_help = "Example:\n  colink trust list\n  colink trust remove 5d3c...e1")]
     Trust {
@@ -616,6 +626,9 @@ fn run(cli: Cli) -> CliResult {
                 AccountWhat::Leave => trust::AccountOp::Leave,
             };
             trust::account(&app::state_dir(state_dir.as_deref()), op)
+        }
+        Command::Devices { json, state_dir } => {
+            trust::trust(&app::state_dir(state_dir.as_deref()), trust::TrustOp::List { json })
         }
         Command::Trust { what, state_dir } => {
             let op = match what {
