@@ -147,7 +147,8 @@ pub(crate) fn connect_failed(device: DeviceId, code: Option<ConnectErrorCode>, r
         Some(c) => format!("{c:?}"),
         None => "unknown reason".to_owned(),
     };
-    let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    // The reason is the peer's words: escaped, so a rejection cannot write escape sequences to the terminal.
+    let reason = reason.map(|r| format!(" ({})", crate::term::printable(r))).unwrap_or_default();
     CliError::unreachable(format_args!("cannot connect to {device}: {what}{reason}"))
 }
 

@@ -51,8 +51,8 @@ impl CliError {
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, whatever the message contained.
-        f.write_str(&self.message.replace('\n', " "))
+        // One line, whatever the message contained, and no control characters: a message may quote a peer.
+        f.write_str(&crate::term::printable(&self.message.replace('\n', " ")))
     }
 }
 
