@@ -61,17 +61,29 @@ use wire::{AgentCall, ClientMsg, HubMsg, Reply, Request, WireError, from_hex, to
 pub struct HubServer {
     air: SimAir,
     path: PathBuf,
+    /// The socket file this server placed (device, inode), so dropping it never removes someone else's.
+    identity: Option<(u64, u64)>,
     task: JoinHandle<()>,
 }
 
 impl HubServer {
-    /// Binds `path` (removing a stale socket file) and starts serving `air`.
+    /// Binds `path` and starts serving `air`.
+    ///
+    /// The socket is owner-only (`0600`): it is bound under a temporary name beside `path`, restricted, then
+    /// renamed into place, so no other user can connect in between. A stale socket left at `path` by a hub
+    /// that died is replaced; anything else there is left alone: a live hub's socket fails with
+    /// [`io::ErrorKind::AddrInUse`], a file that is not a socket with [`io::ErrorKind::AlreadyExists`].
     pub async fn bind(air: SimAir, path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if path.exists() {
-            std::fs::remove_file(&path)?;
+        clear_stale_socket(&path)?;
+        let tmp = temporary_name(&path);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = restrict_and_place(&tmp, &path);
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let listener = UnixListener::bind(&path)?;
+        let identity = socket_identity(&path);
         let served = air.clone();
         // The clients' tasks live in this task's set: dropping the server disconnects every client.
         let task = tokio::spawn(async move {
@@ -80,6 +92,11 @@ impl HubServer {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, _)) => {
+                            if clients.len() >= MAX_CLIENTS {
+                                tracing::warn!(target: "colink_sim::hub", "{MAX_CLIENTS} clients already; refusing one more");
+                                drop(stream);
+                                continue;
+                            }
                             clients.spawn(serve_client(served.clone(), stream));
                         }
                         Err(_) => break,
@@ -88,7 +105,7 @@ impl HubServer {
                 }
             }
         });
-        Ok(Self { air, path, task })
+        Ok(Self { air, path, identity, task })
     }
 
     /// The air being served (for faults and inspection).
@@ -103,12 +120,55 @@ impl HubServer {
 }
 
 /// Dropping the server stops it: it disconnects every client (their adapters see the hub gone) and removes the
-/// socket file.
+/// socket file, if it is still the one this server placed.
 impl Drop for HubServer {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if self.identity.is_some() && socket_identity(&self.path) == self.identity {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// Removes a stale socket at `path` (one nobody listens on); refuses a live one and anything that is not a socket.
+fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket; not removing it", path.display()),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, format!("a hub is already serving {}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// A name beside `path` that no one can guess in advance.
+fn temporary_name(path: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()))
+}
+
+/// Makes the socket at `tmp` owner-only and moves it to `path`.
+fn restrict_and_place(tmp: &Path, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(tmp, path)
+}
+
+/// The (device, inode) of the file at `path`.
+fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Per-client state on the hub.
@@ -128,6 +188,19 @@ impl ClientState {
     }
 }
 
+/// Most clients (devices) one hub serves at once; more are refused at connect.
+pub const MAX_CLIENTS: usize = 256;
+/// Most bytes of messages queued for one client that is not reading them: past this the client is
+/// disconnected, so a client that never reads cannot grow the hub's memory.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Most requests of one client in progress at once (each waits for a link, a scan, an agent...); a client
+/// that exceeds it is disconnected.
+pub const MAX_REQUESTS: usize = 4096;
+/// Most scans, adverts and listeners one client holds at once (each).
+pub const MAX_HANDLES: usize = 16;
+/// Most links one client holds at once.
+pub const MAX_LINKS: usize = 64;
+
 /// The longest protocol line accepted (an SDU of 65535 bytes in hex plus the JSON around it): a peer that
 /// sends a longer line is disconnected rather than buffered without bound.
 const MAX_LINE: usize = 256 * 1024;
@@ -138,16 +211,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The messages queued for one client, counted in bytes and bounded by [`MAX_QUEUED_BYTES`].
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    overflow: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Queues `msg`; fails when the client is gone or has let [`MAX_QUEUED_BYTES`] pile up (it is then cut off).
+    fn send(&self, msg: HubMsg) -> Result<(), ()> {
+        let Ok(mut line) = serde_json::to_string(&msg) else { return Ok(()) };
+        line.push('\n');
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.overflow.notify_one();
+            return Err(());
+        }
+        self.tx.send(line).map_err(|_| ())
+    }
+}
+
 async fn serve_client(air: SimAir, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
+    let (tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let out_tx = Outbox { tx, queued: Arc::default(), overflow: Arc::default() };
+    let queued = out_tx.queued.clone();
     // Aborted when the client leaves or the hub is dropped.
     let writer = AbortOnDrop(vec![tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            let Ok(mut line) = serde_json::to_string(&msg) else { continue };
-            line.push('\n');
-            if write.write_all(line.as_bytes()).await.is_err() {
+        while let Some(line) = out_rx.recv().await {
+            let written = write.write_all(line.as_bytes()).await;
+            queued.fetch_sub(line.len(), Ordering::AcqRel);
+            if written.is_err() {
                 break;
             }
         }
@@ -164,7 +262,22 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
     let agent_calls: Pending<AgentResult<Option<Passkey>>> = Arc::default();
     let agent_ids = Arc::new(AtomicU64::new(1));
     let mut tasks = AbortOnDrop(Vec::new());
-    while let Some(Ok(line)) = lines.next().await {
+    let overflow = out_tx.overflow.clone();
+    loop {
+        let line = tokio::select! {
+            line = lines.next() => match line {
+                Some(Ok(line)) => line,
+                _ => break,
+            },
+            () = overflow.notified() => {
+                tracing::warn!(
+                    target: "colink_sim::hub",
+                    "{} does not read what the hub sends ({MAX_QUEUED_BYTES} bytes queued); disconnecting it",
+                    adapter.name()
+                );
+                break;
+            }
+        };
         let Ok(msg) = serde_json::from_str::<ClientMsg>(&line) else {
             tracing::warn!(target: "colink_sim::hub", "malformed message from {}", adapter.name());
             continue;
@@ -185,6 +298,14 @@ async fn serve_client(air: SimAir, stream: UnixStream) {
                     agent_ids: agent_ids.clone(),
                 };
                 tasks.0.retain(|t| !t.is_finished());
+                if tasks.0.len() >= MAX_REQUESTS {
+                    tracing::warn!(
+                        target: "colink_sim::hub",
+                        "{} has {MAX_REQUESTS} requests in progress; disconnecting it",
+                        adapter.name()
+                    );
+                    break;
+                }
                 tasks.0.push(tokio::spawn(async move {
                     let reply = ctx.handle(req).await;
                     let _ = ctx.out.send(HubMsg::Reply { id, reply });
@@ -219,7 +340,7 @@ impl Drop for AbortOnDrop {
 struct Ctx {
     adapter: SimAdapter,
     state: Arc<Mutex<ClientState>>,
-    out: mpsc::UnboundedSender<HubMsg>,
+    out: Outbox,
     agent_calls: Pending<AgentResult<Option<Passkey>>>,
     agent_ids: Arc<AtomicU64>,
 }
@@ -232,9 +353,20 @@ impl Ctx {
     fn add_link(&self, link: Box<dyn Link>) -> Reply {
         let (peer, mode, params) = (link.peer(), link.mode(), link.params());
         let mut s = lock(&self.state);
+        if s.links.len() >= MAX_LINKS {
+            return Reply::Err { error: WireError::TooManyLinks };
+        }
         let id = s.id();
         s.links.insert(id, Arc::from(link));
         Reply::Link { link: id, peer, mode, params }
+    }
+
+    /// Fails when the client already holds [`MAX_HANDLES`] of `what`.
+    fn room(&self, count: impl FnOnce(&ClientState) -> usize, what: &str) -> Result<(), WireError> {
+        if count(&lock(&self.state)) >= MAX_HANDLES {
+            return Err(WireError::Other { message: format!("a client may hold at most {MAX_HANDLES} {what}") });
+        }
+        Ok(())
     }
 
     fn proxy(&self, agent: u64, cap: IoCapability) -> Arc<dyn Agent> {
@@ -267,6 +399,7 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Advertise { advert } => {
+                self.room(|s| s.adverts.len(), "adverts")?;
                 let h = a.advertise(advert).await?;
                 let mut s = lock(&self.state);
                 let id = s.id();
@@ -278,6 +411,7 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Scan { scan, filter } => {
+                self.room(|s| s.scans.len(), "scans")?;
                 let mut stream = a.scan(filter).await?;
                 let out = self.out.clone();
                 let task = tokio::spawn(async move {
@@ -298,6 +432,7 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Listen { port, mode, params } => {
+                self.room(|s| s.listeners.len(), "listeners")?;
                 let l = a.listen(port, mode, params).await?;
                 let port = l.port();
                 let mut s = lock(&self.state);
@@ -360,7 +495,7 @@ impl Ctx {
 struct ProxyAgent {
     agent: u64,
     cap: IoCapability,
-    out: mpsc::UnboundedSender<HubMsg>,
+    out: Outbox,
     calls: Pending<AgentResult<Option<Passkey>>>,
     ids: Arc<AtomicU64>,
 }
