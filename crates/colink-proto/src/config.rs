@@ -97,6 +97,14 @@ pub struct Transport {
 pub trait Entropy: Send {
     /// The next 64 unpredictable bits.
     fn next_u64(&mut self) -> u64;
+
+    /// Fills `dest` with unpredictable bytes (by default from [`next_u64`](Self::next_u64), little-endian).
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
 }
 
 /// A deterministic [`Entropy`] (SplitMix64) for tests and simulations. Not for production tokens.

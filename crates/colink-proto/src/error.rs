@@ -58,6 +58,18 @@ pub enum CloseCode {
     ProtocolError = 2,
     /// Authentication failed.
     AuthFailed = 3,
+    /// Secure handshake: the peer is not in this device's account (docs/security.md).
+    NotInAccount = 4,
+    /// Secure handshake: a person refused the pairing.
+    UserRefused = 5,
+    /// Secure handshake: unknown devices are not admitted.
+    UnknownDevice = 6,
+    /// Secure handshake: this device does not pair with strangers now.
+    PairingNotAccepted = 7,
+    /// Secure handshake: the peer is not the device that was dialled.
+    UnexpectedPeer = 8,
+    /// Secure handshake: it (or its approval) took too long.
+    HandshakeTimeout = 9,
     /// A code this version does not know.
     Unknown = 255,
 }
@@ -69,6 +81,12 @@ impl CloseCode {
             1 => Self::VersionMismatch,
             2 => Self::ProtocolError,
             3 => Self::AuthFailed,
+            4 => Self::NotInAccount,
+            5 => Self::UserRefused,
+            6 => Self::UnknownDevice,
+            7 => Self::PairingNotAccepted,
+            8 => Self::UnexpectedPeer,
+            9 => Self::HandshakeTimeout,
             _ => Self::Unknown,
         }
     }

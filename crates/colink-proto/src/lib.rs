@@ -49,6 +49,7 @@ mod receiver;
 mod resume;
 mod retransmit;
 mod scheduler;
+pub mod secure;
 mod types;
 mod wire;
 

@@ -15,6 +15,7 @@
 mod dial;
 mod link;
 mod radio;
+mod secure;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::lock;
+use colink_proto::secure::{HandshakeMode, SecureError, SecureHandshake, device_id_bytes};
 use colink_proto::{
     self as engine, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy,
     Event, Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
@@ -36,6 +38,7 @@ pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, now};
 use radio::{Endpoints, supervise};
 pub use radio::{RECOVER_FIRST, RECOVER_MAX, RadioLoss, RadioState};
+pub use secure::{SecurityConfig, TrustRequest, TrustRequests};
 
 /// Identifies one link (one device pair's connection) within a [`Node`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +91,11 @@ pub struct NodeConfig {
     /// What the node does when the radio goes away under it (default: listen and advertise again once it is
     /// back). See [`Node::radio_state`].
     pub on_radio_loss: RadioLoss,
+    /// Authenticated links (docs/security.md): with it every transport runs the secure handshake before its
+    /// HELLO, the node's device id is the one derived from the key (the id passed to [`Node::start`] is
+    /// replaced), and accepted transports are routed by the identity they proved. `None` (the default) runs
+    /// plain links, admitting any peer.
+    pub security: Option<SecurityConfig>,
 }
 
 impl Default for NodeConfig {
@@ -101,6 +109,7 @@ impl Default for NodeConfig {
             dial_timeout: Duration::from_secs(10),
             seed: None,
             on_radio_loss: RadioLoss::default(),
+            security: None,
         }
     }
 }
@@ -125,6 +134,15 @@ pub struct ConnectFailure {
     pub code: ConnectErrorCode,
     /// What went wrong.
     pub reason: String,
+    /// When the secure handshake refused the link: exactly why (not in the account, refused by the peer's user,
+    /// an unknown device refused, not the expected device, timed out, ...).
+    pub trust: Option<SecureError>,
+}
+
+impl ConnectFailure {
+    fn new(code: ConnectErrorCode, reason: impl Into<String>) -> Self {
+        Self { code, reason: reason.into(), trust: None }
+    }
 }
 
 /// Why a send did not complete.
@@ -220,6 +238,13 @@ struct Shared {
     link_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// One gate per dialled device, so concurrent connects to it open one link.
     dialing: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where trust requests go, and their receiver until [`Node::trust_requests`] takes it.
+    trust_tx: mpsc::UnboundedSender<TrustRequest>,
+    trust_rx: Mutex<Option<TrustRequests>>,
+    /// Limits on accepted transports still in their secure handshake.
+    gate: Mutex<secure::Gate>,
+    /// Handshakes started, salting each one's entropy.
+    handshakes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -239,17 +264,23 @@ const REDIAL_ATTEMPT: Duration = Duration::from_secs(4);
 const COMMAND_QUEUE: usize = 256;
 
 impl Node {
-    /// Starts `device` on `adapter`: listens, advertises, and begins accepting links.
+    /// Starts `device` on `adapter`: listens, advertises, and begins accepting links. With
+    /// [`NodeConfig::security`] the device id is the one derived from the key, whatever `device` says.
     pub async fn start(
         adapter: Arc<dyn Adapter>,
         device: DeviceId,
         mut config: NodeConfig,
     ) -> Result<(Self, NodeEvents), StartError> {
+        let device = match &config.security {
+            Some(security) => DeviceId::from_bytes(device_id_bytes(&security.secure.keypair.public())),
+            None => device,
+        };
         config.engine.device_id = device.to_string();
         let Endpoints { listening, advert } = Endpoints::open(&*adapter, device, &config).await?;
         let (radio_tx, radio) = watch::channel(RadioState::Up);
         let (events, events_rx) = mpsc::unbounded_channel();
         let (redial, redial_rx) = mpsc::unbounded_channel();
+        let (trust_tx, trust_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             adapter,
             device,
@@ -263,6 +294,10 @@ impl Node {
             radio,
             dialing: Mutex::new(BTreeMap::new()),
             link_tasks: Mutex::new(Vec::new()),
+            trust_tx,
+            trust_rx: Mutex::new(Some(TrustRequests(trust_rx))),
+            gate: Mutex::new(secure::Gate::default()),
+            handshakes: std::sync::atomic::AtomicU64::new(0),
         });
         let node = Self { shared };
         let span = tracing::info_span!("node", device = %device.short());
@@ -283,6 +318,27 @@ impl Node {
     /// gave up ([`NodeConfig::on_radio_loss`]). The receiver sees each change.
     pub fn radio_state(&self) -> watch::Receiver<RadioState> {
         self.shared.radio.clone()
+    }
+
+    /// The pairings waiting for a person's answer ([`TrustRequest`]); `Some` once (the first call takes the
+    /// stream). A node whose stream was never taken, or was dropped, refuses every pairing that needs an answer.
+    pub fn trust_requests(&self) -> Option<TrustRequests> {
+        lock(&self.shared.trust_rx).take()
+    }
+
+    /// Pairs with `device` (a stranger, or a device outside this node's account): dials it and runs the
+    /// pairing-mode handshake, in which both people compare the code of a [`TrustRequest`]. Returns the link
+    /// once both approved; an existing link to the device is returned as it is. Needs [`NodeConfig::security`].
+    pub async fn pair(&self, device: &str) -> Result<LinkId, ConnectFailure> {
+        if self.shared.config.security.is_none() {
+            return Err(ConnectFailure::new(ConnectErrorCode::SystemInternalError, "pairing needs security settings"));
+        }
+        let gate = lock(&self.shared.dialing).entry(device.to_owned()).or_default().clone();
+        let _dialing = gate.lock().await;
+        match self.find_link(device) {
+            Some((link, _)) => Ok(link),
+            None => self.dial_new(device, Some(HandshakeMode::Pairing)).await.map(|(link, _)| link),
+        }
     }
 
     /// The adapter the node runs on.
@@ -306,21 +362,20 @@ impl Node {
             let _dialing = gate.lock().await;
             match self.find_link(&device) {
                 Some(found) => found,
-                None => self.dial_new(&device).await?,
+                None => self.dial_new(&device, None).await?,
             }
         };
         let (reply, answer) = oneshot::channel();
-        let internal =
-            |reason: &str| ConnectFailure { code: ConnectErrorCode::SystemInternalError, reason: reason.to_owned() };
+        let internal = |reason: &str| ConnectFailure::new(ConnectErrorCode::SystemInternalError, reason);
         tx.send(Command::Connect(Box::new(ConnectRequest { from, to, options, reply })))
             .await
             .map_err(|_| internal("the link closed"))?;
         match answer.await {
             Ok(Ok(session)) => Ok((link, session)),
-            Ok(Err(engine::ConnectError::SessionExists(_))) => Err(ConnectFailure {
-                code: ConnectErrorCode::ConnectedSessionExists,
-                reason: "a session between these endpoints already exists".into(),
-            }),
+            Ok(Err(engine::ConnectError::SessionExists(_))) => Err(ConnectFailure::new(
+                ConnectErrorCode::ConnectedSessionExists,
+                "a session between these endpoints already exists",
+            )),
             Ok(Err(e)) => Err(internal(&e.to_string())),
             Err(_) => Err(internal("the link closed")),
         }
@@ -434,17 +489,70 @@ impl Node {
         })
     }
 
-    async fn dial_new(&self, device: &str) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
+    /// Dials `device` and, with security on, authenticates the transport in `mode` (by default account mode when
+    /// this node has an account secret, else pairing mode).
+    async fn dial_new(
+        &self,
+        device: &str,
+        mode: Option<HandshakeMode>,
+    ) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
         let config = &self.shared.config;
         let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
             .await
-            .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
+            .map_err(|e| ConnectFailure::new(e.connect_code(), e.to_string()))?;
+        let replay = match self.secure_dial(&link, device, mode).await {
+            Ok(replay) => replay,
+            Err(error) => {
+                link.close().await;
+                warn!(device, %error, "secure handshake failed");
+                return Err(ConnectFailure {
+                    code: secure::connect_code(&error),
+                    reason: error.to_string(),
+                    trust: Some(error),
+                });
+            }
+        };
         // Another task may have linked the same device meanwhile: use that link, drop ours.
         if let Some(found) = self.find_link(device) {
             tokio::spawn(async move { link.close().await });
             return Ok(found);
         }
-        Ok(self.spawn_link(device.to_owned(), Role::Initiator, link, Vec::new()))
+        Ok(self.spawn_link(device.to_owned(), Role::Initiator, link, replay))
+    }
+
+    /// Runs the initiator's secure handshake on a dialled transport (nothing without security): the peer must
+    /// prove it is `device`. Returns what was read past the handshake, for the connection.
+    async fn secure_dial(
+        &self,
+        link: &Arc<dyn Link>,
+        device: &str,
+        mode: Option<HandshakeMode>,
+    ) -> Result<Vec<Bytes>, SecureError> {
+        let Some(security) = &self.shared.config.security else { return Ok(Vec::new()) };
+        let mode = mode.unwrap_or(match security.secure.account {
+            Some(_) => HandshakeMode::Account,
+            None => HandshakeMode::Pairing,
+        });
+        let mut entropy = self.entropy(self.shared.handshakes.fetch_add(1, Ordering::Relaxed) | (1 << 63));
+        let handshake = SecureHandshake::initiator(
+            now(),
+            security.secure.clone(),
+            mode,
+            Some(device.to_owned()),
+            secure::transport_of(link),
+            &mut *entropy,
+        )?;
+        let done = secure::run(link, handshake, &security.policy, Some(&self.shared.trust_tx), false).await?;
+        info!(device, ?mode, "transport authenticated");
+        Ok(secure::leftover(&done))
+    }
+
+    /// A source of unpredictable numbers: seeded (per `salt`) on the simulator, the OS's otherwise.
+    fn entropy(&self, salt: u64) -> Box<dyn Entropy> {
+        match self.shared.config.seed {
+            Some(seed) => Box::new(SeededEntropy::new(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            None => Box::new(OsEntropy),
+        }
     }
 
     fn spawn_link(
@@ -463,10 +571,7 @@ impl Node {
             table.links.insert(id, (device.clone(), role, tx.clone()));
             id
         };
-        let entropy: Box<dyn Entropy> = match self.shared.config.seed {
-            Some(seed) => Box::new(SeededEntropy::new(seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
-            None => Box::new(OsEntropy),
-        };
+        let entropy = self.entropy(id.0);
         let conn = Connection::new(now(), self.shared.config.engine.clone(), role, entropy);
         let redial = (role == Role::Initiator).then(|| self.shared.redial.clone());
         let weak = Arc::downgrade(&self.shared);
@@ -488,12 +593,55 @@ impl Node {
         (id, tx)
     }
 
-    /// Reads a fresh transport's HELLO, then hands it (with what was read) to that device's responder link.
+    /// Authenticates a fresh transport (with security on), reads its HELLO, then hands it (with what was read)
+    /// to that device's responder link. With security the route is the *proven* device id, and a HELLO naming
+    /// another device closes the transport.
     async fn identify_and_route(self, link: Arc<dyn Link>) {
-        let mut identify = Identify::new(frame_mode(link.mode()));
         let mut replay = Vec::new();
+        let mut proven = None;
+        if let Some(security) = &self.shared.config.security {
+            let peer = link.peer().address;
+            let admitted = lock(&self.shared.gate).admit(peer, security);
+            let ticket = match admitted {
+                Ok(ticket) => ticket,
+                Err(why) => {
+                    debug!(%peer, why, "refusing an unauthenticated transport");
+                    link.close().await;
+                    return;
+                }
+            };
+            let salt = self.shared.handshakes.fetch_add(1, Ordering::Relaxed) | (1 << 63);
+            let handshake = SecureHandshake::responder(
+                now(),
+                security.secure.clone(),
+                secure::transport_of(&link),
+                &mut *self.entropy(salt),
+            );
+            let result = secure::run(&link, handshake, &security.policy, Some(&self.shared.trust_tx), true).await;
+            lock(&self.shared.gate).finish(ticket, result.is_ok(), security);
+            match result {
+                Ok(done) => {
+                    debug!(device = %done.peer.device_id, proof = ?done.proof, "incoming transport authenticated");
+                    replay = secure::leftover(&done);
+                    proven = Some(done.peer.device_id);
+                }
+                Err(error) => {
+                    info!(%peer, %error, "incoming transport refused");
+                    link.close().await;
+                    return;
+                }
+            }
+        }
+        let mut identify = Identify::new(frame_mode(link.mode()));
         let deadline = self.shared.config.engine.handshake_timeout;
         let caller = tokio::time::timeout(deadline, async {
+            for data in &replay {
+                match identify.push(now(), data) {
+                    Ok(Some(caller)) => return Some(caller),
+                    Ok(None) => {}
+                    Err(_) => return None,
+                }
+            }
             loop {
                 let data = link.recv().await.ok()?;
                 let found = identify.push(now(), &data);
@@ -513,6 +661,13 @@ impl Node {
             link.close().await;
             return;
         };
+        if let Some(proven) = &proven
+            && *proven != caller.device_id
+        {
+            warn!(proven = %proven, claimed = %caller.device_id, "HELLO names another device than the handshake proved");
+            link.close().await;
+            return;
+        }
         debug!(device = %caller.device_id, resuming = caller.resuming, "incoming transport identified");
         let existing = {
             let table = lock(&self.shared.table);
@@ -554,11 +709,19 @@ impl Node {
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
                         match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
-                            Ok(link) => {
-                                info!(device = %request.device, "re-dialled");
-                                let _ = request.reply.send(Command::Attach { link, replay: Vec::new() }).await;
-                                return;
-                            }
+                            Ok(link) => match node.secure_dial(&link, &request.device, None).await {
+                                Ok(replay) => {
+                                    info!(device = %request.device, "re-dialled");
+                                    let _ = request.reply.send(Command::Attach { link, replay }).await;
+                                    return;
+                                }
+                                Err(error) => {
+                                    warn!(device = %request.device, %error, "re-dialled transport refused");
+                                    link.close().await;
+                                    tokio::time::sleep(backoff.min(left)).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                                }
+                            },
                             Err(e) => {
                                 debug!(error = %e, ?backoff, "re-dial failed; retrying");
                                 tokio::time::sleep(backoff.min(left)).await;
