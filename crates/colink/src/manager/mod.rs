@@ -45,6 +45,7 @@ pub struct ManagerBuilder {
     adapter: Option<Arc<dyn Adapter>>,
     device: Option<DeviceId>,
     config: NodeConfig,
+    security: Option<crate::trust::Security>,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -72,6 +73,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// Authenticated, encrypted links (docs/security.md): the device's identity key (its device id is derived
+    /// from it, so [`device_id`](Self::device_id) must not be given too), its account, its trust store, and
+    /// what happens to strangers. Without it links are plain and every peer is admitted.
+    pub fn security(mut self, security: crate::trust::Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
     /// Draws the engine's tokens from a seed instead of the OS: deterministic runs on the simulator.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
@@ -88,7 +97,17 @@ impl ManagerBuilder {
     /// adapter is off or refuses.
     pub async fn build(self) -> Result<Manager, Error> {
         let adapter = self.adapter.ok_or_else(|| Error::not_supported("colink without a Bluetooth adapter"))?;
-        let device = match self.device {
+        let mut config = self.config;
+        if let Some(security) = &self.security {
+            if self.device.is_some_and(|d| d != security.device_id()) {
+                return Err(Error::invalid_arg(
+                    "device_id",
+                    "with security the device id is derived from the identity key; do not set another",
+                ));
+            }
+            config.security = Some(security.to_config());
+        }
+        let device = match self.device.or_else(|| self.security.as_ref().map(crate::trust::Security::device_id)) {
             Some(d) => d,
             None => {
                 let mut bytes = [0u8; 16];
@@ -96,13 +115,14 @@ impl ManagerBuilder {
                 DeviceId::from_bytes(bytes)
             }
         };
-        let (node, events) = Node::start(adapter, device, self.config).await.map_err(|e| match e {
+        let (node, events) = Node::start(adapter, device, config).await.map_err(|e| match e {
             StartError::PoweredOff => Error::not_supported("colink with the Bluetooth adapter powered off"),
             e => Error::not_supported(format_args!("colink on this adapter ({e})")),
         })?;
         #[cfg(feature = "media")]
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            security: self.security,
             node,
             registry: EventRegistry::new(),
             ids: SessionIds::new(),
@@ -142,6 +162,7 @@ impl std::fmt::Debug for Manager {
 }
 
 struct Inner {
+    security: Option<crate::trust::Security>,
     node: Node,
     registry: EventRegistry,
     ids: SessionIds,
@@ -203,6 +224,48 @@ impl Manager {
     /// This device's identity: the `device_id` peers put in their [`PeerInfo`] to reach apps here.
     pub fn device_id(&self) -> DeviceId {
         self.inner.node.device()
+    }
+
+    /// The pairings waiting for a person's answer: show each [`TrustRequest::code`] next to the peer's id, ask
+    /// whether the other device shows the same six digits, then approve or refuse. `Some` once (the first call
+    /// takes the stream); while nobody holds it, pairings that need an answer are refused.
+    ///
+    /// [`TrustRequest::code`]: crate::driver::TrustRequest::code
+    pub fn trust_requests(&self) -> Option<crate::driver::TrustRequests> {
+        self.inner.node.trust_requests()
+    }
+
+    /// Pairs with `device`, a stranger (or a device outside this one's account): both people compare the code
+    /// of a trust request and approve; the peer's key is then pinned and later sessions need no question.
+    /// Needs [`ManagerBuilder::security`]. Fails with `401` without security, and with the reason (refused by
+    /// the peer's user, the peer accepts no pairing now, not found, ...) in the error message otherwise.
+    pub async fn pair(&self, device: DeviceId) -> Result<(), Error> {
+        if self.inner.security.is_none() {
+            return Err(Error::invalid_arg("device", "pairing needs security (ManagerBuilder::security)"));
+        }
+        self.inner.node.pair(&device.to_string()).await.map(|_| ()).map_err(|f| {
+            let why = f.trust.as_ref().map_or_else(|| f.reason.clone(), ToString::to_string);
+            Error::new(crate::ErrorCode::InvalidParameter, format!("pairing with {device} failed: {why}"))
+        })
+    }
+
+    /// The devices this one trusts (by account or by a confirmed pairing), as its trust store holds them; empty
+    /// without security.
+    pub fn trusted_devices(&self) -> Vec<crate::trust::KnownPeer> {
+        self.inner.security.as_ref().map_or_else(Vec::new, |s| lock(&s.store()).peers().cloned().collect())
+    }
+
+    /// Forgets `device`: its next handshake is refused unless it proves the account again or is paired again.
+    /// Returns whether it was known. Saved at once when the trust store lives in a state directory.
+    pub fn forget_device(&self, device: DeviceId) -> Result<bool, Error> {
+        let Some(security) = &self.inner.security else { return Ok(false) };
+        let store = security.store();
+        let mut store = lock(&store);
+        let known = store.remove(&device);
+        if known && !store.path().as_os_str().is_empty() {
+            store.save().map_err(|e| Error::new(crate::ErrorCode::InvalidParameter, e.to_string()))?;
+        }
+        Ok(known)
     }
 
     /// Whether this device is accepting sessions from new links, and each change: after the radio was lost

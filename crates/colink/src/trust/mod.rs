@@ -12,6 +12,8 @@
 
 pub mod account;
 mod files;
+pub mod policy;
+mod security;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use std::path::{Path, PathBuf};
 use colink_ble::DeviceId;
 
 pub use account::{Account, JoinCodeError};
+pub use policy::{StorePolicy, Strangers};
+pub use security::Security;
 pub use store::{KnownPeer, Pinned, TrustKind, TrustStore};
 
 /// Why the identity, account or trust store could not be read or written.

@@ -110,8 +110,16 @@ impl TrustStore {
         Ok(Self { path: path.to_path_buf(), peers })
     }
 
+    /// An empty store that lives in memory only ([`save`](Self::save) fails).
+    pub fn in_memory() -> Self {
+        Self { path: PathBuf::new(), peers: BTreeMap::new() }
+    }
+
     /// Writes the store back (owner-only, atomically).
     pub fn save(&self) -> Result<(), TrustError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(TrustError::io(&self.path, std::io::Error::other("an in-memory trust store has no file")));
+        }
         let file = FileV1 {
             version: 1,
             peers: self
