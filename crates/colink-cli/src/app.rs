@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use colink::api::{ConnectErrorCode, Permission};
+use colink::api::{ConnectErrorCode, ConnectResult, Permission};
 use colink::driver::{NodeConfig, RadioLoss};
+use colink::trust::{Security, StateDir, Strangers};
 use colink::{Caller, Manager, PeerInfo};
 use colink_ble::{
     Adapter, Agent, AgentRejected, AgentResult, BoxFuture, DeviceId, IoCapability, Passkey, PeerAddress, ServiceFilter,
 };
+use colink_proto::secure::SecureError;
 
 use crate::error::{CliError, CliResult};
 
@@ -79,29 +81,8 @@ pub(crate) fn state_dir(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
-/// This process's device identity: `explicit`, or the one stored under `state/<key>.device-id` (created on first
-/// use), or — when `persistent` is false — a fresh random one.
-pub(crate) fn device_id(explicit: Option<DeviceId>, state: &Path, key: &str, persistent: bool) -> CliResult<DeviceId> {
-    if let Some(id) = explicit {
-        return Ok(id);
-    }
-    if !persistent {
-        return Ok(random_id());
-    }
-    let file = state.join(format!("{key}.device-id"));
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        return text.trim().parse().map_err(|_| {
-            CliError::failure(format_args!("{} does not hold a device id (32 hex digits); remove it", file.display()))
-        });
-    }
-    let id = random_id();
-    std::fs::create_dir_all(state)
-        .and_then(|()| std::fs::write(&file, format!("{id}\n")))
-        .map_err(|e| CliError::failure(format_args!("cannot store the device id in {}: {e}", file.display())))?;
-    Ok(id)
-}
-
-fn random_id() -> DeviceId {
+/// A random device id, for commands that only scan or pair at the radio level (no sessions, no identity key).
+pub(crate) fn random_id() -> DeviceId {
     use std::hash::{BuildHasher, Hasher};
     let mut bytes = [0u8; 16];
     for (i, pair) in bytes.chunks_mut(8).enumerate() {
@@ -114,31 +95,107 @@ fn random_id() -> DeviceId {
     DeviceId::from_bytes(bytes)
 }
 
-/// Starts a `Manager` for `device` on `adapter`, advertising the CLI's service.
-pub(crate) async fn manager(adapter: Arc<dyn Adapter>, device: DeviceId, seed: Option<u64>) -> CliResult<Manager> {
-    manager_with(adapter, device, seed, RadioLoss::default()).await
+/// This process's identity and trust (docs/security.md): the state directory's identity key — or, when
+/// `persistent` is false, a fresh key (a new device every run) — with the directory's account and trust store;
+/// strangers as `strangers` says.
+pub(crate) fn security(state: &Path, persistent: bool, strangers: Strangers) -> CliResult<Security> {
+    let dir = StateDir::open(state).map_err(CliError::failure)?;
+    let s = if persistent { Security::load(&dir) } else { Security::load_ephemeral(&dir) };
+    Ok(s.map_err(CliError::failure)?.strangers(strangers))
+}
+
+/// Starts a `Manager` with `security` on `adapter`, advertising the CLI's service.
+pub(crate) async fn manager(adapter: Arc<dyn Adapter>, security: Security, seed: Option<u64>) -> CliResult<Manager> {
+    manager_with(adapter, security, seed, RadioLoss::default()).await
 }
 
 /// [`manager`], saying what the node does when the radio goes away under it.
 pub(crate) async fn manager_with(
     adapter: Arc<dyn Adapter>,
-    device: DeviceId,
+    security: Security,
     seed: Option<u64>,
     on_radio_loss: RadioLoss,
 ) -> CliResult<Manager> {
     let mut config = NodeConfig::default();
     config.services = ServiceFilter::EMPTY.with(SERVICE);
     config.on_radio_loss = on_radio_loss;
-    let mut b = Manager::builder().shared_adapter(adapter).device_id(device).node_config(config);
+    let mut b = Manager::builder().shared_adapter(adapter).security(security).node_config(config);
     if let Some(s) = seed {
         b = b.seed(s);
     }
     Ok(b.build().await?)
 }
 
+/// Who answers a pairing with a stranger (a trust request: both devices show the same six digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Ask the person at the terminal.
+    Terminal,
+    /// Accept, showing the code (`serve --accept-new`).
+    AcceptShowing,
+}
+
+/// Answers `manager`'s trust requests as `answer` says, printing each (as a JSON line with `json`). Without a
+/// call to this, trust requests are refused.
+pub(crate) fn answer_trust_requests(
+    manager: &Manager,
+    answer: Answer,
+    json: bool,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut requests = manager.trust_requests()?;
+    Some(tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let (device, code) = (request.peer.device_id.clone(), request.code());
+            let approved = match answer {
+                Answer::AcceptShowing => true,
+                Answer::Terminal => {
+                    let question = format!(
+                        "pairing with device {device}: does it show the code {code}? Confirm only if both \
+                         screens show the same six digits [y/N] "
+                    );
+                    tokio::task::spawn_blocking(move || ask_yes_no(&question)).await.unwrap_or(false)
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "trust_request", "device": device, "code": code, "approved": approved})
+                );
+            } else {
+                let how = match (answer, approved) {
+                    (Answer::AcceptShowing, _) => "accepted (--accept-new)",
+                    (_, true) => "confirmed",
+                    (_, false) => "refused",
+                };
+                println!("pairing with device {device}: code {code}: {how}");
+            }
+            if approved { request.approve() } else { request.refuse() }
+        }
+    }))
+}
+
+/// Asks `question` on stderr and reads a line from stdin: yes only for `y`/`yes`.
+fn ask_yes_no(question: &str) -> bool {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Whether stdin is a terminal a person can answer on.
+pub(crate) fn interactive() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal()
+}
+
 /// A failed connect as a one-line error (exit code 4).
-pub(crate) fn connect_failed(device: DeviceId, code: Option<ConnectErrorCode>, reason: Option<&str>) -> CliError {
-    let what = match code {
+pub(crate) fn connect_failed(device: DeviceId, result: &ConnectResult) -> CliError {
+    if let Some(trust) = &result.trust {
+        return CliError::unreachable(format_args!("cannot connect to {device}: {}", trust_advice(trust)));
+    }
+    let what = match result.error_code {
         Some(ConnectErrorCode::PeerAppRejected) => "the peer app rejected the session".to_owned(),
         Some(ConnectErrorCode::PeerAbilityNoOncollaborate) => {
             "no app listens there (is `colink serve` running with the same --app?)".to_owned()
@@ -148,8 +205,25 @@ pub(crate) fn connect_failed(device: DeviceId, code: Option<ConnectErrorCode>, r
         None => "unknown reason".to_owned(),
     };
     // The reason is the peer's words: escaped, so a rejection cannot write escape sequences to the terminal.
-    let reason = reason.map(|r| format!(" ({})", crate::term::printable(r))).unwrap_or_default();
+    let reason = result.reason.as_deref().map(|r| format!(" ({})", crate::term::printable(r))).unwrap_or_default();
     CliError::unreachable(format_args!("cannot connect to {device}: {what}{reason}"))
+}
+
+/// Why the secure handshake refused a link, and what a person can do about it.
+pub(crate) fn trust_advice(e: &SecureError) -> String {
+    const JOIN: &str = "put both devices in one account: `colink account create` on one, `colink account join CODE` \
+                        on the other";
+    match e {
+        SecureError::NotInAccount => format!("it is not in this device's account; {JOIN}"),
+        SecureError::PairingNotAccepted | SecureError::UnknownDeviceRefused => format!(
+            "it does not know this device and pairs with no stranger now; {JOIN}, or pair: run `colink serve` there \
+             on a terminal (or with --accept-new) and this command here on a terminal, and compare the codes"
+        ),
+        SecureError::RefusedByPeer => "its user refused the pairing (the codes must match on both screens)".into(),
+        SecureError::RefusedLocally(_) => format!("refused here: it is unknown to this device; {JOIN}, or pair"),
+        SecureError::Timeout => "the secure handshake timed out (was the pairing code confirmed in time?)".into(),
+        other => format!("the secure handshake failed: {other}"),
+    }
 }
 
 /// A pairing agent for a screen with a yes/no button: records (and optionally prints) the passkey and
@@ -243,12 +317,12 @@ mod tests {
     }
 
     #[test]
-    fn device_id_persists_per_state_dir() {
+    fn identities_persist_per_state_dir_unless_ephemeral() {
         let dir = std::env::temp_dir().join(format!("colink-cli-test-{}", std::process::id()));
-        let a = device_id(None, &dir, "sim-hub", true).unwrap();
-        let b = device_id(None, &dir, "sim-hub", true).unwrap();
+        let a = security(&dir, true, Strangers::Refuse).unwrap().device_id();
+        let b = security(&dir, true, Strangers::Refuse).unwrap().device_id();
         assert_eq!(a, b);
-        let c = device_id(None, &dir, "sim-hub", false).unwrap();
+        let c = security(&dir, false, Strangers::Refuse).unwrap().device_id();
         assert_ne!(a, c);
         let _ = std::fs::remove_dir_all(dir);
     }

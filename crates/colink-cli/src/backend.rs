@@ -73,15 +73,6 @@ impl Backend {
         }
     }
 
-    /// A key naming this radio in the state directory (`bluez-hci0`, `sim-hub`).
-    pub(crate) fn state_key(&self) -> String {
-        match self {
-            Self::Sim => "sim".into(),
-            Self::SimHub(_) => "sim-hub".into(),
-            Self::Bluez(a) => format!("bluez-{}", a.as_deref().unwrap_or("default")),
-        }
-    }
-
     /// Opens the adapter of a real or shared radio: a hub device (named `name`) or a BlueZ adapter. `sim` has no
     /// single adapter to open (see [`crate::neighbours`]); callers handle it before.
     pub(crate) async fn open(&self, name: &str, device: DeviceId) -> CliResult<Arc<dyn Adapter>> {

@@ -14,6 +14,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
+use colink::trust::{Account, Security};
+
 use crate::app::{self, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
@@ -239,11 +241,15 @@ async fn through_colink(
     size: usize,
     rounds: usize,
 ) -> anyhow::Result<Figures> {
-    let (ida, idb) = (DeviceId::from_bytes(*b"colink-bench-aaa"), DeviceId::from_bytes(*b"colink-bench-bbb"));
+    // Two devices of one account, as colink is used: authenticated, encrypted links.
+    let account = Account::create()?;
+    let (sa, sb) = (Security::ephemeral()?, Security::ephemeral()?);
+    let (sa, sb) = (sa.with_account(Some(account.clone())), sb.with_account(Some(account)));
+    let idb = sb.device_id();
     // Alice dials; her adapter notes the link's parameters.
     let observed = Observed::new(a);
-    let alice = app::manager(observed.clone(), ida, Some(1)).await?;
-    let bob = app::manager(b, idb, Some(2)).await?;
+    let alice = app::manager(observed.clone(), sa, Some(1)).await?;
+    let bob = app::manager(b, sb, Some(2)).await?;
     let appname: app::AppName = "org.colink.bench/entry/Bench".parse().map_err(|e: String| anyhow!(e))?;
     let caller = appname.caller();
     let mut requests = bob.incoming(&caller)?;

@@ -10,8 +10,9 @@ use colink::api::{
     ConnectOptions, EventStream, ReferenceEnum, StreamParam, StreamRole, SurfaceParam, VideoPixelFormat,
 };
 use colink::media::PixelFormat;
+use colink::trust::{Account, Security};
 use colink::{Event, Manager};
-use colink_ble::{Adapter, DeviceId, ScanEvent, ScanFilter};
+use colink_ble::{Adapter, ScanEvent, ScanFilter};
 use colink_media::pattern::test_pattern;
 use colink_sim::{PhyProfile, Position, SimAir};
 use futures::{FutureExt, StreamExt};
@@ -145,13 +146,20 @@ async fn steps(o: &DemoOptions, r: &mut Report) -> Result<(), ()> {
     let air = SimAir::new(o.seed);
     let alice_ad = air.adapter("alice", Position::new(0.0, 0.0));
     let bob_ad = air.adapter("bob", Position::new(o.distance, 0.0));
-    let alice_id = DeviceId::from_bytes(*b"alice-laptop-id!");
-    let bob_id = DeviceId::from_bytes(*b"bob's-laptop-id!");
+    // Two laptops of one person: each its own identity key (drawn from the seed, so runs repeat), one account.
+    let account = Account::from_secret(o.seed.to_be_bytes().repeat(2).try_into().unwrap_or([7; 16]));
+    let key = |who: u8| {
+        let mut secret = [who; 32];
+        secret[..8].copy_from_slice(&o.seed.to_be_bytes());
+        Security::from_secret(secret).with_account(Some(account.clone()))
+    };
+    let (alice_sec, bob_sec) = (key(1), key(2));
+    let (alice_id, bob_id) = (alice_sec.device_id(), bob_sec.device_id());
 
     // Both devices start a Manager: each listens on an LE PSM and advertises it with its short id.
     let (alice, bob) = step(r, "start", async {
-        let alice = crate::app::manager(Arc::new(alice_ad.clone()), alice_id, Some(o.seed)).await?;
-        let bob = crate::app::manager(Arc::new(bob_ad.clone()), bob_id, Some(o.seed + 1)).await?;
+        let alice = crate::app::manager(Arc::new(alice_ad.clone()), alice_sec, Some(o.seed)).await?;
+        let bob = crate::app::manager(Arc::new(bob_ad.clone()), bob_sec, Some(o.seed + 1)).await?;
         let summary = format!(
             "alice ({}) and bob ({}) start a colink::Manager each: listen on an LE PSM, advertise it",
             alice_ad.address().address,

@@ -255,10 +255,8 @@ impl Radio {
 
 #[derive(Debug, Args, Clone)]
 struct Identity {
-    /// This device's identity (32 hex digits). Default: the one stored in the state directory.
-    #[arg(long, value_name = "HEX")]
-    device_id: Option<DeviceId>,
-    /// Where the persistent device identity is kept (default: $XDG_STATE_HOME/colink or ~/.local/state/colink).
+    /// Where the identity key, the account and the trusted devices are kept (default: $XDG_STATE_HOME/colink
+    /// or ~/.local/state/colink). The device id is derived from the identity key.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The local app endpoint, `bundle/module/ability` (the peer's is the same unless --peer-app).
@@ -331,6 +329,11 @@ struct ServeArgs {
     /// instead of listening and advertising again once it is back.
     #[arg(long)]
     exit_on_adapter_loss: bool,
+    /// Pair with devices that are neither in this device's account nor paired before, without asking: each
+    /// pairing's six-digit code is still printed. (Without it, serve asks on its terminal, or refuses
+    /// strangers when not run on one.)
+    #[arg(long)]
+    accept_new: bool,
 }
 
 #[derive(Debug, Args)]
@@ -553,7 +556,6 @@ fn run(cli: Cli) -> CliResult {
             let peer_app = a.peer_app.unwrap_or_else(|| a.id.app.clone());
             let ctx = send::Context {
                 backend: a.radio.backend_or_hub(),
-                device: a.id.device_id,
                 state_dir: a.id.state_dir,
                 app: a.id.app,
                 peer_app,
@@ -679,7 +681,6 @@ fn write_stdout(bytes: &[u8]) -> CliResult {
 fn serve(a: ServeArgs) -> CliResult {
     let backend = a.radio.backend_or_hub();
     runtime()?.block_on(serve::run(serve::ServeOptions {
-        device: a.id.device_id,
         state_dir: a.id.state_dir,
         app: a.id.app,
         backend,
@@ -690,6 +691,7 @@ fn serve(a: ServeArgs) -> CliResult {
         save_frames: a.save_frames,
         json: a.json,
         exit_on_adapter_loss: a.exit_on_adapter_loss,
+        accept_new: a.accept_new,
     }))
 }
 
@@ -698,7 +700,6 @@ fn context(t: Target) -> send::Context {
     let peer_app = t.peer_app.unwrap_or_else(|| t.id.app.clone());
     send::Context {
         backend: t.radio.backend_or_hub(),
-        device: t.id.device_id,
         state_dir: t.id.state_dir,
         app: t.id.app,
         peer_app,

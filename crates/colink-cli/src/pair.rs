@@ -22,7 +22,7 @@ pub(crate) async fn run(backend: Backend, device: &str, yes: bool, timeout: f64)
             (Arc::new(n.me.clone()), Some(n))
         }
         other => {
-            let id = crate::app::device_id(None, std::path::Path::new("."), "pair", false)?;
+            let id = crate::app::random_id();
             (other.open(&format!("pair-{}", id.short()), id).await?, None)
         }
     };

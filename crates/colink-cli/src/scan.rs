@@ -147,7 +147,7 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
             (Arc::new(n.me.clone()), Some(n))
         }
         other => {
-            let id = crate::app::device_id(None, std::path::Path::new("."), "scan", false)?;
+            let id = crate::app::random_id();
             (other.open(&format!("scan-{}", id.short()), id).await?, None)
         }
     };

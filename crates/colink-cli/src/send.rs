@@ -14,6 +14,8 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 
+use colink::trust::Strangers;
+
 use crate::app::{self, AppName, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
@@ -23,7 +25,6 @@ use crate::{media, term, transfer};
 /// Who talks to whom, over what.
 pub(crate) struct Context {
     pub(crate) backend: Backend,
-    pub(crate) device: Option<DeviceId>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) app: AppName,
     pub(crate) peer_app: AppName,
@@ -92,22 +93,23 @@ pub(crate) async fn connect_with(ctx: &Context, options: ConnectOptions) -> CliR
     let state = app::state_dir(ctx.state_dir.as_deref());
     // A client needs a stable identity only on a real adapter; on the simulator each run is a new device.
     let persistent = matches!(ctx.backend, Backend::Bluez(_));
-    let device = app::device_id(ctx.device, &state, &ctx.backend.state_key(), persistent)?;
+    // A stranger (neither in the account nor paired) is paired on the terminal, when there is one.
+    let answer = app::interactive().then_some(app::Answer::Terminal);
+    let strangers = if answer.is_some() { Strangers::Ask } else { Strangers::Refuse };
+    let security = app::security(&state, persistent, strangers)?;
+    let device = security.device_id();
     if device == ctx.to {
         return Err(CliError::usage("--to names this device itself; give the device id `colink serve` printed"));
     }
     let adapter = ctx.backend.open(&format!("cli-{}", device.short()), device).await?;
-    let manager = app::manager(adapter, device, None).await?;
+    let manager = app::manager(adapter, security, None).await?;
+    let _trust = answer.and_then(|a| app::answer_trust_requests(&manager, a, false));
     let t = Instant::now();
     let session = async {
         let session = manager.create_session(&ctx.app.caller(), SERVICE, ctx.peer_app.peer_on(ctx.to), options)?;
         let events = manager.events(session)?;
         let result = manager.connect(session).await?;
-        if result.is_connected {
-            Ok((session, events))
-        } else {
-            Err(app::connect_failed(ctx.to, result.error_code, result.reason.as_deref()))
-        }
+        if result.is_connected { Ok((session, events)) } else { Err(app::connect_failed(ctx.to, &result)) }
     }
     .await;
     match session {

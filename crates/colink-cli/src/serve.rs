@@ -11,11 +11,12 @@ use colink::api::{ConnectOptions, ReferenceEnum, StreamId, StreamParam, StreamRo
 use colink::driver::{RadioLoss, RadioState};
 use colink::media::{ConsumerSurface, PixelMap};
 use colink::{CollaborationRequest, Event, Manager, SessionId};
-use colink_ble::DeviceId;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use colink::trust::Strangers;
 
 use crate::app::{self, AppName, SERVICE, Screen};
 use crate::backend::Backend;
@@ -26,7 +27,6 @@ use crate::term;
 use crate::transfer::{Assembler, Progress, sha256};
 
 pub(crate) struct ServeOptions {
-    pub(crate) device: Option<DeviceId>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) app: AppName,
     pub(crate) backend: Backend,
@@ -41,6 +41,8 @@ pub(crate) struct ServeOptions {
     pub(crate) json: bool,
     /// Exit (code 1) when the radio is lost instead of listening again once it is back.
     pub(crate) exit_on_adapter_loss: bool,
+    /// Pair with strangers without asking (still printing each code).
+    pub(crate) accept_new: bool,
 }
 
 /// What each session's task needs to know.
@@ -95,7 +97,17 @@ fn event_line(kind: &str, fields: Value) -> String {
 pub(crate) async fn run(o: ServeOptions) -> CliResult {
     let out = Out { json: o.json };
     let state = app::state_dir(o.state_dir.as_deref());
-    let device = app::device_id(o.device, &state, &o.backend.state_key(), true)?;
+    // Strangers: paired without asking with --accept-new, asked about on a terminal, refused otherwise.
+    let answer = if o.accept_new {
+        Some(app::Answer::AcceptShowing)
+    } else if app::interactive() {
+        Some(app::Answer::Terminal)
+    } else {
+        None
+    };
+    let strangers = if answer.is_some() { Strangers::Ask } else { Strangers::Refuse };
+    let security = app::security(&state, true, strangers)?;
+    let device = security.device_id();
     if let Some(dir) = &o.save_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| CliError::failure(format_args!("cannot create {}: {e}", dir.display())))?;
@@ -107,7 +119,8 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
         .map_err(|e| CliError::failure(format_args!("cannot register the pairing agent: {e}")))?;
     let address = adapter.address();
     let on_loss = if o.exit_on_adapter_loss { RadioLoss::Stop } else { RadioLoss::Recover };
-    let manager = app::manager_with(adapter, device, None, on_loss).await?;
+    let manager = app::manager_with(adapter, security, None, on_loss).await?;
+    let _trust = answer.and_then(|a| app::answer_trust_requests(&manager, a, o.json));
     let mut radio = manager.radio_state();
     let mut watching = true;
     let caller = o.app.caller();

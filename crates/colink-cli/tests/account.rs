@@ -104,3 +104,56 @@ fn removing_an_unknown_device_says_so() {
         "colink: error: 0123456789abcdef0123456789abcdef is not a trusted device (colink trust list)\n"
     );
 }
+
+/// A `colink serve` on a fresh hub, in its own account; returns the hub, serve, the hub argument and serve's id.
+fn serving(dir: &Path) -> (Running, Running, String, String) {
+    use std::io::{BufRead, BufReader};
+    let sock = dir.join("air.sock");
+    let mut hub = Command::cargo_bin("colink").expect("the colink binary");
+    hub.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock).stdout(Stdio::piped());
+    let mut hub = hub.spawn().expect("hub");
+    let mut lines = BufReader::new(hub.stdout.take().expect("stdout")).lines();
+    while !lines.next().expect("a line").expect("text").contains("join it with") {}
+    let state = dir.join("state-serve");
+    assert_eq!(run(&state, &["account", "create"]).status.code(), Some(0));
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let mut serve = Command::cargo_bin("colink").expect("the colink binary");
+    serve.args(["serve", "--backend", &hub_arg, "--state-dir"]).arg(&state).stdout(Stdio::piped()).stdin(Stdio::null());
+    let mut serve = serve.spawn().expect("serve");
+    let mut lines = BufReader::new(serve.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("text");
+    let device =
+        first.strip_prefix("colink serve: device ").and_then(|r| r.split(' ').next()).expect("the id").to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    (Running(hub), Running(serve), hub_arg, device)
+}
+
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+use std::process::Stdio;
+
+#[test]
+fn a_device_outside_the_account_is_refused_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_hub, _serve, hub_arg, server) = serving(tmp.path());
+    // No account on this side: a stranger to serve, which does not pair unasked.
+    let out = run(&tmp.path().join("stranger"), &["send", "message", "hi", "--to", &server, "--backend", &hub_arg]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("colink: error: cannot connect to {server}: ")), "{err}");
+    assert!(err.contains("colink account join"), "says what to do: {err}");
+    // Another account: refused as such.
+    let other = tmp.path().join("other");
+    assert_eq!(run(&other, &["account", "create"]).status.code(), Some(0));
+    let out = run(&other, &["send", "message", "hi", "--to", &server, "--backend", &hub_arg]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("it is not in this device's account"), "{}", stderr(&out));
+}

@@ -46,6 +46,48 @@ fn spawn_until(mut cmd: Command, ready: &str) -> (Running, mpsc::Receiver<String
     }
 }
 
+/// Puts the state directories `dirs` (created as needed) into one account: the first creates it, the others
+/// join with its code, as a person does on their laptops.
+fn same_account(dirs: &[&Path]) {
+    let created = colink().args(["account", "create", "--state-dir"]).arg(dirs[0]).output().expect("account create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let text = String::from_utf8_lossy(&created.stdout).into_owned();
+    let code = text.lines().find_map(|l| l.strip_prefix("join code: ")).expect("a join code").to_owned();
+    for dir in &dirs[1..] {
+        let joined = colink().args(["account", "join", &code, "--state-dir"]).arg(dir).output().expect("account join");
+        assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+    }
+}
+
+/// Spawns a `serve` (text or `--json`) and waits until it serves; returns its device id, read from its output.
+fn spawn_serve(mut cmd: Command, json: bool) -> (Running, mpsc::Receiver<String>, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let running = Running(child);
+    let mut device = None;
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("serve never served"));
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            if v["event"] == "serving" {
+                return (running, rx, v["device"].as_str().expect("device").to_owned());
+            }
+        } else if let Some(rest) = line.strip_prefix("colink serve: device ") {
+            device = rest.split(' ').next().map(str::to_owned);
+        } else if line.contains("serving app") {
+            return (running, rx, device.expect("the device line comes first"));
+        }
+    }
+}
+
 #[test]
 fn demo_fast_json_reports_every_step_ok() {
     let out = colink().args(["demo", "--fast", "--json"]).output().expect("run");
@@ -98,8 +140,10 @@ fn demo_fast_json_reports_every_step_ok() {
     assert!(report["not_included"].as_array().is_some_and(Vec::is_empty));
 }
 
-/// A `sim-hub --profile fast` and a `serve` on it (device `server_id`, extra serve arguments `extra`).
-fn hub_and_serve(dir: &Path, server_id: &str, extra: &[&str]) -> (Running, Running, mpsc::Receiver<String>, String) {
+/// A `sim-hub --profile fast` and a `serve` on it (extra serve arguments `extra`), its state directory and
+/// `dir/state-send` in one account; also the hub argument and serve's device id.
+fn hub_and_serve(dir: &Path, extra: &[&str]) -> (Running, Running, mpsc::Receiver<String>, String, String) {
+    same_account(&[&dir.join("state-serve"), &dir.join("state-send")]);
     let sock = dir.join("air.sock");
     let hub_arg = format!("sim-hub:{}", sock.display());
     let (hub, _) = {
@@ -107,14 +151,14 @@ fn hub_and_serve(dir: &Path, server_id: &str, extra: &[&str]) -> (Running, Runni
         c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
         spawn_until(c, "join it with")
     };
-    let (serve, out) = {
+    let (serve, out, server_id) = {
         let mut c = colink();
-        c.args(["serve", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1", "--state-dir"])
+        c.args(["serve", "--backend", &hub_arg, "--sessions", "1", "--state-dir"])
             .arg(dir.join("state-serve"))
             .args(extra);
-        spawn_until(c, "serving app")
+        spawn_serve(c, false)
     };
-    (hub, serve, out, hub_arg)
+    (hub, serve, out, hub_arg, server_id)
 }
 
 /// serve's lines up to and including the session's end.
@@ -130,9 +174,9 @@ fn lines_until_disconnected(out: &mpsc::Receiver<String>) -> Vec<String> {
 fn an_image_sent_to_serve_is_saved_as_png_of_the_same_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inbox = dir.path().join("inbox");
-    let server_id = "5e7e5e7e000000000000000000000002";
-    let (_hub, _serve, serve_out, hub_arg) =
-        hub_and_serve(dir.path(), server_id, &["--save-dir", inbox.to_str().expect("utf-8 path")]);
+    let (_hub, _serve, serve_out, hub_arg, server_id) =
+        hub_and_serve(dir.path(), &["--save-dir", inbox.to_str().expect("utf-8 path")]);
+    let server_id = server_id.as_str();
     // A 120x80 RGBA picture with a gradient and a hard edge.
     let png = dir.path().join("picture.png");
     let picture = image::RgbaImage::from_fn(120, 80, |x, y| {
@@ -168,12 +212,11 @@ fn an_image_sent_to_serve_is_saved_as_png_of_the_same_size() {
 fn a_stream_sent_to_serve_is_received_and_measured() {
     let dir = tempfile::tempdir().expect("tempdir");
     let frames_dir = dir.path().join("frames");
-    let server_id = "5e7e5e7e000000000000000000000003";
-    let (_hub, _serve, serve_out, hub_arg) = hub_and_serve(
+    let (_hub, _serve, serve_out, hub_arg, server_id) = hub_and_serve(
         dir.path(),
-        server_id,
         &["--save-dir", frames_dir.to_str().expect("utf-8 path"), "--save-frames", "30", "--stream-name", "cam"],
     );
+    let server_id = server_id.as_str();
     let out = colink()
         .args(["stream", "send", "--seconds", "2", "--size", "320x240", "--name", "cam", "--bitrate", "300000"])
         .args(["--to", server_id, "--backend", &hub_arg, "--json", "--state-dir"])
@@ -221,15 +264,16 @@ fn a_20_mb_file_crosses_two_processes_through_the_sim_hub_byte_identical() {
         spawn_until(c, "join it with")
     };
     let inbox = dir.path().join("inbox");
-    let server_id = "5e7e5e7e000000000000000000000001";
-    let (_serve, serve_out) = {
+    same_account(&[&dir.path().join("state-serve"), &dir.path().join("state-send")]);
+    let (_serve, serve_out, server_id) = {
         let mut c = colink();
-        c.args(["serve", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1", "--save-dir"])
+        c.args(["serve", "--backend", &hub_arg, "--sessions", "1", "--save-dir"])
             .arg(&inbox)
             .arg("--state-dir")
             .arg(dir.path().join("state-serve"));
-        spawn_until(c, "serving app")
+        spawn_serve(c, false)
     };
+    let server_id = server_id.as_str();
     let file = dir.path().join("payload.bin");
     let data: Vec<u8> = (0..20_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&file, &data).expect("write");
@@ -363,7 +407,6 @@ fn json_events_until_stopped(out: &mpsc::Receiver<String>) -> Vec<serde_json::Va
 #[test]
 fn serve_json_reports_every_session_and_a_refused_message_never_connects() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server_id = "5e7e5e7e000000000000000000000004";
     let sock = dir.path().join("air.sock");
     let hub_arg = format!("sim-hub:{}", sock.display());
     let (_hub, _) = {
@@ -371,13 +414,15 @@ fn serve_json_reports_every_session_and_a_refused_message_never_connects() {
         c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
         spawn_until(c, "join it with")
     };
-    let (_serve, serve_out) = {
+    same_account(&[&dir.path().join("state-serve"), &dir.path().join("state-send")]);
+    let (_serve, serve_out, server_id) = {
         let mut c = colink();
-        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "2"])
+        c.args(["serve", "--json", "--backend", &hub_arg, "--sessions", "2"])
             .arg("--state-dir")
             .arg(dir.path().join("state-serve"));
-        spawn_until(c, r#""event":"serving""#)
+        spawn_serve(c, true)
     };
+    let server_id = server_id.as_str();
     let send = |args: &[&str], stdin: Option<&[u8]>| {
         let mut c = colink();
         c.arg("send").args(args).args(["--to", server_id, "--backend", &hub_arg, "--state-dir"]);
@@ -484,7 +529,6 @@ fn bench_compares_round_trips_on_equal_intervals_and_says_so() {
 #[test]
 fn a_send_that_fails_after_connecting_still_says_goodbye() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server_id = "5e7e5e7e000000000000000000000005";
     let sock = dir.path().join("air.sock");
     let hub_arg = format!("sim-hub:{}", sock.display());
     let (_hub, _) = {
@@ -492,13 +536,15 @@ fn a_send_that_fails_after_connecting_still_says_goodbye() {
         c.args(["sim-hub", "--profile", "fast", "--socket"]).arg(&sock);
         spawn_until(c, "join it with")
     };
-    let (_serve, serve_out) = {
+    same_account(&[&dir.path().join("state-serve"), &dir.path().join("state-send")]);
+    let (_serve, serve_out, server_id) = {
         let mut c = colink();
-        c.args(["serve", "--json", "--backend", &hub_arg, "--device-id", server_id, "--sessions", "1"])
+        c.args(["serve", "--json", "--backend", &hub_arg, "--sessions", "1"])
             .args(["--stream-name", "camera", "--state-dir"])
             .arg(dir.path().join("state-serve"));
-        spawn_until(c, r#""event":"serving""#)
+        spawn_serve(c, true)
     };
+    let server_id = server_id.as_str();
     // Connected, then refused: serve's SINK is "camera", not "other" (exit 4 after 5 s of retries).
     let out = colink()
         .args(["stream", "send", "--seconds", "1", "--name", "other", "--to", server_id, "--backend", &hub_arg])

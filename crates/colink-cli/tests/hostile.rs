@@ -3,7 +3,8 @@
 //! bell or bidirectional override gets through), whichever command prints it.
 //!
 //! The hostile device is this test process itself, a `colink::Manager` on the same `colink sim-hub` air as the
-//! `colink` processes under test.
+//! `colink` processes under test — a device of the same account turned hostile (the account admits it; what it
+//! says must still be harmless on a terminal).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use assert_cmd::cargo::CommandCargoExt;
 use bytes::{BufMut, Bytes, BytesMut};
 use colink::api::{ConnectOptions, Permission};
+use colink::trust::{Account, Security};
 use colink::{Caller, Manager, PeerInfo};
 use colink_sim::Position;
 use colink_sim::hub::HubAdapter;
@@ -89,9 +91,18 @@ fn hub(dir: &Path) -> (Running, String) {
     (hub, sock.display().to_string())
 }
 
-async fn hostile(sock: &str, name: &str) -> Manager {
+/// Creates an account in the state directory `state` with the CLI, and returns it.
+fn account_in(state: &Path) -> Account {
+    let out = colink().args(["account", "create", "--state-dir"]).arg(state).output().expect("account create");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text.lines().find_map(|l| l.strip_prefix("join code: ")).expect("a join code");
+    Account::from_join_code(code).expect("the code reads back")
+}
+
+async fn hostile(sock: &str, name: &str, account: Account) -> Manager {
     let adapter = HubAdapter::connect(sock, name, Position::new(1.0, 0.0)).await.expect("join the hub");
-    Manager::builder().adapter(adapter).build().await.expect("a manager")
+    let security = Security::ephemeral().expect("a key").with_account(Some(account));
+    Manager::builder().adapter(adapter).security(security).build().await.expect("a manager")
 }
 
 /// The CLI's file header (crates/colink-cli/src/transfer.rs) with a name of the peer's choosing.
@@ -109,10 +120,10 @@ fn file_header(id: u64, size: u64, name: &str) -> Bytes {
 async fn serve_escapes_the_bundle_name_messages_and_file_names_of_a_hostile_peer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_hub, sock) = hub(dir.path());
-    let server = "5e7e5e7e0000000000000000000000e1";
+    let account = account_in(&dir.path().join("state"));
     let (_serve, out) = {
         let mut c = colink();
-        c.args(["serve", "--backend", &format!("sim-hub:{sock}"), "--device-id", server, "--sessions", "1"])
+        c.args(["serve", "--backend", &format!("sim-hub:{sock}"), "--sessions", "1"])
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .arg("--save-dir")
@@ -121,8 +132,14 @@ async fn serve_escapes_the_bundle_name_messages_and_file_names_of_a_hostile_peer
     };
     let mut seen = Vec::new();
     wait_for(&out, "serving app", &mut seen);
+    let server = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("colink serve: device ").and_then(|r| r.split(' ').next()))
+        .expect("serve's device id")
+        .to_owned();
+    let server = server.as_str();
 
-    let evil = hostile(&sock, "evil").await;
+    let evil = hostile(&sock, "evil", account).await;
     let bundle = format!("com.{EVIL}");
     let caller = Caller::new(&bundle, CLI_APP.1, CLI_APP.2).grant(Permission::DistributedDatasync);
     let peer = PeerInfo::new(server, CLI_APP.0, CLI_APP.1, CLI_APP.2);
@@ -147,7 +164,7 @@ async fn serve_escapes_the_bundle_name_messages_and_file_names_of_a_hostile_peer
 async fn send_escapes_a_hostile_rejection_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_hub, sock) = hub(dir.path());
-    let evil = hostile(&sock, "evil").await;
+    let evil = hostile(&sock, "evil", account_in(&dir.path().join("state-send"))).await;
     let app = Caller::new(CLI_APP.0, CLI_APP.1, CLI_APP.2).grant(Permission::DistributedDatasync);
     let mut requests = evil.incoming(&app).expect("incoming");
     let rejecter = evil.clone();
@@ -183,7 +200,7 @@ async fn send_escapes_a_hostile_rejection_reason() {
 async fn connect_escapes_what_a_hostile_app_sends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_hub, sock) = hub(dir.path());
-    let evil = hostile(&sock, "evil").await;
+    let evil = hostile(&sock, "evil", account_in(&dir.path().join("state-connect"))).await;
     let app = Caller::new(CLI_APP.0, CLI_APP.1, CLI_APP.2).grant(Permission::DistributedDatasync);
     let mut requests = evil.incoming(&app).expect("incoming");
     let server = evil.clone();

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 
-const SERVER: &str = "5e4e5e4e5e4e5e4e5e4e5e4e5e4e5e4e";
-
 fn colink() -> Command {
     let mut c = Command::cargo_bin("colink").expect("the colink binary");
     c.env_remove("RUST_LOG");
@@ -30,7 +28,7 @@ impl Drop for Running {
 
 /// Spawns `cmd` (stderr as `stderr` says) and waits until a line of its stdout contains `ready`; the rest of
 /// stdout goes to the channel.
-fn spawn_until(mut cmd: Command, stderr: Stdio, ready: &str) -> (Running, mpsc::Receiver<String>) {
+fn spawn_until(mut cmd: Command, stderr: Stdio, ready: &str) -> (Running, mpsc::Receiver<String>, Vec<String>) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
@@ -42,8 +40,8 @@ fn spawn_until(mut cmd: Command, stderr: Stdio, ready: &str) -> (Running, mpsc::
         }
     });
     let running = Running(child);
-    wait_for_line(&rx, ready);
-    (running, rx)
+    let seen = wait_for_line(&rx, ready);
+    (running, rx, seen)
 }
 
 /// Waits (at most 20 s) for a line containing `needle`; returns the lines seen.
@@ -65,12 +63,23 @@ fn hub(sock: &Path) -> Running {
     spawn_until(c, Stdio::inherit(), "join it with").0
 }
 
-fn serve(dir: &Path, hub_arg: &str, extra: &[&str], stderr: Stdio) -> (Running, mpsc::Receiver<String>) {
+/// A `serve` whose state directory is in one account with `dir/state-send`; also its device id.
+fn serve(dir: &Path, hub_arg: &str, extra: &[&str], stderr: Stdio) -> (Running, mpsc::Receiver<String>, String) {
+    let (serve_state, send_state) = (dir.join("state-serve"), dir.join("state-send"));
+    let created = colink().args(["account", "create", "--state-dir"]).arg(&serve_state).output().expect("create");
+    let text = String::from_utf8_lossy(&created.stdout).into_owned();
+    let code = text.lines().find_map(|l| l.strip_prefix("join code: ")).expect("a join code").to_owned();
+    let joined = colink().args(["account", "join", &code, "--state-dir"]).arg(&send_state).output().expect("join");
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
     let mut c = colink();
-    c.args(["serve", "--backend", hub_arg, "--device-id", SERVER, "--sessions", "1", "--state-dir"])
-        .arg(dir.join("state-serve"))
-        .args(extra);
-    spawn_until(c, stderr, "serving app")
+    c.args(["serve", "--backend", hub_arg, "--sessions", "1", "--state-dir"]).arg(&serve_state).args(extra);
+    let (running, rx, seen) = spawn_until(c, stderr, "serving app");
+    let device = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("colink serve: device ").and_then(|r| r.split(' ').next()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no device line in {seen:?}"));
+    (running, rx, device)
 }
 
 #[test]
@@ -79,7 +88,7 @@ fn serve_listens_again_after_the_hub_restarts_and_a_later_send_reaches_it() {
     let sock = dir.path().join("air.sock");
     let hub_arg = format!("sim-hub:{}", sock.display());
     let first = hub(&sock);
-    let (mut serve, out) = serve(dir.path(), &hub_arg, &[], Stdio::inherit());
+    let (mut serve, out, server) = serve(dir.path(), &hub_arg, &[], Stdio::inherit());
 
     drop(first);
     wait_for_line(&out, "radio lost; listening again once it is back");
@@ -87,7 +96,7 @@ fn serve_listens_again_after_the_hub_restarts_and_a_later_send_reaches_it() {
     wait_for_line(&out, "radio back; listening again");
 
     let sent = colink()
-        .args(["send", "message", "hello after the restart", "--to", SERVER, "--backend", &hub_arg, "--state-dir"])
+        .args(["send", "message", "hello after the restart", "--to", &server, "--backend", &hub_arg, "--state-dir"])
         .arg(dir.path().join("state-send"))
         .output()
         .expect("run send");
@@ -104,7 +113,7 @@ fn serve_with_exit_on_adapter_loss_exits_1_when_the_hub_goes_away() {
     let sock = dir.path().join("air.sock");
     let hub_arg = format!("sim-hub:{}", sock.display());
     let hub = hub(&sock);
-    let (mut serve, _out) = serve(dir.path(), &hub_arg, &["--exit-on-adapter-loss", "-q"], Stdio::piped());
+    let (mut serve, _out, _) = serve(dir.path(), &hub_arg, &["--exit-on-adapter-loss", "-q"], Stdio::piped());
 
     drop(hub);
     let status = wait_exit(&mut serve.0, Duration::from_secs(10));

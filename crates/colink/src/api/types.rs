@@ -88,17 +88,20 @@ pub struct ConnectResult {
     pub error_code: Option<ConnectErrorCode>,
     /// `reason`: the peer app's reason, when it rejected.
     pub reason: Option<String>,
+    /// colink's addition: when the secure handshake refused the link (not in the same account, a stranger
+    /// refused, the peer's user said no, not the device dialled, ...), exactly why. docs/security.md.
+    pub trust: Option<colink_proto::secure::SecureError>,
 }
 
 impl ConnectResult {
     /// A successful connect.
     pub const fn connected() -> Self {
-        Self { is_connected: true, error_code: None, reason: None }
+        Self { is_connected: true, error_code: None, reason: None, trust: None }
     }
 
     /// A failed connect with `code` and, when the peer gave one, its `reason`.
     pub const fn failed(code: ConnectErrorCode, reason: Option<String>) -> Self {
-        Self { is_connected: false, error_code: Some(code), reason }
+        Self { is_connected: false, error_code: Some(code), reason, trust: None }
     }
 }
 
@@ -143,7 +146,10 @@ mod tests {
 
     #[test]
     fn connect_result_shapes() {
-        assert_eq!(ConnectResult::connected(), ConnectResult { is_connected: true, error_code: None, reason: None });
+        assert_eq!(
+            ConnectResult::connected(),
+            ConnectResult { is_connected: true, error_code: None, reason: None, trust: None }
+        );
         let r = ConnectResult::failed(ConnectErrorCode::PeerAppRejected, Some("busy".into()));
         assert!(!r.is_connected);
         assert_eq!(r.error_code, Some(ConnectErrorCode::PeerAppRejected));

@@ -504,7 +504,8 @@ impl Node {
             Ok(replay) => replay,
             Err(error) => {
                 link.close().await;
-                warn!(device, %error, "secure handshake failed");
+                // The caller gets the error (and says it to its user); the log keeps it for a field report.
+                info!(device, %error, "secure handshake failed");
                 return Err(ConnectFailure {
                     code: secure::connect_code(&error),
                     reason: error.to_string(),

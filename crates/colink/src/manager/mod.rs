@@ -347,7 +347,9 @@ impl Manager {
             Ok(binding) => binding,
             Err(failure) => {
                 self.set_idle(id);
-                return Ok(ConnectResult::failed(failure.code, Some(failure.reason)));
+                let mut result = ConnectResult::failed(failure.code, Some(failure.reason));
+                result.trust = failure.trust;
+                return Ok(result);
             }
         };
         {

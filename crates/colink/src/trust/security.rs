@@ -43,6 +43,21 @@ impl Security {
         })
     }
 
+    /// Like [`load`](Self::load), but with a fresh identity that lives in memory only (a new device every run):
+    /// the account and the trust store are still `dir`'s.
+    pub fn load_ephemeral(dir: &StateDir) -> Result<Self, TrustError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| TrustError::io(dir.path(), std::io::Error::other(format!("no random source: {e}"))))?;
+        Ok(Self {
+            keypair: Keypair::from_secret(secret),
+            account: dir.account()?,
+            store: Arc::new(Mutex::new(dir.trust_store()?)),
+            strangers: Strangers::Refuse,
+            persist: true,
+        })
+    }
+
     /// A fresh identity that lives in memory only (a new device every run), with an empty trust store.
     pub fn ephemeral() -> Result<Self, TrustError> {
         let mut secret = [0u8; 32];
