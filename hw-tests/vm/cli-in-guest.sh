@@ -2,7 +2,8 @@
 # Runs *in the VM rig's guest* (as the binary of run.sh; hw-tests/vm/cli-scenario.sh drives it): the `colink`
 # command itself, as separate processes on the real BlueZ stack. `serve` runs on hci1; on hci0 `scan`, `pair`,
 # `send message`, `send file` (hash checked), `send image`, `stream send` (frames counted at the receiver), and a
-# usage error caught before any radio work. Each step prints its time; the last line is "N passed, N failed".
+# usage error caught before any radio work; both in one account (`colink account create` / `join`), so every link
+# is authenticated and encrypted. Each step prints its time; the last line is "N passed, N failed".
 # Needs /share/colink (the binary) and /share/pattern.png.
 set -u
 B=/share/colink
@@ -73,6 +74,17 @@ send_twice() { # send_twice CHECK-FUNCTION: runs it; reruns it once when its dia
     echo "$out"
     return $rc
 }
+# A device in no account dials serve: refused in the secure handshake (exit 4, saying what to do), and serve's
+# app never hears of it.
+stranger_refused() {
+    local before; before=$(grep -c '"event":"connected"' "$S/serve.jsonl")
+    local err rc=0
+    err=$("$B" send message "let me in" --to "$DEV" --backend bluez:hci0 --state-dir "$S/stranger-state" 2>&1 >/dev/null) || rc=$?
+    [ $rc -eq 4 ] || { echo "exit $rc: $err"; return 1; }
+    grep -q 'does not know this device' <<< "$err" || { echo "exit 4, but: $err"; return 1; }
+    [ "$(grep -c '"event":"connected"' "$S/serve.jsonl")" -eq "$before" ] || { echo "serve saw a session"; return 1; }
+    echo "exit 4, refused in the handshake; serve saw no session"
+}
 usage_error_before_radio() {
     local long; long=$(head -c 1024 /dev/zero | tr '\0' 'x')
     local before; before=$(grep -c '"event":"connected"' "$S/serve.jsonl")
@@ -115,13 +127,25 @@ stream_send() {
     echo "serve received $n frames (pushed $(field frames_pushed < "$S/stream.json"))"
 }
 
+# The two laptops of one person: serve's state creates the account, the client's joins with the code, so the
+# links authenticate by account (Noise XXpsk3) with no question asked.
+one_account() {
+    local code
+    code=$("$B" account create --state-dir "$S/serve-state" | sed -n 's/^join code: //p')
+    [ -n "$code" ] || { echo "account create printed no join code"; return 1; }
+    "$B" account join "$code" --state-dir "$S/client-state" > /dev/null || { echo "account join: exit $?"; return 1; }
+    echo "account $("$B" account show --state-dir "$S/client-state" | sed -n 's/^account //p') on both"
+}
+
 echo "colink $("$B" --version 2>&1 | head -n 1) on $(uname -r)"
+step "one account for serve and the client (account create, account join CODE)" one_account
 step "serve on hci1 (advertises, prints its device id)" start_serve
 if [ -n "${DEV:-}" ]; then
     step "scan on hci0 lists the serving device" scan
     step "pair hci0 with the serving device (numeric comparison, --yes)" pair
     step "a 1024-byte message is a usage error (exit 2) before any radio work" usage_error_before_radio
     step "send message" send_twice send_message
+    step "a device outside the account is refused (exit 4)" send_twice stranger_refused
     step "send file (3 MB, SHA-256 of the saved file)" send_twice send_file
     step "send image (PNG 320x240)" send_twice send_image
     step "stream send (3 s, frames counted at serve)" send_twice stream_send
