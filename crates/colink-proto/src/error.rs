@@ -137,6 +137,19 @@ pub enum ProtocolError {
         /// The wire channel.
         channel: u32,
     },
+    /// On an authenticated link: a sealed message failed to verify, arrived unsealed, or replayed an old
+    /// counter. Nothing of it was delivered.
+    #[error("a sealed {what} failed to verify")]
+    Integrity {
+        /// What was being opened.
+        what: &'static str,
+    },
+    /// A HELLO or CONNECT names another device than the link's peer.
+    #[error("the peer claims to be device {claimed}")]
+    Impersonation {
+        /// The device id it claimed.
+        claimed: String,
+    },
 }
 
 /// An authenticator's refusal (see [`Authenticator`](super::Authenticator)).

@@ -6,7 +6,7 @@
 //! re-attaching the link. Time is virtual: [`Pair::drive`] jumps from one event to the next, so a long transfer
 //! or a 30 s timeout runs in milliseconds.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +15,7 @@ use colink_frame::{LinkMode, Mtu};
 use super::config::{Config, SeededEntropy, Transport};
 use super::connection::{Connection, LinkState};
 use super::event::Event;
+use super::secure::{AccountOnly, HandshakeMode, SecureConfig, SecureEvent, SecureHandshake};
 use super::types::{ConnectOptions, PeerInfo, Role, SessionKey};
 
 /// The modelled link between the two sides.
@@ -91,6 +92,8 @@ struct Air {
     wants_tx: bool,
     frame_no: u64,
     corrupt: BTreeSet<u64>,
+    /// Frame number → payload offset of a byte to flip with the frame's checksum made valid again.
+    tamper: BTreeMap<u64, usize>,
 }
 
 /// Drive stopped without the pair going quiet.
@@ -121,6 +124,13 @@ pub struct Pair {
     pub redial_after: Option<Duration>,
     /// While set, every frame put on the air is lost (a silent outage: only timers notice).
     pub blackhole: bool,
+    /// When set, every frame put on the air (after any tampering) is appended here with its sender: what a
+    /// radio sniffer would record.
+    pub capture: Option<Vec<(Which, Bytes)>>,
+    /// Authenticated transports: both sides' secure settings; every (re)attach first runs an account-mode
+    /// secure handshake between them (in zero virtual time) and attaches with its keys.
+    secure: Option<Box<(SecureConfig, SecureConfig)>>,
+    handshakes: u64,
     air: [Air; 2],
     up: bool,
     redial_at: Option<Instant>,
@@ -142,6 +152,34 @@ impl Pair {
 
     /// Two given connections (created at `now`) on `link`, attached and handshaking.
     pub fn from_connections(link: LinkModel, now: Instant, a: Connection, b: Connection) -> Self {
+        Self::build(link, now, a, b, None, 0)
+    }
+
+    /// Two devices with these secure settings (account mode: give both the same account secret), each named by
+    /// its key's device id, on authenticated transports.
+    pub fn secured(link: LinkModel, a: SecureConfig, b: SecureConfig) -> Self {
+        Self::secured_seeded(link, a, b, 0)
+    }
+
+    /// Like [`secured`](Self::secured), seeding the handshakes' ephemeral keys with `seed` (two pairs with the
+    /// same devices and seed derive the same keys; a real device draws them at random).
+    pub fn secured_seeded(link: LinkModel, a: SecureConfig, b: SecureConfig, seed: u64) -> Self {
+        let now = Instant::now();
+        let ca =
+            Connection::new(now, Config::new(a.keypair.device_id()), Role::Initiator, Box::new(SeededEntropy::new(1)));
+        let cb =
+            Connection::new(now, Config::new(b.keypair.device_id()), Role::Responder, Box::new(SeededEntropy::new(2)));
+        Self::build(link, now, ca, cb, Some(Box::new((a, b))), seed.wrapping_mul(1 << 20))
+    }
+
+    fn build(
+        link: LinkModel,
+        now: Instant,
+        a: Connection,
+        b: Connection,
+        secure: Option<Box<(SecureConfig, SecureConfig)>>,
+        handshakes: u64,
+    ) -> Self {
         let mut p = Self {
             a: Side { conn: a, events: Vec::new(), frames_sent: 0 },
             b: Side { conn: b, events: Vec::new(), frames_sent: 0 },
@@ -151,6 +189,9 @@ impl Pair {
             split_stream_chunks: true,
             redial_after: Some(Duration::from_millis(500)),
             blackhole: false,
+            capture: None,
+            secure,
+            handshakes,
             air: [Air::default(), Air::default()],
             up: false,
             redial_at: None,
@@ -182,15 +223,38 @@ impl Pair {
     pub fn reattach(&mut self) {
         self.up = true;
         self.redial_at = None;
-        let corrupt = [std::mem::take(&mut self.air[0].corrupt), std::mem::take(&mut self.air[1].corrupt)];
-        self.air = [Air::default(), Air::default()];
-        self.air[0].corrupt = corrupt[0].clone();
-        self.air[1].corrupt = corrupt[1].clone();
+        let old = std::mem::take(&mut self.air);
+        for (air, old) in self.air.iter_mut().zip(old) {
+            air.corrupt = old.corrupt;
+            air.tamper = old.tamper;
+        }
         let t = Transport { mode: self.link.mode, mtu: self.link.mtu };
         let now = self.now;
-        self.a.conn.attach(now, t);
-        self.b.conn.attach(now, t);
+        match self.secure.as_deref().cloned() {
+            None => {
+                self.a.conn.attach(now, t);
+                self.b.conn.attach(now, t);
+            }
+            Some((sa, sb)) => {
+                self.handshakes += 1;
+                let seed = self.handshakes * 2;
+                let (ea, eb) = secure_handshake(now, sa, sb, t, seed);
+                if let Err(e) = self.a.conn.attach_secured(now, t, ea.peer, ea.keys) {
+                    panic!("attach: {e}");
+                }
+                if let Err(e) = self.b.conn.attach_secured(now, t, eb.peer, eb.keys) {
+                    panic!("attach: {e}");
+                }
+            }
+        }
         self.collect();
+    }
+
+    /// Flips the byte at `offset` (modulo its length) of the payload of the `n`-th frame that `from` sends,
+    /// counting from 0 after the latest attach, and makes the frame's checksum valid again: an attacker's
+    /// edit that only the authenticated encryption can catch. Packet mode.
+    pub fn tamper_frame(&mut self, from: Which, n: u64, offset: usize) {
+        self.air[from as usize].tamper.insert(n, offset);
     }
 
     /// Corrupts (flips one byte in the middle of) the `n`-th frame, counting from 0 after the latest attach,
@@ -237,8 +301,8 @@ impl Pair {
     /// session's key (the same number on both sides).
     pub fn open_session(&mut self, name: &str, options: ConnectOptions) -> SessionKey {
         let now = self.now;
-        let from = app("A", &format!("{name}-a"));
-        let to = app("B", &format!("{name}-b"));
+        let from = app(self.a.conn.device_id(), &format!("{name}-a"));
+        let to = app(self.b.conn.device_id(), &format!("{name}-b"));
         let (seen_b, seen_a) = (self.b.events.len(), self.a.events.len());
         let key = match self.a.conn.connect(now, from, to, options) {
             Ok(k) => k,
@@ -311,6 +375,13 @@ impl Pair {
                     let n = air.frame_no;
                     air.frame_no += 1;
                     let frame = if air.corrupt.remove(&n) { corrupt(frame) } else { frame };
+                    let frame = match air.tamper.remove(&n) {
+                        Some(offset) => tamper(frame, offset),
+                        None => frame,
+                    };
+                    if let Some(capture) = &mut self.capture {
+                        capture.push((if d == 0 { Which::A } else { Which::B }, frame.clone()));
+                    }
                     if self.blackhole {
                         air.busy_until = Some(now + self.link.air_time(frame.len()));
                         air.wants_tx = true;
@@ -422,6 +493,64 @@ pub fn app(device: &str, bundle: &str) -> PeerInfo {
         module_name: "entry".to_owned(),
         ability_name: "MainAbility".to_owned(),
         service_name: String::new(),
+    }
+}
+
+/// Runs an account-mode secure handshake between `a` (initiator) and `b` in memory.
+fn secure_handshake(
+    now: Instant,
+    a: SecureConfig,
+    b: SecureConfig,
+    t: Transport,
+    seed: u64,
+) -> (super::secure::Established, super::secure::Established) {
+    let expected = Some(b.keypair.device_id());
+    let mut ha =
+        match SecureHandshake::initiator(now, a, HandshakeMode::Account, expected, t, &mut SeededEntropy::new(seed)) {
+            Ok(h) => h,
+            Err(e) => panic!("secure handshake: {e}"),
+        };
+    let mut hb = SecureHandshake::responder(now, b, t, &mut SeededEntropy::new(seed + 1));
+    let (mut pa, mut pb) = (AccountOnly, AccountOnly);
+    let (mut da, mut db) = (None, None);
+    for _ in 0..16 {
+        while let Some(f) = ha.poll_transmit() {
+            hb.handle_input(now, &f, &mut pb);
+        }
+        while let Some(f) = hb.poll_transmit() {
+            ha.handle_input(now, &f, &mut pa);
+        }
+        for (h, done) in [(&mut ha, &mut da), (&mut hb, &mut db)] {
+            while let Some(e) = h.poll_event() {
+                match e {
+                    SecureEvent::Established(e) => *done = Some(*e),
+                    SecureEvent::Failed(e) => panic!("secure handshake: {e}"),
+                    _ => {}
+                }
+            }
+        }
+        if let (Some(a), Some(b)) = (da.take(), db.take()) {
+            return (a, b);
+        }
+    }
+    panic!("secure handshake did not complete")
+}
+
+/// Flips payload byte `offset` (modulo the payload's length) of a packet-mode frame and re-encodes it with a
+/// valid checksum.
+fn tamper(frame: Bytes, offset: usize) -> Bytes {
+    let Ok(mut f) = colink_frame::decode_packet(frame.clone()) else { return frame };
+    if f.payload.is_empty() {
+        return frame;
+    }
+    let mut payload = BytesMut::from(&f.payload[..]);
+    let i = offset % payload.len();
+    payload[i] ^= 0x01;
+    f.payload = payload.freeze();
+    let mut out = BytesMut::new();
+    match f.encode(LinkMode::Packet, &mut out) {
+        Ok(()) => out.freeze(),
+        Err(_) => frame,
     }
 }
 

@@ -34,7 +34,8 @@ impl KeepAlive {
     }
 
     /// Agrees on parameters with the peer's HELLO: the shorter interval (the peer's taken as at least 100 ms),
-    /// and the longer idle timeout, but at least two intervals.
+    /// and the shorter idle timeout, the peer's taken as at least two intervals. Our own idle timeout is the cap:
+    /// a peer's huge proposal cannot make a silent link hold a slot longer than we chose.
     pub(crate) fn negotiate(
         &mut self,
         local_interval: Duration,
@@ -43,7 +44,7 @@ impl KeepAlive {
         peer_idle: Duration,
     ) {
         self.interval = local_interval.min(peer_interval.max(MIN_PEER_INTERVAL));
-        self.idle_timeout = local_idle.max(peer_idle).max(self.interval * 2);
+        self.idle_timeout = local_idle.min(peer_idle).max(self.interval * 2);
     }
 
     /// The agreed interval and idle timeout.
@@ -103,12 +104,12 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     #[test]
-    fn negotiation_takes_the_shorter_interval_and_the_longer_timeout() {
+    fn negotiation_takes_the_shorter_interval_and_the_shorter_timeout() {
         let mut k = KeepAlive::new(Instant::now(), 5 * S, 30 * S);
         k.negotiate(5 * S, 30 * S, 2 * S, 60 * S);
-        assert_eq!(k.params(), (2 * S, 60 * S));
+        assert_eq!(k.params(), (2 * S, 30 * S));
         k.negotiate(5 * S, 30 * S, 10 * S, 10 * S);
-        assert_eq!(k.params(), (5 * S, 30 * S));
+        assert_eq!(k.params(), (5 * S, 10 * S));
     }
 
     #[test]
@@ -120,6 +121,9 @@ mod tests {
         // The idle timeout is never shorter than two intervals.
         k.negotiate(5 * S, S, 10 * S, S);
         assert_eq!(k.params(), (5 * S, 10 * S));
+        // A huge proposal does not hold a silent link's slot beyond our own timeout.
+        k.negotiate(5 * S, 30 * S, 5 * S, Duration::from_secs(u64::from(u32::MAX)));
+        assert_eq!(k.params(), (5 * S, 30 * S));
     }
 
     #[test]

@@ -55,7 +55,7 @@ mod wire;
 
 pub use auth::{Authenticator, NoAuth};
 pub use config::{Config, Entropy, SUPPORTED_VERSIONS, SeededEntropy, Transport};
-pub use connection::{Connection, LinkState, SessionState, Stats};
+pub use connection::{AttachError, Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;
 pub use identify::{CallingDevice, IDENTIFY_LIMIT, Identify, IdentifyError};

@@ -62,6 +62,17 @@ impl Receiver {
         self.reassembler = Reassembler::new(self.limits.clone());
     }
 
+    /// Lets every message kind be `extra` bytes longer (sealed messages carry a tag). Call before anything was
+    /// received: the reassembly state starts afresh.
+    pub(crate) fn grow_limits(&mut self, extra: u32) {
+        for kind in [FrameKind::Control, FrameKind::Message, FrameKind::Data, FrameKind::Image, FrameKind::StreamMedia]
+        {
+            let len = self.limits.max_message_len(kind).saturating_add(extra);
+            self.limits.set_max_message_len(kind, len);
+        }
+        self.reassembler = Reassembler::new(self.limits.clone());
+    }
+
     /// Opens the lane of `channel` for frames of `kind`.
     pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
         self.lanes.insert(channel, RecvLane { kind, next_seq: 0, nacked: None, nack_pending: false });

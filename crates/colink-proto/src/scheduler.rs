@@ -12,6 +12,9 @@ use super::error::{ProtocolError, SendError};
 use super::types::{SendId, SessionKey};
 use super::wire::{CH_CONTROL, Position};
 use lane::SendLane;
+pub(crate) use lane::lane_nonce;
+
+use crate::secure::LinkCipher;
 
 /// Priority classes, highest first: control, message, stream media, image, bulk data.
 const CLASSES: [FrameKind; 5] =
@@ -58,12 +61,19 @@ pub(crate) struct Scheduler {
     inflight: u64,
     /// Bytes a channel may hold queued before `send` answers `WouldBlock`.
     channel_buffer: u64,
+    /// On an authenticated link: the epoch cipher that seals every lane message.
+    epoch: Option<LinkCipher>,
 }
 
 impl Scheduler {
     /// An empty scheduler (no lanes; see [`reset`](Self::reset)) with `channel_buffer` bytes per channel.
     pub(crate) fn new(channel_buffer: u64) -> Self {
-        Self { lanes: BTreeMap::new(), rr: [0; CLASSES.len()], inflight: 0, channel_buffer }
+        Self { lanes: BTreeMap::new(), rr: [0; CLASSES.len()], inflight: 0, channel_buffer, epoch: None }
+    }
+
+    /// Seals lane messages that go on the wire from now on with `epoch`.
+    pub(crate) fn set_epoch(&mut self, epoch: LinkCipher) {
+        self.epoch = Some(epoch);
     }
 
     /// Fresh numbering on the link: only the control lane, nothing in flight.
@@ -224,7 +234,7 @@ impl Scheduler {
             self.rr[ci] = ch;
             let lane = self.lanes.get_mut(&ch)?;
             out.reserve(mtu.get());
-            let (len, resent) = lane.next_frame(mode, mtu, out)?;
+            let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref())?;
             let first_in_flight = self.inflight == 0;
             self.inflight += len as u64;
             return Some(Fragment { len, resent, first_in_flight });

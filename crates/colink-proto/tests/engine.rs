@@ -44,13 +44,14 @@ fn established() -> Pair {
 fn handshake_negotiates_identity_mtu_and_keep_alive() {
     let mut b = Config::new("B");
     b.keep_alive_interval = Duration::from_secs(3);
-    b.idle_timeout = Duration::from_secs(40);
+    b.idle_timeout = Duration::from_secs(20);
     let mut p = Pair::with_configs(model(LinkMode::Packet, 672), Config::new("A"), b);
     p.drive();
     for (side, peer) in [(&p.a, "B"), (&p.b, "A")] {
         assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 1 } if peer_device == peer)));
         assert_eq!(side.conn.peer_device(), Some(peer));
-        assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(40)));
+        // The shorter interval and the shorter idle timeout (docs/sessions.md §3.4).
+        assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(20)));
         assert_eq!(side.conn.frame_mtu().get(), 672);
     }
 }

@@ -132,9 +132,9 @@ fn same_account_establishes_with_matching_keys_and_proven_identities() {
         assert_eq!(a.proof, Proof::Account);
         assert_eq!(a.handshake_hash, b.handshake_hash);
         // Keys agree: what one seals the other opens, with the same nonce only.
-        let sealed = a.cipher.seal(5, b"hello").unwrap();
-        assert_eq!(b.cipher.open(5, &sealed).unwrap(), b"hello");
-        assert_eq!(b.cipher.open(6, &sealed), Err(SecureError::Crypto));
+        let sealed = a.keys.cipher().seal(5, b"", b"hello").unwrap();
+        assert_eq!(b.keys.cipher().open(5, b"", &sealed).unwrap(), b"hello");
+        assert_eq!(b.keys.cipher().open(6, b"", &sealed), Err(SecureError::Crypto));
         assert!(a.leftover.is_empty() && b.leftover.is_empty());
     }
 }

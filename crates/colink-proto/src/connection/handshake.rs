@@ -131,6 +131,9 @@ impl Connection {
         if self.state != LinkState::Handshaking || self.hs.as_ref().is_some_and(Handshake::has_peer_hello) {
             return Ok(());
         }
+        if !self.is_peer(&hello.device_id) {
+            return Err(ProtocolError::Impersonation { claimed: hello.device_id });
+        }
         let (lo, hi) = (*self.config.versions.start(), *self.config.versions.end());
         let Some(common) = negotiate_version(&self.config.versions, hello.min_version, hello.max_version) else {
             let error = LinkError::VersionMismatch {
@@ -174,6 +177,7 @@ impl Connection {
             debug!("peer could not resume: earlier sessions are lost");
             self.end_all_sessions(DisconnectReason::NetworkDisconnected, true);
             self.reset_link_state();
+            self.renew_epoch();
         }
         // Negotiated parameters.
         self.keep_alive.negotiate(

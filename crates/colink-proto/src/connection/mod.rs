@@ -11,6 +11,7 @@
 
 mod handshake;
 mod receive;
+mod secured;
 mod session;
 mod transmit;
 
@@ -35,6 +36,7 @@ use super::scheduler::Scheduler;
 use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, Role, SendId, SessionKey};
 use super::wire::{self, CH_HANDSHAKE, Hello};
 use handshake::Handshake;
+pub use secured::AttachError;
 use session::Session;
 pub use session::SessionState;
 
@@ -120,6 +122,8 @@ pub struct Connection {
     events: VecDeque<Event>,
     next_send_id: u64,
     stats: Stats,
+    /// On authenticated transports: the proven peer and the keys (see `secured.rs`).
+    secure: Option<secured::Secured>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -180,6 +184,7 @@ impl Connection {
             events: VecDeque::new(),
             next_send_id: 0,
             stats: Stats::default(),
+            secure: None,
             config,
         };
         this.reset_link_state();
@@ -189,6 +194,11 @@ impl Connection {
     /// Where the link stands.
     pub fn state(&self) -> LinkState {
         self.state
+    }
+
+    /// This device's identity, as its HELLO announces it.
+    pub fn device_id(&self) -> &str {
+        &self.config.device_id
     }
 
     /// Which side dialled.
@@ -504,6 +514,7 @@ impl Connection {
 
     /// Frames a small handshake-channel message and queues its frames ahead of everything else.
     fn queue_handshake(&mut self, payload: Bytes) {
+        let Some(payload) = self.seal_link_message(payload) else { return };
         let seq = self.hs_seq;
         self.hs_seq = self.hs_seq.wrapping_add(1) & 0x3FFF;
         let mode = self.mode();

@@ -21,7 +21,10 @@ impl Connection {
         let result = match (kind, channel) {
             (FrameKind::Control, CH_HANDSHAKE) => {
                 match self.receiver.reassemble_handshake(now, frame) {
-                    Ok(Some(m)) => self.on_handshake_message(now, &m.payload),
+                    Ok(Some(m)) => match self.open_link_message(m.payload) {
+                        Ok(payload) => self.on_handshake_message(now, &payload),
+                        Err(e) => Err(e),
+                    },
                     Ok(None) => Ok(()),
                     Err(
                         e @ (ReassemblyError::MessageTooLarge { .. }
@@ -115,13 +118,14 @@ impl Connection {
                 let done = self.receiver.take(now, frame)?;
                 self.acks.on_taken(now, ch, wire_len);
                 if let Some(m) = done {
+                    let payload = self.open_lane_message(ch, m.seq, m.kind, m.payload)?;
                     self.acks.on_message(now);
                     if ch == CH_CONTROL {
-                        self.on_control_message(now, &m.payload)?;
+                        self.on_control_message(now, &payload)?;
                     } else {
                         let session = SessionKey(ch >> 2);
                         let kind = ChannelKind::from_lane(ch);
-                        self.events.push_back(Event::Received { session, kind, payload: m.payload });
+                        self.events.push_back(Event::Received { session, kind, payload });
                     }
                 }
                 Ok(())

@@ -210,6 +210,10 @@ impl Connection {
         let msg = ControlMsg::decode(payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
         match msg {
             ControlMsg::Connect { session, from, to, options } => {
+                // The calling app must live on the device at the other end of this link.
+                if self.peer_device().is_some_and(|peer| peer != from.device_id) || !self.is_peer(&from.device_id) {
+                    return Err(ProtocolError::Impersonation { claimed: from.device_id });
+                }
                 if !self.numbers.accept_peer(session) {
                     return Err(ProtocolError::UnexpectedSessionMessage { what: "CONNECT", session });
                 }

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu};
 
 use crate::error::SendError;
+use crate::secure::LinkCipher;
 use crate::types::SendId;
 use crate::wire::Position;
 
@@ -16,6 +17,9 @@ pub(super) struct Outgoing {
     pub(super) id: Option<SendId>,
     pub(super) seq: u32,
     payload: Bytes,
+    /// On an authenticated link: the payload sealed with the epoch key, made when the message first goes on
+    /// the wire and resent as it is (same nonce, same bytes) after a resume.
+    sealed: Option<Bytes>,
     /// Created when the message first goes on the wire, for the link's mode and frame size at that time.
     frag: Option<(Fragmenter, LinkMode)>,
 }
@@ -65,7 +69,7 @@ impl SendLane {
         let seq = self.next_seq;
         self.next_seq = seq.checked_add(1).ok_or(SendError::Exhausted)?;
         self.queued_bytes += payload.len() as u64;
-        self.queue.push_back(Outgoing { id, seq, payload, frag: None });
+        self.queue.push_back(Outgoing { id, seq, payload, sealed: None, frag: None });
         Ok(seq)
     }
 
@@ -87,10 +91,26 @@ impl SendLane {
 
     /// Appends the next fragment's frame to `out`; returns its size on the wire and whether it is a
     /// retransmission.
-    pub(super) fn next_frame(&mut self, mode: LinkMode, mtu: Mtu, out: &mut BytesMut) -> Option<(usize, bool)> {
+    pub(super) fn next_frame(
+        &mut self,
+        mode: LinkMode,
+        mtu: Mtu,
+        out: &mut BytesMut,
+        epoch: Option<&LinkCipher>,
+    ) -> Option<(usize, bool)> {
         let msg = self.queue.get_mut(self.send_idx)?;
         if msg.frag.is_none() {
-            let f = Fragmenter::new(self.kind, self.channel, msg.seq, msg.payload.clone(), mode, mtu).ok()?;
+            let body = match epoch {
+                Some(cipher) => {
+                    if msg.sealed.is_none() {
+                        let nonce = lane_nonce(self.channel, msg.seq);
+                        msg.sealed = Some(Bytes::from(cipher.seal(nonce, &[self.kind as u8], &msg.payload).ok()?));
+                    }
+                    msg.sealed.clone()?
+                }
+                None => msg.payload.clone(),
+            };
+            let f = Fragmenter::new(self.kind, self.channel, msg.seq, body, mode, mtu).ok()?;
             msg.frag = Some((f, mode));
         }
         let (frag, _) = msg.frag.as_mut()?;
@@ -178,6 +198,12 @@ impl SendLane {
     }
 }
 
+/// The nonce of lane message `seq` on `channel` under the epoch key: unique per direction for the life of the
+/// epoch (channels are never reused within one; sequence numbers only grow).
+pub(crate) fn lane_nonce(channel: u32, seq: u32) -> u64 {
+    (u64::from(channel) << 32) | u64::from(seq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +219,7 @@ mod tests {
     fn drain(l: &mut SendLane, mtu: usize) -> Vec<Bytes> {
         let mut out = BytesMut::new();
         let mut v = Vec::new();
-        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out).is_some() {
+        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
             v.push(out.split().freeze());
         }
         v

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use colink_frame::{Fragmenter, FrameKind, Limits, LinkMode, Mtu, Reassembler, StreamCodec, decode_packet};
-use snow::{Builder, HandshakeState, StatelessTransportState};
+use snow::{Builder, HandshakeState};
 
+use super::cipher::{LinkCipher, TransportKeys};
 use super::{
     EntropyResolver, NOISE_ACCOUNT, NOISE_PAIRING, PUBLIC_KEY_LEN, PeerIdentity, Proof, RefuseReason, SecureConfig,
     SecureError, TrustPolicy, Verdict, sas_of,
@@ -33,8 +34,6 @@ pub const SECURE_INPUT_LIMIT: usize = 16 * 1024;
 const MAX_MESSAGE: u32 = 1024;
 /// The largest frame the handshake sends in stream mode.
 const STREAM_FRAME: usize = 512;
-/// The AEAD tag's length.
-pub const TAG_LEN: usize = 16;
 
 /// Which Noise protocol an initiator runs: its caller's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,40 +92,11 @@ pub struct Established {
     pub mode: HandshakeMode,
     /// The Noise handshake hash (unique per handshake; both sides hold the same).
     pub handshake_hash: [u8; 32],
-    /// The transport's keys (nonce 0 of each direction was used by the CONFIRM).
-    pub cipher: LinkCipher,
+    /// The transport's keys (nonce 0 of each direction was used by the CONFIRM): hand them to
+    /// [`Connection::attach_secured`](crate::Connection::attach_secured).
+    pub keys: TransportKeys,
     /// Bytes received after the handshake's last message (stream mode), to be fed to whatever runs next.
     pub leftover: Bytes,
-}
-
-/// The per-direction ChaCha20-Poly1305 keys a handshake produced, used with explicit nonces.
-pub struct LinkCipher(StatelessTransportState);
-
-impl fmt::Debug for LinkCipher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LinkCipher(..)")
-    }
-}
-
-impl LinkCipher {
-    /// Seals `plaintext` with this side's sending key and `nonce` (never reuse one): ciphertext ‖ 16-byte tag.
-    pub fn seal(&self, nonce: u64, plaintext: &[u8]) -> Result<Vec<u8>, SecureError> {
-        let mut out = vec![0u8; plaintext.len() + TAG_LEN];
-        let n = self.0.write_message(nonce, plaintext, &mut out).map_err(|_| SecureError::Crypto)?;
-        out.truncate(n);
-        Ok(out)
-    }
-
-    /// Opens what the peer sealed with `nonce`; [`SecureError::Crypto`] if it was altered.
-    pub fn open(&self, nonce: u64, sealed: &[u8]) -> Result<Vec<u8>, SecureError> {
-        if sealed.len() < TAG_LEN {
-            return Err(SecureError::Crypto);
-        }
-        let mut out = vec![0u8; sealed.len()];
-        let n = self.0.read_message(nonce, sealed, &mut out).map_err(|_| SecureError::Crypto)?;
-        out.truncate(n);
-        Ok(out)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +131,7 @@ pub struct SecureHandshake {
     resolver: Option<EntropyResolver>,
     noise: Option<HandshakeState>,
     cipher: Option<LinkCipher>,
+    keys: Option<TransportKeys>,
     peer: Option<PeerIdentity>,
     hash: [u8; 32],
     stage: Stage,
@@ -239,6 +210,7 @@ impl SecureHandshake {
             resolver: Some(EntropyResolver::new(entropy)),
             noise: None,
             cipher: None,
+            keys: None,
             peer: None,
             hash: [0u8; 32],
             stage: Stage::AwaitNoise1,
@@ -465,10 +437,21 @@ impl SecureHandshake {
         self.noise_done(now, noise, peer, policy);
     }
 
-    fn noise_done(&mut self, now: Instant, noise: HandshakeState, peer: PeerIdentity, policy: &mut dyn TrustPolicy) {
+    fn noise_done(
+        &mut self,
+        now: Instant,
+        mut noise: HandshakeState,
+        peer: PeerIdentity,
+        policy: &mut dyn TrustPolicy,
+    ) {
         self.hash.copy_from_slice(&noise.get_handshake_hash()[..32]);
-        let Ok(transport) = noise.into_stateless_transport_mode() else { return self.fail(SecureError::Crypto) };
-        self.cipher = Some(LinkCipher(transport));
+        let (i2r, r2i) = noise.dangerously_get_raw_split();
+        let keys = match self.role {
+            Role::Initiator => TransportKeys { send: i2r, recv: r2i },
+            Role::Responder => TransportKeys { send: r2i, recv: i2r },
+        };
+        self.cipher = Some(keys.cipher());
+        self.keys = Some(keys);
         self.peer = Some(peer.clone());
         self.stage = Stage::Confirming;
         // From here on the peer may be waiting for its user: allow the approval time.
@@ -487,7 +470,7 @@ impl SecureHandshake {
 
     fn on_confirm(&mut self, now: Instant, sealed: &[u8], policy: &mut dyn TrustPolicy) {
         let Some(cipher) = &self.cipher else { return self.fail(SecureError::Malformed("CONFIRM")) };
-        let Ok(body) = cipher.open(0, sealed) else { return self.fail(SecureError::Crypto) };
+        let Ok(body) = cipher.open(0, &[], sealed) else { return self.fail(SecureError::Crypto) };
         match body.as_slice() {
             [CONFIRM_ACCEPTED, 0] => {
                 self.peer_accepted = true;
@@ -508,7 +491,7 @@ impl SecureHandshake {
         if self.ours != Decision::Accepted || !self.peer_accepted {
             return;
         }
-        let (Some(cipher), Some(peer), Some(mode)) = (self.cipher.take(), self.peer.clone(), self.mode) else {
+        let (Some(keys), Some(peer), Some(mode)) = (self.keys.take(), self.peer.clone(), self.mode) else {
             return self.fail(SecureError::Malformed("incomplete handshake"));
         };
         if self.asked {
@@ -521,7 +504,7 @@ impl SecureHandshake {
             proof: mode.proof(),
             mode,
             handshake_hash: self.hash,
-            cipher,
+            keys,
             leftover: self.buf.split().freeze(),
         })));
     }
@@ -557,12 +540,13 @@ impl SecureHandshake {
         self.stage = Stage::Failed;
         self.noise = None;
         self.cipher = None;
+        self.keys = None;
         self.events.push_back(SecureEvent::Failed(error));
     }
 
     fn send_confirm(&mut self, status: u8, code: u8) {
         let Some(cipher) = &self.cipher else { return };
-        let Ok(sealed) = cipher.seal(0, &[status, code]) else { return };
+        let Ok(sealed) = cipher.seal(0, &[], &[status, code]) else { return };
         self.send_noise(CONFIRM, None, &sealed);
     }
 

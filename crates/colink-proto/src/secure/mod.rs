@@ -15,6 +15,7 @@
 //! does), draws no randomness of its own (the caller's [`Entropy`](crate::Entropy) feeds snow's resolver), and
 //! does not route the transport: the driver does that with the proven [`PeerIdentity`].
 
+mod cipher;
 mod handshake;
 
 use std::fmt;
@@ -26,9 +27,8 @@ use snow::types::{Dh, Hash};
 
 use super::config::Entropy;
 
-pub use handshake::{
-    Established, HandshakeMode, LinkCipher, SECURE_INPUT_LIMIT, SecureEvent, SecureHandshake, TAG_LEN,
-};
+pub use cipher::{LinkCipher, TAG_LEN, TransportKeys};
+pub use handshake::{Established, HandshakeMode, SECURE_INPUT_LIMIT, SecureEvent, SecureHandshake};
 
 /// The Noise protocol of *pairing* mode (keys only).
 pub const NOISE_PAIRING: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{DialRequest, LinkId, NodeEvent, SendError};
+use colink_proto::secure::{PeerIdentity, TransportKeys};
 use colink_proto::{
     self as engine, ChannelKind, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Event, LinkState,
     PeerInfo, SendId, SessionError, SessionKey, Transport,
@@ -30,12 +31,20 @@ pub(crate) enum Command {
     Disconnect { session: SessionKey, reason: DisconnectReason, reply: oneshot::Sender<Result<(), SessionError>> },
     /// Send a payload; the reply comes when the peer holds all of it.
     Send { session: SessionKey, kind: ChannelKind, payload: Bytes, reply: oneshot::Sender<Result<(), SendError>> },
-    /// A new transport for this link, with the data already read from it (replayed into the engine).
-    Attach { link: Arc<dyn Link>, replay: Vec<Bytes> },
+    /// A new transport for this link, with the data already read from it (replayed into the engine) and, on
+    /// a secure node, the identity it proved and its keys.
+    Attach { link: Arc<dyn Link>, replay: Vec<Bytes>, secure: Option<Box<Proven>> },
     /// A re-dial attempt gave up.
     RedialFailed,
     /// Close the link in order.
     Close,
+}
+
+/// What a secure handshake established on a transport.
+#[derive(Debug)]
+pub(crate) struct Proven {
+    pub(crate) peer: PeerIdentity,
+    pub(crate) keys: TransportKeys,
 }
 
 /// A session request (boxed in [`Command`]: peer infos are large and commands wait in a queue).
@@ -126,10 +135,10 @@ impl LinkTask {
     }
 
     /// Runs the link until the engine closes it for good.
-    pub(crate) async fn run(mut self, first: Arc<dyn Link>, replay: Vec<Bytes>) {
+    pub(crate) async fn run(mut self, first: Arc<dyn Link>, replay: Vec<Bytes>, secure: Option<Box<Proven>>) {
         let span = tracing::info_span!("link", id = self.id.0, peer = %self.peer_device);
         async move {
-            self.attach(first, replay);
+            self.attach(first, replay, secure);
             loop {
                 self.pump();
                 if self.conn.state() == LinkState::Closed && self.sending.is_none() {
@@ -199,14 +208,25 @@ impl LinkTask {
         }
     }
 
-    fn attach(&mut self, link: Arc<dyn Link>, replay: Vec<Bytes>) {
+    fn attach(&mut self, link: Arc<dyn Link>, replay: Vec<Bytes>, secure: Option<Box<Proven>>) {
         self.generation += 1;
         self.sending = None;
         let mtu = Mtu::new(link.mtu().bytes()).unwrap_or(Mtu::MIN);
         let mode = super::frame_mode(link.mode());
         debug!(generation = self.generation, ?mode, mtu = mtu.get(), "transport attached");
         let now = now();
-        self.conn.attach(now, Transport { mode, mtu });
+        let transport = Transport { mode, mtu };
+        match secure {
+            None => self.conn.attach(now, transport),
+            Some(proven) => {
+                let Proven { peer, keys } = *proven;
+                if let Err(e) = self.conn.attach_secured(now, transport, peer, keys) {
+                    warn!(error = %e, "transport refused");
+                    tokio::spawn(async move { link.close().await });
+                    return;
+                }
+            }
+        }
         for data in replay {
             self.conn.handle_input(now, data);
         }
@@ -281,14 +301,19 @@ impl LinkTask {
                     self.blocked.push_back(q);
                 }
             }
-            Command::Attach { link, replay } => {
+            Command::Attach { link, replay, secure } => {
+                let other = secure.as_ref().and_then(|p| self.conn.peer_identity().filter(|id| **id != p.peer));
                 if self.conn.state() == LinkState::Closed {
+                    tokio::spawn(async move { link.close().await });
+                } else if let Some(ours) = other {
+                    // Never reached: the node routes by proven identity. Refuse rather than replace.
+                    warn!(peer = %ours.device_id, "a transport proving another identity was refused");
                     tokio::spawn(async move { link.close().await });
                 } else {
                     if let Some(old) = self.link.take() {
                         tokio::spawn(async move { old.close().await });
                     }
-                    self.attach(link, replay);
+                    self.attach(link, replay, secure);
                 }
             }
             Command::RedialFailed => self.redialing = false,

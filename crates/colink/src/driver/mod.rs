@@ -35,7 +35,7 @@ use colink_proto::{
     Event, Identify, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
 };
 pub use dial::DialError;
-use link::{Command, ConnectRequest, LinkTask, now};
+use link::{Command, ConnectRequest, LinkTask, Proven, now};
 use radio::{Endpoints, supervise};
 pub use radio::{RECOVER_FIRST, RECOVER_MAX, RadioLoss, RadioState};
 pub use secure::{SecurityConfig, TrustRequest, TrustRequests};
@@ -500,8 +500,8 @@ impl Node {
         let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
             .await
             .map_err(|e| ConnectFailure::new(e.connect_code(), e.to_string()))?;
-        let replay = match self.secure_dial(&link, device, mode).await {
-            Ok(replay) => replay,
+        let (replay, secure) = match self.secure_dial(&link, device, mode).await {
+            Ok(done) => done,
             Err(error) => {
                 link.close().await;
                 // The caller gets the error (and says it to its user); the log keeps it for a field report.
@@ -518,18 +518,18 @@ impl Node {
             tokio::spawn(async move { link.close().await });
             return Ok(found);
         }
-        Ok(self.spawn_link(device.to_owned(), Role::Initiator, link, replay))
+        Ok(self.spawn_link(device.to_owned(), Role::Initiator, link, replay, secure))
     }
 
     /// Runs the initiator's secure handshake on a dialled transport (nothing without security): the peer must
-    /// prove it is `device`. Returns what was read past the handshake, for the connection.
+    /// prove it is `device`. Returns what was read past the handshake, for the connection, and the proof.
     async fn secure_dial(
         &self,
         link: &Arc<dyn Link>,
         device: &str,
         mode: Option<HandshakeMode>,
-    ) -> Result<Vec<Bytes>, SecureError> {
-        let Some(security) = &self.shared.config.security else { return Ok(Vec::new()) };
+    ) -> Result<(Vec<Bytes>, Option<Box<Proven>>), SecureError> {
+        let Some(security) = &self.shared.config.security else { return Ok((Vec::new(), None)) };
         let mode = mode.unwrap_or(match security.secure.account {
             Some(_) => HandshakeMode::Account,
             None => HandshakeMode::Pairing,
@@ -545,7 +545,7 @@ impl Node {
         )?;
         let done = secure::run(link, handshake, &security.policy, Some(&self.shared.trust_tx), false).await?;
         info!(device, ?mode, "transport authenticated");
-        Ok(secure::leftover(&done))
+        Ok((secure::leftover(&done), Some(Box::new(Proven { peer: done.peer, keys: done.keys }))))
     }
 
     /// A source of unpredictable numbers: seeded (per `salt`) on the simulator, the OS's otherwise.
@@ -562,6 +562,7 @@ impl Node {
         role: Role,
         link: Arc<dyn Link>,
         replay: Vec<Bytes>,
+        secure: Option<Box<Proven>>,
     ) -> (LinkId, mpsc::Sender<Command>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let id = {
@@ -587,62 +588,90 @@ impl Node {
             }
         });
         let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit);
-        let handle = tokio::spawn(task.run(link, replay).in_current_span());
+        let handle = tokio::spawn(task.run(link, replay, secure).in_current_span());
         let mut tasks = lock(&self.shared.link_tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
         (id, tx)
     }
 
-    /// Authenticates a fresh transport (with security on), reads its HELLO, then hands it (with what was read)
-    /// to that device's responder link. With security the route is the *proven* device id, and a HELLO naming
-    /// another device closes the transport.
+    /// Authenticates a fresh transport (with security on) and hands it to the responder link of the device it
+    /// proved to be; without security, reads its HELLO and routes it by the device id claimed there.
     async fn identify_and_route(self, link: Arc<dyn Link>) {
-        let mut replay = Vec::new();
-        let mut proven = None;
-        if let Some(security) = &self.shared.config.security {
-            let peer = link.peer().address;
-            let admitted = lock(&self.shared.gate).admit(peer, security);
-            let ticket = match admitted {
-                Ok(ticket) => ticket,
-                Err(why) => {
-                    debug!(%peer, why, "refusing an unauthenticated transport");
+        let routed = match &self.shared.config.security {
+            Some(security) => self.authenticate(&link, security).await,
+            None => self.identify(&link).await,
+        };
+        let Some((device, replay, secure)) = routed else {
+            link.close().await;
+            return;
+        };
+        let existing = {
+            let table = lock(&self.shared.table);
+            table
+                .by_key
+                .get(&(device.clone(), Role::Responder))
+                .and_then(|id| table.links.get(id))
+                .map(|(_, _, tx)| tx.clone())
+        };
+        match existing {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(Command::Attach { link, .. })) =
+                    tx.send(Command::Attach { link, replay, secure }).await
+                {
                     link.close().await;
-                    return;
                 }
-            };
-            let salt = self.shared.handshakes.fetch_add(1, Ordering::Relaxed) | (1 << 63);
-            let handshake = SecureHandshake::responder(
-                now(),
-                security.secure.clone(),
-                secure::transport_of(&link),
-                &mut *self.entropy(salt),
-            );
-            let result = secure::run(&link, handshake, &security.policy, Some(&self.shared.trust_tx), true).await;
-            lock(&self.shared.gate).finish(ticket, result.is_ok(), security);
-            match result {
-                Ok(done) => {
-                    debug!(device = %done.peer.device_id, proof = ?done.proof, "incoming transport authenticated");
-                    replay = secure::leftover(&done);
-                    proven = Some(done.peer.device_id);
-                }
-                Err(error) => {
-                    info!(%peer, %error, "incoming transport refused");
-                    link.close().await;
-                    return;
-                }
+            }
+            None => {
+                self.spawn_link(device, Role::Responder, link, replay, secure);
             }
         }
+    }
+
+    /// Runs the responder's secure handshake, within the limits on unauthenticated transports.
+    async fn authenticate(
+        &self,
+        link: &Arc<dyn Link>,
+        security: &SecurityConfig,
+    ) -> Option<(String, Vec<Bytes>, Option<Box<Proven>>)> {
+        let peer = link.peer().address;
+        let admitted = lock(&self.shared.gate).admit(peer, security);
+        let ticket = match admitted {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                debug!(%peer, why, "refusing an unauthenticated transport");
+                return None;
+            }
+        };
+        let salt = self.shared.handshakes.fetch_add(1, Ordering::Relaxed) | (1 << 63);
+        let handshake = SecureHandshake::responder(
+            now(),
+            security.secure.clone(),
+            secure::transport_of(link),
+            &mut *self.entropy(salt),
+        );
+        let result = secure::run(link, handshake, &security.policy, Some(&self.shared.trust_tx), true).await;
+        lock(&self.shared.gate).finish(ticket, result.is_ok(), security);
+        match result {
+            Ok(done) => {
+                debug!(device = %done.peer.device_id, proof = ?done.proof, "incoming transport authenticated");
+                let replay = secure::leftover(&done);
+                let device = done.peer.device_id.clone();
+                Some((device, replay, Some(Box::new(Proven { peer: done.peer, keys: done.keys }))))
+            }
+            Err(error) => {
+                info!(%peer, %error, "incoming transport refused");
+                None
+            }
+        }
+    }
+
+    /// Reads a plain transport's HELLO: the device id it claims, and what was read.
+    async fn identify(&self, link: &Arc<dyn Link>) -> Option<(String, Vec<Bytes>, Option<Box<Proven>>)> {
         let mut identify = Identify::new(frame_mode(link.mode()));
+        let mut replay = Vec::new();
         let deadline = self.shared.config.engine.handshake_timeout;
         let caller = tokio::time::timeout(deadline, async {
-            for data in &replay {
-                match identify.push(now(), data) {
-                    Ok(Some(caller)) => return Some(caller),
-                    Ok(None) => {}
-                    Err(_) => return None,
-                }
-            }
             loop {
                 let data = link.recv().await.ok()?;
                 let found = identify.push(now(), &data);
@@ -657,39 +686,10 @@ impl Node {
                 }
             }
         })
-        .await;
-        let Ok(Some(caller)) = caller else {
-            link.close().await;
-            return;
-        };
-        if let Some(proven) = &proven
-            && *proven != caller.device_id
-        {
-            warn!(proven = %proven, claimed = %caller.device_id, "HELLO names another device than the handshake proved");
-            link.close().await;
-            return;
-        }
+        .await
+        .ok()??;
         debug!(device = %caller.device_id, resuming = caller.resuming, "incoming transport identified");
-        let existing = {
-            let table = lock(&self.shared.table);
-            table
-                .by_key
-                .get(&(caller.device_id.clone(), Role::Responder))
-                .and_then(|id| table.links.get(id))
-                .map(|(_, _, tx)| tx.clone())
-        };
-        match existing {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError(Command::Attach { link, .. })) =
-                    tx.send(Command::Attach { link, replay }).await
-                {
-                    link.close().await;
-                }
-            }
-            None => {
-                self.spawn_link(caller.device_id, Role::Responder, link, replay);
-            }
-        }
+        Some((caller.device_id, replay, None))
     }
 
     async fn redial_loop(self, mut requests: mpsc::UnboundedReceiver<DialRequest>) {
@@ -711,9 +711,9 @@ impl Node {
                         let attempt = left.min(REDIAL_ATTEMPT);
                         match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
                             Ok(link) => match node.secure_dial(&link, &request.device, None).await {
-                                Ok(replay) => {
+                                Ok((replay, secure)) => {
                                     info!(device = %request.device, "re-dialled");
-                                    let _ = request.reply.send(Command::Attach { link, replay }).await;
+                                    let _ = request.reply.send(Command::Attach { link, replay, secure }).await;
                                     return;
                                 }
                                 Err(error) => {
