@@ -69,6 +69,8 @@ pub(crate) struct Options {
     pub(crate) bench_bytes: u64,
     /// Rounds of the `bench::` tests (each: one raw and one colink transfer, back to back).
     pub(crate) bench_rounds: usize,
+    /// Connects `bench::connect` times (each a fresh link: discovery or last sighting, connect, handshake, session).
+    pub(crate) connects: usize,
     /// Receive MTU both ends of an LE CoC request (the largest by default).
     pub(crate) l2cap_mtu: u16,
     /// Cap on the initiator's LE CoC SDU size (diagnostics; default: as large as MTU and buffer allow).
@@ -100,6 +102,7 @@ Options:
       --data-bytes N         bytes each colink app sends the other (default 2097152)
       --bench-bytes N        bytes per round and implementation in bench:: tests (default 10485760)
       --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 3)
+      --connects N           connects timed by bench::connect, each on a fresh link (default 12)
       --l2cap-mtu N          LE CoC receive MTU of both ends, 23..=65535 (default 65535)
       --l2cap-sdu N          cap the LE CoC SDU size (default: MTU, within SO_SNDBUF)
       --exact                FILTERs must match test names exactly
@@ -123,6 +126,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
         data_bytes: 2 * 1024 * 1024,
         bench_bytes: 10 * 1024 * 1024,
         bench_rounds: 3,
+        connects: 12,
         l2cap_mtu: u16::MAX,
         l2cap_sdu: None,
         filters: Vec::new(),
@@ -148,6 +152,14 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
             "--throughput-bytes" => opts.throughput_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--data-bytes" => opts.data_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--bench-bytes" => opts.bench_bytes = parse_bytes(&arg, &value(&arg)?)?,
+            "--connects" => {
+                let v = value(&arg)?;
+                opts.connects = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| format!("--connects {v:?}: a number of connects from 1 to 1000"))?;
+            }
             "--bench-rounds" => {
                 let v = value(&arg)?;
                 opts.bench_rounds = v
@@ -215,7 +227,7 @@ mod tests {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.setup, Setup::OneHost { responder: "hci0".into(), initiator: "hci1".into() });
         assert_eq!(o.echo_bytes, 10 * 1024 * 1024);
-        assert_eq!((o.bench_bytes, o.bench_rounds), (10 * 1024 * 1024, 3));
+        assert_eq!((o.bench_bytes, o.bench_rounds, o.connects), (10 * 1024 * 1024, 3, 12));
     }
 
     #[test]
@@ -247,6 +259,8 @@ mod tests {
         let o = p(&["--bench-rounds", "5", "--bench-bytes", "1048576"]).unwrap().unwrap();
         assert_eq!((o.bench_rounds, o.bench_bytes), (5, 1_048_576));
         assert!(p(&["--bench-bytes", "0"]).is_err());
+        assert_eq!(p(&["--connects", "20"]).unwrap().unwrap().connects, 20);
+        assert!(p(&["--connects", "0"]).unwrap_err().contains("1 to 1000"));
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--help"]).unwrap().is_none());
     }
