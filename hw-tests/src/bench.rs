@@ -25,7 +25,7 @@ use colink::driver::{NodeConfig, TransportPreference};
 use colink_ble::{Adapter as _, Port};
 
 use crate::bt::{send_buffer, wait_connected};
-use crate::colink_api::{Pair, connected, connected_with, expect_data};
+use crate::colink_api::{Pair, connected_with, expect_data};
 use crate::echo::{self, STREAM_CHUNK, pattern};
 use crate::harness::{Ctx, Figure, OrFail, Stop, Test, TestResult, ensure, within};
 use crate::raw::l2cap::socket;
@@ -56,8 +56,22 @@ pub(crate) const TESTS: &[Test] = &[
 /// What every transfer's time runs to, as the output says it.
 const END_POINT: &str = "each transfer until the receiver holds every byte and the sender knows it";
 
+/// The managers' configuration in the goodput tests: the defaults, but for the diagnostic options.
+fn bench_config(ctx: &Ctx) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    if let Some(frame) = ctx.opts.colink_max_frame {
+        config.engine.max_frame = frame;
+        println!("    diagnostics: colink max_frame {frame}");
+    }
+    if let Some(window) = ctx.opts.colink_window {
+        config.engine.send_window = window;
+        println!("    diagnostics: colink send_window {window}");
+    }
+    config
+}
+
 async fn coc_interleaved(ctx: &Ctx) -> TestResult {
-    let mut p = connected(ctx).await?;
+    let mut p = connected_with(ctx, false, bench_config(ctx), |a| a).await?;
     let result = coc_rounds(ctx, &mut p).await;
     p.close().await;
     result
@@ -123,7 +137,7 @@ async fn coc_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
 }
 
 async fn rfcomm_interleaved(ctx: &Ctx) -> TestResult {
-    let mut config = NodeConfig::default();
+    let mut config = bench_config(ctx);
     config.transport = TransportPreference::BrEdr;
     let mut timed = None;
     let mut p = connected_with(ctx, false, config, |adapter| {
