@@ -26,6 +26,7 @@ use colink_ble::{Adapter as _, Port};
 
 use crate::bt::{send_buffer, wait_connected};
 use crate::colink_api::{Pair, connected_with, expect_data};
+use crate::cpu::{CpuClock, CpuUse};
 use crate::echo::{self, STREAM_CHUNK, pattern};
 use crate::harness::{Ctx, Figure, OrFail, Stop, Test, TestResult, ensure, within};
 use crate::raw::l2cap::socket;
@@ -124,7 +125,7 @@ async fn coc_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
                     echo::packet_deliver(&conn, data, sdu).await.or_fail("raw one-way")
                 })
                 .await?;
-                Ok(t.elapsed)
+                Ok((t.elapsed, t.cpu))
             },
             async |data: &[u8]| colink_delivery(p, data).await,
         )
@@ -201,7 +202,7 @@ async fn rfcomm_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
                     echo::stream_deliver(&mut conn, data).await.or_fail("raw RFCOMM one-way")
                 })
                 .await?;
-                Ok(t.elapsed)
+                Ok((t.elapsed, t.cpu))
             },
             async |data: &[u8]| colink_delivery(p, data).await,
         )
@@ -215,37 +216,43 @@ async fn rfcomm_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
 
 /// alice sends `data` to bob with `send_data`: the time until it resolves (bob's engine acknowledged all of it);
 /// bob's copy is checked (length, SHA-256) after the clock stopped.
-async fn colink_delivery(p: &mut Pair, data: &[u8]) -> Result<Duration, Stop> {
+async fn colink_delivery(p: &mut Pair, data: &[u8]) -> Result<Took, Stop> {
     let payload = Bytes::copy_from_slice(data);
-    let start = Instant::now();
+    let (start, clock) = (Instant::now(), CpuClock::now());
     within(900, "colink send_data", async { p.alice.send_data(p.sa, payload.clone()).await.or_fail("send_data") })
         .await?;
-    let elapsed = start.elapsed();
+    let (elapsed, cpu) = (start.elapsed(), clock.and_then(CpuClock::since));
     expect_data(&mut p.bob_events, &payload, 60, "bob").await?;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
+
+/// A transfer's time and the CPU it used meanwhile.
+type Took = (Duration, Option<CpuUse>);
 
 /// Runs the rounds of one side-by-side series on `link` and records its figures and summary line.
 async fn alternate(
     ctx: &Ctx,
     link: &'static str,
     detail: &str,
-    mut raw: impl AsyncFnMut(&[u8]) -> Result<Duration, Stop>,
-    mut colink: impl AsyncFnMut(&[u8]) -> Result<Duration, Stop>,
+    mut raw: impl AsyncFnMut(&[u8]) -> Result<Took, Stop>,
+    mut colink: impl AsyncFnMut(&[u8]) -> Result<Took, Stop>,
 ) -> Result<Vec<f64>, Stop> {
     let bytes = ctx.opts.bench_bytes;
     let rounds = ctx.opts.bench_rounds.max(1);
     let mut ratios = Vec::with_capacity(rounds);
     let (mut raw_all, mut colink_all) = (Vec::new(), Vec::new());
+    let (mut raw_cpu, mut colink_cpu) = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds {
         let data = pattern(bytes, 0x5eed_0300 + round as u64);
         let (mut raw_t, mut colink_t) = (Duration::ZERO, Duration::ZERO);
+        let mut cpu_lines = Vec::new();
         for raw_turn in [round % 2 == 0, round % 2 == 1] {
-            if raw_turn {
-                raw_t = raw(&data).await?;
-            } else {
-                colink_t = colink(&data).await?;
+            let (name, (t, cpu)) = if raw_turn { ("raw", raw(&data).await?) } else { ("colink", colink(&data).await?) };
+            if let Some(cpu) = cpu {
+                cpu_lines.push(format!("{name:>6}: {}", cpu.describe(t, bytes)));
+                *(if raw_turn { &mut raw_cpu } else { &mut colink_cpu }) += cpu.process;
             }
+            *(if raw_turn { &mut raw_t } else { &mut colink_t }) = t;
         }
         let kib = |d: Duration| bytes as f64 / 1024.0 / d.as_secs_f64().max(1e-9);
         let ratio = kib(colink_t) / kib(raw_t);
@@ -256,19 +263,27 @@ async fn alternate(
             kib(colink_t),
             if round % 2 == 0 { " (raw first)" } else { " (colink first)" }
         );
+        for line in cpu_lines {
+            println!("      {line}");
+        }
         ratios.push(ratio);
         raw_all.push(raw_t);
         colink_all.push(colink_t);
     }
     ensure(!ratios.is_empty(), || "no round ran".into())?;
-    for (imp, all) in [("raw", &raw_all), ("colink", &colink_all)] {
+    for (imp, all, cpu) in [("raw", &raw_all, raw_cpu), ("colink", &colink_all, colink_cpu)] {
+        let mib = (bytes * all.len() as u64) as f64 / (1024.0 * 1024.0);
         ctx.figure(Figure {
             link,
             imp,
             what: "alternating, delivered",
             bytes: bytes * all.len() as u64,
             elapsed: all.iter().sum(),
-            detail: format!("{} rounds of {bytes} bytes, {detail}", all.len()),
+            detail: format!(
+                "{} rounds of {bytes} bytes, {detail}; process CPU {:.0} ms/MiB",
+                all.len(),
+                cpu.as_secs_f64() * 1000.0 / mib
+            ),
         });
     }
     let (min, median) = min_median(&ratios);

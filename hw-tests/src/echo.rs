@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cpu::{CpuClock, CpuUse};
+
 const ECHO: u8 = 1;
 const SINK: u8 = 2;
 const BYE: u8 = 3;
@@ -88,6 +90,8 @@ fn parse_header(b: &[u8]) -> io::Result<(u8, u64)> {
 pub(crate) struct Transfer {
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
+    /// CPU time used over `elapsed` (DELIVER only; `None` elsewhere or when /proc cannot be read).
+    pub(crate) cpu: Option<CpuUse>,
 }
 
 fn ctx_err(e: io::Error, what: &str) -> io::Error {
@@ -168,7 +172,7 @@ pub(crate) async fn packet_echo(link: &impl PacketIo, data: &[u8], sdu: usize, m
     if echoed != Sha256::digest(data) {
         return Err(mismatch("echoed data differs from sent data (SHA-256)"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed() })
+    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed(), cpu: None })
 }
 
 /// Initiator: sends `data` one way in SDUs of `sdu` bytes; the time runs until the responder's digest is back.
@@ -184,26 +188,26 @@ pub(crate) async fn packet_sink(link: &impl PacketIo, data: &[u8], sdu: usize) -
     if buf[..n] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the one-way data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu: None })
 }
 
 /// Initiator: sends `data` one way in SDUs of `sdu` bytes (phase DELIVER); the time runs until the responder
 /// says it holds every byte. Its SHA-256 of what it holds is checked afterwards, outside the time.
 pub(crate) async fn packet_deliver(link: &impl PacketIo, data: &[u8], sdu: usize) -> io::Result<Transfer> {
-    let start = Instant::now();
+    let (start, clock) = (Instant::now(), CpuClock::now());
     link.send_sdu(&header(DELIVER, data.len() as u64)).await?;
     for chunk in data.chunks(sdu) {
         link.send_sdu(chunk).await?;
     }
     let mut buf = vec![0u8; 64];
     let n = link.recv_sdu(&mut buf).await?;
-    let elapsed = start.elapsed();
+    let (elapsed, cpu) = (start.elapsed(), clock.and_then(CpuClock::since));
     check_count(&buf[..n], data.len())?;
     let n = link.recv_sdu(&mut buf).await?;
     if buf[..n] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the delivered data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu })
 }
 
 /// Checks a DELIVER count answer against the bytes sent.
@@ -287,7 +291,7 @@ pub(crate) async fn stream_echo<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, da
     if echoed != Sha256::digest(data) {
         return Err(mismatch("echoed data differs from sent data (SHA-256)"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed() })
+    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed(), cpu: None })
 }
 
 /// Initiator: sends `data` one way over a stream; the time runs until the responder's digest is back.
@@ -304,13 +308,13 @@ pub(crate) async fn stream_sink<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, da
     if digest[..] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the one-way data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu: None })
 }
 
 /// Initiator: sends `data` one way over a stream (phase DELIVER); the time runs until the responder says it holds
 /// every byte. Its SHA-256 of what it holds is checked afterwards, outside the time.
 pub(crate) async fn stream_deliver<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> io::Result<Transfer> {
-    let start = Instant::now();
+    let (start, clock) = (Instant::now(), CpuClock::now());
     s.write_all(&header(DELIVER, data.len() as u64)).await?;
     for chunk in data.chunks(STREAM_CHUNK) {
         s.write_all(chunk).await?;
@@ -318,14 +322,14 @@ pub(crate) async fn stream_deliver<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S,
     s.flush().await?;
     let mut count = [0u8; 8];
     s.read_exact(&mut count).await?;
-    let elapsed = start.elapsed();
+    let (elapsed, cpu) = (start.elapsed(), clock.and_then(CpuClock::since));
     check_count(&count, data.len())?;
     let mut digest = [0u8; 32];
     s.read_exact(&mut digest).await?;
     if digest[..] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the delivered data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu })
 }
 
 /// Initiator: tells the responder to finish.

@@ -17,6 +17,7 @@ mod bt;
 mod cli;
 mod colink_api;
 mod connect;
+mod cpu;
 mod echo;
 mod harness;
 mod raw;
