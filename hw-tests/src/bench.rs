@@ -116,20 +116,21 @@ async fn coc_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
         .await
     };
     let rounds = async {
-        let ratios = alternate(
-            ctx,
-            "l2cap-coc",
-            &format!("SDU {sdu}"),
-            async |data: &[u8]| {
-                let t = within(900, "raw one-way", async {
-                    echo::packet_deliver(&conn, data, sdu).await.or_fail("raw one-way")
-                })
+        let raw = async |data: &[u8]| {
+            let t = within(900, "raw one-way", async {
+                echo::packet_deliver(&conn, data, sdu).await.or_fail("raw one-way")
+            })
+            .await?;
+            Ok((t.elapsed, t.cpu))
+        };
+        let detail = format!("SDU {sdu}");
+        let ratios =
+            alternate(ctx, "l2cap-coc", "colink", &detail, raw, async |data: &[u8]| colink_delivery(p, data).await)
                 .await?;
-                Ok((t.elapsed, t.cpu))
-            },
-            async |data: &[u8]| colink_delivery(p, data).await,
-        )
-        .await?;
+        if ctx.opts.bench_control {
+            // The noise floor: the same raw transfer against itself, by the same method.
+            alternate(ctx, "l2cap-coc", "raw-control", &detail, raw, raw).await?;
+        }
         echo::packet_bye(&conn).await.or_fail("raw bye")?;
         Ok::<_, Stop>(ratios)
     };
@@ -196,6 +197,7 @@ async fn rfcomm_rounds(ctx: &Ctx, p: &mut Pair) -> TestResult {
         let ratios = alternate(
             ctx,
             "rfcomm",
+            "colink",
             &format!("writes of {STREAM_CHUNK} B"),
             async |data: &[u8]| {
                 let t = within(900, "raw one-way", async {
@@ -233,6 +235,7 @@ type Took = (Duration, Option<CpuUse>);
 async fn alternate(
     ctx: &Ctx,
     link: &'static str,
+    other: &'static str,
     detail: &str,
     mut raw: impl AsyncFnMut(&[u8]) -> Result<Took, Stop>,
     mut colink: impl AsyncFnMut(&[u8]) -> Result<Took, Stop>,
@@ -242,12 +245,13 @@ async fn alternate(
     let mut ratios = Vec::with_capacity(rounds);
     let (mut raw_all, mut colink_all) = (Vec::new(), Vec::new());
     let (mut raw_cpu, mut colink_cpu) = (Duration::ZERO, Duration::ZERO);
+    let (label, bench) = (if other == "colink" { "colink" } else { "raw, again" }, other);
     for round in 0..rounds {
         let data = pattern(bytes, 0x5eed_0300 + round as u64);
         let (mut raw_t, mut colink_t) = (Duration::ZERO, Duration::ZERO);
         let mut cpu_lines = Vec::new();
         for raw_turn in [round % 2 == 0, round % 2 == 1] {
-            let (name, (t, cpu)) = if raw_turn { ("raw", raw(&data).await?) } else { ("colink", colink(&data).await?) };
+            let (name, (t, cpu)) = if raw_turn { ("raw", raw(&data).await?) } else { (label, colink(&data).await?) };
             if let Some(cpu) = cpu {
                 cpu_lines.push(format!("{name:>6}: {}", cpu.describe(t, bytes)));
                 *(if raw_turn { &mut raw_cpu } else { &mut colink_cpu }) += cpu.process;
@@ -257,11 +261,11 @@ async fn alternate(
         let kib = |d: Duration| bytes as f64 / 1024.0 / d.as_secs_f64().max(1e-9);
         let ratio = kib(colink_t) / kib(raw_t);
         println!(
-            "    round {}: raw {:7.1} KiB/s, colink {:7.1} KiB/s, colink/raw {ratio:.2}{}",
+            "    round {}: raw {:7.1} KiB/s, {label} {:7.1} KiB/s, {bench}/raw {ratio:.2} ({} first)",
             round + 1,
             kib(raw_t),
             kib(colink_t),
-            if round % 2 == 0 { " (raw first)" } else { " (colink first)" }
+            if round % 2 == 0 { "raw" } else { label }
         );
         for line in cpu_lines {
             println!("      {line}");
@@ -271,7 +275,7 @@ async fn alternate(
         colink_all.push(colink_t);
     }
     ensure(!ratios.is_empty(), || "no round ran".into())?;
-    for (imp, all, cpu) in [("raw", &raw_all, raw_cpu), ("colink", &colink_all, colink_cpu)] {
+    for (imp, all, cpu) in [("raw", &raw_all, raw_cpu), (other, &colink_all, colink_cpu)] {
         let mib = (bytes * all.len() as u64) as f64 / (1024.0 * 1024.0);
         ctx.figure(Figure {
             link,
@@ -287,8 +291,13 @@ async fn alternate(
         });
     }
     let (min, median) = min_median(&ratios);
+    // Whichever transfer of a round goes second has tended to be the slower one in the rig: the medians of the
+    // two orders show how much of the spread that is.
+    let by_order = |first: usize| -> Vec<f64> { ratios.iter().skip(first).step_by(2).copied().collect() };
+    let ((_, raw_first), (_, other_first)) = (min_median(&by_order(0)), min_median(&by_order(1)));
     ctx.summary(format!(
-        "colink/raw goodput ({link}): min {min:.2}, median {median:.2}  ({} rounds of {} MiB alternating, {END_POINT})",
+        "{bench}/raw goodput ({link}): min {min:.2}, median {median:.2}  ({} rounds of {} MiB alternating, {END_POINT}; \
+         median with raw first {raw_first:.2}, with {label} first {other_first:.2})",
         ratios.len(),
         bytes as f64 / (1024.0 * 1024.0)
     ));

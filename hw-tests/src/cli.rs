@@ -75,6 +75,8 @@ pub(crate) struct Options {
     pub(crate) colink_max_frame: Option<u16>,
     /// Diagnostics: the colink engine's `send_window` in the `bench::` goodput tests (default: the engine's).
     pub(crate) colink_window: Option<u64>,
+    /// Diagnostics: `bench::coc_interleaved` also runs raw against raw by the same method (the noise floor).
+    pub(crate) bench_control: bool,
     /// Receive MTU both ends of an LE CoC request (the largest by default).
     pub(crate) l2cap_mtu: u16,
     /// Cap on the initiator's LE CoC SDU size (diagnostics; default: as large as MTU and buffer allow).
@@ -109,6 +111,7 @@ Options:
       --connects N           connects timed by bench::connect, each on a fresh link (default 12)
       --colink-max-frame N   diagnostics: colink's largest frame in the bench:: goodput tests (default the engine's)
       --colink-window N      diagnostics: colink's send window in the bench:: goodput tests (default the engine's)
+      --bench-control        diagnostics: bench::coc_interleaved also runs raw against raw (the method's noise floor)
       --l2cap-mtu N          LE CoC receive MTU of both ends, 23..=65535 (default 65535)
       --l2cap-sdu N          cap the LE CoC SDU size (default: MTU, within SO_SNDBUF)
       --exact                FILTERs must match test names exactly
@@ -135,6 +138,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
         connects: 12,
         colink_max_frame: None,
         colink_window: None,
+        bench_control: false,
         l2cap_mtu: u16::MAX,
         l2cap_sdu: None,
         filters: Vec::new(),
@@ -169,6 +173,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
                         .ok_or_else(|| format!("--colink-max-frame {v:?}: 64 to 65535"))?,
                 );
             }
+            "--bench-control" => opts.bench_control = true,
             "--colink-window" => opts.colink_window = Some(parse_bytes(&arg, &value(&arg)?)?),
             "--connects" => {
                 let v = value(&arg)?;
