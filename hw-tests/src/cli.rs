@@ -107,7 +107,7 @@ Options:
       --throughput-bytes N   bytes sent one way per throughput figure (default 2097152)
       --data-bytes N         bytes each colink app sends the other (default 2097152)
       --bench-bytes N        bytes per round and implementation in bench:: tests (default 10485760)
-      --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 3)
+      --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 4: raw first in half)
       --connects N           connects timed by bench::connect, each on a fresh link (default 12)
       --colink-max-frame N   diagnostics: colink's largest frame in the bench:: goodput tests (default the engine's)
       --colink-window N      diagnostics: colink's send window in the bench:: goodput tests (default the engine's)
@@ -134,7 +134,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
         throughput_bytes: 2 * 1024 * 1024,
         data_bytes: 2 * 1024 * 1024,
         bench_bytes: 10 * 1024 * 1024,
-        bench_rounds: 3,
+        bench_rounds: 4,
         connects: 12,
         colink_max_frame: None,
         colink_window: None,
@@ -250,7 +250,7 @@ mod tests {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.setup, Setup::OneHost { responder: "hci0".into(), initiator: "hci1".into() });
         assert_eq!(o.echo_bytes, 10 * 1024 * 1024);
-        assert_eq!((o.bench_bytes, o.bench_rounds, o.connects), (10 * 1024 * 1024, 3, 12));
+        assert_eq!((o.bench_bytes, o.bench_rounds, o.connects), (10 * 1024 * 1024, 4, 12));
     }
 
     #[test]
