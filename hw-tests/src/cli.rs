@@ -69,6 +69,14 @@ pub(crate) struct Options {
     pub(crate) bench_bytes: u64,
     /// Rounds of the `bench::` tests (each: one raw and one colink transfer, back to back).
     pub(crate) bench_rounds: usize,
+    /// Connects `bench::connect` times (each a fresh link: discovery or last sighting, connect, handshake, session).
+    pub(crate) connects: usize,
+    /// Diagnostics: the colink engine's `max_frame` in the `bench::` goodput tests (default: the engine's).
+    pub(crate) colink_max_frame: Option<u16>,
+    /// Diagnostics: the colink engine's `send_window` in the `bench::` goodput tests (default: the engine's).
+    pub(crate) colink_window: Option<u64>,
+    /// Diagnostics: `bench::coc_interleaved` also runs raw against raw by the same method (the noise floor).
+    pub(crate) bench_control: bool,
     /// Receive MTU both ends of an LE CoC request (the largest by default).
     pub(crate) l2cap_mtu: u16,
     /// Cap on the initiator's LE CoC SDU size (diagnostics; default: as large as MTU and buffer allow).
@@ -99,7 +107,11 @@ Options:
       --throughput-bytes N   bytes sent one way per throughput figure (default 2097152)
       --data-bytes N         bytes each colink app sends the other (default 2097152)
       --bench-bytes N        bytes per round and implementation in bench:: tests (default 10485760)
-      --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 3)
+      --bench-rounds N       rounds of the bench:: tests, raw and colink alternating (default 4: raw first in half)
+      --connects N           connects timed by bench::connect, each on a fresh link (default 12)
+      --colink-max-frame N   diagnostics: colink's largest frame in the bench:: goodput tests (default the engine's)
+      --colink-window N      diagnostics: colink's send window in the bench:: goodput tests (default the engine's)
+      --bench-control        diagnostics: bench::coc_interleaved also runs raw against raw (the method's noise floor)
       --l2cap-mtu N          LE CoC receive MTU of both ends, 23..=65535 (default 65535)
       --l2cap-sdu N          cap the LE CoC SDU size (default: MTU, within SO_SNDBUF)
       --exact                FILTERs must match test names exactly
@@ -122,7 +134,11 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
         throughput_bytes: 2 * 1024 * 1024,
         data_bytes: 2 * 1024 * 1024,
         bench_bytes: 10 * 1024 * 1024,
-        bench_rounds: 3,
+        bench_rounds: 4,
+        connects: 12,
+        colink_max_frame: None,
+        colink_window: None,
+        bench_control: false,
         l2cap_mtu: u16::MAX,
         l2cap_sdu: None,
         filters: Vec::new(),
@@ -148,6 +164,25 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Op
             "--throughput-bytes" => opts.throughput_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--data-bytes" => opts.data_bytes = parse_bytes(&arg, &value(&arg)?)?,
             "--bench-bytes" => opts.bench_bytes = parse_bytes(&arg, &value(&arg)?)?,
+            "--colink-max-frame" => {
+                let v = value(&arg)?;
+                opts.colink_max_frame = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n >= 64)
+                        .ok_or_else(|| format!("--colink-max-frame {v:?}: 64 to 65535"))?,
+                );
+            }
+            "--bench-control" => opts.bench_control = true,
+            "--colink-window" => opts.colink_window = Some(parse_bytes(&arg, &value(&arg)?)?),
+            "--connects" => {
+                let v = value(&arg)?;
+                opts.connects = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| format!("--connects {v:?}: a number of connects from 1 to 1000"))?;
+            }
             "--bench-rounds" => {
                 let v = value(&arg)?;
                 opts.bench_rounds = v
@@ -215,7 +250,7 @@ mod tests {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.setup, Setup::OneHost { responder: "hci0".into(), initiator: "hci1".into() });
         assert_eq!(o.echo_bytes, 10 * 1024 * 1024);
-        assert_eq!((o.bench_bytes, o.bench_rounds), (10 * 1024 * 1024, 3));
+        assert_eq!((o.bench_bytes, o.bench_rounds, o.connects), (10 * 1024 * 1024, 4, 12));
     }
 
     #[test]
@@ -247,6 +282,11 @@ mod tests {
         let o = p(&["--bench-rounds", "5", "--bench-bytes", "1048576"]).unwrap().unwrap();
         assert_eq!((o.bench_rounds, o.bench_bytes), (5, 1_048_576));
         assert!(p(&["--bench-bytes", "0"]).is_err());
+        assert_eq!(p(&["--connects", "20"]).unwrap().unwrap().connects, 20);
+        let o = p(&["--colink-max-frame", "16384", "--colink-window", "524288"]).unwrap().unwrap();
+        assert_eq!((o.colink_max_frame, o.colink_window), (Some(16384), Some(524_288)));
+        assert!(p(&["--colink-max-frame", "70000"]).is_err());
+        assert!(p(&["--connects", "0"]).unwrap_err().contains("1 to 1000"));
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--help"]).unwrap().is_none());
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colink::api::{ConnectOptions, DisconnectReason, EventStream, Permission, StreamParam, StreamRole, SurfaceParam};
+use colink::driver::NodeConfig;
 use colink::media::PixelFormat;
 use colink::{Caller, Event, Manager, PeerInfo, SessionId};
 use colink_ble::{Adapter, DeviceId};
@@ -52,9 +53,9 @@ pub(crate) const TESTS: &[Test] = &[
     },
 ];
 
-const SERVICE: &str = "hw-tests";
+pub(crate) const SERVICE: &str = "hw-tests";
 
-fn app() -> Caller {
+pub(crate) fn app() -> Caller {
     Caller::new("org.colink.hwtests", "entry", "MainAbility").grant(Permission::DistributedDatasync)
 }
 
@@ -63,7 +64,7 @@ fn system_app() -> Caller {
     app().system(true)
 }
 
-fn random_id() -> DeviceId {
+pub(crate) fn random_id() -> DeviceId {
     let mut id = [0u8; 16];
     for c in id.chunks_mut(4) {
         c.copy_from_slice(&crate::advert::nonce().to_be_bytes());
@@ -85,18 +86,31 @@ pub(crate) struct Pair {
 
 impl Pair {
     pub(crate) async fn close(self) {
+        self.close_settled(Duration::ZERO).await;
+    }
+
+    /// Shuts both managers down, waits `settle` for their links to finish closing, then forgets the peers (which
+    /// drops any ACL still up).
+    pub(crate) async fn close_settled(self, settle: Duration) {
         self.alice.shutdown().await;
         self.bob.shutdown().await;
         drop((self.alice, self.bob));
+        tokio::time::sleep(settle).await;
         self.duo.forget_each_other().await;
     }
 }
 
-async fn manager(adapter: Arc<dyn Adapter>) -> Result<Manager, Stop> {
+/// A manager on `adapter` with a fresh device id, running `config`.
+pub(crate) async fn manager(adapter: Arc<dyn Adapter>, config: NodeConfig) -> Result<Manager, Stop> {
+    manager_as(adapter, random_id(), config).await
+}
+
+pub(crate) async fn manager_as(adapter: Arc<dyn Adapter>, id: DeviceId, config: NodeConfig) -> Result<Manager, Stop> {
     let name = adapter.name().to_owned();
     Manager::builder()
         .shared_adapter(adapter)
-        .device_id(random_id())
+        .device_id(id)
+        .node_config(config)
         .build()
         .await
         .or_fail(&format!("Manager on {name}"))
@@ -115,6 +129,17 @@ pub(crate) async fn connected(ctx: &Ctx) -> Result<Pair, Stop> {
 
 /// [`connected`], for system apps when `streams` is set: alice's session may send a stream, bob's receive one.
 async fn connected_as(ctx: &Ctx, streams: bool) -> Result<Pair, Stop> {
+    connected_with(ctx, streams, NodeConfig::default(), |a| a).await
+}
+
+/// [`connected_as`] with both managers running `config`, and alice's adapter seen through `wrap` (e.g. to note
+/// which port her dial connected to).
+pub(crate) async fn connected_with(
+    ctx: &Ctx,
+    streams: bool,
+    config: NodeConfig,
+    wrap: impl FnOnce(Arc<dyn Adapter>) -> Arc<dyn Adapter>,
+) -> Result<Pair, Stop> {
     let app = || if streams { system_app() } else { app() };
     let (send_options, receive_options) = if streams {
         (
@@ -125,7 +150,7 @@ async fn connected_as(ctx: &Ctx, streams: bool) -> Result<Pair, Stop> {
         (ConnectOptions::default(), ConnectOptions::default())
     };
     let duo = duo(ctx).await?;
-    let alice = manager(duo.init.clone()).await?;
+    let alice = manager(wrap(duo.init.clone()), config.clone()).await?;
     let bob_id = random_id();
     let bob_peer = PeerInfo::new(bob_id.to_string(), "org.colink.hwtests", "entry", "MainAbility");
     let sa = alice.create_session(&app(), SERVICE, bob_peer, send_options).or_fail("create_session")?;
@@ -146,12 +171,7 @@ async fn connected_as(ctx: &Ctx, streams: bool) -> Result<Pair, Stop> {
     };
     let bob_start = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let bob = Manager::builder()
-            .shared_adapter(duo.resp.clone())
-            .device_id(bob_id)
-            .build()
-            .await
-            .or_fail(&format!("Manager on {}", duo.resp.name()))?;
+        let bob = manager_as(duo.resp.clone(), bob_id, config).await?;
         let requests = bob.incoming(&app()).or_fail("bob: incoming")?;
         Ok::<_, Stop>((bob, requests))
     };
@@ -175,7 +195,7 @@ async fn connected_as(ctx: &Ctx, streams: bool) -> Result<Pair, Stop> {
     };
     let ((), (bob, sb)) = tokio::try_join!(connect, bob_answer)?;
     println!(
-        "    session connected in {:?} (alice {} on {}, bob {} on {})",
+        "    session connected in {:?}, bob's 1 s late start included (alice {} on {}, bob {} on {})",
         start.elapsed(),
         alice.device_id().short(),
         duo.init.name(),

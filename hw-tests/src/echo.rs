@@ -4,9 +4,14 @@
 //! The initiator sends a 10-byte header `[b'H', phase, total: u64 BE]`, then the phase's data:
 //! - phase ECHO: the responder sends every byte back (a packet link SDU for SDU);
 //! - phase SINK: the responder consumes the bytes and answers with their SHA-256 (32 bytes);
-//! - phase BYE: the responder returns.
+//! - phase BYE: the responder returns;
+//! - phase DELIVER: the responder keeps the bytes in memory and, the moment it holds the last one, answers with
+//!   their count (8 bytes, big-endian); only then does it hash what it holds and send the SHA-256 (32 bytes).
 //!
-//! The initiator checks the SHA-256 (and, for packets, the SDU sizes) of what came back.
+//! The initiator checks the SHA-256 (and, for packets, the SDU sizes) of what came back. DELIVER's time ends at
+//! the count: when the receiver holds every byte and the sender has learnt it, which is where colink's
+//! `send_data` resolves (the peer's acknowledgement of the whole payload) — the end point the `bench::` tests
+//! compare. SINK's time also includes the responder's hashing and is kept for the single-shot figures.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -14,10 +19,16 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cpu::{CpuClock, CpuUse};
+
 const ECHO: u8 = 1;
 const SINK: u8 = 2;
 const BYE: u8 = 3;
+const DELIVER: u8 = 4;
 const HEADER_LEN: usize = 10;
+/// Most bytes a DELIVER responder reserves up front, whatever the header claims (it grows past it as data
+/// arrives, never ahead of it).
+const DELIVER_RESERVE: u64 = 64 << 20;
 
 /// Largest write on a stream link.
 ///
@@ -66,7 +77,7 @@ fn header(phase: u8, total: u64) -> [u8; HEADER_LEN] {
 }
 
 fn parse_header(b: &[u8]) -> io::Result<(u8, u64)> {
-    if b.len() != HEADER_LEN || b[0] != b'H' || !(ECHO..=BYE).contains(&b[1]) {
+    if b.len() != HEADER_LEN || b[0] != b'H' || !(ECHO..=DELIVER).contains(&b[1]) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad header {b:02x?}")));
     }
     let mut t = [0u8; 8];
@@ -79,6 +90,8 @@ fn parse_header(b: &[u8]) -> io::Result<(u8, u64)> {
 pub(crate) struct Transfer {
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
+    /// CPU time used over `elapsed` (DELIVER only; `None` elsewhere or when /proc cannot be read).
+    pub(crate) cpu: Option<CpuUse>,
 }
 
 fn ctx_err(e: io::Error, what: &str) -> io::Error {
@@ -100,20 +113,27 @@ pub(crate) async fn packet_responder(link: &impl PacketIo, mtu: usize) -> io::Re
         let (phase, total) = parse_header(&buf[..n])?;
         let mut done = 0u64;
         let mut hash = Sha256::new();
+        let mut held = Vec::with_capacity(if phase == DELIVER { total.min(DELIVER_RESERVE) as usize } else { 0 });
         while done < total {
             let n = link.recv_sdu(&mut buf).await?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("peer closed at {done}/{total}")));
             }
             done += n as u64;
-            if phase == ECHO {
-                link.send_sdu(&buf[..n]).await.map_err(|e| ctx_err(e, &format!("echoing an SDU of {n} bytes")))?;
-            } else {
-                hash.update(&buf[..n]);
+            match phase {
+                ECHO => {
+                    link.send_sdu(&buf[..n]).await.map_err(|e| ctx_err(e, &format!("echoing an SDU of {n} bytes")))?;
+                }
+                DELIVER => held.extend_from_slice(&buf[..n]),
+                _ => hash.update(&buf[..n]),
             }
         }
         match phase {
             SINK => link.send_sdu(&hash.finalize()).await?,
+            DELIVER => {
+                link.send_sdu(&done.to_be_bytes()).await?;
+                link.send_sdu(&Sha256::digest(&held)).await?;
+            }
             BYE => return Ok(()),
             _ => {}
         }
@@ -152,7 +172,7 @@ pub(crate) async fn packet_echo(link: &impl PacketIo, data: &[u8], sdu: usize, m
     if echoed != Sha256::digest(data) {
         return Err(mismatch("echoed data differs from sent data (SHA-256)"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed() })
+    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed(), cpu: None })
 }
 
 /// Initiator: sends `data` one way in SDUs of `sdu` bytes; the time runs until the responder's digest is back.
@@ -168,7 +188,35 @@ pub(crate) async fn packet_sink(link: &impl PacketIo, data: &[u8], sdu: usize) -
     if buf[..n] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the one-way data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu: None })
+}
+
+/// Initiator: sends `data` one way in SDUs of `sdu` bytes (phase DELIVER); the time runs until the responder
+/// says it holds every byte. Its SHA-256 of what it holds is checked afterwards, outside the time.
+pub(crate) async fn packet_deliver(link: &impl PacketIo, data: &[u8], sdu: usize) -> io::Result<Transfer> {
+    let (start, clock) = (Instant::now(), CpuClock::now());
+    link.send_sdu(&header(DELIVER, data.len() as u64)).await?;
+    for chunk in data.chunks(sdu) {
+        link.send_sdu(chunk).await?;
+    }
+    let mut buf = vec![0u8; 64];
+    let n = link.recv_sdu(&mut buf).await?;
+    let (elapsed, cpu) = (start.elapsed(), clock.and_then(CpuClock::since));
+    check_count(&buf[..n], data.len())?;
+    let n = link.recv_sdu(&mut buf).await?;
+    if buf[..n] != Sha256::digest(data)[..] {
+        return Err(mismatch("responder's SHA-256 of the delivered data differs"));
+    }
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu })
+}
+
+/// Checks a DELIVER count answer against the bytes sent.
+fn check_count(answer: &[u8], sent: usize) -> io::Result<()> {
+    let count = <[u8; 8]>::try_from(answer).ok().map(u64::from_be_bytes);
+    if count != Some(sent as u64) {
+        return Err(mismatch(&format!("responder answered {answer:02x?} for {sent} bytes delivered")));
+    }
+    Ok(())
 }
 
 /// Initiator: tells the responder to finish.
@@ -185,6 +233,7 @@ pub(crate) async fn stream_responder<S: AsyncRead + AsyncWrite + Unpin>(s: &mut 
         let (phase, total) = parse_header(&h)?;
         let mut done = 0u64;
         let mut hash = Sha256::new();
+        let mut held = Vec::with_capacity(if phase == DELIVER { total.min(DELIVER_RESERVE) as usize } else { 0 });
         while done < total {
             let want = (total - done).min(STREAM_CHUNK as u64) as usize;
             let n = s.read(&mut buf[..want]).await?;
@@ -192,14 +241,19 @@ pub(crate) async fn stream_responder<S: AsyncRead + AsyncWrite + Unpin>(s: &mut 
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("peer closed at {done}/{total}")));
             }
             done += n as u64;
-            if phase == ECHO {
-                s.write_all(&buf[..n]).await?;
-            } else {
-                hash.update(&buf[..n]);
+            match phase {
+                ECHO => s.write_all(&buf[..n]).await?,
+                DELIVER => held.extend_from_slice(&buf[..n]),
+                _ => hash.update(&buf[..n]),
             }
         }
         match phase {
             SINK => s.write_all(&hash.finalize()).await?,
+            DELIVER => {
+                s.write_all(&done.to_be_bytes()).await?;
+                s.flush().await?;
+                s.write_all(&Sha256::digest(&held)).await?;
+            }
             BYE => return Ok(()),
             _ => {}
         }
@@ -237,7 +291,7 @@ pub(crate) async fn stream_echo<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, da
     if echoed != Sha256::digest(data) {
         return Err(mismatch("echoed data differs from sent data (SHA-256)"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed() })
+    Ok(Transfer { bytes: data.len() as u64, elapsed: start.elapsed(), cpu: None })
 }
 
 /// Initiator: sends `data` one way over a stream; the time runs until the responder's digest is back.
@@ -254,7 +308,28 @@ pub(crate) async fn stream_sink<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, da
     if digest[..] != Sha256::digest(data)[..] {
         return Err(mismatch("responder's SHA-256 of the one-way data differs"));
     }
-    Ok(Transfer { bytes: data.len() as u64, elapsed })
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu: None })
+}
+
+/// Initiator: sends `data` one way over a stream (phase DELIVER); the time runs until the responder says it holds
+/// every byte. Its SHA-256 of what it holds is checked afterwards, outside the time.
+pub(crate) async fn stream_deliver<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> io::Result<Transfer> {
+    let (start, clock) = (Instant::now(), CpuClock::now());
+    s.write_all(&header(DELIVER, data.len() as u64)).await?;
+    for chunk in data.chunks(STREAM_CHUNK) {
+        s.write_all(chunk).await?;
+    }
+    s.flush().await?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).await?;
+    let (elapsed, cpu) = (start.elapsed(), clock.and_then(CpuClock::since));
+    check_count(&count, data.len())?;
+    let mut digest = [0u8; 32];
+    s.read_exact(&mut digest).await?;
+    if digest[..] != Sha256::digest(data)[..] {
+        return Err(mismatch("responder's SHA-256 of the delivered data differs"));
+    }
+    Ok(Transfer { bytes: data.len() as u64, elapsed, cpu })
 }
 
 /// Initiator: tells the responder to finish.
@@ -310,18 +385,20 @@ mod tests {
         let client = async {
             let e = packet_echo(&a, &data, 1000, 1000).await?;
             let s = packet_sink(&a, &data, 999).await?;
+            let d = packet_deliver(&a, &data, 999).await?;
             packet_bye(&a).await?;
-            Ok::<_, io::Error>((e, s))
+            Ok::<_, io::Error>((e, s, d))
         };
         let (r, c) = tokio::join!(server, client);
         r.unwrap();
-        let (e, s) = c.unwrap();
-        assert_eq!((e.bytes, s.bytes), (100_003, 100_003));
-        // the responder echoed SDU for SDU: 101 SDUs of <= 1000 bytes plus one digest
+        let (e, s, d) = c.unwrap();
+        assert_eq!((e.bytes, s.bytes, d.bytes), (100_003, 100_003, 100_003));
+        // the responder echoed SDU for SDU: 101 SDUs of <= 1000 bytes plus one digest, then DELIVER's count and
+        // digest
         let sizes = b.sent_sizes.lock().unwrap().clone();
-        assert_eq!(sizes.len(), 101 + 1);
+        assert_eq!(sizes.len(), 101 + 1 + 2);
         assert_eq!(sizes[100], 3);
-        assert_eq!(sizes[101], 32);
+        assert_eq!(&sizes[101..], [32, 8, 32]);
     }
 
     #[tokio::test]
@@ -331,12 +408,13 @@ mod tests {
         let (r, c) = tokio::join!(stream_responder(&mut b), async {
             let e = stream_echo(&mut a, &data).await?;
             let s = stream_sink(&mut a, &data).await?;
+            let d = stream_deliver(&mut a, &data).await?;
             stream_bye(&mut a).await?;
-            Ok::<_, io::Error>((e, s))
+            Ok::<_, io::Error>((e, s, d))
         });
         r.unwrap();
-        let (e, s) = c.unwrap();
-        assert_eq!((e.bytes, s.bytes), (50_001, 50_001));
+        let (e, s, d) = c.unwrap();
+        assert_eq!((e.bytes, s.bytes, d.bytes), (50_001, 50_001, 50_001));
     }
 
     #[tokio::test]
@@ -359,6 +437,10 @@ mod tests {
     #[test]
     fn headers_are_validated() {
         assert!(parse_header(&header(SINK, 5)).is_ok());
+        assert!(parse_header(&header(DELIVER, 5)).is_ok());
+        assert!(check_count(&7u64.to_be_bytes(), 7).is_ok());
+        assert!(check_count(&7u64.to_be_bytes(), 8).is_err());
+        assert!(check_count(&[0; 4], 0).is_err());
         assert!(parse_header(&[0u8; 10]).is_err());
         assert!(parse_header(&[b'H', 9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(parse_header(&[b'H', 1]).is_err());

@@ -16,10 +16,13 @@ mod blelink;
 mod bt;
 mod cli;
 mod colink_api;
+mod connect;
+mod cpu;
 mod echo;
 mod harness;
 mod raw;
 mod rig;
+mod timed;
 
 use std::process::ExitCode;
 use std::sync::Arc;

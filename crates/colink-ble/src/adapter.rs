@@ -8,6 +8,7 @@ use futures::stream::BoxStream;
 
 use crate::{
     Advert, Agent, BoxFuture, InvalidParam, Link, LinkMode, LinkParams, PairingError, PeerAddress, Port, Rssi,
+    ShortDeviceId,
 };
 
 /// A Bluetooth adapter (a local controller), as the rest of colink uses it.
@@ -63,6 +64,35 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Pairs (and bonds) with `peer`, driving `agent` for the local side; the peer's agent answers for it.
     fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>>;
+
+    /// The latest colink advert this adapter's own scans heard from the device `id`, and how long ago, so that a
+    /// caller who saw a device recently can connect to it without scanning again. `None` when no scan of this
+    /// adapter heard it, or a scan since reported it lost (the default: the backend keeps no record).
+    ///
+    /// Only a hint: the device may have moved, changed its port or gone; a connect to it can fail like any other.
+    fn last_seen(&self, id: ShortDeviceId) -> Option<Sighting> {
+        let _ = id;
+        None
+    }
+}
+
+/// A device's advert as a scan last heard it; see [`Adapter::last_seen`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sighting {
+    /// Its radio address when it was heard.
+    pub peer: PeerAddress,
+    /// The advert it sent (its PSM and RFCOMM channel).
+    pub advert: Advert,
+    /// How long ago it was heard.
+    pub age: Duration,
+}
+
+impl Sighting {
+    /// A sighting of `advert` from `peer`, `age` ago.
+    pub fn new(peer: PeerAddress, advert: Advert, age: Duration) -> Self {
+        Self { peer, advert, age }
+    }
 }
 
 /// Accepts incoming links on one port.

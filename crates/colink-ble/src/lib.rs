@@ -41,7 +41,9 @@ pub mod btleplug;
 #[path = "bluez/tracker.rs"]
 mod scan_tracker;
 
-pub use adapter::{Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream};
+pub use adapter::{
+    Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream, Sighting,
+};
 pub use address::{Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId};
 pub use advert::{
     AD_TYPE_FLAGS, AD_TYPE_SERVICE_DATA_128, Advert, AdvertError, COLINK_SERVICE_UUID, FLAGS_LE_AND_BR_EDR,

@@ -17,6 +17,7 @@
 mod advert;
 mod agent;
 mod link;
+mod sightings;
 mod socket;
 
 use std::sync::Arc;
@@ -31,10 +32,11 @@ pub use link::{BluezLink, RFCOMM_WRITE_CHUNK};
 use crate::scan_tracker::ScanTracker;
 use crate::{
     Adapter, AdapterError, Address, AddressType, Advert, AdvertHandle, Agent, BoxFuture, ConnectError, Link, LinkMode,
-    LinkParams, Listener, PairingError, PeerAddress, Port, ScanEvent, ScanFilter, ScanStream,
+    LinkParams, Listener, PairingError, PeerAddress, Port, ScanEvent, ScanFilter, ScanStream, ShortDeviceId, Sighting,
 };
 use advert::{colink_advert, fits_legacy, rssi_from_bluez, to_advertisement};
 use agent::AgentHub;
+use sightings::Sightings;
 
 /// How long [`Adapter::pair`] waits for the whole pairing (agents included).
 const PAIR_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,7 +102,13 @@ impl Bluez {
         let kind = adapter.address_type().await.map_err(adapter_error)?;
         let address =
             PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(Some(kind)) };
-        Ok(BluezAdapter { name: adapter.name().to_owned(), adapter, address, agents: self.agents.clone() })
+        Ok(BluezAdapter {
+            name: adapter.name().to_owned(),
+            adapter,
+            address,
+            agents: self.agents.clone(),
+            sightings: Arc::default(),
+        })
     }
 }
 
@@ -110,6 +118,8 @@ pub struct BluezAdapter {
     name: String,
     address: PeerAddress,
     agents: Arc<AgentHub>,
+    /// The latest advert each device was heard with by this adapter's scans ([`Adapter::last_seen`]).
+    sightings: Arc<Sightings>,
 }
 
 impl std::fmt::Debug for BluezAdapter {
@@ -167,8 +177,8 @@ impl BluezAdapter {
         let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
-        let task =
-            tokio::spawn(tracing::Instrument::instrument(run_scan(self.adapter.clone(), events, filter, tx), span));
+        let scan = run_scan(self.adapter.clone(), events, filter, self.sightings.clone(), tx);
+        let task = tokio::spawn(tracing::Instrument::instrument(scan, span));
         Ok(Box::pin(BluezScan { rx, task }))
     }
 
@@ -309,6 +319,10 @@ impl Adapter for BluezAdapter {
     fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
         Box::pin(self.pair_impl(peer, agent))
     }
+
+    fn last_seen(&self, id: ShortDeviceId) -> Option<Sighting> {
+        self.sightings.get(Instant::now(), id)
+    }
 }
 
 /// The scan stream: events from the scan task; dropping it stops the task (and with it discovery).
@@ -363,6 +377,7 @@ async fn run_scan(
     adapter: bluer::Adapter,
     first: impl Stream<Item = AdapterEvent> + Send + 'static,
     filter: ScanFilter,
+    sightings: Arc<Sightings>,
     tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
 ) {
     let start = Instant::now();
@@ -402,6 +417,7 @@ async fn run_scan(
                         let peer =
                             PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(kind) };
                         peers.insert(addr, peer);
+                        sightings.heard(Instant::now(), peer, advert);
                         tracker.heard(start.elapsed(), peer, rssi_from_bluez(raw_rssi), advert).into_iter().collect()
                     }
                     Some(AdapterEvent::DeviceRemoved(addr)) => {
@@ -413,6 +429,9 @@ async fn run_scan(
                 () = &mut restart => break false,
             };
             for ev in out {
+                if let ScanEvent::DeviceLost { peer } = ev {
+                    sightings.lost(peer);
+                }
                 if tx.unbounded_send(ev).is_err() {
                     return;
                 }

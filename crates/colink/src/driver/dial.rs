@@ -1,5 +1,7 @@
 //! Finding a device by its id in adverts and connecting to the port it advertises: its LE PSM (L2CAP CoC,
-//! packet mode) or its RFCOMM channel (BR/EDR, stream mode), in the order the node prefers.
+//! packet mode) or its RFCOMM channel (BR/EDR, stream mode), in the order the node prefers. A device the adapter
+//! heard lately ([`Adapter::last_seen`]) is connected to at once, without scanning; only when that fails does
+//! the dial scan for a fresh advert.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use colink_ble::{
     Adapter, Advert, ConnectError, DeviceId, Link, LinkMode, LinkParams, PeerAddress, Phy, Port, ScanEvent, ScanFilter,
 };
 use futures::StreamExt;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::TransportPreference;
@@ -44,6 +47,14 @@ impl DialError {
         }
     }
 }
+
+/// How old a sighting may be for a dial to connect without scanning first: a device heard within this long is
+/// most likely still there with the same address and ports (a random address rotates after ~15 minutes).
+const RECENT: Duration = Duration::from_secs(120);
+
+/// How long the connect to a recently seen device may take before the dial scans instead: long enough for a
+/// connect to a present device (tens of milliseconds), short enough that a device that left costs little.
+const RECENT_CONNECT: Duration = Duration::from_secs(2);
 
 /// One way to reach an advertised device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +98,20 @@ pub(crate) async fn dial(
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
     let short = id.short();
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = Instant::now() + within;
+    if let Some(seen) = adapter.last_seen(short).filter(|s| s.age <= RECENT) {
+        let recent = Instant::now() + RECENT_CONNECT;
+        for route in routes(seen.peer, &seen.advert, params, prefer) {
+            debug!(peer = %route.peer, port = %route.port, age = ?seen.age, "seen lately; connecting without a scan");
+            let connect = adapter.connect(route.peer, route.port, route.mode, route.params);
+            match tokio::time::timeout_at(recent.min(deadline), connect).await {
+                Ok(Ok(link)) => return Ok(Arc::from(link)),
+                Ok(Err(e)) => debug!(error = %e, port = %route.port, "connect to the last-seen port failed"),
+                Err(_) => debug!(port = %route.port, "connect to the last-seen port timed out"),
+            }
+        }
+        debug!("scanning for a fresh advert");
+    }
     let found = tokio::time::timeout_at(deadline, async {
         // A short `lost_after` makes the backend restart discovery every second: on BlueZ a device whose advert
         // was missed when discovery started stays hidden until the next restart (docs/bluez-backend.md).
