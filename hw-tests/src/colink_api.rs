@@ -11,8 +11,9 @@ use bytes::Bytes;
 use colink::api::{ConnectOptions, DisconnectReason, EventStream, Permission, StreamParam, StreamRole, SurfaceParam};
 use colink::driver::NodeConfig;
 use colink::media::PixelFormat;
+use colink::trust::{Account, Security};
 use colink::{Caller, Event, Manager, PeerInfo, SessionId};
-use colink_ble::{Adapter, DeviceId};
+use colink_ble::Adapter;
 use colink_media::pattern::test_pattern;
 use colink_media::pixel::psnr;
 use futures::StreamExt;
@@ -64,12 +65,26 @@ fn system_app() -> Caller {
     app().system(true)
 }
 
-pub(crate) fn random_id() -> DeviceId {
-    let mut id = [0u8; 16];
-    for c in id.chunks_mut(4) {
+/// A fresh device identity in the suite's account: every colink:: test runs the real secure handshake (Noise
+/// XXpsk3 by account, two identities) on the real stack, as two laptops of one person do.
+pub(crate) fn identity() -> Security {
+    let mut secret = [0u8; 32];
+    for c in secret.chunks_mut(4) {
         c.copy_from_slice(&crate::advert::nonce().to_be_bytes());
     }
-    DeviceId::from_bytes(id)
+    Security::from_secret(secret).with_account(Some(suite_account().clone()))
+}
+
+/// The account every manager of this run belongs to (drawn once per run).
+fn suite_account() -> &'static Account {
+    static ACCOUNT: std::sync::OnceLock<Account> = std::sync::OnceLock::new();
+    ACCOUNT.get_or_init(|| {
+        let mut secret = [0u8; 16];
+        for c in secret.chunks_mut(4) {
+            c.copy_from_slice(&crate::advert::nonce().to_be_bytes());
+        }
+        Account::from_secret(secret)
+    })
 }
 
 /// Two managers with a connected session: `alice` (initiator adapter) connected to `bob` (responder adapter).
@@ -100,16 +115,17 @@ impl Pair {
     }
 }
 
-/// A manager on `adapter` with a fresh device id, running `config`.
+/// A manager on `adapter` with a fresh identity in the suite's account, running `config`.
 pub(crate) async fn manager(adapter: Arc<dyn Adapter>, config: NodeConfig) -> Result<Manager, Stop> {
-    manager_as(adapter, random_id(), config).await
+    manager_as(adapter, identity(), config).await
 }
 
-pub(crate) async fn manager_as(adapter: Arc<dyn Adapter>, id: DeviceId, config: NodeConfig) -> Result<Manager, Stop> {
+/// A manager on `adapter` as `who` (its device id is `who.device_id()`), running `config`.
+pub(crate) async fn manager_as(adapter: Arc<dyn Adapter>, who: Security, config: NodeConfig) -> Result<Manager, Stop> {
     let name = adapter.name().to_owned();
     Manager::builder()
         .shared_adapter(adapter)
-        .device_id(id)
+        .security(who)
         .node_config(config)
         .build()
         .await
@@ -151,7 +167,8 @@ pub(crate) async fn connected_with(
     };
     let duo = duo(ctx).await?;
     let alice = manager(wrap(duo.init.clone()), config.clone()).await?;
-    let bob_id = random_id();
+    let bob_who = identity();
+    let bob_id = bob_who.device_id();
     let bob_peer = PeerInfo::new(bob_id.to_string(), "org.colink.hwtests", "entry", "MainAbility");
     let sa = alice.create_session(&app(), SERVICE, bob_peer, send_options).or_fail("create_session")?;
     let start = Instant::now();
@@ -171,7 +188,7 @@ pub(crate) async fn connected_with(
     };
     let bob_start = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let bob = manager_as(duo.resp.clone(), bob_id, config).await?;
+        let bob = manager_as(duo.resp.clone(), bob_who, config).await?;
         let requests = bob.incoming(&app()).or_fail("bob: incoming")?;
         Ok::<_, Stop>((bob, requests))
     };

@@ -20,7 +20,7 @@ use colink::driver::NodeConfig;
 use colink::{Manager, PeerInfo};
 
 use crate::ble::duo;
-use crate::colink_api::{SERVICE, app, manager, manager_as, random_id};
+use crate::colink_api::{SERVICE, app, identity, manager, manager_as};
 use crate::harness::{Ctx, OrFail, Stop, TestResult, ensure, within};
 use crate::timed::{Marks, Timed};
 
@@ -57,8 +57,9 @@ impl Phases {
 pub(crate) async fn run(ctx: &Ctx) -> TestResult {
     let duo = duo(ctx).await?;
     let timed = Timed::new(duo.init.clone());
-    let bob_id = random_id();
-    let bob = manager_as(duo.resp.clone(), bob_id, NodeConfig::default()).await?;
+    let bob_who = identity();
+    let bob_id = bob_who.device_id();
+    let bob = manager_as(duo.resp.clone(), bob_who, NodeConfig::default()).await?;
     let mut requests = bob.incoming(&app()).or_fail("bob: incoming")?;
     // bob's app accepts every request the moment it arrives.
     let answer = async {
