@@ -43,10 +43,12 @@
 
 mod air;
 pub mod hub;
+mod kernel;
 mod model;
 mod profile;
 mod rng;
 
 pub use air::{Faults, SimAdapter, SimAir, SimAirBuilder};
+pub use kernel::{KernelProfile, pdu_truesize};
 pub use model::LinkSummary;
 pub use profile::{Environment, PhyProfile, Position};

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use colink_ble::Phy;
 
+use crate::kernel::KernelProfile;
+
 /// How one PHY moves data: the per-packet air-time model plus connection timing.
 ///
 /// An SDU of `n` bytes is cut into K-frames of at most [`mps`](Self::mps) payload (the first also carries
@@ -117,6 +119,22 @@ impl PhyProfile {
             supervision_timeout: Duration::from_secs(20),
             host_latency: Duration::from_millis(1),
             sensitivity_dbm: -90.0,
+        }
+    }
+
+    /// LE CoC between the VM rig's two `btvirt` controllers (docs/vm-rig.md): the emulator hands ACL data from
+    /// one virtual controller to the other without radio timing, so the air takes no time worth modelling
+    /// (1 Gbit/s, no packet overhead) and the link's rate is set by the host's CPU — pair it with
+    /// [`KernelProfile::vm_rig`](crate::KernelProfile::vm_rig) in the [`Environment`]. Connection interval and
+    /// host latency as LE 2M's shortest (1.25 ms, 1 ms); replaces the LE 2M profile when given to
+    /// [`SimAirBuilder::profile`](crate::SimAirBuilder::profile).
+    pub fn btvirt_le() -> Self {
+        Self {
+            air_bit_rate: 1_000_000_000,
+            packet_overhead: Duration::ZERO,
+            turnaround: Duration::ZERO,
+            conn_interval: (Duration::from_micros(1250), Duration::from_micros(1250)),
+            ..Self::le_2m()
         }
     }
 
@@ -235,6 +253,10 @@ pub struct Environment {
     pub tx_buffer: usize,
     /// Maximum concurrent links per adapter (BR/EDR piconet: 7 active peripherals; common LE controllers 8+).
     pub max_links: usize,
+    /// The host kernel between applications and the radio (send buffer in skb truesize, TIOCOUTQ, CPU per
+    /// write). `None` (the default): `send` waits on `tx_buffer` payload bytes, `queued_bytes` counts payload
+    /// not yet on the air, and data costs no CPU time.
+    pub kernel: Option<KernelProfile>,
 }
 
 impl Default for Environment {
@@ -253,6 +275,7 @@ impl Default for Environment {
             rx_buffer: 208 * 1024,
             tx_buffer: 16 * 1024,
             max_links: 8,
+            kernel: None,
         }
     }
 }

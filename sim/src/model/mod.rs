@@ -638,15 +638,7 @@ impl Model {
         };
         let link_id = self.id();
         let profile = self.profile(c.phy);
-        let state = LinkState::new(
-            now,
-            [c.dev, target],
-            c.mode,
-            params,
-            profile,
-            interval,
-            (self.env.rx_buffer, self.env.tx_buffer),
-        );
+        let state = LinkState::new(now, [c.dev, target], c.mode, params, profile, interval, &self.env);
         self.links.insert(link_id, state);
         log!(
             self,
@@ -692,6 +684,14 @@ impl Model {
     pub(crate) fn queued(&self, link: u64, end: usize) -> Result<usize, CloseReason> {
         match self.links.get(&link) {
             Some(l) => l.queued(end),
+            None => Err(CloseReason::LocalClose),
+        }
+    }
+
+    /// Whether at most `max` bytes of `end` of `link` wait behind the SDU on the air, or why it is closed.
+    pub(crate) fn drained(&self, link: u64, end: usize, max: usize) -> Result<bool, CloseReason> {
+        match self.links.get(&link) {
+            Some(l) => l.drained(end, max),
             None => Err(CloseReason::LocalClose),
         }
     }
