@@ -41,7 +41,8 @@ pub struct PhyProfile {
     pub sdu_header: u16,
     /// Largest K-frame payload (LE CoC MPS); `None`: the whole SDU goes in one L2CAP PDU.
     pub mps: Option<u16>,
-    /// Connection interval range; each link draws one (in 1.25 ms steps) from the seeded RNG.
+    /// Connection interval range; each link draws one (in 1.25 ms steps) from the seeded RNG. `(0, 0)`: no
+    /// connection events, an idle transmitter starts at once.
     pub conn_interval: (Duration, Duration),
     /// How long a link survives without hearing the peer (out of range).
     pub supervision_timeout: Duration,
@@ -134,6 +135,22 @@ impl PhyProfile {
             packet_overhead: Duration::ZERO,
             turnaround: Duration::ZERO,
             conn_interval: (Duration::from_micros(1250), Duration::from_micros(1250)),
+            ..Self::le_2m()
+        }
+    }
+
+    /// A link with no radio limit, for measuring the CPU cost of what runs above it: no air time to speak of
+    /// (1 ns per SDU), no connection events, no host latency, whole SDUs in one PDU. Replaces the LE 2M profile
+    /// when given to [`SimAirBuilder::profile`](crate::SimAirBuilder::profile); run it on a real-time runtime.
+    pub fn unlimited() -> Self {
+        Self {
+            air_bit_rate: u64::MAX,
+            packet_overhead: Duration::ZERO,
+            turnaround: Duration::ZERO,
+            max_packet_payload: u16::MAX,
+            mps: None,
+            conn_interval: (Duration::ZERO, Duration::ZERO),
+            host_latency: Duration::ZERO,
             ..Self::le_2m()
         }
     }

@@ -552,6 +552,9 @@ impl Model {
 
     fn draw_interval(&mut self, profile: &PhyProfile) -> Duration {
         let (lo, hi) = profile.conn_interval;
+        if hi.is_zero() {
+            return Duration::ZERO; // no connection events: an idle transmitter starts at once
+        }
         let unit = 1_250_000u64; // 1.25 ms
         let lo_u = (lo.as_nanos() as u64).div_ceil(unit).max(1);
         let hi_u = (hi.as_nanos() as u64 / unit).max(lo_u);
