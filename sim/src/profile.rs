@@ -320,6 +320,15 @@ mod tests {
     }
 
     #[test]
+    fn unlimited_and_btvirt_profiles_take_no_air_time_worth_counting() {
+        for p in [PhyProfile::unlimited(), PhyProfile::btvirt_le()] {
+            assert!(p.capacity_bps(65535) > 5e8, "{:?}", p.capacity_bps(65535));
+        }
+        assert_eq!(PhyProfile::unlimited().kframes(65535, 65535), 1);
+        assert_eq!(PhyProfile::unlimited().sdu_air_time(4096, 65535), Duration::from_nanos(1));
+    }
+
+    #[test]
     fn kframes_count_sdu_header() {
         let p = PhyProfile::le_2m();
         assert_eq!(p.kframes(245, 247), 1);

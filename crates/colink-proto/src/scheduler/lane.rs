@@ -44,7 +44,7 @@ impl Cuts {
 
     /// Index of the next fragment to send.
     fn next_index(&self) -> u32 {
-        self.base + (self.starts.len() as u32 - 1)
+        self.base + self.starts.len().saturating_sub(1) as u32
     }
 
     /// Payload offset of the next fragment to send.
