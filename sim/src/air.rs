@@ -782,10 +782,11 @@ impl Link for SimLink {
         Box::pin(
             async move {
                 let (link, end) = (self.info.link, self.info.end);
-                // The model wakes this end whenever an SDU leaves its queue for the air.
-                self.wait(|inner, _| match inner.model.queued(link, end) {
-                    Ok(n) if n <= max => Some(Ok(())),
-                    Ok(_) => None,
+                // The model wakes this end whenever an SDU leaves its queue for the air (and, with a kernel
+                // model, when an SDU's transmission ends and its charge is released).
+                self.wait(|inner, _| match inner.model.drained(link, end, max) {
+                    Ok(true) => Some(Ok(())),
+                    Ok(false) => None,
                     Err(r) => Some(Err(LinkError::Closed(r))),
                 })
                 .await

@@ -3,7 +3,8 @@
 //! - [`SimAir`] is the shared air: devices at [`Position`]s, adverts and scans at realistic intervals, RSSI from
 //!   a log-distance path-loss model plus seeded noise, connection set-up delay, a per-adapter link limit,
 //!   pairing through both sides' [`Agent`](colink_ble::Agent)s, and links with an MTU, credit-based flow control
-//!   and the data rate and latency of a [`PhyProfile`].
+//!   and the data rate and latency of a [`PhyProfile`]; optionally a host kernel in between ([`KernelProfile`]:
+//!   send buffer charged in skb truesize, TIOCOUTQ queue depth, CPU time per write), e.g. the VM rig's.
 //! - [`SimAdapter`] implements [`colink_ble::Adapter`]; code written against the trait runs unchanged here and
 //!   on BlueZ.
 //! - [`Faults`] injects failures: drop a link, power a device off, move it out of range, stall a link, corrupt
@@ -43,10 +44,12 @@
 
 mod air;
 pub mod hub;
+mod kernel;
 mod model;
 mod profile;
 mod rng;
 
 pub use air::{Faults, SimAdapter, SimAir, SimAirBuilder};
+pub use kernel::{KernelProfile, pdu_truesize};
 pub use model::LinkSummary;
 pub use profile::{Environment, PhyProfile, Position};

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use colink_ble::Phy;
 
+use crate::kernel::KernelProfile;
+
 /// How one PHY moves data: the per-packet air-time model plus connection timing.
 ///
 /// An SDU of `n` bytes is cut into K-frames of at most [`mps`](Self::mps) payload (the first also carries
@@ -39,7 +41,8 @@ pub struct PhyProfile {
     pub sdu_header: u16,
     /// Largest K-frame payload (LE CoC MPS); `None`: the whole SDU goes in one L2CAP PDU.
     pub mps: Option<u16>,
-    /// Connection interval range; each link draws one (in 1.25 ms steps) from the seeded RNG.
+    /// Connection interval range; each link draws one (in 1.25 ms steps) from the seeded RNG. `(0, 0)`: no
+    /// connection events, an idle transmitter starts at once.
     pub conn_interval: (Duration, Duration),
     /// How long a link survives without hearing the peer (out of range).
     pub supervision_timeout: Duration,
@@ -117,6 +120,38 @@ impl PhyProfile {
             supervision_timeout: Duration::from_secs(20),
             host_latency: Duration::from_millis(1),
             sensitivity_dbm: -90.0,
+        }
+    }
+
+    /// LE CoC between the VM rig's two `btvirt` controllers (docs/vm-rig.md): the emulator hands ACL data from
+    /// one virtual controller to the other without radio timing, so the air takes no time worth modelling
+    /// (1 Gbit/s, no packet overhead) and the link's rate is set by the host's CPU — pair it with
+    /// [`KernelProfile::vm_rig`](crate::KernelProfile::vm_rig) in the [`Environment`]. Connection interval and
+    /// host latency as LE 2M's shortest (1.25 ms, 1 ms); replaces the LE 2M profile when given to
+    /// [`SimAirBuilder::profile`](crate::SimAirBuilder::profile).
+    pub fn btvirt_le() -> Self {
+        Self {
+            air_bit_rate: 1_000_000_000,
+            packet_overhead: Duration::ZERO,
+            turnaround: Duration::ZERO,
+            conn_interval: (Duration::from_micros(1250), Duration::from_micros(1250)),
+            ..Self::le_2m()
+        }
+    }
+
+    /// A link with no radio limit, for measuring the CPU cost of what runs above it: no air time to speak of
+    /// (1 ns per SDU), no connection events, no host latency, whole SDUs in one PDU. Replaces the LE 2M profile
+    /// when given to [`SimAirBuilder::profile`](crate::SimAirBuilder::profile); run it on a real-time runtime.
+    pub fn unlimited() -> Self {
+        Self {
+            air_bit_rate: u64::MAX,
+            packet_overhead: Duration::ZERO,
+            turnaround: Duration::ZERO,
+            max_packet_payload: u16::MAX,
+            mps: None,
+            conn_interval: (Duration::ZERO, Duration::ZERO),
+            host_latency: Duration::ZERO,
+            ..Self::le_2m()
         }
     }
 
@@ -235,6 +270,10 @@ pub struct Environment {
     pub tx_buffer: usize,
     /// Maximum concurrent links per adapter (BR/EDR piconet: 7 active peripherals; common LE controllers 8+).
     pub max_links: usize,
+    /// The host kernel between applications and the radio (send buffer in skb truesize, TIOCOUTQ, CPU per
+    /// write). `None` (the default): `send` waits on `tx_buffer` payload bytes, `queued_bytes` counts payload
+    /// not yet on the air, and data costs no CPU time.
+    pub kernel: Option<KernelProfile>,
 }
 
 impl Default for Environment {
@@ -253,6 +292,7 @@ impl Default for Environment {
             rx_buffer: 208 * 1024,
             tx_buffer: 16 * 1024,
             max_links: 8,
+            kernel: None,
         }
     }
 }
@@ -277,6 +317,15 @@ mod tests {
         let bredr = mbps(PhyProfile::br_edr(), 1011);
         assert!((2.0..=2.2).contains(&bredr), "{bredr}");
         assert!(mbps(PhyProfile::le_coded(), 65535) < 0.13);
+    }
+
+    #[test]
+    fn unlimited_and_btvirt_profiles_take_no_air_time_worth_counting() {
+        for p in [PhyProfile::unlimited(), PhyProfile::btvirt_le()] {
+            assert!(p.capacity_bps(65535) > 5e8, "{:?}", p.capacity_bps(65535));
+        }
+        assert_eq!(PhyProfile::unlimited().kframes(65535, 65535), 1);
+        assert_eq!(PhyProfile::unlimited().sdu_air_time(4096, 65535), Duration::from_nanos(1));
     }
 
     #[test]

@@ -42,10 +42,23 @@ pub struct Config {
     /// resends from the last acknowledged fragment (default 1 s; raised automatically for large frames and
     /// slow links, see docs/sessions.md §9).
     pub retransmit_timeout: Duration,
-    /// The largest frame this side sends (default 4096 bytes), below the link MTU: a higher-priority message
-    /// waits behind at most about one frame already on the air, so large-MTU links (LE CoC and RFCOMM offer
-    /// 64 KiB) would otherwise make that wait hundreds of milliseconds. Costs under 0.5 % of goodput.
+    /// The largest frame this side sends (default 4096 bytes) while frames of different priorities share the
+    /// link, below the link MTU: a higher-priority message waits behind at most about one frame already on the
+    /// air, so large-MTU links (LE CoC and RFCOMM offer 64 KiB) would otherwise make that wait hundreds of
+    /// milliseconds. Bulk data may use larger frames while it runs alone (see
+    /// [`max_bulk_frame`](Self::max_bulk_frame)).
     pub max_frame: u16,
+    /// The largest frame bulk data (images and data) may use while no higher-priority channel has sent for
+    /// [`bulk_grow_after`](Self::bulk_grow_after) (default 16384 bytes; never above the link MTU and the
+    /// peer's maximum, never below [`max_frame`](Self::max_frame); equal to `max_frame` turns growth off).
+    /// Fewer, larger frames save per-SDU costs (on BR/EDR the partly filled last baseband packet of each
+    /// SDU, in a kernel the per-write work); the price is that the first message after a quiet stretch waits
+    /// behind up to two such frames. See docs/performance.md, "Frame sizes that adapt".
+    pub max_bulk_frame: u16,
+    /// How long higher-priority channels must have sent nothing before bulk frames grow beyond
+    /// [`max_frame`](Self::max_frame) (default 200 ms). The moment a higher-priority fragment goes out, the
+    /// next bulk frame is small again.
+    pub bulk_grow_after: Duration,
     /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
     /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).
     pub channel_buffer: u64,
@@ -70,6 +83,8 @@ impl Default for Config {
             ack_max_delay: Duration::from_millis(200),
             retransmit_timeout: Duration::from_secs(1),
             max_frame: 4096,
+            max_bulk_frame: 16 * 1024,
+            bulk_grow_after: Duration::from_millis(200),
             channel_buffer: 1024 * 1024,
             limits: colink_frame::Limits::default(),
         }

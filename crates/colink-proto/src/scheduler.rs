@@ -1,18 +1,23 @@
 //! The send scheduler: every channel's send lane, which fragment goes out next (priority classes with
-//! per-class window limits, round robin within a class), and the bytes in flight.
+//! per-class window limits, round robin within a class), how large it may be (bulk frames grow while they
+//! run alone, see [`sizing`]), and the bytes in flight.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use colink_frame::{FrameKind, LinkMode, Mtu};
 
 mod lane;
+mod sizing;
 
 use super::error::{ProtocolError, SendError};
 use super::types::{SendId, SessionKey};
 use super::wire::{CH_CONTROL, Position};
 use lane::SendLane;
 pub(crate) use lane::lane_nonce;
+use sizing::FrameSizer;
+pub(crate) use sizing::FrameSizes;
 
 use crate::secure::LinkCipher;
 
@@ -63,12 +68,21 @@ pub(crate) struct Scheduler {
     channel_buffer: u64,
     /// On an authenticated link: the epoch cipher that seals every lane message.
     epoch: Option<LinkCipher>,
+    /// Sizes each fragment by what the classes above it sent lately.
+    sizer: FrameSizer,
 }
 
 impl Scheduler {
     /// An empty scheduler (no lanes; see [`reset`](Self::reset)) with `channel_buffer` bytes per channel.
     pub(crate) fn new(channel_buffer: u64) -> Self {
-        Self { lanes: BTreeMap::new(), rr: [0; CLASSES.len()], inflight: 0, channel_buffer, epoch: None }
+        Self {
+            lanes: BTreeMap::new(),
+            rr: [0; CLASSES.len()],
+            inflight: 0,
+            channel_buffer,
+            epoch: None,
+            sizer: FrameSizer::default(),
+        }
     }
 
     /// Seals lane messages that go on the wire from now on with `epoch`.
@@ -81,6 +95,7 @@ impl Scheduler {
         self.lanes.clear();
         self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
         self.inflight = 0;
+        self.sizer.reset();
     }
 
     /// Opens the lane of `channel` for frames of `kind`.
@@ -176,20 +191,23 @@ impl Scheduler {
         Ok(Some(Acked { done, advanced, writable }))
     }
 
-    /// Resends `channel` from `pos` (a gap report, a resume), framing for `mode` and `mtu`.
-    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, mode: LinkMode, mtu: Mtu) {
+    /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out,
+    /// for the link of that moment; `_mode` and `_mtu` are no longer needed (kept so that callers are
+    /// unchanged).
+    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, _mode: LinkMode, _mtu: Mtu) {
         if let Some(lane) = self.lanes.get_mut(&channel) {
-            let freed = lane.rewind(pos, mode, mtu);
+            let freed = lane.rewind(pos);
             self.inflight -= freed.min(self.inflight);
         }
     }
 
-    /// A retransmission timeout: every lane with data in flight resends from its acknowledged position.
-    pub(crate) fn rewind_all_to_acked(&mut self, mode: LinkMode, mtu: Mtu) {
+    /// A retransmission timeout: every lane with data in flight resends from its acknowledged position
+    /// (`_mode` and `_mtu` as for [`rewind`](Self::rewind)).
+    pub(crate) fn rewind_all_to_acked(&mut self, _mode: LinkMode, _mtu: Mtu) {
         for lane in self.lanes.values_mut() {
             if lane.inflight_bytes > 0 {
                 let acked = lane.acked;
-                lane.rewind(acked, mode, mtu);
+                lane.rewind(acked);
             }
         }
         self.inflight = 0;
@@ -205,12 +223,14 @@ impl Scheduler {
 
     /// Appends the next payload fragment's frame to `out`: by priority class, each class limited to a share of
     /// `window` (control none, messages all of it, stream media 7/8, images and data 3/4, so higher classes
-    /// always find room), round robin between the channels of a class.
+    /// always find room), round robin between the channels of a class. The frame is `sizes.small` bytes at
+    /// most, or `sizes.large` for bulk while the classes above it have been silent (see [`sizing`]).
     pub(crate) fn next_fragment(
         &mut self,
+        now: Instant,
         window: u64,
         mode: LinkMode,
-        mtu: Mtu,
+        sizes: FrameSizes,
         out: &mut BytesMut,
     ) -> Option<Fragment> {
         for (ci, class) in CLASSES.iter().enumerate() {
@@ -233,8 +253,10 @@ impl Scheduler {
             let Some(ch) = pick else { continue };
             self.rr[ci] = ch;
             let lane = self.lanes.get_mut(&ch)?;
+            let mtu = self.sizer.mtu(ci, now, sizes);
             out.reserve(mtu.get());
             let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref())?;
+            self.sizer.sent(ci, now);
             let first_in_flight = self.inflight == 0;
             self.inflight += len as u64;
             return Some(Fragment { len, resent, first_in_flight });
@@ -269,7 +291,9 @@ mod tests {
     fn order(s: &mut Scheduler, window: u64, n: usize) -> Vec<u32> {
         let mut out = BytesMut::new();
         let mut v = Vec::new();
-        while v.len() < n && s.next_fragment(window, LinkMode::Packet, mtu(), &mut out).is_some() {
+        while v.len() < n
+            && s.next_fragment(Instant::now(), window, LinkMode::Packet, FrameSizes::fixed(mtu()), &mut out).is_some()
+        {
             v.push(decode_packet(out.split().freeze()).unwrap().header.channel);
         }
         v
@@ -304,7 +328,8 @@ mod tests {
         // ... so a message still goes out.
         s.send(SessionKey(1), 4, SendId(1), Bytes::from_static(b"hi")).unwrap();
         assert_eq!(order(&mut s, window, 100), vec![4]);
-        let first = s.next_fragment(window, LinkMode::Packet, mtu(), &mut BytesMut::new());
+        let first =
+            s.next_fragment(Instant::now(), window, LinkMode::Packet, FrameSizes::fixed(mtu()), &mut BytesMut::new());
         assert_eq!(first, None);
     }
 
@@ -313,7 +338,8 @@ mod tests {
         let mut s = scheduler();
         s.send(SessionKey(1), 4, SendId(7), Bytes::from_static(b"hello")).unwrap();
         let mut out = BytesMut::new();
-        let f = s.next_fragment(u64::MAX, LinkMode::Packet, mtu(), &mut out).unwrap();
+        let f =
+            s.next_fragment(Instant::now(), u64::MAX, LinkMode::Packet, FrameSizes::fixed(mtu()), &mut out).unwrap();
         assert!(f.first_in_flight && !f.resent);
         assert_eq!(s.inflight(), f.len as u64);
         let acked = s.ack(4, Position { seq: 1, frag: 0 }).unwrap().unwrap();
@@ -351,7 +377,8 @@ mod tests {
         s.rewind_all_to_acked(LinkMode::Packet, mtu());
         assert_eq!(s.inflight(), 0);
         let mut out = BytesMut::new();
-        let again = s.next_fragment(u64::MAX, LinkMode::Packet, mtu(), &mut out).unwrap();
+        let again =
+            s.next_fragment(Instant::now(), u64::MAX, LinkMode::Packet, FrameSizes::fixed(mtu()), &mut out).unwrap();
         assert!(again.resent && again.first_in_flight);
         assert_eq!(order(&mut s, u64::MAX, 100).len(), first - 1);
         s.forget_inflight();
@@ -359,5 +386,33 @@ mod tests {
         // Closing a lane fails its sends.
         assert_eq!(s.close(5), Some(vec![SendId(0)]));
         assert_eq!(s.close(5), None);
+    }
+
+    #[test]
+    fn bulk_frames_grow_alone_and_shrink_the_moment_a_message_goes_out() {
+        let mut s = scheduler();
+        let sizes = FrameSizes {
+            small: mtu(),
+            large: Mtu::new(4 * MTU).unwrap(),
+            grow_after: std::time::Duration::from_millis(200),
+        };
+        let t0 = Instant::now();
+        let mut out = BytesMut::new();
+        let mut next = |s: &mut Scheduler, at: u64| {
+            let now = t0 + std::time::Duration::from_millis(at);
+            s.next_fragment(now, u64::MAX, LinkMode::Stream, sizes, &mut out)?;
+            let len = out.len();
+            let frame = colink_frame::StreamCodec::default().decode(&mut out).unwrap().unwrap();
+            Some((frame.header.channel, len))
+        };
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 100_000])).unwrap();
+        assert_eq!(next(&mut s, 0), Some((5, 4 * MTU)));
+        // A message goes first, and the bulk frames after it are small ...
+        s.send(SessionKey(1), 4, SendId(1), Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(next(&mut s, 10).map(|(ch, _)| ch), Some(4));
+        assert_eq!(next(&mut s, 10), Some((5, MTU)));
+        assert_eq!(next(&mut s, 209), Some((5, MTU)));
+        // ... until messages have been quiet for `grow_after`.
+        assert_eq!(next(&mut s, 210), Some((5, 4 * MTU)));
     }
 }

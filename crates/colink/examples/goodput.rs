@@ -8,7 +8,12 @@
 //! figures are exact and repeatable); capacity is what the profile's link can carry at that MTU
 //! (`PhyProfile::capacity_bps`). The latency lines time small messages one way (send to receipt) on an idle
 //! link and while a bulk transfer runs; "wait behind the transfer" is the loaded latency less the host latency
-//! and the message's own air time. The last line is `min goodput/capacity: X`.
+//! and the message's own air time, in air-times of one fragment of the engine's small frame size (the MTU, or
+//! `Config::max_frame` when that is smaller) — the size bulk frames drop back to while messages flow. The
+//! "defaults" lines run the engine's default configuration (bulk frames grow to `Config::max_bulk_frame` while
+//! no message was sent for `Config::bulk_grow_after`) at MTU 65535 and print goodput and wait together; the
+//! first message after bulk ran alone is reported apart, since it waits behind the large frames. The last line
+//! is `min goodput/capacity: X`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -34,7 +39,7 @@ fn main() {
     ] {
         for mtu in [247u16, 672, 4096, 65535] {
             // Frames as large as the link MTU: the throughput configuration this table measures.
-            let (capacity, goodput) = runtime.block_on(measure(phy, mtu, mtu, total));
+            let (capacity, goodput) = runtime.block_on(measure(phy, mtu, Tuning::Fixed(mtu), total));
             let share = goodput / capacity;
             min = min.min(share);
             println!(
@@ -45,21 +50,31 @@ fn main() {
             );
         }
     }
-    // The default engine caps frames at 4096 bytes so that a message never waits long behind a frame on the
-    // air; on large-MTU links that costs a little goodput.
-    let cap = colink_proto::Config::default().max_frame;
+    // The default engine keeps frames at `max_frame` while messages flow, so that a message never waits long
+    // behind a frame on the air, and lets bulk frames grow to `max_bulk_frame` while bulk runs alone.
+    let defaults = colink_proto::Config::default();
+    let (cap, bulk) = (defaults.max_frame, defaults.max_bulk_frame);
     for (name, phy, total) in [("LE 2M", Phy::Le2M, 4 << 20), ("BR/EDR", Phy::BrEdr, 6 << 20)] {
-        let (capacity, goodput) = runtime.block_on(measure(phy, 65535, cap, total));
+        let (capacity, goodput) = runtime.block_on(measure(phy, 65535, Tuning::Defaults, total));
+        let (_, loaded, frame, floor) = runtime.block_on(latency(phy, 65535, Tuning::Defaults));
+        let frames = |d: Duration| d.as_secs_f64() / frame.as_secs_f64();
+        let first = frames(loaded[0].saturating_sub(floor));
+        let mut rest = loaded[1..].to_vec();
+        rest.sort();
         println!(
-            "{name} at MTU 65535 with the default {cap}-byte frame cap: {:.0} kbit/s, {:.1}% of capacity (not in the min)",
+            "defaults on {name} at MTU 65535 (frames {cap} B, bulk alone {bulk} B): goodput {:.0} kbit/s, {:.1}% of \
+             capacity; wait behind the transfer p99 {:.2} {cap}-byte fragment air-times ({:.1} ms) while messages \
+             flow, {first:.2} for the first message after bulk ran alone (not in the min)",
             goodput / 1000.0,
-            goodput / capacity * 100.0
+            goodput / capacity * 100.0,
+            frames(p99(&rest).saturating_sub(floor)),
+            ms(p99(&rest).saturating_sub(floor)),
         );
     }
     for (name, phy) in [("LE 2M", Phy::Le2M), ("BR/EDR", Phy::BrEdr)] {
         let mtu = 247;
-        let (idle, loaded, frame, floor) = runtime.block_on(latency(phy, mtu));
-        let p99 = |v: &[Duration]| v[v.len() * 99 / 100];
+        let (idle, mut loaded, frame, floor) = runtime.block_on(latency(phy, mtu, Tuning::Fixed(mtu)));
+        loaded.sort();
         let frames = |d: f64| d / frame.as_secs_f64();
         println!(
             "message latency on {name}, MTU {mtu}: p50/p99 idle {:.1}/{:.1} ms, during a bulk transfer {:.1}/{:.1} ms \
@@ -79,15 +94,41 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Sorted one-way latencies of 100 small messages sent one after another, idle and while a bulk transfer runs,
-/// the air time of one full fragment, and the latency floor (host latency plus a probe's own air time).
-async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration, Duration) {
+fn p99(v: &[Duration]) -> Duration {
+    v[v.len() * 99 / 100]
+}
+
+/// How the engine is configured for a measurement.
+#[derive(Debug, Clone, Copy)]
+enum Tuning {
+    /// Frames of this size (growth off) and a 256 KiB window: the throughput configuration of the table.
+    Fixed(u16),
+    /// `colink_proto::Config::default()`'s frame sizes and window.
+    Defaults,
+}
+
+impl Tuning {
+    /// The small frame size in force at link MTU `mtu`.
+    fn small_frame(self, mtu: u16) -> u16 {
+        match self {
+            Self::Fixed(f) => f.min(mtu),
+            Self::Defaults => colink_proto::Config::default().max_frame.min(mtu),
+        }
+    }
+}
+
+/// One-way latencies of 100 small messages sent one after another, idle (sorted) and while a bulk transfer
+/// runs (in sending order), the air time of one fragment of the small frame size, and the latency floor (host
+/// latency plus a probe's own air time).
+async fn latency(phy: Phy, mtu: u16, tuning: Tuning) -> (Vec<Duration>, Vec<Duration>, Duration, Duration) {
     let profile = PhyProfile::for_phy(phy);
-    let frame = profile.sdu_air_time(usize::from(mtu), mtu);
+    let small = tuning.small_frame(mtu);
+    let frame = profile.sdu_air_time(usize::from(small), mtu);
     // A probe's frame: its payload plus at least the fixed frame fields.
     let floor = profile.host_latency + profile.sdu_air_time(PROBE_LEN + colink_frame::MIN_FRAME_LEN, mtu);
-    let Open { a, b: _b, mut eb, link, session, .. } = open(phy, mtu, mtu).await;
-    let idle = probe(&a, &mut eb, link, session, 100).await;
+    let Open { a, b: _b, mut eb, link, session, .. } = open(phy, mtu, tuning).await;
+    let mut idle = probe(&a, &mut eb, link, session, 100).await;
+    idle.sort();
     let bulk = a.send(link, session, ChannelKind::Data, Bytes::from(vec![0xA5; 8 << 20]));
     let (loaded, _) = tokio::join!(
         async {
@@ -99,9 +140,9 @@ async fn latency(phy: Phy, mtu: u16) -> (Vec<Duration>, Vec<Duration>, Duration,
     (idle, loaded, frame, floor)
 }
 
-async fn measure(phy: Phy, mtu: u16, max_frame: u16, total: usize) -> (f64, f64) {
+async fn measure(phy: Phy, mtu: u16, tuning: Tuning, total: usize) -> (f64, f64) {
     let capacity = PhyProfile::for_phy(phy).capacity_bps(mtu);
-    let Open { a, b, mut eb, link, session, peer_session, .. } = open(phy, mtu, max_frame).await;
+    let Open { a, b, mut eb, link, session, peer_session, .. } = open(phy, mtu, tuning).await;
     let payload = Bytes::from(vec![0x5A; MESSAGE]);
     let count = total / MESSAGE;
     let sender = async {
@@ -138,7 +179,8 @@ async fn measure(phy: Phy, mtu: u16, max_frame: u16, total: usize) -> (f64, f64)
 /// Length of a probe message.
 const PROBE_LEN: usize = 9;
 
-/// Sends `n` small messages one after another and returns their sorted one-way latencies (send to receipt).
+/// Sends `n` small messages one after another and returns their one-way latencies (send to receipt), in
+/// sending order.
 async fn probe(a: &Node, eb: &mut NodeEvents, link: LinkId, session: SessionKey, n: usize) -> Vec<Duration> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -157,7 +199,6 @@ async fn probe(a: &Node, eb: &mut NodeEvents, link: LinkId, session: SessionKey,
         out.push(received);
         tokio::time::sleep(Duration::from_millis(37)).await;
     }
-    out.sort();
     out
 }
 
@@ -183,8 +224,8 @@ struct Open {
 }
 
 /// Starts two nodes (see [`pair`]) and connects a session from the first to the second.
-async fn open(phy: Phy, mtu: u16, max_frame: u16) -> Open {
-    let (a, mut ea, b, mut eb) = pair(phy, mtu, max_frame).await;
+async fn open(phy: Phy, mtu: u16, tuning: Tuning) -> Open {
+    let (a, mut ea, b, mut eb) = pair(phy, mtu, tuning).await;
     let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
     let peer_session = accept(&b, &mut eb).await;
     while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
@@ -192,7 +233,7 @@ async fn open(phy: Phy, mtu: u16, max_frame: u16) -> Open {
 }
 
 /// Two nodes on a fresh air whose links use `phy` and `mtu`.
-async fn pair(phy: Phy, mtu: u16, max_frame: u16) -> (Node, NodeEvents, Node, NodeEvents) {
+async fn pair(phy: Phy, mtu: u16, tuning: Tuning) -> (Node, NodeEvents, Node, NodeEvents) {
     let air = SimAir::builder(1).profile(PhyProfile::for_phy(phy)).build();
     let params = LinkParams::default().with_phy(phy).with_mtu(Mtu::new(mtu).unwrap());
     let start = |name: &str, x: f64, id: u8| {
@@ -203,9 +244,12 @@ async fn pair(phy: Phy, mtu: u16, max_frame: u16) -> (Node, NodeEvents, Node, No
             config.transport = TransportPreference::BrEdr;
         }
         config.seed = Some(u64::from(id));
-        // A window of several SDUs keeps the link busy across acknowledgement round trips.
-        config.engine.send_window = 256 * 1024;
-        config.engine.max_frame = max_frame;
+        if let Tuning::Fixed(frame) = tuning {
+            // A window of several SDUs keeps the link busy across acknowledgement round trips.
+            config.engine.send_window = 256 * 1024;
+            config.engine.max_frame = frame;
+            config.engine.max_bulk_frame = frame;
+        }
         async move { Node::start(Arc::new(adapter), DeviceId::from_bytes([id; 16]), config).await.unwrap() }
     };
     let (a, ea) = start("a", 0.0, 1).await;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use colink_ble::{CloseReason, LinkMode, LinkParams};
 
-use crate::profile::PhyProfile;
+use crate::kernel::{KernelProfile, allowance};
+use crate::profile::{Environment, PhyProfile};
 use crate::rng::SimRng;
 
 /// One direction's sender state plus the receive queue of that end.
@@ -27,6 +28,12 @@ pub(crate) struct End {
     credit_returns: VecDeque<(Duration, u32)>,
     /// Corrupt this many of the next SDUs this end sends.
     corrupt: u32,
+    /// With a kernel model: memory charged for SDUs queued or on the air (what TIOCOUTQ reports).
+    charged: usize,
+    /// With a kernel model: the charge of the SDU on the air, released when its transmission ends.
+    on_air_charge: usize,
+    /// With a kernel model: the charge and length of the latest SDU sent (the `drain_to` rule).
+    last_sent: (usize, usize),
     /// Set once this end is closed.
     pub(crate) closed: Option<CloseReason>,
     /// A graceful close by the peer that reaches this end at the given time.
@@ -67,6 +74,7 @@ pub(crate) struct LinkState {
     pub(crate) out_of_range_since: Option<Duration>,
     pub(crate) stalled: bool,
     tx_buffer: usize,
+    kernel: Option<KernelProfile>,
 }
 
 impl LinkState {
@@ -77,8 +85,9 @@ impl LinkState {
         params: LinkParams,
         profile: PhyProfile,
         interval: Duration,
-        (rx_buffer, tx_buffer): (usize, usize),
+        env: &Environment,
     ) -> Self {
+        let (rx_buffer, tx_buffer, kernel) = (env.rx_buffer, env.tx_buffer, env.kernel.clone());
         let mtu = params.mtu.get();
         let mps = profile.mps_for(mtu).max(1) as usize;
         let credits = profile.kframes(usize::from(mtu), mtu).max(u32::try_from(rx_buffer / mps).unwrap_or(u32::MAX));
@@ -98,6 +107,7 @@ impl LinkState {
             out_of_range_since: None,
             stalled: false,
             tx_buffer,
+            kernel,
         }
     }
 
@@ -110,29 +120,44 @@ impl LinkState {
     pub(crate) fn send(&mut self, now: Duration, end: usize, data: &Bytes) -> SendOutcome {
         let mtu = self.params.mtu.bytes();
         let tx_buffer = self.tx_buffer;
+        let kernel = self.kernel.as_ref();
         let e = &mut self.ends[end];
         if let Some(r) = &e.closed {
             return SendOutcome::Closed(r.clone());
         }
-        let fits = |queued: usize, len: usize| queued == 0 || queued + len <= tx_buffer;
+        // Without a kernel model: payload bytes not yet on the air within `tx_buffer`. With one: the kernel
+        // memory charged for SDUs not yet transmitted within SO_SNDBUF.
+        let fits = |e: &End, len: usize| match kernel {
+            None => e.tx_bytes == 0 || e.tx_bytes + len <= tx_buffer,
+            Some(k) => e.charged == 0 || e.charged + k.charge(len) <= k.sndbuf,
+        };
+        let charge = |e: &mut End, len: usize| {
+            if let Some(k) = kernel {
+                let c = k.charge(len);
+                e.charged += c;
+                e.last_sent = (c, len);
+            }
+        };
         let queued = match self.mode {
             LinkMode::Packet => {
-                if !fits(e.tx_bytes, data.len()) {
+                if !fits(e, data.len()) {
                     return SendOutcome::WouldBlock;
                 }
                 e.tx.push_back(data.clone());
                 e.tx_bytes += data.len();
+                charge(e, data.len());
                 data.len()
             }
             _ => {
                 let mut off = 0;
                 while off < data.len() {
                     let n = (data.len() - off).min(mtu);
-                    if !fits(e.tx_bytes, n) {
+                    if !fits(e, n) {
                         break;
                     }
                     e.tx.push_back(data.slice(off..off + n));
                     e.tx_bytes += n;
+                    charge(e, n);
                     off += n;
                 }
                 if off == 0 && !data.is_empty() {
@@ -145,13 +170,27 @@ impl LinkState {
         SendOutcome::Queued(queued)
     }
 
-    /// Bytes `end` has queued and not yet put on the air, or why it is closed.
+    /// Bytes `end` has queued and not yet put on the air — with a kernel model, the kernel memory charged for
+    /// SDUs not yet transmitted (TIOCOUTQ) — or why it is closed.
     pub(crate) fn queued(&self, end: usize) -> Result<usize, CloseReason> {
         let e = &self.ends[end];
-        match &e.closed {
-            Some(r) => Err(r.clone()),
-            None => Ok(e.tx_bytes),
+        match (&e.closed, &self.kernel) {
+            (Some(r), _) => Err(r.clone()),
+            (None, None) => Ok(e.tx_bytes),
+            (None, Some(_)) => Ok(e.charged),
         }
+    }
+
+    /// Whether at most `max` bytes of `end` wait behind the SDU on the air (`Link::drain_to`). With a kernel
+    /// model, by the BlueZ backend's rule on TIOCOUTQ: at most the latest SDU's charge plus `max` bytes at the
+    /// same charge per byte still charged.
+    pub(crate) fn drained(&self, end: usize, max: usize) -> Result<bool, CloseReason> {
+        let e = &self.ends[end];
+        let queued = self.queued(end)?;
+        Ok(match self.kernel {
+            None => queued <= max,
+            Some(_) => queued <= allowance(e.last_sent.0, e.last_sent.1, max),
+        })
     }
 
     /// Takes received data at `end`; returns the credits to give back to the peer.
@@ -204,6 +243,8 @@ impl LinkState {
         e.closed = Some(CloseReason::LocalClose);
         e.tx.clear();
         e.tx_bytes = 0;
+        e.charged = 0;
+        e.on_air_charge = 0;
         let last = e.in_flight.back().map_or(now, |(t, _, _)| *t).max(now);
         let peer = &mut self.ends[1 - end];
         if peer.closed.is_none() && peer.pending_close.is_none() {
@@ -221,6 +262,8 @@ impl LinkState {
             e.pending_close = None;
             e.tx.clear();
             e.tx_bytes = 0;
+            e.charged = 0;
+            e.on_air_charge = 0;
             e.in_flight.clear();
             e.credit_returns.clear();
         }
@@ -237,8 +280,9 @@ impl LinkState {
         let mut best: Option<Duration> = None;
         let mut consider = |t: Duration| best = Some(best.map_or(t, |b| b.min(t)));
         for e in &self.ends {
-            if !e.tx.is_empty() && e.closed.is_none() {
-                // Only a pending wake when the transmitter is busy; an idle one is pumped on every change.
+            if (!e.tx.is_empty() || e.on_air_charge > 0) && e.closed.is_none() {
+                // Only a pending wake when the transmitter is busy; an idle one is pumped on every change. A
+                // kernel releases the charge of the SDU on the air when its transmission ends.
                 if e.busy_until > now {
                     consider(e.busy_until);
                 }
@@ -294,6 +338,11 @@ impl LinkState {
             }
             // Credits coming back to `end`.
             let e = &mut self.ends[end];
+            if e.on_air_charge > 0 && e.busy_until <= now {
+                e.charged -= e.on_air_charge.min(e.charged);
+                e.on_air_charge = 0;
+                wake[end] = true;
+            }
             while let Some((t, k)) = e.credit_returns.front().copied() {
                 if t > now {
                     break;
@@ -309,6 +358,8 @@ impl LinkState {
                 e.closed = Some(CloseReason::PeerClose);
                 e.tx.clear();
                 e.tx_bytes = 0;
+                e.charged = 0;
+                e.on_air_charge = 0;
                 e.in_flight.clear();
                 wake[end] = true;
             }
@@ -354,7 +405,13 @@ impl LinkState {
         };
         e.tx_bytes -= sdu.len();
         e.credits -= k;
-        let done = start + self.profile.sdu_air_time(sdu.len(), mtu);
+        let mut done = start + self.profile.sdu_air_time(sdu.len(), mtu);
+        if let Some(kernel) = &self.kernel {
+            // The kernel's work on this write comes first; its charge is released when the SDU is through.
+            done += kernel.cpu_time(sdu.len());
+            e.charged -= e.on_air_charge.min(e.charged);
+            e.on_air_charge = kernel.charge(sdu.len());
+        }
         e.busy_until = done;
         e.in_flight.push_back((done + self.profile.host_latency, sdu, k));
         true

@@ -552,6 +552,9 @@ impl Model {
 
     fn draw_interval(&mut self, profile: &PhyProfile) -> Duration {
         let (lo, hi) = profile.conn_interval;
+        if hi.is_zero() {
+            return Duration::ZERO; // no connection events: an idle transmitter starts at once
+        }
         let unit = 1_250_000u64; // 1.25 ms
         let lo_u = (lo.as_nanos() as u64).div_ceil(unit).max(1);
         let hi_u = (hi.as_nanos() as u64 / unit).max(lo_u);
@@ -638,15 +641,7 @@ impl Model {
         };
         let link_id = self.id();
         let profile = self.profile(c.phy);
-        let state = LinkState::new(
-            now,
-            [c.dev, target],
-            c.mode,
-            params,
-            profile,
-            interval,
-            (self.env.rx_buffer, self.env.tx_buffer),
-        );
+        let state = LinkState::new(now, [c.dev, target], c.mode, params, profile, interval, &self.env);
         self.links.insert(link_id, state);
         log!(
             self,
@@ -692,6 +687,14 @@ impl Model {
     pub(crate) fn queued(&self, link: u64, end: usize) -> Result<usize, CloseReason> {
         match self.links.get(&link) {
             Some(l) => l.queued(end),
+            None => Err(CloseReason::LocalClose),
+        }
+    }
+
+    /// Whether at most `max` bytes of `end` of `link` wait behind the SDU on the air, or why it is closed.
+    pub(crate) fn drained(&self, link: u64, end: usize, max: usize) -> Result<bool, CloseReason> {
+        match self.links.get(&link) {
+            Some(l) => l.drained(end, max),
             None => Err(CloseReason::LocalClose),
         }
     }

@@ -190,6 +190,7 @@ impl Connection {
             let peer_max = usize::try_from(peer.max_frame).unwrap_or(usize::MAX);
             let mtu = Mtu::new(t.mtu.get().min(peer_max)).unwrap_or(Mtu::MIN);
             self.frame_mtu = self.sending_mtu(mtu);
+            self.link_frame_mtu = mtu;
         }
         self.state = LinkState::Established;
         self.grace_deadline = None;

@@ -98,6 +98,8 @@ pub struct Connection {
     state: LinkState,
     transport: Option<Transport>,
     frame_mtu: Mtu,
+    /// The largest frame the transport and the peer allow (bulk frames may grow to it; see `Config::max_bulk_frame`).
+    link_frame_mtu: Mtu,
     stream_buf: BytesMut,
     codec: StreamCodec,
     tx_buf: BytesMut,
@@ -163,6 +165,7 @@ impl Connection {
             state: LinkState::Idle,
             transport: None,
             frame_mtu: Mtu::MIN,
+            link_frame_mtu: Mtu::MIN,
             stream_buf: BytesMut::new(),
             codec: StreamCodec::default(),
             tx_buf: BytesMut::new(),
@@ -269,6 +272,7 @@ impl Connection {
         debug!(mode = ?transport.mode, mtu = transport.mtu.get(), "transport attached");
         self.transport = Some(transport);
         self.frame_mtu = self.sending_mtu(transport.mtu);
+        self.link_frame_mtu = transport.mtu;
         self.stream_buf.clear();
         self.hs_out.clear();
         self.codec = StreamCodec::default();

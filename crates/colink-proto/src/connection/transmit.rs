@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use colink_frame::{Frame, FrameKind};
+use colink_frame::{Frame, FrameKind, Mtu};
 use tracing::trace;
 
 use super::{Connection, LinkState};
 use crate::error::ProtocolError;
+use crate::scheduler::FrameSizes;
 use crate::wire::{self, AckEntry, CH_ACK, CH_KEEPALIVE, Position};
 
 impl Connection {
@@ -59,8 +60,8 @@ impl Connection {
     /// [`Scheduler::next_fragment`]: crate::scheduler::Scheduler::next_fragment
     fn next_fragment(&mut self, now: Instant) -> Option<Bytes> {
         let window = self.send_window();
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
-        let f = self.scheduler.next_fragment(window, mode, mtu, &mut self.tx_buf)?;
+        let (mode, sizes) = (self.mode(), self.frame_sizes());
+        let f = self.scheduler.next_fragment(now, window, mode, sizes, &mut self.tx_buf)?;
         if f.first_in_flight {
             self.retransmit.restart(now);
         }
@@ -97,16 +98,27 @@ impl Connection {
         self.single(FrameKind::Ack, CH_ACK, payload)
     }
 
-    /// The window in force: the configured one, but at least four frames, so links with large SDUs (an LE CoC
-    /// MTU of 64 KiB) keep several frames in flight across an acknowledgement round trip.
+    /// The window in force: the configured one, but at least four of the largest frames, so links with large
+    /// SDUs (an LE CoC MTU of 64 KiB) keep several frames in flight across an acknowledgement round trip.
     fn send_window(&self) -> u64 {
-        self.config.send_window.max(4 * self.frame_mtu.get() as u64)
+        self.config.send_window.max(4 * self.frame_sizes().largest().get() as u64)
+    }
+
+    /// The frame sizes in force: `Config::max_frame` while classes share the link, `Config::max_bulk_frame`
+    /// for bulk running alone, both within what the transport and the peer allow.
+    fn frame_sizes(&self) -> FrameSizes {
+        let bulk = self.link_frame_mtu.get().min(usize::from(self.config.max_bulk_frame));
+        FrameSizes {
+            small: self.frame_mtu,
+            large: Mtu::new(bulk).unwrap_or(self.frame_mtu),
+            grow_after: self.config.bulk_grow_after,
+        }
     }
 
     /// When data in flight counts as lost (see [`RetransmitTimer::deadline`]).
     ///
     /// [`RetransmitTimer::deadline`]: crate::retransmit::RetransmitTimer::deadline
     pub(super) fn retransmit_deadline(&self) -> Instant {
-        self.retransmit.deadline(self.keep_alive.last_sent(), self.frame_mtu.get())
+        self.retransmit.deadline(self.keep_alive.last_sent(), self.frame_sizes().largest().get())
     }
 }

@@ -1,9 +1,15 @@
 //! One ordered channel's send state: the messages not yet acknowledged and the fragments in flight.
+//!
+//! Each fragment is sized when it goes out, so one message may mix frame sizes (the scheduler's
+//! [`FrameSizer`](super::sizing::FrameSizer) grows bulk frames while nothing more urgent waits). The receiver
+//! needs nothing for that: it reassembles fragments by index, in order, whatever their sizes. To resend from a
+//! fragment index the lane remembers where each fragment not yet acknowledged began.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 
 use bytes::{Bytes, BytesMut};
-use colink_frame::{Fragmenter, FrameKind, LinkMode, Mtu};
+use colink_frame::{Frame, FrameKind, Header, LinkMode, Mtu};
 
 use crate::error::SendError;
 use crate::secure::LinkCipher;
@@ -18,10 +24,62 @@ pub(super) struct Outgoing {
     pub(super) seq: u32,
     payload: Bytes,
     /// On an authenticated link: the payload sealed with the epoch key, made when the message first goes on
-    /// the wire and resent as it is (same nonce, same bytes) after a resume.
+    /// the wire and resent as it is (same nonce, same bytes) after a resume. Fragments cut this, not `payload`.
     sealed: Option<Bytes>,
-    /// Created when the message first goes on the wire, for the link's mode and frame size at that time.
-    frag: Option<(Fragmenter, LinkMode)>,
+    /// Where its fragments begin.
+    cuts: Cuts,
+}
+
+/// Where the fragments of one message begin in its payload, from the first fragment the peer may not hold
+/// yet up to the next one to send.
+#[derive(Debug)]
+struct Cuts {
+    /// Fragment index of `starts[0]`.
+    base: u32,
+    /// `starts[i]` is the payload offset of fragment `base + i`; the last entry is where the next fragment
+    /// begins (never empty).
+    starts: VecDeque<usize>,
+}
+
+impl Cuts {
+    fn new() -> Self {
+        Self { base: 0, starts: VecDeque::from([0]) }
+    }
+
+    /// Index of the next fragment to send.
+    fn next_index(&self) -> u32 {
+        self.base + self.starts.len().saturating_sub(1) as u32
+    }
+
+    /// Payload offset of the next fragment to send.
+    fn next_offset(&self) -> usize {
+        self.starts.back().copied().unwrap_or(0)
+    }
+
+    /// The next fragment went out; the one after it begins at `end`.
+    fn sent(&mut self, end: usize) {
+        self.starts.push_back(end);
+    }
+
+    /// The peer holds fragments before `index`: their starts are no longer needed.
+    fn held(&mut self, index: u32) {
+        while self.base < index && self.starts.len() > 1 {
+            self.starts.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Sends again from fragment `index`; from fragment 0 if `index` is no longer known (the receiver treats a
+    /// new first fragment as a restart of the message). Returns the index the next fragment will have.
+    fn seek(&mut self, index: u32) -> u32 {
+        if index < self.base {
+            *self = Self::new();
+        } else {
+            let keep = (index - self.base) as usize + 1;
+            self.starts.truncate(keep.max(1));
+        }
+        self.next_index()
+    }
 }
 
 /// Send side of one channel: messages leave strictly in sequence order; a message is removed only when the
@@ -64,12 +122,16 @@ impl SendLane {
         }
     }
 
-    /// Queues a message; returns its sequence number.
+    /// Queues a message; returns its sequence number. A payload longer than the 32-bit length field is
+    /// refused.
     pub(super) fn push(&mut self, id: Option<SendId>, payload: Bytes) -> Result<u32, SendError> {
+        if u32::try_from(payload.len()).is_err() {
+            return Err(SendError::TooLarge { len: payload.len() as u64, max: u64::from(u32::MAX) });
+        }
         let seq = self.next_seq;
         self.next_seq = seq.checked_add(1).ok_or(SendError::Exhausted)?;
         self.queued_bytes += payload.len() as u64;
-        self.queue.push_back(Outgoing { id, seq, payload, sealed: None, frag: None });
+        self.queue.push_back(Outgoing { id, seq, payload, sealed: None, cuts: Cuts::new() });
         Ok(seq)
     }
 
@@ -89,8 +151,9 @@ impl SendLane {
         self.next_seq
     }
 
-    /// Appends the next fragment's frame to `out`; returns its size on the wire and whether it is a
-    /// retransmission.
+    /// Appends the next fragment's frame, at most `mtu` bytes on the wire for a `mode` link, to `out`; returns
+    /// its size on the wire and whether it is a retransmission. `None` when nothing is pending or `mtu` leaves
+    /// no room for payload. With `epoch` (an authenticated link) the fragments carry the sealed message.
     pub(super) fn next_frame(
         &mut self,
         mode: LinkMode,
@@ -99,33 +162,42 @@ impl SendLane {
         epoch: Option<&LinkCipher>,
     ) -> Option<(usize, bool)> {
         let msg = self.queue.get_mut(self.send_idx)?;
-        if msg.frag.is_none() {
-            let body = match epoch {
-                Some(cipher) => {
-                    if msg.sealed.is_none() {
-                        let nonce = lane_nonce(self.channel, msg.seq);
-                        msg.sealed = Some(Bytes::from(cipher.seal(nonce, &[self.kind as u8], &msg.payload).ok()?));
-                    }
-                    msg.sealed.clone()?
-                }
-                None => msg.payload.clone(),
-            };
-            let f = Fragmenter::new(self.kind, self.channel, msg.seq, body, mode, mtu).ok()?;
-            msg.frag = Some((f, mode));
+        if let Some(cipher) = epoch
+            && msg.sealed.is_none()
+        {
+            let nonce = lane_nonce(self.channel, msg.seq);
+            msg.sealed = Some(Bytes::from(cipher.seal(nonce, &[self.kind as u8], &msg.payload).ok()?));
         }
-        let (frag, _) = msg.frag.as_mut()?;
-        let info = frag.next_frame(out)?;
-        let pos = Position { seq: msg.seq, frag: info.index };
-        if frag.is_done() {
+        let body = msg.sealed.clone().unwrap_or_else(|| msg.payload.clone());
+        let (index, offset) = (msg.cuts.next_index(), msg.cuts.next_offset());
+        let total = body.len();
+        let position = match NonZeroU32::new(index) {
+            None => colink_frame::Position::First { total_len: u32::try_from(total).ok()? },
+            Some(index) => colink_frame::Position::Continuation { index },
+        };
+        let header = Header { kind: self.kind, channel: self.channel, seq: msg.seq, position, last: false };
+        let room = mtu.get().checked_sub(header.encoded_len() + mode.framing_overhead())?;
+        let len = room.min(total - offset);
+        if len == 0 && offset < total {
+            return None;
+        }
+        let last = offset + len == total;
+        let frame = Frame { header: Header { last, ..header }, payload: body.slice(offset..offset + len) };
+        let before = out.len();
+        frame.encode(mode, out).ok()?;
+        let wire_len = out.len() - before;
+        msg.cuts.sent(offset + len);
+        let pos = Position { seq: msg.seq, frag: index };
+        if last {
             self.send_idx += 1;
         }
         let retransmit = self.sent_high.is_some_and(|h| pos <= h);
         if !retransmit {
             self.sent_high = Some(pos);
         }
-        self.inflight.push_back((pos, info.wire_len as u32));
-        self.inflight_bytes += info.wire_len as u64;
-        Some((info.wire_len, retransmit))
+        self.inflight.push_back((pos, wire_len as u32));
+        self.inflight_bytes += wire_len as u64;
+        Some((wire_len, retransmit))
     }
 
     /// The peer holds everything before `pos`. Returns the messages now complete and the in-flight bytes
@@ -138,6 +210,11 @@ impl SendLane {
                 self.send_idx = self.send_idx.saturating_sub(1);
                 done.push(m);
             }
+        }
+        if let Some(m) = self.queue.front_mut()
+            && m.seq == pos.seq
+        {
+            m.cuts.held(pos.frag);
         }
         let advanced = pos > self.acked;
         if advanced {
@@ -153,28 +230,20 @@ impl SendLane {
         (done, freed, advanced)
     }
 
-    /// Resends from `pos` (after a gap report, a retransmission timeout or a resume), framing for `mode` and
-    /// `mtu`. A partly sent message whose frames no longer fit is restarted from fragment 0. Returns the
-    /// in-flight bytes released.
-    pub(super) fn rewind(&mut self, pos: Position, mode: LinkMode, mtu: Mtu) -> u64 {
+    /// Resends from `pos` (after a gap report, a retransmission timeout or a resume). Resent fragments are
+    /// framed when they go out, for the link and frame size of that moment, so a new transport with another
+    /// mode or a smaller MTU continues a partly sent message where the peer stopped. Returns the in-flight
+    /// bytes released.
+    pub(super) fn rewind(&mut self, pos: Position) -> u64 {
         let idx = self.queue.iter().position(|m| m.seq >= pos.seq).unwrap_or(self.queue.len());
         for (i, msg) in self.queue.iter_mut().enumerate().skip(idx) {
-            let keep =
-                i == idx && msg.seq == pos.seq && msg.frag.as_ref().is_some_and(|(f, m)| *m == mode && f.mtu() <= mtu);
-            if keep {
-                if let Some((f, _)) = msg.frag.as_mut()
-                    && f.seek(pos.frag.min(f.fragment_count())).is_err()
-                {
-                    msg.frag = None;
-                }
-            } else {
-                msg.frag = None;
-            }
+            let from = if i == idx && msg.seq == pos.seq { pos.frag } else { 0 };
+            msg.cuts.seek(from);
         }
         self.send_idx = idx;
-        // A message restarted from fragment 0 is held by the peer only up to its start.
+        // A message restarted from an earlier fragment is held by the peer only up to there.
         if let Some(msg) = self.queue.get(idx) {
-            let from = msg.frag.as_ref().map_or(0, |(f, _)| f.next_index());
+            let from = msg.cuts.next_index();
             self.acked = self.acked.min(Position { seq: msg.seq, frag: from });
         }
         self.clear_inflight()
@@ -243,12 +312,63 @@ mod tests {
         let mut l = lane_with(&[1000]);
         let first = drain(&mut l, 100);
         l.ack(Position { seq: 0, frag: 4 });
-        l.rewind(Position { seq: 0, frag: 4 }, LinkMode::Packet, Mtu::new(100).unwrap());
+        l.rewind(Position { seq: 0, frag: 4 });
         let again = drain(&mut l, 100);
         assert_eq!(again, first[4..]);
-        // A smaller MTU restarts the message from fragment 0.
-        l.rewind(Position { seq: 0, frag: 4 }, LinkMode::Packet, Mtu::new(50).unwrap());
-        let smaller = drain(&mut l, 50);
-        assert!(smaller.len() > first.len());
+    }
+
+    /// Reassembles `frames` (packet mode) and returns the one message they complete.
+    fn reassemble(frames: &[Bytes]) -> Bytes {
+        let mut r = colink_frame::Reassembler::default();
+        let now = std::time::Instant::now();
+        let mut done = None;
+        for f in frames {
+            let frame = colink_frame::decode_packet(f.clone()).unwrap();
+            if let Some(m) = r.push(now, frame).unwrap() {
+                assert!(done.is_none(), "one message");
+                done = Some(m.payload);
+            }
+        }
+        done.unwrap()
+    }
+
+    #[test]
+    fn frame_sizes_may_change_within_a_message() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut l = SendLane::new(4, FrameKind::Data);
+        l.push(Some(SendId(0)), Bytes::from(payload.clone())).unwrap();
+        let mut out = BytesMut::new();
+        let mut frames = Vec::new();
+        for mtu in [100, 100, 1000, 1000, 60, 2000, 100, 4000] {
+            if l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
+                let f = out.split().freeze();
+                assert!(f.len() <= mtu);
+                frames.push(f);
+            }
+        }
+        assert!(!l.has_pending());
+        assert_eq!(reassemble(&frames), payload);
+        // The peer held four fragments; resent from there with other sizes, the message is still whole.
+        l.ack(Position { seq: 0, frag: 4 });
+        l.rewind(Position { seq: 0, frag: 4 });
+        let rest = drain(&mut l, 333);
+        assert!(rest.iter().all(|f| f.len() <= 333));
+        let mut mixed = frames[..4].to_vec();
+        mixed.extend(rest);
+        assert_eq!(reassemble(&mixed), payload);
+    }
+
+    #[test]
+    fn a_rewind_before_what_the_lane_remembers_restarts_the_message() {
+        let mut l = lane_with(&[1000]);
+        drain(&mut l, 100);
+        l.ack(Position { seq: 0, frag: 4 });
+        // Fragments 0..4 were acknowledged and forgotten: resending from 2 means resending from the start.
+        l.rewind(Position { seq: 0, frag: 2 });
+        assert_eq!(l.acked, Position { seq: 0, frag: 0 });
+        let again = drain(&mut l, 200);
+        let first = colink_frame::decode_packet(again[0].clone()).unwrap();
+        assert_eq!(first.header.position.index(), 0);
+        assert_eq!(reassemble(&again), Bytes::from(vec![0u8; 1000]));
     }
 }
