@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use bluer::agent::{self as bagent, ReqError, ReqResult};
 use bluer::{Address as BAddress, Session};
@@ -11,10 +10,6 @@ use futures::FutureExt;
 
 use super::{from_bluer_address_type, to_colink_address};
 use crate::{Agent, AgentRejected, IoCapability, Passkey, PeerAddress};
-
-/// How long after an approved incoming pairing the bridge waits for BlueZ to report the device paired (to mark
-/// it trusted).
-const TRUST_WAIT: Duration = Duration::from_secs(30);
 
 type Key = (String, [u8; 6]);
 
@@ -136,14 +131,12 @@ impl AgentHub {
         PeerAddress { address: to_colink_address(device), address_type: from_bluer_address_type(kind) }
     }
 
-    /// The outcome of a colink agent callback, as bluer wants it; records local rejections and, on approval,
-    /// marks the device trusted once BlueZ reports it paired.
+    /// The outcome of a colink agent callback, as bluer wants it; records local rejections. An approved pairing
+    /// bonds the device but never marks it Trusted in BlueZ: who may use colink is colink's trust store's
+    /// decision (docs/security.md), and Trusted would let the device use every other profile unasked.
     fn settle<T>(self: &Arc<Self>, adapter: &str, device: BAddress, r: Result<T, AgentRejected>) -> ReqResult<T> {
         match r {
-            Ok(v) => {
-                self.trust_when_paired(adapter.to_owned(), device);
-                Ok(v)
-            }
+            Ok(v) => Ok(v),
             Err(AgentRejected) => {
                 if let Ok(mut s) = self.rejected.lock() {
                     s.insert((adapter.to_owned(), device.0));
@@ -151,22 +144,6 @@ impl AgentHub {
                 Err(ReqError::Rejected)
             }
         }
-    }
-
-    fn trust_when_paired(&self, adapter: String, device: BAddress) {
-        let Ok(dev) = self.session.adapter(&adapter).and_then(|a| a.device(device)) else { return };
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + TRUST_WAIT;
-            while tokio::time::Instant::now() < deadline {
-                if dev.is_paired().await.unwrap_or(false) {
-                    if let Err(e) = dev.set_trusted(true).await {
-                        tracing::warn!(%device, "could not mark peer trusted: {e}");
-                    }
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
     }
 
     fn bluer_agent(self: &Arc<Self>, cb: Callbacks) -> bagent::Agent {

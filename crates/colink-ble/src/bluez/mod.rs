@@ -208,7 +208,8 @@ impl BluezAdapter {
                 Ok(Ok(())) => tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired"),
             }
         }
-        dev.set_trusted(true).await.map_err(|e| PairingError::Backend(format!("marking the peer trusted: {e}")))?;
+        // Bonded, not Trusted: BlueZ's Trusted lets a device use every profile without asking; colink admits
+        // devices by its own trust store (docs/security.md), so it never sets it.
         // Pairing had to open an LE link; bluetoothd keeps it up (GATT), and while it is up the peer does not
         // advertise (seen in the VM rig: `colink pair` then `colink send` found nothing for 10 s). Close what the
         // pairing opened; a link that was up before is someone else's.
