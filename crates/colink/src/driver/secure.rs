@@ -98,6 +98,9 @@ pub(super) fn connect_code(_error: &SecureError) -> ConnectErrorCode {
     ConnectErrorCode::SystemInternalError
 }
 
+/// How long a side that refused waits for the peer to read its CLOSE and hang up.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Locks the shared policy.
 fn policy_of<'a>(policy: &'a Mutex<dyn TrustPolicy + 'static>) -> std::sync::MutexGuard<'a, dyn TrustPolicy + 'static> {
     policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -123,11 +126,18 @@ pub(super) async fn run(
             match event {
                 SecureEvent::Established(done) => return Ok(*done),
                 SecureEvent::Failed(error) => {
+                    let mut goodbye = false;
                     while let Some(frame) = handshake.poll_transmit() {
-                        let _ = link.send(frame).await;
+                        goodbye |= link.send(frame).await.is_ok();
                     }
-                    // Let the goodbye reach the air before the caller closes the link.
-                    let _ = link.drain_to(0).await;
+                    if goodbye {
+                        // Let the goodbye (a CLOSE saying why) reach the peer before the caller closes the link:
+                        // a kernel discards what is still queued on a socket that closes (seen in the VM rig: the
+                        // peer then heard only "transport closed"). The peer closes its end once it has read the
+                        // CLOSE; wait for that, or at most LINGER.
+                        let _ = link.drain_to(0).await;
+                        let _ = tokio::time::timeout(LINGER, async { while link.recv().await.is_ok() {} }).await;
+                    }
                     return Err(error);
                 }
                 SecureEvent::NeedsApproval { peer, sas } => {
