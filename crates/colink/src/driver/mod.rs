@@ -9,6 +9,11 @@
 //! the radio paces the engine and a high-priority frame never waits behind a send buffer full of bulk data. On
 //! the initiating side a lost transport is re-dialled with back-off until the engine's grace period ends.
 //!
+//! With [`NodeConfig::security`] every transport is authenticated before its HELLO (docs/security.md): the
+//! node's device id is derived from its key, accepted transports are routed by the identity they proved,
+//! dialled ones must prove the device that was dialled, and pairings that need a person's answer come out of
+//! [`Node::trust_requests`].
+//!
 //! Everything above (app identities, session ids, listeners, validation) is the `Manager`'s business; the node
 //! speaks in engine terms: [`LinkId`] + [`SessionKey`], and reports [`NodeEvent`]s.
 
