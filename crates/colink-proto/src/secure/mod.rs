@@ -12,7 +12,7 @@
 //! side then sends a sealed CONFIRM; the transport is [`Established`] only when both accepted.
 //!
 //! **What it is not.** It stores no keys and keeps no list of trusted devices (the caller's [`TrustPolicy`]
-//! does), draws no randomness of its own (the caller's [`Entropy`](crate::Entropy) feeds snow's resolver), and
+//! does), draws no randomness of its own (the caller's [`Entropy`] feeds snow's resolver), and
 //! does not route the transport: the driver does that with the proven [`PeerIdentity`].
 
 mod cipher;
