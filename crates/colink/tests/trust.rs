@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::driver::{ConnectFailure, LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SecurityConfig, TrustRequest};
+use colink::driver::{
+    ConnectFailure, LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SecurityConfig, TransportPreference, TrustRequest,
+};
 use colink_ble::{
     Adapter, AdapterError, Advert, AdvertHandle, Agent, BoxFuture, CloseReason, ConnectError, DeviceId, Link,
     LinkError, LinkMode, LinkParams, Listener, Mtu, PairingError, PeerAddress, Port, ScanEvent, ScanFilter, ScanStream,
@@ -66,6 +68,18 @@ async fn node(
     security: SecurityConfig,
     capture: Option<Capture>,
 ) -> (Node, NodeEvents) {
+    node_over(air, name, x, seed, security, capture, TransportPreference::LeCoc).await
+}
+
+async fn node_over(
+    air: &SimAir,
+    name: &str,
+    x: f64,
+    seed: u64,
+    security: SecurityConfig,
+    capture: Option<Capture>,
+    transport: TransportPreference,
+) -> (Node, NodeEvents) {
     let sim = air.adapter(name, Position::new(x, 0.0));
     let adapter: Arc<dyn Adapter> = match capture {
         Some(log) => Arc::new(Tap { inner: Arc::new(sim), log }),
@@ -74,6 +88,7 @@ async fn node(
     let mut config = NodeConfig::default();
     config.seed = Some(seed);
     config.security = Some(security);
+    config.transport = transport;
     let (node, events) = Node::start(adapter, DeviceId::from_bytes([seed as u8; 16]), config).await.unwrap();
     (node, events)
 }
@@ -163,6 +178,28 @@ async fn same_account_sessions_work_and_the_air_carries_no_plaintext() {
     for needle in [&SECRET[..10], b"com.example.alpha".as_slice(), a.device().to_string().as_bytes()] {
         assert!(!contains(&air_bytes, needle), "{:?} on the air", String::from_utf8_lossy(needle));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_account_sessions_work_over_br_edr_streams_too() {
+    // Stream mode: handshake messages and the first sealed HELLO may share one read; nothing is lost.
+    let air = SimAir::new(40);
+    let capture: Capture = Arc::default();
+    let br = TransportPreference::BrEdr;
+    let (a, mut ea) = node_over(&air, "a", 0.0, 1, account_only(1, [5; 32]), Some(capture.clone()), br).await;
+    let (b, mut eb) = node_over(&air, "b", 2.0, 2, account_only(2, [5; 32]), Some(capture.clone()), br).await;
+    let (la, sa, lb, sb) = open(&a, &mut ea, &b, &mut eb).await;
+    let (r1, r2, got_b, got_a) = tokio::join!(
+        a.send(la, sa, ChannelKind::Message, Bytes::from_static(SECRET)),
+        b.send(lb, sb, ChannelKind::Message, Bytes::from_static(b"and back")),
+        receive(&mut eb, sb),
+        receive(&mut ea, sa),
+    );
+    r1.unwrap();
+    r2.unwrap();
+    assert_eq!(&got_b[..], SECRET);
+    assert_eq!(&got_a[..], b"and back");
+    assert!(!contains(&capture.lock().unwrap(), &SECRET[..10]));
 }
 
 #[tokio::test(start_paused = true)]
