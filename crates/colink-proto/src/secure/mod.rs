@@ -243,8 +243,8 @@ impl TrustPolicy for PinOrAsk {
     }
 }
 
-/// This device's side of the secure handshake.
-#[derive(Debug, Clone)]
+/// This device's side of the secure handshake. Its `Debug` form shows neither secret.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct SecureConfig {
     /// The device's identity.
@@ -270,6 +270,18 @@ impl SecureConfig {
             handshake_timeout: Duration::from_secs(10),
             approval_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl fmt::Debug for SecureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureConfig")
+            .field("keypair", &self.keypair)
+            .field("account", &self.account.map(|_| "<secret>"))
+            .field("accept_pairing", &self.accept_pairing)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("approval_timeout", &self.approval_timeout)
+            .finish()
     }
 }
 
@@ -413,10 +425,14 @@ mod tests {
     }
 
     #[test]
-    fn the_debug_form_hides_the_secret() {
+    fn the_debug_forms_hide_the_secrets() {
         let a = Keypair::from_secret([7u8; 32]);
         let shown = format!("{a:?}");
         assert!(shown.contains(&a.device_id()));
         assert!(!shown.contains("secret"));
+        let mut c = SecureConfig::new(a);
+        c.account = Some([0xAB; 32]);
+        let shown = format!("{c:?}");
+        assert!(shown.contains("<secret>") && !shown.contains("171"), "{shown}");
     }
 }
