@@ -373,11 +373,17 @@ async fn a_device_impersonating_the_dialled_one_is_refused_by_its_proven_key() {
     let victim = keys(2);
     let victim_id = DeviceId::from_bytes(device_id_bytes(&victim.public()));
     let _imp = impostor(&air, victim_id.short(), keys(66), [5; 32]).await;
-    let (a, _ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
+    let (a, mut ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
     let e = connect_err(&a, &victim_id.to_string()).await;
     let impostor_id = Keypair::device_id(&keys(66));
     assert_eq!(e.trust, Some(SecureError::UnexpectedPeer { expected: victim_id.to_string(), proven: impostor_id }));
     assert!(a.links().is_empty());
+    // Once the real device is in range, the dial passes over the impostor's advert and reaches it.
+    let (v, mut ev) = node(&air, "victim", 2.0, 2, account_only(2, [5; 32]), None).await;
+    assert_eq!(v.device(), victim_id);
+    let (la, sa, _lv, sv) = open(&a, &mut ea, &v, &mut ev).await;
+    a.send(la, sa, ChannelKind::Message, Bytes::from_static(b"found you")).await.unwrap();
+    assert_eq!(&receive(&mut ev, sv).await[..], b"found you");
 }
 
 #[tokio::test(start_paused = true)]

@@ -502,19 +502,31 @@ impl Node {
         mode: Option<HandshakeMode>,
     ) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
         let config = &self.shared.config;
-        let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
-            .await
-            .map_err(|e| ConnectFailure::new(e.connect_code(), e.to_string()))?;
-        let (replay, secure) = match self.secure_dial(&link, device, mode).await {
-            Ok(done) => done,
-            Err(error) => {
-                link.close().await;
-                warn!(device, %error, "secure handshake failed");
-                return Err(ConnectFailure {
-                    code: secure::connect_code(&error),
-                    reason: error.to_string(),
-                    trust: Some(error),
-                });
+        let started = tokio::time::Instant::now();
+        // Addresses whose advert carried the device's short id but whose handshake proved another device.
+        let mut impostors = Vec::new();
+        let mut refused: Option<SecureError> = None;
+        let (link, replay, secure) = loop {
+            let left = config.dial_timeout.saturating_sub(started.elapsed());
+            let dialled =
+                dial::dial(&self.shared.adapter, device, config.link_params, config.transport, left, &impostors).await;
+            let link = match (dialled, refused.take()) {
+                (Ok(link), _) => link,
+                // Nobody else answered to the short id: report why the one that did was refused.
+                (Err(_), Some(error)) => return Err(trust_failure(error)),
+                (Err(e), None) => return Err(ConnectFailure::new(e.connect_code(), e.to_string())),
+            };
+            match self.secure_dial(&link, device, mode).await {
+                Ok((replay, secure)) => break (link, replay, secure),
+                Err(error) => {
+                    link.close().await;
+                    warn!(device, %error, "secure handshake failed");
+                    if !matches!(error, SecureError::UnexpectedPeer { .. }) || impostors.len() >= MAX_IMPOSTORS {
+                        return Err(trust_failure(error));
+                    }
+                    impostors.push(link.peer().address);
+                    refused = Some(error);
+                }
             }
         };
         // Another task may have linked the same device meanwhile: use that link, drop ours.
@@ -713,7 +725,7 @@ impl Node {
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
-                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
+                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, &[]).await {
                             Ok(link) => match node.secure_dial(&link, &request.device, None).await {
                                 Ok((replay, secure)) => {
                                     info!(device = %request.device, "re-dialled");
@@ -745,6 +757,14 @@ impl Node {
             );
         }
     }
+}
+
+/// The most devices answering to one short id that a dial tries before giving up.
+const MAX_IMPOSTORS: usize = 4;
+
+/// A connect refused by the secure handshake.
+fn trust_failure(error: SecureError) -> ConnectFailure {
+    ConnectFailure { code: secure::connect_code(&error), reason: error.to_string(), trust: Some(error) }
 }
 
 /// How the engine frames a link of this mode: length-prefixed frames on byte streams, one frame per SDU else.
