@@ -335,6 +335,15 @@ pub enum SecureError {
     PeerClosed(u8),
 }
 
+/// Whether a Diffie-Hellman between `ours` and `public` yields a non-zero secret. A low-order point yields
+/// zero whatever the other secret, so a peer "proving" such a key proves nothing: it is refused.
+pub(crate) fn contributory(ours: &Keypair, public: &[u8; PUBLIC_KEY_LEN]) -> bool {
+    let Some(mut dh) = DefaultResolver.resolve_dh(&DHChoice::Curve25519) else { return false };
+    dh.set(&ours.secret);
+    let mut out = [0u8; 32];
+    dh.dh(public, &mut out).is_ok() && out != [0u8; 32]
+}
+
 /// BLAKE2s-256 of the concatenated `parts`.
 fn blake2s(parts: &[&[u8]]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -413,6 +422,18 @@ mod tests {
         assert_eq!(again.device_id(), a.device_id());
         let short = short_id_of(&a.public());
         assert_eq!(format!("{:02x}{:02x}{:02x}{:02x}", short[0], short[1], short[2], short[3]), a.device_id()[..8]);
+    }
+
+    #[test]
+    fn low_order_keys_are_not_contributory() {
+        let a = Keypair::generate(&mut SeededEntropy::new(1));
+        let b = Keypair::generate(&mut SeededEntropy::new(2));
+        assert!(contributory(&a, &b.public()));
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for low in [[0u8; 32], one] {
+            assert!(!contributory(&a, &low));
+        }
     }
 
     #[test]
