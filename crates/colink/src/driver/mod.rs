@@ -775,8 +775,11 @@ pub(crate) fn frame_mode(mode: LinkMode) -> colink_frame::LinkMode {
     }
 }
 
-/// Tokens from the operating system's random source.
-struct OsEntropy;
+/// Unpredictable numbers from the operating system's random source: what a node draws its tokens and
+/// handshake keys from when [`NodeConfig::seed`] is `None`; also the source for
+/// [`Keypair::generate`](colink_proto::secure::Keypair::generate) when creating a device key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn next_u64(&mut self) -> u64 {
