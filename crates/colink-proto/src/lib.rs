@@ -4,11 +4,15 @@
 //! and the next deadline come out. It speaks colink's session protocol (specified in `docs/sessions.md`) on top
 //! of `colink-frame`'s framing: the link handshake (versions, identities, frame size, keep-alive, resume,
 //! an authentication seam), sessions multiplexed on one link, priorities, acknowledged in-order delivery,
-//! retransmission, keep-alive and resume after a lost transport. With the `harness` feature it also offers
-//! `harness`, a deterministic two-device test harness in virtual time.
+//! retransmission, keep-alive and resume after a lost transport. [`secure`] authenticates a fresh transport
+//! with a Noise handshake (device keys, account membership, pairing by a short code) before any HELLO, and a
+//! [`Connection`] attached with [`Connection::attach_secured`] seals every link and lane message
+//! (docs/security.md). With the `harness` feature it also offers `harness`, a deterministic two-device test
+//! harness in virtual time.
 //!
 //! **What it is not.** It does no I/O and depends on no async runtime, clock or global RNG: the compiler
-//! enforces that, since this crate depends only on `colink-frame`, `bytes`, `thiserror` and `tracing`. Radios,
+//! enforces that, since this crate depends only on `colink-frame`, `bytes`, `thiserror`, `tracing` and the
+//! cryptography (`snow`, whose randomness comes from the caller's [`Entropy`], and `chacha20poly1305`). Radios,
 //! dialling and the tokio driver live in `colink` (over `colink-ble`); the `Manager` API, argument validation
 //! by the reference's rules, images and media encoding live in `colink` and `colink-media`. Nothing here
 //! reaches upward into those crates.

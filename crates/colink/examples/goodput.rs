@@ -14,14 +14,18 @@
 //! no message was sent for `Config::bulk_grow_after`) at MTU 65535 and print goodput and wait together; the
 //! first message after bulk ran alone is reported apart, since it waits behind the large frames. The last line
 //! is `min goodput/capacity: X`.
+//!
+//! `-- --encrypt` runs every link authenticated and sealed (both nodes in one account; docs/security.md), and
+//! the `connect time` line shows what the secure handshake adds to opening the first session.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::driver::{LinkId, Node, NodeConfig, NodeEvents, TransportPreference};
+use colink::driver::{LinkId, Node, NodeConfig, NodeEvents, SecurityConfig, TransportPreference};
 use colink_ble::{DeviceId, LinkParams, Mtu, Phy};
+use colink_proto::secure::{AccountOnly, Keypair, SecureConfig};
 use colink_proto::{ChannelKind, ConnectOptions, Event, PeerInfo, SessionKey};
 use colink_sim::{PhyProfile, Position, SimAir};
 
@@ -87,7 +91,24 @@ fn main() {
             frames(p99(&loaded).saturating_sub(floor).as_secs_f64()),
         );
     }
+    let connect = runtime.block_on(async {
+        let Open { a, b, connect, .. } = open(Phy::Le2M, 247, Tuning::Fixed(247)).await;
+        a.shutdown().await;
+        b.shutdown().await;
+        connect
+    });
+    let (rtt, encrypted) = (2.0 * PhyProfile::for_phy(Phy::Le2M).host_latency.as_secs_f64() * 1000.0, encrypt());
+    println!(
+        "connect time (LE 2M, MTU 247, dial to Connected, encryption {}): {:.1} ms (host round trip {rtt:.1} ms)",
+        if encrypted { "on" } else { "off" },
+        ms(connect)
+    );
     println!("min goodput/capacity: {min:.3}");
+}
+
+/// Whether `--encrypt` was given: links authenticated and sealed.
+fn encrypt() -> bool {
+    std::env::args().any(|a| a == "--encrypt")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -221,15 +242,19 @@ struct Open {
     link: LinkId,
     session: SessionKey,
     peer_session: SessionKey,
+    /// From the connect call to `Connected` (dial, handshakes, session request and answer).
+    connect: Duration,
 }
 
 /// Starts two nodes (see [`pair`]) and connects a session from the first to the second.
 async fn open(phy: Phy, mtu: u16, tuning: Tuning) -> Open {
     let (a, mut ea, b, mut eb) = pair(phy, mtu, tuning).await;
+    let started = tokio::time::Instant::now();
     let (link, session) = a.connect(app(a.device()), app(b.device()), ConnectOptions::default()).await.unwrap();
     let peer_session = accept(&b, &mut eb).await;
     while ea.recv().await.unwrap().event != (Event::Connected { session }) {}
-    Open { a, _ea: ea, b, eb, link, session, peer_session }
+    let connect = started.elapsed();
+    Open { a, _ea: ea, b, eb, link, session, peer_session, connect }
 }
 
 /// Two nodes on a fresh air whose links use `phy` and `mtu`.
@@ -249,6 +274,12 @@ async fn pair(phy: Phy, mtu: u16, tuning: Tuning) -> (Node, NodeEvents, Node, No
             config.engine.send_window = 256 * 1024;
             config.engine.max_frame = frame;
             config.engine.max_bulk_frame = frame;
+        }
+        if encrypt() {
+            let keys = Keypair::generate(&mut colink_proto::SeededEntropy::new(u64::from(id)));
+            let mut secure = SecureConfig::new(keys);
+            secure.account = Some([7; 32]);
+            config.security = Some(SecurityConfig::new(secure, Arc::new(Mutex::new(AccountOnly))));
         }
         async move { Node::start(Arc::new(adapter), DeviceId::from_bytes([id; 16]), config).await.unwrap() }
     };

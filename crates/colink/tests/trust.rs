@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use colink::driver::{ConnectFailure, LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SecurityConfig, TrustRequest};
+use colink::driver::{
+    ConnectFailure, LinkId, Node, NodeConfig, NodeEvent, NodeEvents, SecurityConfig, TransportPreference, TrustRequest,
+};
 use colink_ble::{
     Adapter, AdapterError, Advert, AdvertHandle, Agent, BoxFuture, CloseReason, ConnectError, DeviceId, Link,
     LinkError, LinkMode, LinkParams, Listener, Mtu, PairingError, PeerAddress, Port, ScanEvent, ScanFilter, ScanStream,
@@ -66,6 +68,18 @@ async fn node(
     security: SecurityConfig,
     capture: Option<Capture>,
 ) -> (Node, NodeEvents) {
+    node_over(air, name, x, seed, security, capture, TransportPreference::LeCoc).await
+}
+
+async fn node_over(
+    air: &SimAir,
+    name: &str,
+    x: f64,
+    seed: u64,
+    security: SecurityConfig,
+    capture: Option<Capture>,
+    transport: TransportPreference,
+) -> (Node, NodeEvents) {
     let sim = air.adapter(name, Position::new(x, 0.0));
     let adapter: Arc<dyn Adapter> = match capture {
         Some(log) => Arc::new(Tap { inner: Arc::new(sim), log }),
@@ -74,6 +88,7 @@ async fn node(
     let mut config = NodeConfig::default();
     config.seed = Some(seed);
     config.security = Some(security);
+    config.transport = transport;
     let (node, events) = Node::start(adapter, DeviceId::from_bytes([seed as u8; 16]), config).await.unwrap();
     (node, events)
 }
@@ -163,6 +178,28 @@ async fn same_account_sessions_work_and_the_air_carries_no_plaintext() {
     for needle in [&SECRET[..10], b"com.example.alpha".as_slice(), a.device().to_string().as_bytes()] {
         assert!(!contains(&air_bytes, needle), "{:?} on the air", String::from_utf8_lossy(needle));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_account_sessions_work_over_br_edr_streams_too() {
+    // Stream mode: handshake messages and the first sealed HELLO may share one read; nothing is lost.
+    let air = SimAir::new(40);
+    let capture: Capture = Arc::default();
+    let br = TransportPreference::BrEdr;
+    let (a, mut ea) = node_over(&air, "a", 0.0, 1, account_only(1, [5; 32]), Some(capture.clone()), br).await;
+    let (b, mut eb) = node_over(&air, "b", 2.0, 2, account_only(2, [5; 32]), Some(capture.clone()), br).await;
+    let (la, sa, lb, sb) = open(&a, &mut ea, &b, &mut eb).await;
+    let (r1, r2, got_b, got_a) = tokio::join!(
+        a.send(la, sa, ChannelKind::Message, Bytes::from_static(SECRET)),
+        b.send(lb, sb, ChannelKind::Message, Bytes::from_static(b"and back")),
+        receive(&mut eb, sb),
+        receive(&mut ea, sa),
+    );
+    r1.unwrap();
+    r2.unwrap();
+    assert_eq!(&got_b[..], SECRET);
+    assert_eq!(&got_a[..], b"and back");
+    assert!(!contains(&capture.lock().unwrap(), &SECRET[..10]));
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,11 +373,17 @@ async fn a_device_impersonating_the_dialled_one_is_refused_by_its_proven_key() {
     let victim = keys(2);
     let victim_id = DeviceId::from_bytes(device_id_bytes(&victim.public()));
     let _imp = impostor(&air, victim_id.short(), keys(66), [5; 32]).await;
-    let (a, _ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
+    let (a, mut ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
     let e = connect_err(&a, &victim_id.to_string()).await;
     let impostor_id = Keypair::device_id(&keys(66));
     assert_eq!(e.trust, Some(SecureError::UnexpectedPeer { expected: victim_id.to_string(), proven: impostor_id }));
     assert!(a.links().is_empty());
+    // Once the real device is in range, the dial passes over the impostor's advert and reaches it.
+    let (v, mut ev) = node(&air, "victim", 2.0, 2, account_only(2, [5; 32]), None).await;
+    assert_eq!(v.device(), victim_id);
+    let (la, sa, _lv, sv) = open(&a, &mut ea, &v, &mut ev).await;
+    a.send(la, sa, ChannelKind::Message, Bytes::from_static(b"found you")).await.unwrap();
+    assert_eq!(&receive(&mut ev, sv).await[..], b"found you");
 }
 
 #[tokio::test(start_paused = true)]
@@ -352,25 +395,8 @@ async fn a_peer_claiming_a_live_devices_id_cannot_touch_its_link() {
 
     // A hostile account member dials a with its own key, then claims the victim's id in its HELLO and in a
     // CONNECT.
-    let hostile = air.adapter("hostile", Position::new(1.0, 0.0));
-    let mut scan = hostile.scan(ScanFilter::default()).await.unwrap();
-    let psm = loop {
-        match scan.next().await.expect("scan") {
-            ScanEvent::DeviceFound { advert, peer, .. } if advert.short_id == a.device().short() => {
-                break (peer, advert.psm.unwrap());
-            }
-            _ => {}
-        }
-    };
-    drop(scan);
-    let link: Arc<dyn Link> =
-        Arc::from(hostile.connect(psm.0, Port::L2cap(psm.1), LinkMode::Packet, LinkParams::default()).await.unwrap());
-    let mut config = SecureConfig::new(keys(66));
-    config.account = Some([5; 32]);
+    let (link, done) = hostile_dial(&air, &a, 66, [5; 32]).await;
     let t = transport(&*link);
-    let mut hs =
-        SecureHandshake::initiator(now(), config, HandshakeMode::Account, None, t, &mut SeededEntropy::new(9)).unwrap();
-    let done = pump(&link, &mut hs).await.expect("an account member authenticates");
     let victim_id = v.device().to_string();
     let mut fake =
         Connection::new(now(), Config::new(victim_id.clone()), Role::Initiator, Box::new(SeededEntropy::new(3)));
@@ -400,6 +426,62 @@ async fn a_peer_claiming_a_live_devices_id_cannot_touch_its_link() {
     a.send(la, sa, ChannelKind::Message, Bytes::from_static(b"to the real one")).await.unwrap();
     assert_eq!(&receive(&mut ev, sv).await[..], b"to the real one");
     assert!(!ev_saw_disconnect(&mut ev).await);
+}
+
+/// A hostile device (key from `seed`, in `account`) dials `target` and completes the secure handshake.
+async fn hostile_dial(
+    air: &SimAir,
+    target: &Node,
+    seed: u64,
+    account: [u8; 32],
+) -> (Arc<dyn Link>, colink_proto::secure::Established) {
+    let hostile = air.adapter(&format!("hostile-{seed}"), Position::new(1.0, 0.0));
+    let mut scan = hostile.scan(ScanFilter::default()).await.unwrap();
+    let (peer, psm) = loop {
+        match scan.next().await.expect("scan") {
+            ScanEvent::DeviceFound { advert, peer, .. } if advert.short_id == target.device().short() => {
+                break (peer, advert.psm.unwrap());
+            }
+            _ => {}
+        }
+    };
+    drop(scan);
+    let link: Arc<dyn Link> =
+        Arc::from(hostile.connect(peer, Port::L2cap(psm), LinkMode::Packet, LinkParams::default()).await.unwrap());
+    let mut config = SecureConfig::new(keys(seed));
+    config.account = Some(account);
+    let t = transport(&*link);
+    let mut hs =
+        SecureHandshake::initiator(now(), config, HandshakeMode::Account, None, t, &mut SeededEntropy::new(9)).unwrap();
+    let done = pump(&link, &mut hs).await.expect("an account member authenticates");
+    (link, done)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_proposing_a_huge_idle_timeout_does_not_hold_a_slot() {
+    let air = SimAir::new(38);
+    let (a, _ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
+    let (link, done) = hostile_dial(&air, &a, 67, [5; 32]).await;
+    let t = transport(&*link);
+    // It says HELLO proposing the longest idle timeout and keep-alive interval the wire can carry...
+    let mut config = Config::new(keys(67).device_id());
+    config.idle_timeout = Duration::from_millis(u64::from(u32::MAX));
+    config.keep_alive_interval = Duration::from_millis(u64::from(u32::MAX));
+    let mut fake = Connection::new(now(), config, Role::Initiator, Box::new(SeededEntropy::new(4)));
+    fake.attach_secured(now(), t, done.peer, done.keys).unwrap();
+    while fake.state() != colink_proto::LinkState::Established {
+        while let Some(f) = fake.poll_transmit(now()) {
+            link.send(f).await.unwrap();
+        }
+        let data = tokio::time::timeout(Duration::from_secs(5), link.recv()).await.expect("answered").unwrap();
+        fake.handle_input(now(), data);
+    }
+    assert_eq!(a.links().len(), 1);
+    // ...then falls silent. Our own 30 s idle timeout (and the 10 s grace period) end the link regardless.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(a.links().len(), 1, "alive within our idle timeout");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(a.links().is_empty(), "a silent peer does not keep a link slot: {:?}", a.links());
 }
 
 async fn ev_saw_disconnect(events: &mut NodeEvents) -> bool {
@@ -521,4 +603,27 @@ impl Link for TapLink {
     fn closed(&self) -> BoxFuture<'_, CloseReason> {
         self.inner.closed()
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_authenticated_link_resumes_with_a_new_handshake() {
+    let air = SimAir::new(39);
+    let (a, mut ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
+    let (b, mut eb) = node(&air, "b", 2.0, 2, account_only(2, [5; 32]), None).await;
+    let (la, sa, _lb, sb) = open(&a, &mut ea, &b, &mut eb).await;
+    let data: Bytes = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    let faults = air.faults();
+    let (addr_a, addr_b) = (a.adapter().address().address, b.adapter().address().address);
+    let (sent, got, ()) = tokio::join!(a.send(la, sa, ChannelKind::Data, data.clone()), receive(&mut eb, sb), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(faults.drop_links(addr_a, addr_b) > 0);
+    });
+    sent.expect("the send completes despite the drop");
+    assert!(got == data, "delivered once, intact, across two transports and two handshakes");
+    let mut resumed = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), ea.recv()).await {
+        assert!(!matches!(e.event, Event::Disconnected { .. }), "unexpected {e:?}");
+        resumed |= e.event == Event::LinkResumed;
+    }
+    assert!(resumed, "a resumed the link");
 }

@@ -11,7 +11,7 @@ use snow::{Builder, HandshakeState};
 use super::cipher::{LinkCipher, TransportKeys};
 use super::{
     EntropyResolver, NOISE_ACCOUNT, NOISE_PAIRING, PUBLIC_KEY_LEN, PeerIdentity, Proof, RefuseReason, SecureConfig,
-    SecureError, TrustPolicy, Verdict, sas_of,
+    SecureError, TrustPolicy, Verdict, contributory, sas_of,
 };
 use crate::config::{Entropy, Transport};
 use crate::error::CloseCode;
@@ -408,6 +408,9 @@ impl SecureHandshake {
             return self.fail(SecureError::Crypto);
         }
         let Some(peer) = remote_identity(&noise) else { return self.fail(SecureError::Crypto) };
+        if !contributory(&self.config.keypair, &peer.public_key) {
+            return self.fail(SecureError::Crypto);
+        }
         if let Some(expected) = self.expected.clone()
             && expected != peer.device_id
         {
@@ -434,6 +437,9 @@ impl SecureHandshake {
             return;
         }
         let Some(peer) = remote_identity(&noise) else { return self.fail(SecureError::Crypto) };
+        if !contributory(&self.config.keypair, &peer.public_key) {
+            return self.fail(SecureError::Crypto);
+        }
         self.noise_done(now, noise, peer, policy);
     }
 

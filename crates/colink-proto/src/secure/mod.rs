@@ -12,7 +12,7 @@
 //! side then sends a sealed CONFIRM; the transport is [`Established`] only when both accepted.
 //!
 //! **What it is not.** It stores no keys and keeps no list of trusted devices (the caller's [`TrustPolicy`]
-//! does), draws no randomness of its own (the caller's [`Entropy`](crate::Entropy) feeds snow's resolver), and
+//! does), draws no randomness of its own (the caller's [`Entropy`] feeds snow's resolver), and
 //! does not route the transport: the driver does that with the proven [`PeerIdentity`].
 
 mod cipher;
@@ -243,8 +243,8 @@ impl TrustPolicy for PinOrAsk {
     }
 }
 
-/// This device's side of the secure handshake.
-#[derive(Debug, Clone)]
+/// This device's side of the secure handshake. Its `Debug` form shows neither secret.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct SecureConfig {
     /// The device's identity.
@@ -270,6 +270,18 @@ impl SecureConfig {
             handshake_timeout: Duration::from_secs(10),
             approval_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl fmt::Debug for SecureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureConfig")
+            .field("keypair", &self.keypair)
+            .field("account", &self.account.map(|_| "<secret>"))
+            .field("accept_pairing", &self.accept_pairing)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("approval_timeout", &self.approval_timeout)
+            .finish()
     }
 }
 
@@ -321,6 +333,15 @@ pub enum SecureError {
     /// The peer closed the transport during the handshake with a code this version does not map.
     #[error("the peer closed the transport (code {0})")]
     PeerClosed(u8),
+}
+
+/// Whether a Diffie-Hellman between `ours` and `public` yields a non-zero secret. A low-order point yields
+/// zero whatever the other secret, so a peer "proving" such a key proves nothing: it is refused.
+pub(crate) fn contributory(ours: &Keypair, public: &[u8; PUBLIC_KEY_LEN]) -> bool {
+    let Some(mut dh) = DefaultResolver.resolve_dh(&DHChoice::Curve25519) else { return false };
+    dh.set(&ours.secret);
+    let mut out = [0u8; 32];
+    dh.dh(public, &mut out).is_ok() && out != [0u8; 32]
 }
 
 /// BLAKE2s-256 of the concatenated `parts`.
@@ -404,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn low_order_keys_are_not_contributory() {
+        let a = Keypair::generate(&mut SeededEntropy::new(1));
+        let b = Keypair::generate(&mut SeededEntropy::new(2));
+        assert!(contributory(&a, &b.public()));
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for low in [[0u8; 32], one] {
+            assert!(!contributory(&a, &low));
+        }
+    }
+
+    #[test]
     fn sas_is_six_digits_and_depends_on_the_hash() {
         let s1 = sas_of(&[1u8; 32]);
         let s2 = sas_of(&[2u8; 32]);
@@ -413,10 +446,14 @@ mod tests {
     }
 
     #[test]
-    fn the_debug_form_hides_the_secret() {
+    fn the_debug_forms_hide_the_secrets() {
         let a = Keypair::from_secret([7u8; 32]);
         let shown = format!("{a:?}");
         assert!(shown.contains(&a.device_id()));
         assert!(!shown.contains("secret"));
+        let mut c = SecureConfig::new(a);
+        c.account = Some([0xAB; 32]);
+        let shown = format!("{c:?}");
+        assert!(shown.contains("<secret>") && !shown.contains("171"), "{shown}");
     }
 }

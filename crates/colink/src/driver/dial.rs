@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use colink_ble::{
-    Adapter, Advert, ConnectError, DeviceId, Link, LinkMode, LinkParams, PeerAddress, Phy, Port, ScanEvent, ScanFilter,
+    Adapter, Address, Advert, ConnectError, DeviceId, Link, LinkMode, LinkParams, PeerAddress, Phy, Port, ScanEvent,
+    ScanFilter,
 };
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -88,13 +89,15 @@ fn routes(peer: PeerAddress, advert: &Advert, params: LinkParams, prefer: Transp
 }
 
 /// Scans for `device`'s advert and opens a link to it, all within `within`: over the preferred transport when the
-/// advert offers it, else (or when that connect fails) over the other one.
+/// advert offers it, else (or when that connect fails) over the other one. Adverts from the addresses in
+/// `exclude` are passed over (they proved to be another device: a short id is only 4 bytes).
 pub(crate) async fn dial(
     adapter: &Arc<dyn Adapter>,
     device: &str,
     params: LinkParams,
     prefer: TransportPreference,
     within: Duration,
+    exclude: &[Address],
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
     let short = id.short();
@@ -124,6 +127,7 @@ pub(crate) async fn dial(
         while let Some(event) = scan.next().await {
             if let ScanEvent::DeviceFound { peer, advert, .. } | ScanEvent::DeviceUpdated { peer, advert, .. } = event
                 && advert.short_id == short
+                && !exclude.contains(&peer.address)
             {
                 let routes = routes(peer, &advert, params, prefer);
                 if !routes.is_empty() {

@@ -9,6 +9,11 @@
 //! the radio paces the engine and a high-priority frame never waits behind a send buffer full of bulk data. On
 //! the initiating side a lost transport is re-dialled with back-off until the engine's grace period ends.
 //!
+//! With [`NodeConfig::security`] every transport is authenticated before its HELLO (docs/security.md): the
+//! node's device id is derived from its key, accepted transports are routed by the identity they proved,
+//! dialled ones must prove the device that was dialled, and pairings that need a person's answer come out of
+//! [`Node::trust_requests`].
+//!
 //! Everything above (app identities, session ids, listeners, validation) is the `Manager`'s business; the node
 //! speaks in engine terms: [`LinkId`] + [`SessionKey`], and reports [`NodeEvent`]s.
 
@@ -497,20 +502,32 @@ impl Node {
         mode: Option<HandshakeMode>,
     ) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
         let config = &self.shared.config;
-        let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
-            .await
-            .map_err(|e| ConnectFailure::new(e.connect_code(), e.to_string()))?;
-        let (replay, secure) = match self.secure_dial(&link, device, mode).await {
-            Ok(done) => done,
-            Err(error) => {
-                link.close().await;
-                // The caller gets the error (and says it to its user); the log keeps it for a field report.
-                info!(device, %error, "secure handshake failed");
-                return Err(ConnectFailure {
-                    code: secure::connect_code(&error),
-                    reason: error.to_string(),
-                    trust: Some(error),
-                });
+        let started = tokio::time::Instant::now();
+        // Addresses whose advert carried the device's short id but whose handshake proved another device.
+        let mut impostors = Vec::new();
+        let mut refused: Option<SecureError> = None;
+        let (link, replay, secure) = loop {
+            let left = config.dial_timeout.saturating_sub(started.elapsed());
+            let dialled =
+                dial::dial(&self.shared.adapter, device, config.link_params, config.transport, left, &impostors).await;
+            let link = match (dialled, refused.take()) {
+                (Ok(link), _) => link,
+                // Nobody else answered to the short id: report why the one that did was refused.
+                (Err(_), Some(error)) => return Err(trust_failure(error)),
+                (Err(e), None) => return Err(ConnectFailure::new(e.connect_code(), e.to_string())),
+            };
+            match self.secure_dial(&link, device, mode).await {
+                Ok((replay, secure)) => break (link, replay, secure),
+                Err(error) => {
+                    link.close().await;
+                    // The caller gets the error (and says it to its user); the log keeps it for a field report.
+                    info!(device, %error, "secure handshake failed");
+                    if !matches!(error, SecureError::UnexpectedPeer { .. }) || impostors.len() >= MAX_IMPOSTORS {
+                        return Err(trust_failure(error));
+                    }
+                    impostors.push(link.peer().address);
+                    refused = Some(error);
+                }
             }
         };
         // Another task may have linked the same device meanwhile: use that link, drop ours.
@@ -709,7 +726,7 @@ impl Node {
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
-                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
+                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, &[]).await {
                             Ok(link) => match node.secure_dial(&link, &request.device, None).await {
                                 Ok((replay, secure)) => {
                                     info!(device = %request.device, "re-dialled");
@@ -743,6 +760,14 @@ impl Node {
     }
 }
 
+/// The most devices answering to one short id that a dial tries before giving up.
+const MAX_IMPOSTORS: usize = 4;
+
+/// A connect refused by the secure handshake.
+fn trust_failure(error: SecureError) -> ConnectFailure {
+    ConnectFailure { code: secure::connect_code(&error), reason: error.to_string(), trust: Some(error) }
+}
+
 /// How the engine frames a link of this mode: length-prefixed frames on byte streams, one frame per SDU else.
 pub(crate) fn frame_mode(mode: LinkMode) -> colink_frame::LinkMode {
     match mode {
@@ -751,8 +776,11 @@ pub(crate) fn frame_mode(mode: LinkMode) -> colink_frame::LinkMode {
     }
 }
 
-/// Tokens from the operating system's random source.
-struct OsEntropy;
+/// Unpredictable numbers from the operating system's random source: what a node draws its tokens and
+/// handshake keys from when [`NodeConfig::seed`] is `None`; also the source for
+/// [`Keypair::generate`](colink_proto::secure::Keypair::generate) when creating a device key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn next_u64(&mut self) -> u64 {

@@ -247,3 +247,56 @@ impl Gate {
 pub(super) fn leftover(done: &Established) -> Vec<Bytes> {
     if done.leftover.is_empty() { Vec::new() } else { vec![done.leftover.clone()] }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colink_proto::secure::{AccountOnly, Keypair};
+
+    fn config() -> SecurityConfig {
+        SecurityConfig::new(SecureConfig::new(Keypair::from_secret([1; 32])), Arc::new(Mutex::new(AccountOnly)))
+    }
+
+    fn addr(n: u8) -> Address {
+        Address::new([n, 0, 0, 0, 0, 1])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthenticated_transports_are_capped_per_adapter_and_per_address() {
+        let config = config();
+        let mut gate = Gate::default();
+        let tickets: Vec<_> = (1..=4).map(|n| gate.admit(addr(n), &config).unwrap()).collect();
+        assert!(gate.admit(addr(5), &config).is_err(), "a fifth one waits for a slot");
+        let mut tickets = tickets.into_iter();
+        gate.finish(tickets.next().unwrap(), true, &config);
+        assert!(gate.admit(addr(2), &config).is_err(), "one per address");
+        let t5 = gate.admit(addr(5), &config).unwrap();
+        for t in tickets.chain([t5]) {
+            gate.finish(t, true, &config);
+        }
+        assert!(gate.admit(addr(2), &config).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_keeps_failing_backs_off_longer_each_time() {
+        let config = config();
+        let mut gate = Gate::default();
+        let mut waited = Vec::new();
+        let mut ticket = gate.admit(addr(9), &config).unwrap();
+        for _ in 0..4 {
+            gate.finish(ticket, false, &config);
+            let started = Instant::now();
+            ticket = loop {
+                match gate.admit(addr(9), &config) {
+                    Ok(t) => break t,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            waited.push(started.elapsed());
+        }
+        assert!(waited.windows(2).all(|w| w[1] > w[0]), "{waited:?}");
+        assert!(waited[0] >= Duration::from_secs(1) && waited[3] >= Duration::from_secs(8), "{waited:?}");
+        // Other addresses are not affected.
+        assert!(gate.admit(addr(10), &config).is_ok());
+    }
+}
