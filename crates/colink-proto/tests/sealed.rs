@@ -221,3 +221,48 @@ fn a_connect_from_another_device_closes_the_link_and_reaches_no_app() {
     assert!(!p.b.saw(|e| matches!(e, Event::IncomingConnect { .. })));
     assert!(p.b.saw(|e| matches!(e, Event::Closed(LinkError::Protocol(ProtocolError::Impersonation { .. })))));
 }
+
+#[test]
+fn acknowledgements_and_keep_alives_travel_sealed_and_a_plain_one_is_a_forgery() {
+    use bytes::BytesMut;
+    use colink_frame::{Frame, FrameKind, decode_packet};
+    for mtu in [23, 247] {
+        let mut p = secured(LinkMode::Packet, mtu);
+        p.capture = Some(Vec::new());
+        let s = p.open_session("chat", ConnectOptions::default());
+        p.a.conn.send(s, ChannelKind::Data, Bytes::from(vec![7u8; 3000])).unwrap();
+        p.drive();
+        // Idle long enough for keep-alives.
+        p.drive_for(Duration::from_secs(12));
+        let capture = p.capture.take().unwrap();
+        let kinds: Vec<FrameKind> =
+            capture.iter().filter_map(|(_, f)| decode_packet(f.clone()).ok()).map(|f| f.header.kind).collect();
+        assert!(!kinds.is_empty());
+        assert!(
+            !kinds.iter().any(|k| matches!(k, FrameKind::Ack | FrameKind::KeepAlive)),
+            "MTU {mtu}: a plain ACK or KEEP_ALIVE frame on an authenticated link"
+        );
+        assert!(p.a.conn.stats().acks_sent + p.b.conn.stats().acks_sent > 0, "acknowledgements were sent, sealed");
+        assert!(p.a.conn.stats().keep_alives_sent > 0, "keep-alives were sent, sealed");
+        assert_eq!(received(&p.b.events, s).len(), 1);
+    }
+
+    // An attacker injects a plain ACK claiming everything arrived: the link closes, the send never completes.
+    let mut p = secured(LinkMode::Packet, 247);
+    let s = p.open_session("chat", ConnectOptions::default());
+    let id = p.a.conn.send(s, ChannelKind::Data, Bytes::from(vec![9u8; 20_000])).unwrap();
+    let mut forged = BytesMut::new();
+    let ack = [0x01, 0x05, 0x7f, 0x00];
+    Frame::single(FrameKind::Ack, 2, 0, Bytes::copy_from_slice(&ack))
+        .unwrap()
+        .encode(LinkMode::Packet, &mut forged)
+        .unwrap();
+    let now = p.now;
+    p.a.conn.handle_input(now, forged.freeze());
+    p.drive();
+    assert!(closed_for_integrity(&p.a.events), "{:?}", p.a.events);
+    assert!(
+        !p.a.saw(|e| matches!(e, Event::SendCompleted { id: done, .. } if *done == id)),
+        "a forged acknowledgement made data count as delivered"
+    );
+}

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use colink_frame::Mtu;
 use tracing::debug;
 
+use super::secured::{T_LINK_ACK, T_LINK_KEEPALIVE};
 use super::{Connection, LinkState};
 use crate::error::{CloseCode, LinkError, ProtocolError};
 use crate::event::Event;
 use crate::resume::Continuity;
 use crate::types::DisconnectReason;
-use crate::wire::{HELLO_SEEN, HandshakeMsg, Hello};
+use crate::wire::{self, HELLO_SEEN, HandshakeMsg, Hello};
 
 /// Handshake progress on the current transport.
 #[derive(Debug)]
@@ -87,6 +88,20 @@ pub(super) fn negotiate_version(ours: &RangeInclusive<u8>, peer_min: u8, peer_ma
 
 impl Connection {
     pub(super) fn on_handshake_message(&mut self, now: Instant, payload: &Bytes) -> Result<(), ProtocolError> {
+        // Acknowledgements and keep-alives travel here, sealed, on authenticated links only.
+        match payload.first() {
+            Some(&(T_LINK_ACK | T_LINK_KEEPALIVE)) if !self.is_secured() => {
+                return Err(ProtocolError::Malformed { what: "handshake message type" });
+            }
+            Some(&T_LINK_KEEPALIVE) => return Ok(()),
+            Some(&T_LINK_ACK) if self.state != LinkState::Established => return Ok(()),
+            Some(&T_LINK_ACK) => {
+                let entries =
+                    wire::decode_ack(&payload.slice(1..)).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+                return self.on_ack_entries(now, entries);
+            }
+            _ => {}
+        }
         let msg = HandshakeMsg::decode(payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
         match msg {
             HandshakeMsg::Close { code, message } => {

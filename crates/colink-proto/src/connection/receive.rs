@@ -38,6 +38,11 @@ impl Connection {
                 trace!(?kind, channel, "frame before the handshake completed; dropped");
                 Ok(())
             }
+            // On an authenticated link acknowledgements and keep-alives come sealed on the handshake channel; a
+            // plain one is a forgery (docs/security.md §3).
+            (FrameKind::Ack | FrameKind::KeepAlive, CH_ACK | CH_KEEPALIVE) if self.is_secured() => {
+                Err(ProtocolError::Integrity { what: "plain acknowledgement or keep-alive on an authenticated link" })
+            }
             (FrameKind::Ack, CH_ACK) => self.on_ack_frame(now, &frame),
             (FrameKind::KeepAlive, CH_KEEPALIVE) => Ok(()),
             (_, CH_HANDSHAKE..=CH_KEEPALIVE) if channel != CH_CONTROL => {
@@ -56,6 +61,11 @@ impl Connection {
             return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
         }
         let entries = wire::decode_ack(&frame.payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+        self.on_ack_entries(now, entries)
+    }
+
+    /// Acknowledgements received, from an ACK frame or a sealed link message.
+    pub(super) fn on_ack_entries(&mut self, now: Instant, entries: Vec<wire::AckEntry>) -> Result<(), ProtocolError> {
         for e in entries {
             self.apply_ack(now, e.channel, e.pos)?;
             if e.nack && self.scheduler.has_lane(e.channel) {

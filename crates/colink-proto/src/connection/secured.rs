@@ -16,6 +16,10 @@ use crate::secure::{LinkCipher, PeerIdentity, TAG_LEN, TransportKeys};
 
 /// Handshake-channel message type of a sealed link message.
 pub(crate) const T_SEALED: u8 = 0x05;
+/// Inner type of a sealed link message carrying acknowledgements (an ACK payload of docs/sessions.md §5 follows).
+pub(crate) const T_LINK_ACK: u8 = 0x06;
+/// Inner type of a sealed link message that is a keep-alive (nothing follows).
+pub(crate) const T_LINK_KEEPALIVE: u8 = 0x07;
 /// Type byte and counter before the sealed bytes.
 const SEALED_HEADER: usize = 1 + 8;
 
@@ -85,6 +89,11 @@ impl Connection {
         }
         self.attach(now, transport);
         Ok(())
+    }
+
+    /// Whether the connection runs on authenticated transports (everything sealed).
+    pub(super) fn is_secured(&self) -> bool {
+        self.secure.is_some()
     }
 
     /// The peer's proven identity, on an authenticated connection.

@@ -5,11 +5,16 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use colink_frame::{Frame, FrameKind, Mtu};
 use tracing::trace;
 
+use super::secured::{T_LINK_ACK, T_LINK_KEEPALIVE};
 use super::{Connection, LinkState};
+
+/// Most bytes of acknowledgement entries in one sealed link message (well inside the handshake channel's
+/// 1024-byte reassembly limit with the seal around it).
+const SEALED_ACK_ROOM: usize = 512;
 use crate::error::ProtocolError;
 use crate::scheduler::FrameSizes;
 use crate::wire::{self, AckEntry, CH_ACK, CH_KEEPALIVE, Position};
@@ -50,6 +55,11 @@ impl Connection {
         }
         if self.keep_alive.wants_keep_alive(now) {
             self.stats.keep_alives_sent += 1;
+            if self.is_secured() {
+                // Sealed like every link message, so nobody else can keep the link alive (docs/security.md §3).
+                self.queue_handshake(Bytes::from_static(&[T_LINK_KEEPALIVE]));
+                return self.hs_out.pop_front();
+            }
             return self.single(FrameKind::KeepAlive, CH_KEEPALIVE, Bytes::from_static(&[0]));
         }
         self.next_fragment(now)
@@ -86,8 +96,15 @@ impl Connection {
             self.acks.nothing_owed();
             return None;
         }
-        // ACK header: 2 + channel 1 + seq 1 + index 1 + total length ≤ 3 bytes.
-        let room = self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8);
+        // On an authenticated link the entries travel as a sealed link message (type byte, counter and tag
+        // around them; fragmented at small MTUs), so a forged acknowledgement cannot make data count as
+        // delivered (docs/security.md §3). Plain: one ACK frame, header 2 + channel 1 + seq 1 + index 1 + total
+        // length ≤ 3 bytes.
+        let room = if self.is_secured() {
+            SEALED_ACK_ROOM
+        } else {
+            self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8)
+        };
         let (payload, taken) = wire::encode_ack(&entries, room);
         let sent: Vec<u32> = entries[..taken].iter().map(|e| e.channel).collect();
         for ch in &sent {
@@ -95,6 +112,13 @@ impl Connection {
         }
         self.acks.sent(&sent);
         trace!(entries = taken, "ack");
+        if self.is_secured() {
+            let mut message = BytesMut::with_capacity(1 + payload.len());
+            message.put_u8(T_LINK_ACK);
+            message.extend_from_slice(&payload);
+            self.queue_handshake(message.freeze());
+            return self.hs_out.pop_front();
+        }
         self.single(FrameKind::Ack, CH_ACK, payload)
     }
 
