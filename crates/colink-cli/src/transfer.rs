@@ -110,13 +110,15 @@ pub(crate) async fn send(
     Ok(())
 }
 
-/// A transfer being received.
+/// A transfer being received: only the chunks that arrived are held (never the size a peer announced), each
+/// once.
 #[derive(Debug)]
 pub(crate) struct Incoming {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) received: u64,
-    pub(crate) buf: Vec<u8>,
+    /// The chunks held, by offset (every offset a multiple of [`CHUNK`]).
+    chunks: BTreeMap<u64, Bytes>,
 }
 
 /// What [`Assembler::push`] made of a payload.
@@ -130,18 +132,24 @@ pub(crate) enum Progress {
     Complete { id: u64, name: String, data: Vec<u8> },
     /// A payload that is not part of a transfer.
     Blob(Bytes),
-    /// A chunk that does not fit its transfer (dropped; reported).
+    /// A payload that does not fit a transfer (dropped; reported).
     Invalid(String),
 }
 
 /// Reassembles transfers on the receiving side.
+///
+/// A peer decides what it announces, so nothing is allocated from an announced size: memory grows only with the
+/// chunk bytes that actually arrived (each chunk at most [`CHUNK`] bytes, at its aligned offset, counted once),
+/// and at most [`MAX_OPEN`] transfers are open at once.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
     open: BTreeMap<u64, Incoming>,
 }
 
-/// The largest transfer the assembler holds in memory.
+/// The largest transfer accepted.
 pub(crate) const MAX_TRANSFER: u64 = 4 << 30;
+/// Most transfers open (announced, not complete) at once; a header beyond it is refused.
+pub(crate) const MAX_OPEN: usize = 4;
 
 impl Assembler {
     pub(crate) fn push(&mut self, payload: Bytes) -> Progress {
@@ -151,25 +159,33 @@ impl Assembler {
                 if size > MAX_TRANSFER {
                     return Progress::Invalid(format!("transfer {id} of {size} bytes is larger than {MAX_TRANSFER}"));
                 }
-                let Ok(len) = usize::try_from(size) else {
-                    return Progress::Invalid(format!("transfer {id} does not fit in memory"));
-                };
-                self.open.insert(id, Incoming { name, size, received: 0, buf: vec![0; len] });
+                if self.open.contains_key(&id) {
+                    return Progress::Invalid(format!("transfer {id} announced twice"));
+                }
+                if self.open.len() >= MAX_OPEN {
+                    return Progress::Invalid(format!("transfer {id} refused: {MAX_OPEN} transfers are open already"));
+                }
+                self.open.insert(id, Incoming { name, size, received: 0, chunks: BTreeMap::new() });
                 if size == 0 { self.finish(id) } else { Progress::Started { id } }
             }
             Payload::Chunk { id, offset, data } => {
                 let Some(t) = self.open.get_mut(&id) else {
                     return Progress::Invalid(format!("a chunk of unknown transfer {id}"));
                 };
-                let end = offset.checked_add(data.len() as u64).filter(|e| *e <= t.size);
-                let (Some(end), Ok(start)) = (end, usize::try_from(offset)) else {
+                // The sender cuts at CHUNK boundaries: a chunk is whole, aligned and inside the transfer.
+                let expected = t.size.saturating_sub(offset).min(CHUNK as u64);
+                if offset % CHUNK as u64 != 0 || offset >= t.size || data.len() as u64 != expected {
                     return Progress::Invalid(format!(
-                        "a chunk at {offset} beyond the {} bytes of transfer {id}",
+                        "a chunk of {} bytes at {offset} does not fit transfer {id} of {} bytes",
+                        data.len(),
                         t.size
                     ));
-                };
-                t.buf[start..start + data.len()].copy_from_slice(&data);
-                t.received += end - offset;
+                }
+                if t.chunks.contains_key(&offset) {
+                    return Progress::Invalid(format!("the chunk at {offset} of transfer {id} arrived twice"));
+                }
+                t.received += data.len() as u64;
+                t.chunks.insert(offset, data);
                 if t.received >= t.size { self.finish(id) } else { Progress::Advanced { received: t.received } }
             }
         }
@@ -177,7 +193,13 @@ impl Assembler {
 
     fn finish(&mut self, id: u64) -> Progress {
         match self.open.remove(&id) {
-            Some(t) => Progress::Complete { id, name: t.name, data: t.buf },
+            Some(t) => {
+                let mut data = Vec::with_capacity(usize::try_from(t.received).unwrap_or(0));
+                for chunk in t.chunks.into_values() {
+                    data.extend_from_slice(&chunk);
+                }
+                Progress::Complete { id, name: t.name, data }
+            }
             None => Progress::Invalid(format!("transfer {id} vanished")),
         }
     }
@@ -185,6 +207,12 @@ impl Assembler {
     /// The name and size of an open transfer.
     pub(crate) fn describe(&self, id: u64) -> Option<(&str, u64)> {
         self.open.get(&id).map(|t| (t.name.as_str(), t.size))
+    }
+
+    /// Bytes held by open transfers (what arrived, not what was announced).
+    #[cfg(test)]
+    fn held(&self) -> u64 {
+        self.open.values().map(|t| t.received).sum()
     }
 }
 
@@ -236,6 +264,36 @@ mod tests {
         a.push(header(2, 4, "n"));
         assert!(matches!(a.push(chunk(2, 3, b"xy")), Progress::Invalid(_)));
         assert!(matches!(a.push(chunk(2, u64::MAX, b"xy")), Progress::Invalid(_)));
+    }
+
+    #[test]
+    fn an_announced_size_allocates_nothing_and_duplicates_do_not_complete_a_transfer() {
+        let mut a = Assembler::default();
+        // A 30-byte header announcing 4 GiB: nothing is held until bytes arrive.
+        assert!(matches!(a.push(header(1, MAX_TRANSFER, "big")), Progress::Started { id: 1 }));
+        assert_eq!(a.held(), 0);
+        // The same chunk again and again does not add up to a complete (zero-filled) transfer.
+        let mut b = Assembler::default();
+        assert!(matches!(b.push(header(2, 2 * CHUNK as u64, "two")), Progress::Started { .. }));
+        let first = vec![1u8; CHUNK];
+        assert!(matches!(b.push(chunk(2, 0, &first)), Progress::Advanced { .. }));
+        assert!(matches!(b.push(chunk(2, 0, &first)), Progress::Invalid(_)));
+        assert_eq!(b.held(), CHUNK as u64);
+        // Misaligned, short or out-of-range chunks are refused.
+        assert!(matches!(b.push(chunk(2, 1, &first)), Progress::Invalid(_)));
+        assert!(matches!(b.push(chunk(2, CHUNK as u64, &first[..10])), Progress::Invalid(_)));
+        assert!(matches!(b.push(chunk(2, 2 * CHUNK as u64, &first)), Progress::Invalid(_)));
+        assert!(matches!(b.push(chunk(2, CHUNK as u64, &first)), Progress::Complete { .. }));
+    }
+
+    #[test]
+    fn at_most_a_few_transfers_are_open_at_once() {
+        let mut a = Assembler::default();
+        for id in 0..MAX_OPEN as u64 {
+            assert!(matches!(a.push(header(id, 10, "x")), Progress::Started { .. }));
+        }
+        assert!(matches!(a.push(header(99, 10, "x")), Progress::Invalid(_)));
+        assert!(matches!(a.push(header(0, 10, "x")), Progress::Invalid(_)), "an id announced twice");
     }
 
     #[test]
