@@ -119,11 +119,22 @@ pub(crate) async fn manager_with(
     let mut config = NodeConfig::default();
     config.services = ServiceFilter::EMPTY.with(SERVICE);
     config.on_radio_loss = on_radio_loss;
+    // Peers show this device by its host name (`colink devices`).
+    config.engine.device_name = host_name();
     let mut b = Manager::builder().shared_adapter(adapter).security(security).node_config(config);
     if let Some(s) = seed {
         b = b.seed(s);
     }
     Ok(b.build().await?)
+}
+
+/// This machine's host name (what BlueZ uses as the adapter's alias by default), or "colink".
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "colink".to_owned())
 }
 
 /// Who answers a pairing with a stranger (a trust request: both devices show the same six digits).

@@ -8,12 +8,19 @@ use colink_frame::{LinkMode, Mtu};
 /// The session-protocol versions this implementation speaks.
 pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=1;
 
+/// The longest device name a HELLO carries, in bytes (a Bluetooth device name's limit).
+pub const MAX_DEVICE_NAME: usize = 248;
+
 /// Tunables of one [`Connection`](super::Connection). `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
     /// This device's stable identity, announced in the handshake.
     pub device_id: String,
+    /// This device's name for people (e.g. the adapter's alias or the host name), announced in the HELLO
+    /// (extension 2, sealed on authenticated links) so the peer can show it; empty (the default) announces none.
+    /// Longer than [`MAX_DEVICE_NAME`] bytes is cut.
+    pub device_name: String,
     /// Session-protocol versions offered (default 1..=1).
     pub versions: RangeInclusive<u8>,
     /// Keep-alive interval proposed in the handshake (default 5 s). The smaller proposal wins.
@@ -70,6 +77,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             device_id: String::new(),
+            device_name: String::new(),
             versions: SUPPORTED_VERSIONS,
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),

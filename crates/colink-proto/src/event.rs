@@ -20,6 +20,8 @@ pub enum Event {
         peer_device: String,
         /// The agreed session-protocol version.
         version: u8,
+        /// The name the peer gave itself (HELLO extension 2), if any: a peer string, escape it before printing.
+        peer_name: Option<String>,
     },
     /// The transport was lost; sessions are reconnecting. The initiator should re-dial (with back-off) and
     /// [`attach`](super::Connection::attach) the new transport before `grace_deadline`.

@@ -58,7 +58,7 @@ mod types;
 mod wire;
 
 pub use auth::{Authenticator, NoAuth};
-pub use config::{Config, Entropy, SUPPORTED_VERSIONS, SeededEntropy, Transport};
+pub use config::{Config, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS, SeededEntropy, Transport};
 pub use connection::{AttachError, Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;

@@ -48,7 +48,7 @@ fn handshake_negotiates_identity_mtu_and_keep_alive() {
     let mut p = Pair::with_configs(model(LinkMode::Packet, 672), Config::new("A"), b);
     p.drive();
     for (side, peer) in [(&p.a, "B"), (&p.b, "A")] {
-        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 1 } if peer_device == peer)));
+        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 1, .. } if peer_device == peer)));
         assert_eq!(side.conn.peer_device(), Some(peer));
         // The shorter interval and the shorter idle timeout (docs/sessions.md §3.4).
         assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(20)));

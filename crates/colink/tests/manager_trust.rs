@@ -17,7 +17,8 @@ fn notes() -> Caller {
 
 async fn device(air: &SimAir, name: &str, x: f64, security: Security) -> Manager {
     let adapter = air.adapter(name, Position::new(x, 0.0));
-    Manager::builder().adapter(adapter).security(security).build().await.expect("a manager")
+    let label = format!("{name}'s laptop");
+    Manager::builder().adapter(adapter).security(security).device_name(label).build().await.expect("a manager")
 }
 
 fn secret(n: u8) -> [u8; 32] {
@@ -60,10 +61,12 @@ async fn devices_of_one_account_connect_without_asking() {
     assert!(result.is_connected, "{result:?}");
     alice.send_message(session, "same account").await.expect("send");
     assert_eq!(received.await.expect("bob"), Some("same account".into()));
-    // Each remembers the other as an account member.
+    // Each remembers the other as an account member, under the name it gave at connect.
     let known = bob.trusted_devices();
     assert_eq!(known.len(), 1);
     assert_eq!((known[0].device_id, known[0].trust), (alice.device_id(), TrustKind::Account));
+    assert_eq!(known[0].name.as_deref(), Some("alice's laptop"));
+    assert_eq!(alice.trusted_devices()[0].name.as_deref(), Some("bob's laptop"));
 }
 
 #[tokio::test(start_paused = true)]

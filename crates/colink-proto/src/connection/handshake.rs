@@ -194,6 +194,14 @@ impl Connection {
             self.reset_link_state();
             self.renew_epoch();
         }
+        // The peer's name (extension 2): UTF-8 within the limit, else none; never trusted beyond display.
+        self.peer_name = peer
+            .extensions
+            .iter()
+            .find(|e| e.kind == 2)
+            .filter(|e| e.data.len() <= crate::config::MAX_DEVICE_NAME)
+            .and_then(|e| std::str::from_utf8(&e.data).ok())
+            .map(str::to_owned);
         // Negotiated parameters.
         self.keep_alive.negotiate(
             self.config.keep_alive_interval,
@@ -221,7 +229,11 @@ impl Connection {
         } else {
             debug!(peer = %peer.device_id, version = self.version, "link up");
             self.rewind_lanes(now, &BTreeMap::new())?;
-            self.events.push_back(Event::LinkUp { peer_device: peer.device_id, version: self.version });
+            self.events.push_back(Event::LinkUp {
+                peer_device: peer.device_id,
+                version: self.version,
+                peer_name: self.peer_name.clone(),
+            });
         }
         Ok(())
     }

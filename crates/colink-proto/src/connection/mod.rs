@@ -96,6 +96,8 @@ pub struct Connection {
     auth: Box<dyn Authenticator>,
     span: tracing::Span,
     state: LinkState,
+    /// The peer's name from its last HELLO (extension 2).
+    peer_name: Option<String>,
     transport: Option<Transport>,
     frame_mtu: Mtu,
     /// The largest frame the transport and the peer allow (bulk frames may grow to it; see `Config::max_bulk_frame`).
@@ -163,6 +165,7 @@ impl Connection {
             auth,
             span,
             state: LinkState::Idle,
+            peer_name: None,
             transport: None,
             frame_mtu: Mtu::MIN,
             link_frame_mtu: Mtu::MIN,
@@ -212,6 +215,11 @@ impl Connection {
     /// The peer's device identity, once a handshake completed.
     pub fn peer_device(&self) -> Option<&str> {
         self.resume.peer_device()
+    }
+
+    /// The name the peer gave itself in its last HELLO (a peer string: escape it before printing), if any.
+    pub fn peer_name(&self) -> Option<&str> {
+        self.peer_name.as_deref()
     }
 
     /// The agreed protocol version (0 before the first handshake).
@@ -293,7 +301,11 @@ impl Connection {
             link_token: self.resume.local_token(),
             resume_token: self.resume.resume_token(),
             resume_state,
-            extensions: ext.map(|data| wire::Extension { kind: 1, data }).into_iter().collect(),
+            extensions: ext
+                .map(|data| wire::Extension { kind: 1, data })
+                .into_iter()
+                .chain(device_name_extension(&self.config.device_name))
+                .collect(),
         };
         self.queue_handshake(hello.encode());
         self.hs = Some(Handshake::new(now, hello, self.config.handshake_retry, self.config.handshake_timeout));
@@ -621,4 +633,14 @@ const fn session_channel(key: u32, kind: ChannelKind) -> u32 {
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// HELLO extension 2: this device's name, cut to [`MAX_DEVICE_NAME`](crate::config::MAX_DEVICE_NAME) bytes on a
+/// character boundary; none when the name is empty.
+fn device_name_extension(name: &str) -> Option<wire::Extension> {
+    let mut end = name.len().min(crate::config::MAX_DEVICE_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    (end > 0).then(|| wire::Extension { kind: 2, data: Bytes::copy_from_slice(&name.as_bytes()[..end]) })
 }

@@ -81,6 +81,13 @@ impl ManagerBuilder {
         self
     }
 
+    /// This device's name for people, announced to peers at connect (at most 248 bytes; default: none). Peers
+    /// show it, e.g. in `colink devices`.
+    pub fn device_name(mut self, name: impl Into<String>) -> Self {
+        self.config.engine.device_name = name.into();
+        self
+    }
+
     /// Draws the engine's tokens from a seed instead of the OS: deterministic runs on the simulator.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
@@ -571,9 +578,27 @@ async fn pump(inner: std::sync::Weak<Inner>, mut events: NodeEvents) {
     }
 }
 
+/// Stores the name a trusted peer gave itself with it in the trust store (shown by `colink devices`).
+fn remember_name(inner: &Inner, peer: &str, name: &str) {
+    let (Some(security), Ok(id)) = (&inner.security, peer.parse::<DeviceId>()) else { return };
+    let store = security.store();
+    let mut store = lock(&store);
+    if store.get(&id).is_some_and(|p| p.name.as_deref() == Some(name)) {
+        return;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    store.touch(&id, now, Some(name));
+    if !store.path().as_os_str().is_empty()
+        && let Err(e) = store.save()
+    {
+        tracing::warn!(error = %e, "could not save the trust store");
+    }
+}
+
 async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
     let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
     match event {
+        engine::Event::LinkUp { peer_device, peer_name: Some(name), .. } => remember_name(inner, &peer_device, &name),
         engine::Event::IncomingConnect { token, from, to, options, .. } => {
             let request = CollaborationRequest {
                 peer: PeerInfo::from_engine(from),
