@@ -184,7 +184,7 @@ fn summarize(ctx: &Ctx, all: &[Phases], lost: &[Duration]) {
 }
 
 /// The median of sorted `v` (the mean of the middle two for an even count); NaN for none.
-fn p50(v: &[f64]) -> f64 {
+pub(crate) fn p50(v: &[f64]) -> f64 {
     match v.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => v[n / 2],
