@@ -304,14 +304,11 @@ async fn alternate(
     Ok(ratios)
 }
 
-/// The minimum and the median (the upper one of an even count) of `values`; `(NaN, NaN)` for none.
+/// The minimum and the median (the mean of the middle two of an even count) of `values`; `(NaN, NaN)` for none.
 pub(crate) fn min_median(values: &[f64]) -> (f64, f64) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    match sorted.first() {
-        Some(&min) => (min, sorted[sorted.len() / 2]),
-        None => (f64::NAN, f64::NAN),
-    }
+    (sorted.first().copied().unwrap_or(f64::NAN), crate::connect::p50(&sorted))
 }
 
 #[cfg(test)]
@@ -321,7 +318,7 @@ mod tests {
     #[test]
     fn min_and_median() {
         assert_eq!(min_median(&[1.2, 0.8, 1.0]), (0.8, 1.0));
-        assert_eq!(min_median(&[3.0, 1.0, 2.0, 4.0]), (1.0, 3.0));
+        assert_eq!(min_median(&[3.0, 1.0, 2.0, 4.0]), (1.0, 2.5));
         assert!(min_median(&[]).0.is_nan());
     }
 }

@@ -12,6 +12,9 @@
 //! - **L2CAP connect**: until colink-ble's `connect` returned a usable link (LE connection + CoC channel);
 //! - **link handshake**: until the first bytes from bob arrived on it (his answer to alice's HELLO);
 //! - **session CONNECT/accept**: until `connect` resolved connected (bob's app accepted).
+//!
+//! A scan that does not find bob within the dial's 10 s (btvirt's discovery race, docs/vm-rig.md) is counted
+//! with that time in the p50 "with discovery", printed, and is not a failure of the test; any other failure is.
 
 use std::time::{Duration, Instant};
 
@@ -74,14 +77,26 @@ pub(crate) async fn run(ctx: &Ctx) -> TestResult {
         }
     };
     let connects = async {
-        let mut all = Vec::with_capacity(ctx.opts.connects);
+        let (mut all, mut lost) = (Vec::with_capacity(ctx.opts.connects), Vec::new());
         for i in 0..ctx.opts.connects {
             let alice = manager(timed.clone(), NodeConfig::default()).await?;
             let result = connect_once(&alice, &timed, bob_id, i % 2 == 1).await;
             alice.shutdown().await;
             drop(alice);
             duo.forget_each_other().await;
-            let phases = result?;
+            let phases = match result? {
+                Ok(phases) => phases,
+                Err(after) => {
+                    println!(
+                        "    connect {:2}: not found nearby after {:.3} s (scan): bob advertised throughout, so the scan \
+                         lost btvirt's discovery race every time (docs/vm-rig.md)",
+                        i + 1,
+                        after.as_secs_f64()
+                    );
+                    lost.push(after);
+                    continue;
+                }
+            };
             println!(
                 "    connect {:2}: {:.3} s = discovery {:.3} ({}) + L2CAP connect {:.3} + link handshake {:.3} + \
                  session CONNECT/accept {:.3}",
@@ -95,73 +110,82 @@ pub(crate) async fn run(ctx: &Ctx) -> TestResult {
             );
             all.push(phases);
         }
-        Ok::<_, Stop>(all)
+        Ok::<_, Stop>((all, lost))
     };
-    let all = tokio::select! {
+    let (all, lost) = tokio::select! {
         all = connects => all?,
         e = answer => return e,
     };
     bob.shutdown().await;
     duo.forget_each_other().await;
-    summarize(ctx, &all);
+    ensure(!all.is_empty(), || format!("none of {} connects connected", lost.len()))?;
+    summarize(ctx, &all, &lost);
     Ok(())
 }
 
 /// One `connect` from a fresh alice to bob; `sightings` lets the dial use the adapter's last sighting of bob.
+/// `Ok(Err(after))`: the dial's scan did not find bob (btvirt's discovery race); any other failure is the test's.
 async fn connect_once(
     alice: &Manager,
     timed: &Timed,
     bob: colink_ble::DeviceId,
     sightings: bool,
-) -> Result<Phases, Stop> {
+) -> Result<Result<Phases, Duration>, Stop> {
     let peer = PeerInfo::new(bob.to_string(), "org.colink.hwtests", "entry", "MainAbility");
     let sa = alice.create_session(&app(), SERVICE, peer, ConnectOptions::default()).or_fail("create_session")?;
     timed.reset(bob.short(), sightings);
     let start = Instant::now();
     let r = within(30, "alice: connect", async { alice.connect(sa).await.or_fail("connect") }).await?;
     let done = Instant::now();
+    // Not found: the dial scanned (no sighting, or the connect to it failed) and lost the race throughout.
+    if !r.is_connected && r.reason.as_deref().is_some_and(|m| m.contains("not found nearby")) {
+        return Ok(Err(done - start));
+    }
     ensure(r.is_connected, || format!("alice's connect answered {r:?}"))?;
     let marks = timed.marks();
-    Phases::from_marks(start, done, &marks).ok_or_else(|| Stop::Fail(format!("a phase left no mark: {marks:?}")))
+    Phases::from_marks(start, done, &marks)
+        .map(Ok)
+        .ok_or_else(|| Stop::Fail(format!("a phase left no mark: {marks:?}")))
 }
 
-/// Prints each phase's p50/max and the connect p50, overall and by how the device was found.
-fn summarize(ctx: &Ctx, all: &[Phases]) {
-    let secs = |f: fn(&Phases) -> Duration, of: &[&Phases]| -> (f64, f64) {
-        let mut v: Vec<f64> = of.iter().map(|p| f(p).as_secs_f64()).collect();
+/// Prints each phase's p50/max over the connects that connected, then the connect p50 to a device seen lately
+/// and with discovery (where a dial that found nothing counts with the time it took).
+fn summarize(ctx: &Ctx, all: &[Phases], lost: &[Duration]) {
+    let stats = |mut v: Vec<f64>| -> (f64, f64) {
         v.sort_by(f64::total_cmp);
         (p50(&v), v.last().copied().unwrap_or(f64::NAN))
     };
-    let every: Vec<&Phases> = all.iter().collect();
     let phase = |name: &str, f: fn(&Phases) -> Duration| {
-        let (p, max) = secs(f, &every);
+        let (p, max) = stats(all.iter().map(|p| f(p).as_secs_f64()).collect());
         format!("{name} {p:.3}/{max:.3}")
     };
     ctx.summary(format!(
-        "connect phases, p50/max s over {} connects: {}, {}, {}, {}",
+        "connect phases, p50/max s over the {} connects that connected: {}, {}, {}, {}",
         all.len(),
         phase("discovery", |p| p.discovery),
         phase("L2CAP connect", |p| p.l2cap),
         phase("link handshake", |p| p.handshake),
         phase("session CONNECT/accept", |p| p.session),
     ));
-    for (label, from_sighting) in [("with a scan", false), ("from the last sighting", true)] {
-        let some: Vec<&Phases> = all.iter().filter(|p| p.from_sighting == from_sighting).collect();
-        if !some.is_empty() {
-            let (p, max) = secs(|p| p.total, &some);
-            let (d, _) = secs(|p| p.discovery, &some);
-            ctx.summary(format!(
-                "connect p50 {label}: {p:.3} s (max {max:.3} s, discovery p50 {d:.3} s; {} connects)",
-                some.len()
-            ));
-        }
-    }
-    let (p, max) = secs(|p| p.total, &every);
-    ctx.summary(format!("connect p50: {p:.3} s (max {max:.3} s; {} connects, fresh link each)", all.len()));
+    let totals = |from_sighting: bool| -> Vec<f64> {
+        all.iter().filter(|p| p.from_sighting == from_sighting).map(|p| p.total.as_secs_f64()).collect()
+    };
+    let seen = totals(true);
+    let mut scanned = totals(false);
+    let found = scanned.len();
+    scanned.extend(lost.iter().map(Duration::as_secs_f64));
+    let (n_seen, n_scanned) = (seen.len(), scanned.len());
+    let ((seen_p50, seen_max), (scan_p50, scan_max)) = (stats(seen), stats(scanned));
+    ctx.summary(format!(
+        "connect p50: {seen_p50:.3} s to a device seen lately (max {seen_max:.3} s, {n_seen} connects, no scan); \
+         {scan_p50:.3} s with discovery (max {scan_max:.3} s, {n_scanned} connects, {} of them not found in the \
+         dial's 10 s)",
+        n_scanned - found
+    ));
 }
 
 /// The median of sorted `v` (the mean of the middle two for an even count); NaN for none.
-fn p50(v: &[f64]) -> f64 {
+pub(crate) fn p50(v: &[f64]) -> f64 {
     match v.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => v[n / 2],

@@ -162,8 +162,117 @@ pub(crate) async fn dial(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
-    use colink_ble::{Address, Psm, RfcommChannel, ShortDeviceId};
+    use colink_ble::Address;
+    use colink_ble::{
+        AdapterError, AdvertHandle, Agent, BoxFuture, Listener, PairingError, Psm, RfcommChannel, ScanStream,
+        ShortDeviceId, Sighting,
+    };
+    use colink_sim::{Position, SimAir};
+
+    /// A simulated adapter that claims to have seen a device lately, and counts its scans.
+    struct Remembers {
+        inner: Arc<dyn Adapter>,
+        seen: Option<Sighting>,
+        scans: AtomicUsize,
+    }
+
+    impl Adapter for Remembers {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn address(&self) -> PeerAddress {
+            self.inner.address()
+        }
+        fn is_powered(&self) -> BoxFuture<'_, Result<bool, AdapterError>> {
+            self.inner.is_powered()
+        }
+        fn set_powered(&self, on: bool) -> BoxFuture<'_, Result<(), AdapterError>> {
+            self.inner.set_powered(on)
+        }
+        fn advertise(&self, advert: Advert) -> BoxFuture<'_, Result<AdvertHandle, AdapterError>> {
+            self.inner.advertise(advert)
+        }
+        fn scan(&self, filter: ScanFilter) -> BoxFuture<'_, Result<ScanStream, AdapterError>> {
+            self.scans.fetch_add(1, Ordering::Relaxed);
+            self.inner.scan(filter)
+        }
+        fn connect(
+            &self,
+            peer: PeerAddress,
+            port: Port,
+            mode: LinkMode,
+            params: LinkParams,
+        ) -> BoxFuture<'_, Result<Box<dyn Link>, ConnectError>> {
+            self.inner.connect(peer, port, mode, params)
+        }
+        fn listen(
+            &self,
+            port: Option<Port>,
+            mode: LinkMode,
+            params: LinkParams,
+        ) -> BoxFuture<'_, Result<Box<dyn Listener>, AdapterError>> {
+            self.inner.listen(port, mode, params)
+        }
+        fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {
+            self.inner.set_agent(agent)
+        }
+        fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
+            self.inner.pair(peer, agent)
+        }
+        fn last_seen(&self, id: ShortDeviceId) -> Option<Sighting> {
+            self.seen.clone().filter(|s| s.advert.short_id == id)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_seen_lately_is_connected_to_without_a_scan_and_a_stale_sighting_falls_back_to_one() {
+        let air = SimAir::new(7);
+        let a: Arc<dyn Adapter> = Arc::new(air.adapter("a", Position::new(0.0, 0.0)));
+        let b = air.adapter("b", Position::new(2.0, 0.0));
+        let params = LinkParams::default();
+        let listener = b.listen(None, LinkMode::Packet, params).await.unwrap();
+        let Port::L2cap(psm) = listener.port() else { panic!("LE listener without a PSM") };
+        let device = DeviceId::from_bytes([9; 16]);
+        let id = device.to_string();
+        let advert = Advert::new(device.short()).with_psm(psm);
+        let fresh = Sighting::new(b.address(), advert, Duration::from_secs(5));
+        // An LE peripheral is connectable only while it advertises.
+        let on_air = b.advertise(advert).await.unwrap();
+        let accept = || async { tokio::time::timeout(Duration::from_secs(20), listener.accept()).await };
+
+        // Seen 5 s ago at the PSM it listens on: one connect, no scan.
+        let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(fresh.clone()), scans: AtomicUsize::new(0) });
+        let dialler: Arc<dyn Adapter> = remembers.clone();
+        let (link, accepted) =
+            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10)), accept());
+        assert_eq!(link.unwrap().peer().address, b.address().address);
+        assert!(matches!(accepted, Ok(Ok(_))));
+        assert_eq!(remembers.scans.load(Ordering::Relaxed), 0);
+
+        // Seen too long ago: the dial scans (and, with no advert on the air, finds nothing).
+        drop(on_air);
+        let old = Sighting::new(b.address(), advert, RECENT + Duration::from_secs(1));
+        let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(old), scans: AtomicUsize::new(0) });
+        let dialler: Arc<dyn Adapter> = remembers.clone();
+        let r = dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(DialError::NotFound(_))), "{:?}", r.err());
+        assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);
+
+        // Seen lately but at a port where nothing listens any more: the connect fails and the dial scans instead,
+        // finding b's current advert.
+        let _on_air = b.advertise(advert).await.unwrap();
+        let stale = Sighting::new(b.address(), advert.with_psm(Psm::new(0x99).unwrap()), Duration::from_secs(1));
+        let remembers = Arc::new(Remembers { inner: a, seen: Some(stale), scans: AtomicUsize::new(0) });
+        let dialler: Arc<dyn Adapter> = remembers.clone();
+        let (link, accepted) =
+            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10)), accept());
+        assert!(link.is_ok(), "{:?}", link.err());
+        assert!(matches!(accepted, Ok(Ok(_))));
+        assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn routes_follow_the_preference_and_the_advert() {
