@@ -247,7 +247,7 @@ mod tests {
         let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(fresh.clone()), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
         let (link, accepted) =
-            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10)), accept());
+            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]), accept());
         assert_eq!(link.unwrap().peer().address, b.address().address);
         assert!(matches!(accepted, Ok(Ok(_))));
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 0);
@@ -257,7 +257,7 @@ mod tests {
         let old = Sighting::new(b.address(), advert, RECENT + Duration::from_secs(1));
         let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(old), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
-        let r = dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(3)).await;
+        let r = dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(3), &[]).await;
         assert!(matches!(r, Err(DialError::NotFound(_))), "{:?}", r.err());
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);
 
@@ -268,7 +268,7 @@ mod tests {
         let remembers = Arc::new(Remembers { inner: a, seen: Some(stale), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
         let (link, accepted) =
-            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10)), accept());
+            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]), accept());
         assert!(link.is_ok(), "{:?}", link.err());
         assert!(matches!(accepted, Ok(Ok(_))));
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);
