@@ -133,7 +133,7 @@ async fn connect_once(
 ) -> Result<Result<Phases, Duration>, Stop> {
     let peer = PeerInfo::new(bob.to_string(), "org.colink.hwtests", "entry", "MainAbility");
     let sa = alice.create_session(&app(), SERVICE, peer, ConnectOptions::default()).or_fail("create_session")?;
-    timed.reset(bob.short(), sightings);
+    timed.reset(bob.advert_id(colink_ble::advert_slot(std::time::SystemTime::now())), sightings);
     let start = Instant::now();
     let r = within(30, "alice: connect", async { alice.connect(sa).await.or_fail("connect") }).await?;
     let done = Instant::now();

@@ -154,10 +154,46 @@ impl DeviceId {
         self.0
     }
 
-    /// The first four bytes, as carried in adverts.
+    /// The first four bytes: a stable short form for people and logs. Adverts carry [`advert_id`](Self::advert_id)
+    /// instead, which rotates.
     pub const fn short(&self) -> ShortDeviceId {
         ShortDeviceId([self.0[0], self.0[1], self.0[2], self.0[3]])
     }
+
+    /// The short id this device advertises during rotation slot `slot` ([`advert_slot`]): the first 4 bytes of
+    /// SHA-256(`"colink advert id v1\0"` ‖ device id ‖ slot as u64 big-endian). Whoever knows the device id
+    /// (the devices that dial it) recognises its adverts; an observer who does not cannot link the adverts of
+    /// two slots (docs/security.md, privacy).
+    pub fn advert_id(&self, slot: u64) -> ShortDeviceId {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"colink advert id v1\0");
+        h.update(self.0);
+        h.update(slot.to_be_bytes());
+        let d = h.finalize();
+        ShortDeviceId([d[0], d[1], d[2], d[3]])
+    }
+
+    /// The advert ids a dialler accepts for this device at `slot`: the slot's and its neighbours' (clocks of two
+    /// devices may differ by up to a slot).
+    pub fn advert_ids_around(&self, slot: u64) -> [ShortDeviceId; 3] {
+        [self.advert_id(slot), self.advert_id(slot.saturating_sub(1)), self.advert_id(slot.saturating_add(1))]
+    }
+}
+
+/// How long an advert id lasts ([`DeviceId::advert_id`]).
+pub const ADVERT_ID_PERIOD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The rotation slot `at` falls in: whole [`ADVERT_ID_PERIOD`]s since the Unix epoch.
+pub fn advert_slot(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / ADVERT_ID_PERIOD.as_secs())
+}
+
+/// How long from `at` until the next slot begins.
+pub fn until_next_advert_slot(at: std::time::SystemTime) -> std::time::Duration {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let period = ADVERT_ID_PERIOD.as_secs();
+    std::time::Duration::from_secs(period - secs % period)
 }
 
 impl fmt::Display for DeviceId {

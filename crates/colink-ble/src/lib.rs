@@ -44,7 +44,10 @@ mod scan_tracker;
 pub use adapter::{
     Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream, Sighting,
 };
-pub use address::{Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId};
+pub use address::{
+    ADVERT_ID_PERIOD, Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId, advert_slot,
+    until_next_advert_slot,
+};
 pub use advert::{
     AD_TYPE_FLAGS, AD_TYPE_SERVICE_DATA_128, Advert, AdvertError, COLINK_SERVICE_UUID, FLAGS_LE_AND_BR_EDR,
     FLAGS_LE_ONLY, LEGACY_ADV_MAX, PROTOCOL_VERSION, SERVICE_DATA_LEN, ServiceFilter,

@@ -180,7 +180,11 @@ async fn steps(o: &DemoOptions, r: &mut Report) -> Result<(), ()> {
         let mut scan = alice_ad.scan(ScanFilter::default().with_service(SERVICE)).await?;
         let (peer, rssi, advert) = loop {
             match scan.next().await {
-                Some(ScanEvent::DeviceFound { peer, rssi, advert }) if advert.short_id == bob_id.short() => {
+                Some(ScanEvent::DeviceFound { peer, rssi, advert })
+                    if bob_id
+                        .advert_ids_around(colink_ble::advert_slot(std::time::SystemTime::now()))
+                        .contains(&advert.short_id) =>
+                {
                     break (peer, rssi, advert);
                 }
                 Some(_) => {}

@@ -53,7 +53,8 @@ pub(crate) async fn run(backend: Backend, device: &str, yes: bool, timeout: f64)
 
 fn parse_short(s: &str) -> CliResult<ShortDeviceId> {
     if let Ok(id) = s.parse::<DeviceId>() {
-        return Ok(id.short());
+        // Adverts carry the device's rotating advert id (docs/security.md), not its stable short form.
+        return Ok(id.advert_id(colink_ble::advert_slot(std::time::SystemTime::now())));
     }
     let bytes: Option<Vec<u8>> = (s.len() == 8 && s.is_ascii())
         .then(|| (0..4).map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()).collect::<Option<Vec<u8>>>())
@@ -73,7 +74,12 @@ mod tests {
     #[test]
     fn short_and_full_ids_parse() {
         assert_eq!(parse_short("0a0b0c0d").unwrap(), ShortDeviceId::from_bytes([10, 11, 12, 13]));
-        assert_eq!(parse_short(&"ab".repeat(16)).unwrap(), ShortDeviceId::from_bytes([0xab; 4]));
+        // A full id finds the device by the advert id it carries now (a rotating hash of the id, not its prefix).
+        let id = DeviceId::from_bytes([0xab; 16]);
+        let now = colink_ble::advert_slot(std::time::SystemTime::now());
+        let found = parse_short(&"ab".repeat(16)).unwrap();
+        assert!(id.advert_ids_around(now).contains(&found), "{found}");
+        assert_ne!(found, id.short());
         assert!(parse_short("xyz").is_err());
         assert!(parse_short("0a0b0c0").is_err());
     }

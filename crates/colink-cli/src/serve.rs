@@ -131,22 +131,20 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
             return Err(e.into());
         }
     };
+    // What `colink scan` shows for this device now: the advert's rotating id (it changes every 15 minutes).
+    let advert_id = device.advert_id(colink_ble::advert_slot(std::time::SystemTime::now()));
     out.emit(
         "serving",
         || {
             format!(
-                "colink serve: device {device} (short {}) at {} on {}\nserving app {} (service {SERVICE}); try: \
-                 colink send message hello --to {device} --backend {}",
-                device.short(),
-                address.address,
-                o.backend,
-                o.app,
-                o.backend
+                "colink serve: device {device} (advertised as {advert_id}) at {} on {}\nserving app {} (service \
+                 {SERVICE}); try: colink send message hello --to {device} --backend {}",
+                address.address, o.backend, o.app, o.backend
             )
         },
         || {
             json!({
-                "device": device.to_string(), "short_id": device.short().to_string(),
+                "device": device.to_string(), "short_id": advert_id.to_string(),
                 "address": address.address.to_string(), "backend": o.backend.to_string(), "app": o.app.to_string(),
                 "service": SERVICE,
             })

@@ -155,3 +155,29 @@ async fn a_refusal_on_either_side_leaves_both_strangers() {
     let (_, result) = connect(&alice, &bob).await;
     assert!(!result.is_connected, "{result:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn adverts_carry_a_rotating_id_that_only_those_who_know_the_device_recognise() {
+    use colink_ble::{Adapter, ScanEvent, ScanFilter, advert_slot};
+    let air = SimAir::new(25);
+    let bob = device(&air, "bob", 2.0, Security::from_secret(secret(2))).await;
+    let observer = air.adapter("observer", Position::new(1.0, 0.0));
+    let mut scan = observer.scan(ScanFilter::default()).await.expect("scan");
+    let heard = loop {
+        if let Some(ScanEvent::DeviceFound { advert, .. }) = scan.next().await {
+            break advert.short_id;
+        }
+    };
+    let id = bob.device_id();
+    let slot = advert_slot(std::time::SystemTime::now());
+    assert!(id.advert_ids_around(slot).contains(&heard), "the advert carries this slot's id");
+    assert_ne!(heard, id.short(), "not the stable id's prefix");
+    // The next slots' ids are unrelated to this one (an observer cannot link them without the device id).
+    let later: Vec<_> = (1..=4).map(|n| id.advert_id(slot + n)).collect();
+    assert!(!later.contains(&heard));
+    // A dialler that knows the id finds bob all the same.
+    let alice = device(&air, "alice", 0.0, Security::from_secret(secret(1))).await;
+    let (_, result) = connect(&alice, &bob).await;
+    // (Strangers refuse each other; reaching the handshake is what shows the dial found the rotating advert.)
+    assert!(result.trust.is_some(), "the dial reached bob: {result:?}");
+}

@@ -372,7 +372,9 @@ async fn a_device_impersonating_the_dialled_one_is_refused_by_its_proven_key() {
     // The victim is known by its key's id; it is away. An impostor in the same account advertises its short id.
     let victim = keys(2);
     let victim_id = DeviceId::from_bytes(device_id_bytes(&victim.public()));
-    let _imp = impostor(&air, victim_id.short(), keys(66), [5; 32]).await;
+    let _imp =
+        impostor(&air, victim_id.advert_id(colink_ble::advert_slot(std::time::SystemTime::now())), keys(66), [5; 32])
+            .await;
     let (a, mut ea) = node(&air, "a", 0.0, 1, account_only(1, [5; 32]), None).await;
     let e = connect_err(&a, &victim_id.to_string()).await;
     let impostor_id = Keypair::device_id(&keys(66));
@@ -439,7 +441,12 @@ async fn hostile_dial(
     let mut scan = hostile.scan(ScanFilter::default()).await.unwrap();
     let (peer, psm) = loop {
         match scan.next().await.expect("scan") {
-            ScanEvent::DeviceFound { advert, peer, .. } if advert.short_id == target.device().short() => {
+            ScanEvent::DeviceFound { advert, peer, .. }
+                if target
+                    .device()
+                    .advert_ids_around(colink_ble::advert_slot(std::time::SystemTime::now()))
+                    .contains(&advert.short_id) =>
+            {
                 break (peer, advert.psm.unwrap());
             }
             _ => {}

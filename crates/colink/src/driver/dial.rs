@@ -100,9 +100,11 @@ pub(crate) async fn dial(
     exclude: &[Address],
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
-    let short = id.short();
+    // The advert carries a rotating id (docs/security.md): accept this slot's and its neighbours'.
+    let ids = id.advert_ids_around(colink_ble::advert_slot(std::time::SystemTime::now()));
     let deadline = Instant::now() + within;
-    if let Some(seen) = adapter.last_seen(short).filter(|s| s.age <= RECENT) {
+    let sighting = ids.iter().filter_map(|short| adapter.last_seen(*short)).find(|s| s.age <= RECENT);
+    if let Some(seen) = sighting {
         let recent = Instant::now() + RECENT_CONNECT;
         for route in routes(seen.peer, &seen.advert, params, prefer) {
             debug!(peer = %route.peer, port = %route.port, age = ?seen.age, "seen lately; connecting without a scan");
@@ -126,7 +128,7 @@ pub(crate) async fn dial(
         };
         while let Some(event) = scan.next().await {
             if let ScanEvent::DeviceFound { peer, advert, .. } | ScanEvent::DeviceUpdated { peer, advert, .. } = event
-                && advert.short_id == short
+                && ids.contains(&advert.short_id)
                 && !exclude.contains(&peer.address)
             {
                 let routes = routes(peer, &advert, params, prefer);
@@ -237,7 +239,7 @@ mod tests {
         let Port::L2cap(psm) = listener.port() else { panic!("LE listener without a PSM") };
         let device = DeviceId::from_bytes([9; 16]);
         let id = device.to_string();
-        let advert = Advert::new(device.short()).with_psm(psm);
+        let advert = Advert::new(device.advert_id(colink_ble::advert_slot(std::time::SystemTime::now()))).with_psm(psm);
         let fresh = Sighting::new(b.address(), advert, Duration::from_secs(5));
         // An LE peripheral is connectable only while it advertises.
         let on_air = b.advertise(advert).await.unwrap();
@@ -246,8 +248,10 @@ mod tests {
         // Seen 5 s ago at the PSM it listens on: one connect, no scan.
         let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(fresh.clone()), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
-        let (link, accepted) =
-            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]), accept());
+        let (link, accepted) = tokio::join!(
+            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]),
+            accept()
+        );
         assert_eq!(link.unwrap().peer().address, b.address().address);
         assert!(matches!(accepted, Ok(Ok(_))));
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 0);
@@ -267,8 +271,10 @@ mod tests {
         let stale = Sighting::new(b.address(), advert.with_psm(Psm::new(0x99).unwrap()), Duration::from_secs(1));
         let remembers = Arc::new(Remembers { inner: a, seen: Some(stale), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
-        let (link, accepted) =
-            tokio::join!(dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]), accept());
+        let (link, accepted) = tokio::join!(
+            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]),
+            accept()
+        );
         assert!(link.is_ok(), "{:?}", link.err());
         assert!(matches!(accepted, Ok(Ok(_))));
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);

@@ -237,6 +237,8 @@ struct Shared {
     table: Mutex<Table>,
     background: Mutex<Vec<JoinHandle<()>>>,
     advert: Mutex<Option<AdvertHandle>>,
+    /// What the advert says, for the rotation to the next advert id.
+    advert_template: Mutex<Option<colink_ble::Advert>>,
     /// Set by `shutdown`: no advert may be put back after it.
     stopped: AtomicBool,
     radio: watch::Receiver<RadioState>,
@@ -282,7 +284,7 @@ impl Node {
             None => device,
         };
         config.engine.device_id = device.to_string();
-        let Endpoints { listening, advert } = Endpoints::open(&*adapter, device, &config).await?;
+        let Endpoints { listening, advert, template } = Endpoints::open(&*adapter, device, &config).await?;
         let (radio_tx, radio) = watch::channel(RadioState::Up);
         let (events, events_rx) = mpsc::unbounded_channel();
         let (redial, redial_rx) = mpsc::unbounded_channel();
@@ -296,6 +298,7 @@ impl Node {
             table: Mutex::new(Table::default()),
             background: Mutex::new(Vec::new()),
             advert: Mutex::new(Some(advert)),
+            advert_template: Mutex::new(Some(template)),
             stopped: AtomicBool::new(false),
             radio,
             dialing: Mutex::new(BTreeMap::new()),
@@ -309,8 +312,9 @@ impl Node {
         let span = tracing::info_span!("node", device = %device.short());
         let (psm, channel) = (listening.psm, listening.channel());
         let accept = tokio::spawn(supervise(node.clone(), listening, radio_tx).instrument(span.clone()));
-        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span));
-        lock(&node.shared.background).extend([accept, dialer]);
+        let dialer = tokio::spawn(node.clone().redial_loop(redial_rx).instrument(span.clone()));
+        let rotate = tokio::spawn(radio::rotate_adverts(node.clone()).instrument(span));
+        lock(&node.shared.background).extend([accept, dialer, rotate]);
         info!(device = %device, psm = psm.value(), rfcomm = ?channel, "node started");
         Ok((node, NodeEvents(events_rx)))
     }

@@ -59,6 +59,8 @@ const POWER_POLL: Duration = Duration::from_secs(2);
 pub(super) struct Endpoints {
     pub(super) listening: Listening,
     pub(super) advert: AdvertHandle,
+    /// What the advert says (to advertise again with the next slot's advert id).
+    pub(super) template: colink_ble::Advert,
 }
 
 /// The listeners of a node: an LE one and, when BR/EDR is accepted and the adapter allows, an RFCOMM one.
@@ -81,13 +83,16 @@ impl Endpoints {
             return Err(StartError::Adapter(AdapterError::Unsupported("listener without a PSM")));
         };
         let rfcomm = if config.accept_br_edr { listen_rfcomm(adapter, config.link_params).await } else { None };
-        let mut advert = colink_ble::Advert::new(device.short()).with_psm(psm).with_services(config.services);
+        // The advert carries the current slot's rotating id, never the stable device id (docs/security.md).
+        let id = device.advert_id(colink_ble::advert_slot(std::time::SystemTime::now()));
+        let mut advert = colink_ble::Advert::new(id).with_psm(psm).with_services(config.services);
         let listening = Listening { le, psm, rfcomm };
         if let Some(channel) = listening.channel() {
             advert = advert.with_rfcomm(channel);
         }
+        let template = advert.clone();
         let advert = adapter.advertise(advert).await?;
-        Ok(Self { listening, advert })
+        Ok(Self { listening, advert, template })
     }
 }
 
@@ -145,6 +150,7 @@ pub(super) async fn supervise(node: Node, mut listening: Listening, state: watch
                 return;
             }
             *slot = Some(opened.advert);
+            *lock(&shared.advert_template) = Some(opened.template);
         }
         listening = opened.listening;
         info!(
@@ -200,4 +206,33 @@ async fn listen_rfcomm(adapter: &dyn Adapter, params: LinkParams) -> Option<Arc<
     }
     warn!("no free RFCOMM channel; accepting LE links only");
     None
+}
+
+/// Advertises again with the next slot's advert id at every slot boundary, so the advert never carries one id
+/// for longer than [`ADVERT_ID_PERIOD`](colink_ble::ADVERT_ID_PERIOD) (docs/security.md, privacy).
+pub(super) async fn rotate_adverts(node: Node) {
+    let shared = node.shared;
+    loop {
+        let wait = colink_ble::until_next_advert_slot(std::time::SystemTime::now()).max(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+        let id = shared.device.advert_id(colink_ble::advert_slot(std::time::SystemTime::now()));
+        let Some(mut advert) = lock(&shared.advert_template).clone() else { continue };
+        if advert.short_id == id {
+            continue;
+        }
+        advert.short_id = id;
+        match shared.adapter.advertise(advert.clone()).await {
+            Ok(handle) => {
+                let mut current = lock(&shared.advert);
+                // Radio lost meanwhile: recovery advertises again with the current id.
+                if current.is_none() || shared.stopped.load(Ordering::Acquire) {
+                    continue;
+                }
+                *current = Some(handle);
+                *lock(&shared.advert_template) = Some(advert);
+                debug!(advert_id = %id, "advert id rotated");
+            }
+            Err(e) => debug!(error = %e, "advertising the next advert id failed; the old one stays"),
+        }
+    }
 }
