@@ -90,7 +90,7 @@ impl Endpoints {
         if let Some(channel) = listening.channel() {
             advert = advert.with_rfcomm(channel);
         }
-        let template = advert.clone();
+        let template = advert;
         let advert = adapter.advertise(advert).await?;
         Ok(Self { listening, advert, template })
     }
@@ -216,12 +216,12 @@ pub(super) async fn rotate_adverts(node: Node) {
         let wait = colink_ble::until_next_advert_slot(std::time::SystemTime::now()).max(Duration::from_secs(1));
         tokio::time::sleep(wait).await;
         let id = shared.device.advert_id(colink_ble::advert_slot(std::time::SystemTime::now()));
-        let Some(mut advert) = lock(&shared.advert_template).clone() else { continue };
+        let Some(mut advert) = *lock(&shared.advert_template) else { continue };
         if advert.short_id == id {
             continue;
         }
         advert.short_id = id;
-        match shared.adapter.advertise(advert.clone()).await {
+        match shared.adapter.advertise(advert).await {
             Ok(handle) => {
                 let mut current = lock(&shared.advert);
                 // Radio lost meanwhile: recovery advertises again with the current id.
