@@ -40,7 +40,7 @@ wait_event() {
 }
 
 start_serve() {
-    "$B" serve --backend bluez:hci1 --json --state-dir "$S/serve-state" --save-dir "$S/inbox" \
+    "$B" serve -v --backend bluez:hci1 --json --state-dir "$S/serve-state" --save-dir "$S/inbox" \
         > "$S/serve.jsonl" 2> "$S/serve.err" &
     echo $! > "$S/serve.pid"
     wait_event 60 serving || return 1
@@ -81,7 +81,10 @@ stranger_refused() {
     local err rc=0
     err=$("$B" send message "let me in" --to "$DEV" --backend bluez:hci0 --state-dir "$S/stranger-state" 2>&1 >/dev/null) || rc=$?
     [ $rc -eq 4 ] || { echo "exit $rc: $err"; return 1; }
-    grep -q 'does not know this device' <<< "$err" || { echo "exit 4, but: $err"; return 1; }
+    grep -q 'does not know this device' <<< "$err" || {
+        echo "exit 4, but: $err; serve logged: $(grep -i 'refus\|handshake' "$S/serve.err" | tail -n 3 | tr '\n' ' ')"
+        return 1
+    }
     [ "$(grep -c '"event":"connected"' "$S/serve.jsonl")" -eq "$before" ] || { echo "serve saw a session"; return 1; }
     echo "exit 4, refused in the handshake; serve saw no session"
 }

@@ -104,6 +104,12 @@ pub(crate) async fn dial(
     let ids = id.advert_ids_around(colink_ble::advert_slot(std::time::SystemTime::now()));
     let deadline = Instant::now() + within;
     let sighting = ids.iter().filter_map(|short| adapter.last_seen(*short)).find(|s| s.age <= RECENT);
+    // A connect on an adapter that is off (or going off: link loss, suspend) is pointless, and on Debian's 6.1
+    // kernel a socket released while the adapter tears its connections down can hit the hci_chan_del list
+    // corruption (docs/vm-rig.md): ask first, as the scan path below does.
+    if sighting.is_some() && !adapter.is_powered().await.unwrap_or(false) {
+        return Err(DialError::PoweredOff);
+    }
     if let Some(seen) = sighting {
         let recent = Instant::now() + RECENT_CONNECT;
         for route in routes(seen.peer, &seen.advert, params, prefer) {
