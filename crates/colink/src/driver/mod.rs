@@ -436,9 +436,10 @@ impl Node {
 
     async fn dial_new(&self, device: &str) -> Result<(LinkId, mpsc::Sender<Command>), ConnectFailure> {
         let config = &self.shared.config;
-        let link = dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout)
-            .await
-            .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
+        let link =
+            dial::dial(&self.shared.adapter, device, config.link_params, config.transport, config.dial_timeout, true)
+                .await
+                .map_err(|e| ConnectFailure { code: e.connect_code(), reason: e.to_string() })?;
         // Another task may have linked the same device meanwhile: use that link, drop ours.
         if let Some(found) = self.find_link(device) {
             tokio::spawn(async move { link.close().await });
@@ -553,7 +554,7 @@ impl Node {
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
-                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt).await {
+                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, false).await {
                             Ok(link) => {
                                 info!(device = %request.device, "re-dialled");
                                 let _ = request.reply.send(Command::Attach { link, replay: Vec::new() }).await;
