@@ -90,7 +90,13 @@ fn routes(peer: PeerAddress, advert: &Advert, params: LinkParams, prefer: Transp
 
 /// Scans for `device`'s advert and opens a link to it, all within `within`: over the preferred transport when the
 /// advert offers it, else (or when that connect fails) over the other one. Adverts from the addresses in
-/// `exclude` are passed over (they proved to be another device: a short id is only 4 bytes).
+/// `exclude` are passed over (they proved to be another device: a short id is only 4 bytes). With `sighted`, a
+/// device the adapter heard lately is connected to first without a scan.
+///
+/// Re-dials after a lost link pass `sighted: false`. Quirk (docs/vm-rig.md, Debian's 6.1 kernel): connecting to
+/// the peer at once after the local adapter's power came back, instead of after a scan, made the kernel's double
+/// `hci_chan_del` (a BUG that stops the machine) hit every time in the rig's link-loss test, when the old L2CAP
+/// socket was released.
 pub(crate) async fn dial(
     adapter: &Arc<dyn Adapter>,
     device: &str,
@@ -98,15 +104,14 @@ pub(crate) async fn dial(
     prefer: TransportPreference,
     within: Duration,
     exclude: &[Address],
+    sighted: bool,
 ) -> Result<Arc<dyn Link>, DialError> {
     let id: DeviceId = device.parse().map_err(|_| DialError::BadDeviceId(device.to_owned()))?;
     // The advert carries a rotating id (docs/security.md): accept this slot's and its neighbours'.
     let ids = id.advert_ids_around(colink_ble::advert_slot(std::time::SystemTime::now()));
     let deadline = Instant::now() + within;
-    let sighting = ids.iter().filter_map(|short| adapter.last_seen(*short)).find(|s| s.age <= RECENT);
-    // A connect on an adapter that is off (or going off: link loss, suspend) is pointless, and on Debian's 6.1
-    // kernel a socket released while the adapter tears its connections down can hit the hci_chan_del list
-    // corruption (docs/vm-rig.md): ask first, as the scan path below does.
+    let sighting = ids.iter().filter_map(|short| adapter.last_seen(*short)).find(|s| sighted && s.age <= RECENT);
+    // A connect on an adapter that is off (or going off) is pointless: ask first, as the scan path below does.
     if sighting.is_some() && !adapter.is_powered().await.unwrap_or(false) {
         return Err(DialError::PoweredOff);
     }
@@ -255,7 +260,7 @@ mod tests {
         let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(fresh.clone()), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
         let (link, accepted) = tokio::join!(
-            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]),
+            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[], true),
             accept()
         );
         assert_eq!(link.unwrap().peer().address, b.address().address);
@@ -267,7 +272,7 @@ mod tests {
         let old = Sighting::new(b.address(), advert, RECENT + Duration::from_secs(1));
         let remembers = Arc::new(Remembers { inner: a.clone(), seen: Some(old), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
-        let r = dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(3), &[]).await;
+        let r = dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(3), &[], true).await;
         assert!(matches!(r, Err(DialError::NotFound(_))), "{:?}", r.err());
         assert_eq!(remembers.scans.load(Ordering::Relaxed), 1);
 
@@ -278,7 +283,7 @@ mod tests {
         let remembers = Arc::new(Remembers { inner: a, seen: Some(stale), scans: AtomicUsize::new(0) });
         let dialler: Arc<dyn Adapter> = remembers.clone();
         let (link, accepted) = tokio::join!(
-            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[]),
+            dial(&dialler, &id, params, TransportPreference::LeCoc, Duration::from_secs(10), &[], true),
             accept()
         );
         assert!(link.is_ok(), "{:?}", link.err());

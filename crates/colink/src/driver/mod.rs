@@ -514,7 +514,8 @@ impl Node {
         let (link, replay, secure) = loop {
             let left = config.dial_timeout.saturating_sub(started.elapsed());
             let dialled =
-                dial::dial(&self.shared.adapter, device, config.link_params, config.transport, left, &impostors).await;
+                dial::dial(&self.shared.adapter, device, config.link_params, config.transport, left, &impostors, true)
+                    .await;
             let link = match (dialled, refused.take()) {
                 (Ok(link), _) => link,
                 // Nobody else answered to the short id: report why the one that did was refused.
@@ -634,7 +635,9 @@ impl Node {
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
                         // connectable again) leaves time for the next.
                         let attempt = left.min(REDIAL_ATTEMPT);
-                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, &[]).await {
+                        match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, &[], false)
+                            .await
+                        {
                             Ok(link) => match node.secure_dial(&link, &request.device, None).await {
                                 Ok((replay, secure)) => {
                                     info!(device = %request.device, "re-dialled");
