@@ -144,11 +144,13 @@ echo "colink $("$B" --version 2>&1 | head -n 1) on $(uname -r)"
 step "one account for serve and the client (account create, account join CODE)" one_account
 step "serve on hci1 (advertises, prints its device id)" start_serve
 if [ -n "${DEV:-}" ]; then
+    # First: serve backs an address off for a second after a refused handshake, and the client shares the
+    # stranger's adapter (hci0) here; the scan that follows outlasts that second.
+    step "a device outside the account is refused (exit 4)" send_twice stranger_refused
     step "scan on hci0 lists the serving device" scan
     step "pair hci0 with the serving device (numeric comparison, --yes)" pair
     step "a 1024-byte message is a usage error (exit 2) before any radio work" usage_error_before_radio
     step "send message" send_twice send_message
-    step "a device outside the account is refused (exit 4)" send_twice stranger_refused
     step "send file (3 MB, SHA-256 of the saved file)" send_twice send_file
     step "send image (PNG 320x240)" send_twice send_image
     step "stream send (3 s, frames counted at serve)" send_twice stream_send
