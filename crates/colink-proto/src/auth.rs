@@ -2,9 +2,10 @@
 //!
 //! Its first message rides in the HELLO as extension 1; further messages travel as AUTH handshake messages
 //! (docs/sessions.md §3.2). The link becomes established only when both hellos were exchanged *and*
-//! the authenticator reports completion, so no session traffic ever flows on an unauthenticated link. A
-//! Noise-based mutual authentication (device identity keys, group key) plugs in here; the engine itself ships
-//! only [`NoAuth`].
+//! the authenticator reports completion, so no session traffic ever flows on an unauthenticated link. The
+//! engine ships only [`NoAuth`] here: colink's mutual authentication (device identity keys, account secret) runs
+//! *before* the HELLO, as [`SecureHandshake`](crate::secure::SecureHandshake), and seals everything after it
+//! (docs/security.md); this seam remains for extra, application-defined checks inside the HELLO exchange.
 
 use std::fmt;
 
