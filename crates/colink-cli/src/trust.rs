@@ -4,9 +4,8 @@
 
 use std::io::IsTerminal as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use colink::trust::{Account, StateDir, TrustKind, TrustStore};
+use colink::trust::{Account, StateDir, TrustKind, TrustStore, unix_now};
 use colink_ble::DeviceId;
 
 use crate::error::{CliError, CliResult};
@@ -129,7 +128,7 @@ pub(crate) fn trust(state: &Path, op: TrustOp) -> CliResult {
                     println!("{line}");
                 }
             } else {
-                print!("{}", table(&store, now()));
+                print!("{}", table(&store, unix_now()));
             }
             Ok(())
         }
@@ -142,10 +141,6 @@ pub(crate) fn trust(state: &Path, op: TrustOp) -> CliResult {
             Ok(())
         }
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn kind(k: TrustKind) -> &'static str {

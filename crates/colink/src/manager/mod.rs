@@ -269,8 +269,8 @@ impl Manager {
         let store = security.store();
         let mut store = lock(&store);
         let known = store.remove(&device);
-        if known && !store.path().as_os_str().is_empty() {
-            store.save().map_err(|e| Error::new(crate::ErrorCode::InvalidParameter, e.to_string()))?;
+        if known {
+            store.save_if_stored().map_err(|e| Error::new(crate::ErrorCode::InvalidParameter, e.to_string()))?;
         }
         Ok(known)
     }
@@ -586,11 +586,8 @@ fn remember_name(inner: &Inner, peer: &str, name: &str) {
     if store.get(&id).is_some_and(|p| p.name.as_deref() == Some(name)) {
         return;
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    store.touch(&id, now, Some(name));
-    if !store.path().as_os_str().is_empty()
-        && let Err(e) = store.save()
-    {
+    store.touch(&id, crate::trust::unix_now(), Some(name));
+    if let Err(e) = store.save_if_stored() {
         tracing::warn!(error = %e, "could not save the trust store");
     }
 }

@@ -57,9 +57,7 @@ impl Account {
 
     /// A new account with a secret from the operating system's random source.
     pub fn create() -> std::io::Result<Self> {
-        let mut secret = [0u8; 16];
-        getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self { secret })
+        Ok(Self { secret: super::random()? })
     }
 
     /// The secret (for storage).

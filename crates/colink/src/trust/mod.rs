@@ -70,6 +70,18 @@ impl TrustError {
     }
 }
 
+/// `N` bytes from the operating system's random source (keys and account secrets).
+pub(crate) fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(format!("no random source: {e}")))?;
+    Ok(bytes)
+}
+
+/// Now, in seconds since the Unix epoch: the clock of the trust store's `added` and `last_seen`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The state directory holding the identity key (`identity.key`), the account (`account.key`) and the trust
 /// store (`peers.json`).
 #[derive(Debug, Clone)]
@@ -96,8 +108,7 @@ impl StateDir {
         if let Some(text) = files::read_private(&path)? {
             return files::decode_key(&path, "identity key", &text);
         }
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| TrustError::io(&path, std::io::Error::other(e.to_string())))?;
+        let secret = random().map_err(|e| TrustError::io(&path, e))?;
         files::write_private(&path, &files::encode_key("identity key", &secret))?;
         tracing::info!(path = %path.display(), "created this device's identity key");
         Ok(secret)

@@ -2,12 +2,12 @@
 //! admitted, a known device id with another key is refused loudly, strangers are refused or asked about.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use colink_ble::DeviceId;
 use colink_proto::secure::{PeerIdentity, Proof, RefuseReason, TrustPolicy, Verdict, device_id_bytes};
 
 use super::store::{Pinned, TrustKind, TrustStore};
+use super::unix_now;
 use crate::lock;
 
 /// What happens to a device that is neither in the account nor pinned.
@@ -27,20 +27,17 @@ pub enum Strangers {
 pub struct StorePolicy {
     store: Arc<Mutex<TrustStore>>,
     strangers: Strangers,
-    persist: bool,
 }
 
 impl StorePolicy {
-    /// Decides over `store`, treating strangers as `strangers` says; with `persist`, every change is written back
-    /// to the store's file at once.
-    pub fn new(store: Arc<Mutex<TrustStore>>, strangers: Strangers, persist: bool) -> Self {
-        Self { store, strangers, persist }
+    /// Decides over `store`, treating strangers as `strangers` says; a store that lives in a file gets every
+    /// change written back at once.
+    pub fn new(store: Arc<Mutex<TrustStore>>, strangers: Strangers) -> Self {
+        Self { store, strangers }
     }
 
     fn save(&self, store: &TrustStore) {
-        if self.persist
-            && let Err(e) = store.save()
-        {
+        if let Err(e) = store.save_if_stored() {
             tracing::warn!(error = %e, "could not save the trust store");
         }
     }
@@ -49,10 +46,6 @@ impl StorePolicy {
 /// The [`DeviceId`] of a proven peer.
 pub fn device_of(peer: &PeerIdentity) -> DeviceId {
     DeviceId::from_bytes(device_id_bytes(&peer.public_key))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl TrustPolicy for StorePolicy {
@@ -108,13 +101,8 @@ mod tests {
     use super::*;
 
     fn policy(strangers: Strangers) -> (StorePolicy, Arc<Mutex<TrustStore>>) {
-        let path = std::env::temp_dir().join(format!(
-            "colink-policy-{}-{:?}.json",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let store = Arc::new(Mutex::new(TrustStore::load(&path).unwrap()));
-        (StorePolicy::new(store.clone(), strangers, false), store)
+        let store = Arc::new(Mutex::new(TrustStore::in_memory()));
+        (StorePolicy::new(store.clone(), strangers), store)
     }
 
     fn peer(seed: u8) -> PeerIdentity {

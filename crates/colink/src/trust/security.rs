@@ -27,7 +27,6 @@ pub struct Security {
     account: Option<Account>,
     store: Arc<Mutex<TrustStore>>,
     strangers: Strangers,
-    persist: bool,
 }
 
 impl Security {
@@ -39,31 +38,24 @@ impl Security {
             account: dir.account()?,
             store: Arc::new(Mutex::new(dir.trust_store()?)),
             strangers: Strangers::Refuse,
-            persist: true,
         })
     }
 
     /// Like [`load`](Self::load), but with a fresh identity that lives in memory only (a new device every run):
     /// the account and the trust store are still `dir`'s.
     pub fn load_ephemeral(dir: &StateDir) -> Result<Self, TrustError> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| TrustError::io(dir.path(), std::io::Error::other(format!("no random source: {e}"))))?;
+        let secret = super::random().map_err(|e| TrustError::io(dir.path(), e))?;
         Ok(Self {
             keypair: Keypair::from_secret(secret),
             account: dir.account()?,
             store: Arc::new(Mutex::new(dir.trust_store()?)),
             strangers: Strangers::Refuse,
-            persist: true,
         })
     }
 
     /// A fresh identity that lives in memory only (a new device every run), with an empty trust store.
     pub fn ephemeral() -> Result<Self, TrustError> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| {
-            TrustError::io(std::path::Path::new("(random source)"), std::io::Error::other(e.to_string()))
-        })?;
+        let secret = super::random().map_err(|e| TrustError::io(std::path::Path::new("(random source)"), e))?;
         Ok(Self::from_secret(secret))
     }
 
@@ -74,7 +66,6 @@ impl Security {
             account: None,
             store: Arc::new(Mutex::new(TrustStore::in_memory())),
             strangers: Strangers::Refuse,
-            persist: false,
         }
     }
 
@@ -113,7 +104,7 @@ impl Security {
         secure.account = self.account.as_ref().map(Account::psk);
         secure.accept_pairing = self.strangers == Strangers::Ask;
         let policy: Arc<Mutex<dyn TrustPolicy>> =
-            Arc::new(Mutex::new(StorePolicy::new(self.store.clone(), self.strangers, self.persist)));
+            Arc::new(Mutex::new(StorePolicy::new(self.store.clone(), self.strangers)));
         SecurityConfig::new(secure, policy)
     }
 }

@@ -140,6 +140,12 @@ impl TrustStore {
         files::write_private(&self.path, &bytes)
     }
 
+    /// Writes the store back when it lives in a file; an in-memory store ([`in_memory`](Self::in_memory)) has
+    /// nothing to write.
+    pub fn save_if_stored(&self) -> Result<(), TrustError> {
+        if self.path.as_os_str().is_empty() { Ok(()) } else { self.save() }
+    }
+
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
