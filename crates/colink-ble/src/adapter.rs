@@ -58,8 +58,13 @@ pub trait Adapter: Send + Sync + 'static {
         params: LinkParams,
     ) -> BoxFuture<'_, Result<Box<dyn Listener>, AdapterError>>;
 
-    /// Sets the agent that answers pairings *initiated by peers* (`None`: no agent; the adapter then behaves as
-    /// NoInputNoOutput and accepts Just Works).
+    /// Sets the agent that answers pairings *initiated by peers* (`None`: no agent).
+    ///
+    /// On BlueZ only the host's default pairing agent hears peer-initiated pairings, so setting one makes this
+    /// process the default agent until every adapter's agent is cleared again (a desktop's agent is default again
+    /// then); service authorisations the default agent is asked for are refused. With no agent set, the host's
+    /// own default agent answers (a desktop asks its user) and, when there is none, bluetoothd refuses the
+    /// pairing. The simulator without an agent behaves as a NoInputNoOutput device and accepts Just Works.
     fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>>;
 
     /// Pairs (and bonds) with `peer`, driving `agent` for the local side; the peer's agent answers for it.

@@ -237,39 +237,69 @@ pub(crate) fn trust_advice(e: &SecureError) -> String {
     }
 }
 
-/// A pairing agent for a screen with a yes/no button: records (and optionally prints) the passkey and
-/// confirms it, or asks on the terminal when `ask` is set.
+/// How a [`Screen`] answers a Bluetooth pairing it is asked to confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirm {
+    /// Ask the person at the terminal (the code for numeric comparison, a plain yes/no for Just Works).
+    Ask,
+    /// Confirm, showing the code (`pair --yes`, `serve --accept-new`, the demo's simulated users).
+    Accept,
+    /// Refuse: nobody is there to ask and nobody said to accept.
+    Refuse,
+}
+
+impl Confirm {
+    /// What `serve` does with a pairing a peer starts: accept with `--accept-new` (showing the code), ask when
+    /// on a terminal, refuse otherwise.
+    pub(crate) fn for_serve(accept_new: bool, interactive: bool) -> Self {
+        match (accept_new, interactive) {
+            (true, _) => Self::Accept,
+            (false, true) => Self::Ask,
+            (false, false) => Self::Refuse,
+        }
+    }
+}
+
+/// A pairing agent for a screen with a yes/no button: records (and optionally prints) the passkey, and confirms
+/// a pairing as its [`Confirm`] says.
 pub(crate) struct Screen {
     pub(crate) who: String,
     pub(crate) shown: Arc<Mutex<Option<Passkey>>>,
     pub(crate) print: bool,
-    pub(crate) ask: bool,
+    pub(crate) confirm: Confirm,
     /// Print what it shows as JSON lines (`serve --json`) instead of text.
     pub(crate) json: bool,
 }
 
 impl Screen {
-    pub(crate) fn new(who: &str, print: bool, ask: bool) -> Self {
-        Self { who: who.to_owned(), shown: Arc::default(), print, ask, json: false }
+    pub(crate) fn new(who: &str, print: bool, confirm: Confirm) -> Self {
+        Self { who: who.to_owned(), shown: Arc::default(), print, confirm, json: false }
     }
 
-    /// The same agent printing JSON lines: `{"event":"pairing","peer":…,"passkey":…}`.
+    /// The same agent printing JSON lines: `{"event":"pairing","peer":…,"passkey":…,"approved":…}`.
     pub(crate) fn with_json(mut self, json: bool) -> Self {
         self.json = json;
         self
     }
 
-    fn say(&self, peer: PeerAddress, passkey: Option<Passkey>, text: String) {
+    fn say(&self, peer: PeerAddress, passkey: Option<Passkey>, approved: bool, text: String) {
         if !self.print {
             return;
         }
         if self.json {
             let event = serde_json::json!({
                 "event": "pairing", "peer": peer.to_string(), "passkey": passkey.map(|p| p.to_string()),
+                "approved": approved,
             });
             println!("{event}");
         } else {
-            println!("{}: {text}", self.who);
+            let how = match (self.confirm, approved) {
+                (Confirm::Accept, _) => "",
+                (_, true) => ": confirmed",
+                (Confirm::Refuse, false) => ": refused (not on a terminal; --accept-new accepts)",
+                (_, false) => ": refused",
+            };
+            println!("{}: {text}{how}", self.who);
         }
     }
 
@@ -277,17 +307,29 @@ impl Screen {
         *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn show(&self, peer: PeerAddress, passkey: Passkey) -> AgentResult<()> {
-        *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
-        self.say(peer, Some(passkey), format!("pairing with {peer}: passkey {passkey}"));
-        if self.ask {
-            eprint!("{}: does {peer} show {passkey} too? [y/N] ", self.who);
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() || !line.trim().eq_ignore_ascii_case("y") {
-                return Err(AgentRejected);
-            }
+    /// Decides a pairing with `peer` (`passkey`: the code both screens show; none for Just Works), says so, and
+    /// answers the agent call.
+    async fn decide(&self, peer: PeerAddress, passkey: Option<Passkey>) -> AgentResult<()> {
+        if let Some(p) = passkey {
+            *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p);
         }
-        Ok(())
+        let text = match passkey {
+            Some(p) => format!("Bluetooth pairing with {peer}: passkey {p}"),
+            None => format!("Bluetooth pairing with {peer} (just works, no code to compare)"),
+        };
+        let approved = match self.confirm {
+            Confirm::Accept => true,
+            Confirm::Refuse => false,
+            Confirm::Ask => {
+                let question = match passkey {
+                    Some(p) => format!("{}: does {peer} show {p} too? [y/N] ", self.who),
+                    None => format!("{}: pair with {peer}? [y/N] ", self.who),
+                };
+                tokio::task::spawn_blocking(move || ask_yes_no(&question)).await.unwrap_or(false)
+            }
+        };
+        self.say(peer, passkey, approved, text);
+        if approved { Ok(()) } else { Err(AgentRejected) }
     }
 }
 
@@ -297,25 +339,44 @@ impl Agent for Screen {
     }
 
     fn confirm_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
-        let r = self.show(peer, passkey);
-        Box::pin(async move { r })
+        Box::pin(self.decide(peer, Some(passkey)))
     }
 
     fn confirm_just_works(&self, peer: PeerAddress) -> BoxFuture<'_, AgentResult<()>> {
-        self.say(peer, None, format!("pairing with {peer} (just works)"));
-        Box::pin(async { Ok(()) })
+        Box::pin(self.decide(peer, None))
     }
 
     fn display_passkey(&self, peer: PeerAddress, passkey: Passkey) -> BoxFuture<'_, AgentResult<()>> {
         *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(passkey);
-        self.say(peer, Some(passkey), format!("type {passkey} on {peer}"));
-        Box::pin(async { Ok(()) })
+        let approved = self.confirm != Confirm::Refuse;
+        self.say(peer, Some(passkey), approved, format!("type {passkey} on {peer}"));
+        Box::pin(async move { if approved { Ok(()) } else { Err(AgentRejected) } })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_confirms_a_bluetooth_pairing_only_when_told_or_asked() {
+        assert_eq!(Confirm::for_serve(true, false), Confirm::Accept);
+        assert_eq!(Confirm::for_serve(true, true), Confirm::Accept);
+        assert_eq!(Confirm::for_serve(false, true), Confirm::Ask);
+        assert_eq!(Confirm::for_serve(false, false), Confirm::Refuse);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_screen_refuses_every_kind_of_pairing() {
+        let peer = PeerAddress::le_public(colink_ble::Address::new([1, 2, 3, 4, 5, 6]));
+        let screen = Screen::new("serve", false, Confirm::Refuse);
+        assert!(screen.confirm_just_works(peer).await.is_err());
+        assert!(screen.confirm_passkey(peer, Passkey::new_wrapping(123_456)).await.is_err());
+        assert!(screen.display_passkey(peer, Passkey::new_wrapping(123_456)).await.is_err());
+        let accepting = Screen::new("pair", false, Confirm::Accept);
+        assert!(accepting.confirm_passkey(peer, Passkey::new_wrapping(654_321)).await.is_ok());
+        assert_eq!(accepting.passkey(), Passkey::new(654_321));
+    }
 
     #[test]
     fn app_names_parse() {

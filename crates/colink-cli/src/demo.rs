@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::app::{AppName, SERVICE, Screen};
+use crate::app::{AppName, Confirm, SERVICE, Screen};
 use crate::error::{CliError, CliResult};
 use crate::media::{FPS, FrameLog};
 use crate::report::{Report, figures, round3};
@@ -203,8 +203,8 @@ async fn steps(o: &DemoOptions, r: &mut Report) -> Result<(), ()> {
 
     // Pairing: numeric comparison through both sides' agents.
     step(r, "pairing", async {
-        let alice_screen = Arc::new(Screen::new("alice", false, false));
-        let bob_screen = Arc::new(Screen::new("bob", false, false));
+        let alice_screen = Arc::new(Screen::new("alice", false, Confirm::Accept));
+        let bob_screen = Arc::new(Screen::new("bob", false, Confirm::Accept));
         bob_ad.set_agent(Some(bob_screen.clone())).await?;
         alice_ad.pair(peer, alice_screen.clone()).await.context("pairing failed")?;
         let (a, b) = (alice_screen.passkey(), bob_screen.passkey());

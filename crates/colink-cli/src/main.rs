@@ -334,6 +334,12 @@ struct ServeArgs {
     /// strangers when not run on one.)
     #[arg(long)]
     accept_new: bool,
+    /// Answer the Bluetooth pairings other devices start with this computer while serve runs (for a machine
+    /// without a desktop pairing agent): serve becomes the host's default pairing agent, asks on its terminal
+    /// (accepts with --accept-new, showing the code; refuses when on no terminal) and authorises no other
+    /// profile. Without it the desktop's agent answers them, and with none bluetoothd refuses them.
+    #[arg(long)]
+    pairing_agent: bool,
 }
 
 #[derive(Debug, Args)]
@@ -692,6 +698,7 @@ fn serve(a: ServeArgs) -> CliResult {
         json: a.json,
         exit_on_adapter_loss: a.exit_on_adapter_loss,
         accept_new: a.accept_new,
+        pairing_agent: a.pairing_agent,
     }))
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use colink_ble::{Adapter, AdvertHandle, DeviceId, LinkMode, LinkParams, Listener, Port, ServiceFilter, ShortDeviceId};
 use colink_sim::{Position, SimAdapter, SimAir};
 
-use crate::app::{SERVICE, Screen};
+use crate::app::{Confirm, SERVICE, Screen};
 use crate::error::{CliError, CliResult};
 
 /// The simulated neighbours: name, position (metres from this device), services.
@@ -40,7 +40,7 @@ impl Neighbourhood {
             }
             let id = DeviceId::from_bytes(id);
             let fail = |e: colink_ble::AdapterError| CliError::failure(format_args!("simulated {name}: {e}"));
-            adapter.set_agent(Some(Arc::new(Screen::new(name, false, false)))).await.map_err(fail)?;
+            adapter.set_agent(Some(Arc::new(Screen::new(name, false, Confirm::Accept)))).await.map_err(fail)?;
             let listener = adapter.listen(None, LinkMode::Packet, LinkParams::default()).await.map_err(fail)?;
             let mut advert = colink_ble::Advert::new(id.short())
                 .with_services(services.iter().fold(ServiceFilter::EMPTY, |f, s| f.with(s)));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use colink_ble::{Adapter, DeviceId, ScanEvent, ScanFilter, ShortDeviceId};
 use futures::StreamExt;
 
-use crate::app::Screen;
+use crate::app::{Confirm, Screen};
 use crate::backend::Backend;
 use crate::error::{CliError, CliResult};
 use crate::neighbours::Neighbourhood;
@@ -45,7 +45,7 @@ pub(crate) async fn run(backend: Backend, device: &str, yes: bool, timeout: f64)
         return Err(CliError::unreachable(format_args!("device {short} was not heard within {timeout} s")));
     };
     println!("found {short} at {} ({rssi}); pairing ...", peer.address);
-    let agent = Arc::new(Screen::new("colink", true, !yes));
+    let agent = Arc::new(Screen::new("colink", true, if yes { Confirm::Accept } else { Confirm::Ask }));
     adapter.pair(peer, agent).await.map_err(|e| CliError::failure(format_args!("pairing with {short} failed: {e}")))?;
     println!("paired with {short} ({}): bonded", peer.address);
     Ok(())

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use colink::trust::Strangers;
 
-use crate::app::{self, AppName, SERVICE, Screen};
+use crate::app::{self, AppName, Confirm, SERVICE, Screen};
 use crate::backend::Backend;
 use crate::demo::grouped;
 use crate::error::{CliError, CliResult};
@@ -43,6 +43,7 @@ pub(crate) struct ServeOptions {
     pub(crate) exit_on_adapter_loss: bool,
     /// Pair with strangers without asking (still printing each code).
     pub(crate) accept_new: bool,
+    pub(crate) pairing_agent: bool,
 }
 
 /// What each session's task needs to know.
@@ -113,10 +114,16 @@ pub(crate) async fn run(o: ServeOptions) -> CliResult {
             .map_err(|e| CliError::failure(format_args!("cannot create {}: {e}", dir.display())))?;
     }
     let adapter = o.backend.open(&format!("serve-{}", device.short()), device).await?;
-    adapter
-        .set_agent(Some(Arc::new(Screen::new("serve", true, false).with_json(o.json))))
-        .await
-        .map_err(|e| CliError::failure(format_args!("cannot register the pairing agent: {e}")))?;
+    if o.pairing_agent {
+        let confirm = Confirm::for_serve(o.accept_new, app::interactive());
+        if confirm == Confirm::Refuse {
+            tracing::warn!("--pairing-agent on no terminal and without --accept-new refuses every Bluetooth pairing");
+        }
+        adapter
+            .set_agent(Some(Arc::new(Screen::new("serve", true, confirm).with_json(o.json))))
+            .await
+            .map_err(|e| CliError::failure(format_args!("cannot register the pairing agent: {e}")))?;
+    }
     let address = adapter.address();
     let on_loss = if o.exit_on_adapter_loss { RadioLoss::Stop } else { RadioLoss::Recover };
     let manager = app::manager_with(adapter, security, None, on_loss).await?;

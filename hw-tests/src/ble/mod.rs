@@ -414,6 +414,19 @@ async fn pairing(ctx: &Ctx) -> TestResult {
 
     let agent_r = Arc::new(Recorder::default());
     let agent_i = Arc::new(Recorder::default());
+    // Nobody answers for the responder yet (as `colink serve` without --pairing-agent on a host with no desktop
+    // agent): the initiator's own agent is not asked on the responder's behalf, and bluetoothd refuses.
+    let unanswered = within(60, "pair with no agent on the responder's side", async {
+        Ok(duo.init.pair(peer, agent_i.clone()).await)
+    })
+    .await?;
+    match unanswered {
+        Ok(()) => return Err(Stop::Fail("a pairing was confirmed with no agent on the responder's side".into())),
+        Err(e) => println!("    with no agent on the responder's side: refused ({e})"),
+    }
+    ensure(!duo.init.is_paired(peer).await && !duo.resp.is_paired(duo.init.address()).await, || {
+        "a refused pairing left a bond".into()
+    })?;
     duo.resp.set_agent(Some(agent_r.clone())).await.or_fail("set the responder's agent")?;
     let start = Instant::now();
     within(60, "pair", async { duo.init.pair(peer, agent_i.clone()).await.or_fail("pair") }).await?;
@@ -453,6 +466,17 @@ async fn pairing(ctx: &Ctx) -> TestResult {
     r?;
     let t = e?;
     println!("    256 KiB echoed at security High in {:?}", t.elapsed);
+    b.close().await;
+
+    // A bonded peer's link is encrypted by default: asked for at the default level (Low), both ends report at
+    // least Medium, as the kernel reads the link's level.
+    let plain =
+        duo.resp.listen(None, LinkMode::Packet, LinkParams::default()).await.or_fail("listen at the default level")?;
+    let Port::L2cap(psm) = plain.port() else { return Err(Stop::Fail("listener without a PSM".into())) };
+    let (a, b) = packet_pair(&duo, &*plain, psm, LinkParams::default()).await?;
+    let (ls, rs) = (b.params().security, a.params().security);
+    println!("    default-level link to the bonded peer: initiator {ls:?}, responder {rs:?}");
+    ensure(ls >= SecurityLevel::Medium, || format!("a link to a bonded peer at the default level is {ls:?}"))?;
     b.close().await;
     duo.resp.set_agent(None).await.or_fail("clear the agent")?;
     duo.forget_each_other().await;

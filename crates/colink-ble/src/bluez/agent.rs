@@ -1,5 +1,11 @@
 //! The pairing agent bridge: one bluer (`org.bluez.Agent1`) agent per process whose callbacks are routed to the
 //! colink [`Agent`] of the adapter (or of the pairing in progress) they concern.
+//!
+//! Whose requests reach it (bluetoothd's rule): requests that belong to a pairing this process started go to this
+//! process's agent; requests a *peer* starts go to the host's default agent only. The bridge therefore asks to be
+//! the default agent only while some adapter has an agent set ([`AgentHub::set_adapter_agent`], e.g. `colink serve
+//! --pairing-agent`), and is an agent for the process's own pairings otherwise: a desktop's agent keeps answering
+//! the host's other pairings, and with no default agent at all bluetoothd refuses peer-initiated pairings.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,15 +25,33 @@ pub(crate) struct AgentHub {
     adapters: Mutex<HashMap<String, Arc<dyn Agent>>>,
     pairing: Mutex<HashMap<Key, Arc<dyn Agent>>>,
     rejected: Mutex<HashSet<Key>>,
-    registered: tokio::sync::Mutex<Option<(bagent::AgentHandle, &'static str)>>,
+    registered: tokio::sync::Mutex<Option<Registration>>,
 }
 
-/// What answers when no colink agent is set: a headless device that accepts Just Works.
-struct Headless;
+/// The bridge's current registration with bluetoothd.
+struct Registration {
+    _handle: bagent::AgentHandle,
+    capability: &'static str,
+    default: bool,
+}
 
-impl Agent for Headless {
+/// What answers a request no colink agent was set for (the default agent asked about an adapter colink does not
+/// serve, or a request arriving after its pairing ended): refused, never confirmed unasked.
+struct Refuse;
+
+impl Agent for Refuse {
     fn io_capability(&self) -> IoCapability {
         IoCapability::NoInputNoOutput
+    }
+
+    fn confirm_just_works(&self, peer: PeerAddress) -> crate::BoxFuture<'_, crate::AgentResult<()>> {
+        tracing::info!(%peer, "pairing refused: no colink agent answers for this adapter");
+        Box::pin(async { Err(AgentRejected) })
+    }
+
+    fn display_passkey(&self, peer: PeerAddress, _passkey: Passkey) -> crate::BoxFuture<'_, crate::AgentResult<()>> {
+        tracing::info!(%peer, "pairing refused: no colink agent answers for this adapter");
+        Box::pin(async { Err(AgentRejected) })
     }
 }
 
@@ -61,20 +85,32 @@ impl AgentHub {
         })
     }
 
-    /// Sets (or clears) the agent answering peer-initiated pairings on `adapter`, and registers the bridge.
+    /// Sets (or clears) the agent answering peer-initiated pairings on `adapter`, and registers the bridge: as the
+    /// host's default agent while any adapter has one (bluetoothd routes peer-initiated requests to the default
+    /// agent only; the previous default returns when this one goes), as an agent for this process's own pairings
+    /// once none has.
     pub(crate) async fn set_adapter_agent(
         self: &Arc<Self>,
         adapter: &str,
         agent: Option<Arc<dyn Agent>>,
     ) -> bluer::Result<()> {
         let cap = agent.as_ref().map_or(IoCapability::NoInputNoOutput, |a| a.io_capability());
-        if let Ok(mut m) = self.adapters.lock() {
-            match agent {
-                Some(a) => m.insert(adapter.to_owned(), a),
-                None => m.remove(adapter),
-            };
-        }
-        self.ensure_registered(cap).await
+        let any = match self.adapters.lock() {
+            Ok(mut m) => {
+                match agent {
+                    Some(a) => m.insert(adapter.to_owned(), a),
+                    None => m.remove(adapter),
+                };
+                !m.is_empty()
+            }
+            Err(_) => false,
+        };
+        self.ensure_registered(cap, any).await
+    }
+
+    /// Whether some adapter has an agent, so that the bridge must stay the default agent.
+    fn serves_adapters(&self) -> bool {
+        self.adapters.lock().is_ok_and(|m| !m.is_empty())
     }
 
     /// Routes requests about `peer` on `adapter` to `agent` until the returned guard drops.
@@ -90,7 +126,7 @@ impl AgentHub {
             p.insert(key.clone(), agent);
         }
         let route = PairingRoute { hub: Arc::downgrade(self), key };
-        self.ensure_registered(cap).await?;
+        self.ensure_registered(cap, self.serves_adapters()).await?;
         Ok(route)
     }
 
@@ -99,19 +135,20 @@ impl AgentHub {
         self.rejected.lock().is_ok_and(|r| r.contains(&(adapter.to_owned(), peer.0)))
     }
 
-    /// Registers the bridge with the callbacks for `cap` (re-registering when the capability changes).
-    async fn ensure_registered(self: &Arc<Self>, cap: IoCapability) -> bluer::Result<()> {
+    /// Registers the bridge with the callbacks for `cap`, as the default agent or not (re-registering when either
+    /// changes).
+    async fn ensure_registered(self: &Arc<Self>, cap: IoCapability, default: bool) -> bluer::Result<()> {
         let callbacks = Callbacks::for_capability(cap);
-        let name = callbacks.bluez_capability();
+        let capability = callbacks.bluez_capability();
         let mut reg = self.registered.lock().await;
-        if reg.as_ref().is_some_and(|(_, c)| *c == name) {
+        if reg.as_ref().is_some_and(|r| r.capability == capability && r.default == default) {
             return Ok(());
         }
         // Drop the old registration first: BlueZ allows one agent per D-Bus client.
         *reg = None;
-        let handle = self.session.register_agent(self.bluer_agent(callbacks)).await?;
-        tracing::debug!(capability = name, "pairing agent registered");
-        *reg = Some((handle, name));
+        let handle = self.session.register_agent(self.bluer_agent(callbacks, default)).await?;
+        tracing::debug!(capability, default, "pairing agent registered");
+        *reg = Some(Registration { _handle: handle, capability, default });
         Ok(())
     }
 
@@ -120,7 +157,7 @@ impl AgentHub {
         if let Some(a) = self.pairing.lock().ok().and_then(|p| p.get(&key).cloned()) {
             return a;
         }
-        self.adapters.lock().ok().and_then(|m| m.get(adapter).cloned()).unwrap_or_else(|| Arc::new(Headless))
+        self.adapters.lock().ok().and_then(|m| m.get(adapter).cloned()).unwrap_or_else(|| Arc::new(Refuse))
     }
 
     async fn peer(&self, adapter: &str, device: BAddress) -> PeerAddress {
@@ -146,9 +183,9 @@ impl AgentHub {
         }
     }
 
-    fn bluer_agent(self: &Arc<Self>, cb: Callbacks) -> bagent::Agent {
+    fn bluer_agent(self: &Arc<Self>, cb: Callbacks, default: bool) -> bagent::Agent {
         let weak = Arc::downgrade(self);
-        let mut agent = bagent::Agent { request_default: true, ..Default::default() };
+        let mut agent = bagent::Agent { request_default: default, ..Default::default() };
 
         // Quirk (vm-rig.md, pairing): bluetoothd turns LE Just Works into RequestAuthorization, which bluer
         // rejects when no callback is set, so pairing fails for a callback-less (NoInputNoOutput) agent. This
@@ -187,9 +224,17 @@ impl AgentHub {
             .boxed()
         }));
 
-        // Only peer-initiated service connections of D-Bus profiles ask this; the link itself is authenticated
-        // by pairing, so accept.
-        agent.authorize_service = Some(Box::new(|_req: bagent::AuthorizeService| async { Ok(()) }.boxed()));
+        // Only a peer connecting to a profile bluetoothd runs (audio, input, ...) asks this, and only the default
+        // agent is asked. colink's own links are kernel sockets that never ask, so as the default agent the bridge
+        // refuses: authorising every service would let any bonded device use the host's other profiles.
+        agent.authorize_service = Some(Box::new(|req: bagent::AuthorizeService| {
+            async move {
+                tracing::info!(adapter = %req.adapter, peer = %req.device, service = %req.service,
+                    "service authorisation refused: colink authorises no profile but its own");
+                Err(ReqError::Rejected)
+            }
+            .boxed()
+        }));
 
         if cb.display {
             let w = weak.clone();

@@ -197,29 +197,30 @@ impl BluezAdapter {
         }
         let dev = self.adapter.device(addr).map_err(|e| PairingError::Backend(e.to_string()))?;
         let was_connected = dev.is_connected().await.unwrap_or(true);
+        let mut outcome = Ok(());
         if !dev.is_paired().await.unwrap_or(false) {
             let started = Instant::now();
-            match tokio::time::timeout(PAIR_TIMEOUT, dev.pair()).await {
-                Err(_) => return Err(PairingError::Timeout),
-                Ok(Err(e)) => {
-                    let local = self.agents.rejected_locally(&self.name, addr);
-                    return Err(pairing_error(&e, local));
+            outcome = match tokio::time::timeout(PAIR_TIMEOUT, dev.pair()).await {
+                Err(_) => Err(PairingError::Timeout),
+                Ok(Err(e)) => Err(pairing_error(&e, self.agents.rejected_locally(&self.name, addr))),
+                Ok(Ok(())) => {
+                    tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired");
+                    Ok(())
                 }
-                Ok(Ok(())) => tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired"),
-            }
+            };
         }
         // Bonded, not Trusted: BlueZ's Trusted lets a device use every profile without asking; colink admits
         // devices by its own trust store (docs/security.md), so it never sets it.
         // Pairing had to open an LE link; bluetoothd keeps it up (GATT), and while it is up the peer does not
         // advertise (seen in the VM rig: `colink pair` then `colink send` found nothing for 10 s). Close what the
-        // pairing opened; a link that was up before is someone else's.
+        // pairing opened, whether it succeeded or not; a link that was up before is someone else's.
         if !was_connected
             && dev.is_connected().await.unwrap_or(false)
             && let Err(e) = dev.disconnect().await
         {
             tracing::debug!(peer = %addr, error = %e, "closing the pairing's link failed");
         }
-        Ok(())
+        outcome
     }
 
     async fn knows(&self, addr: bluer::Address) -> bool {

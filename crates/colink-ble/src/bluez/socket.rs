@@ -113,6 +113,28 @@ fn rfcomm_security(level: SecurityLevel) -> rfcomm::Security {
     rfcomm::Security { level, key_size: 0 }
 }
 
+/// The security level a connected L2CAP socket reports (the link's level, raised by encryption the peer started
+/// too), or `asked` when the kernel does not say.
+fn l2cap_level(reported: Option<l2cap::Security>, asked: SecurityLevel) -> SecurityLevel {
+    match reported.map(|s| s.level) {
+        Some(l2cap::SecurityLevel::Sdp | l2cap::SecurityLevel::Low) => SecurityLevel::Low,
+        Some(l2cap::SecurityLevel::Medium) => SecurityLevel::Medium,
+        Some(l2cap::SecurityLevel::High) => SecurityLevel::High,
+        Some(l2cap::SecurityLevel::Fips) => SecurityLevel::Fips,
+        None => asked,
+    }
+}
+
+/// As [`l2cap_level`] for an RFCOMM socket.
+fn rfcomm_level(reported: Option<rfcomm::Security>, asked: SecurityLevel) -> SecurityLevel {
+    match reported.map(|s| s.level) {
+        Some(rfcomm::SecurityLevel::Sdp | rfcomm::SecurityLevel::Low) => SecurityLevel::Low,
+        Some(rfcomm::SecurityLevel::Medium) => SecurityLevel::Medium,
+        Some(rfcomm::SecurityLevel::High) => SecurityLevel::High,
+        None => asked,
+    }
+}
+
 /// Whether an L2CAP port is used over LE (decided by the PSM range).
 fn is_le(psm: Psm) -> bool {
     psm.is_le()
@@ -178,9 +200,11 @@ fn packet_link(
     let mtu = packet_mtu(send_mtu, recv_mtu, sndbuf).ok_or_else(|| {
         io::Error::other(format!("SO_SNDBUF {sndbuf} too small for one SDU (MTUs {send_mtu}/{recv_mtu})"))
     })?;
-    tracing::debug!(%peer.address, send_mtu, recv_mtu, sndbuf, mtu = mtu.get(), "packet link up");
+    let security = l2cap_level(sock.as_ref().security().ok(), params.security);
+    tracing::debug!(%peer.address, send_mtu, recv_mtu, sndbuf, mtu = mtu.get(), ?security, "packet link up");
     let io = LinkIo::Packet { sock, buf: tokio::sync::Mutex::new(vec![0; recv_mtu.max(1)]) };
-    Ok(BluezLink::new(io, mtu, mtu.bytes(), sndbuf, peer, link_params(params, le), adapter.clone()))
+    let params = link_params(params.with_security(security), le);
+    Ok(BluezLink::new(io, mtu, mtu.bytes(), sndbuf, peer, params, adapter.clone()))
 }
 
 fn l2cap_stream_link(
@@ -196,18 +220,22 @@ fn l2cap_stream_link(
     // send-buffer budget (same SO_SNDBUF quirk as packet links).
     let chunk = send_mtu.min(sdu_budget(sndbuf, super::link::LE_MIN_MPS)).max(1);
     let mtu = Mtu::new(u16::try_from(send_mtu.min(recv_mtu)).unwrap_or(u16::MAX)).unwrap_or(Mtu::MIN);
+    let security = l2cap_level(sock.as_ref().security().ok(), params.security);
     let (r, w) = sock.into_split();
     let io = LinkIo::L2capStream { read: tokio::sync::Mutex::new(r), write: tokio::sync::Mutex::new(w) };
-    Ok(BluezLink::new(io, mtu, chunk, sndbuf, peer, link_params(params, le), adapter.clone()))
+    let params = link_params(params.with_security(security), le);
+    Ok(BluezLink::new(io, mtu, chunk, sndbuf, peer, params, adapter.clone()))
 }
 
 fn rfcomm_link(sock: rfcomm::Stream, peer: PeerAddress, params: LinkParams, adapter: &bluer::Adapter) -> BluezLink {
     // As `send_buffer`: TIOCOUTQ on a fresh socket is its whole send buffer.
     let sndbuf = sock.as_ref().output_buffer().map_or(0, |n| n as usize);
+    let security = rfcomm_level(sock.as_ref().security().ok(), params.security);
     let (r, w) = sock.into_split();
     let io = LinkIo::Rfcomm { read: tokio::sync::Mutex::new(r), write: tokio::sync::Mutex::new(w) };
     // Quirk (vm-rig.md, RFCOMM SO_SNDBUF): writes are chunked to RFCOMM_WRITE_CHUNK (4 KiB).
-    BluezLink::new(io, Mtu::MAX, RFCOMM_WRITE_CHUNK, sndbuf, peer, link_params(params, false), adapter.clone())
+    let params = link_params(params.with_security(security), false);
+    BluezLink::new(io, Mtu::MAX, RFCOMM_WRITE_CHUNK, sndbuf, peer, params, adapter.clone())
 }
 
 fn link_params(params: LinkParams, le: bool) -> LinkParams {
@@ -230,18 +258,42 @@ pub(crate) async fn connect(
 ) -> Result<BluezLink, ConnectError> {
     let span = tracing::debug_span!("bluez_connect", adapter = adapter.name(), peer = %peer.address, %port, ?mode);
     let _e = span.enter();
-    if params.security > SecurityLevel::Low {
-        // Quirk (vm-rig.md, security): client-side Medium/High on a fresh LE link is not enforced (the channel
-        // connects at Low and pairs afterwards, dying with EACCES without a capable agent); after pairing it works
-        // at once. So a link that needs security requires the bond first.
-        let paired = match adapter.device(to_bluer_address(peer.address)) {
-            Ok(d) => d.is_paired().await.unwrap_or(false),
-            Err(_) => false,
-        };
-        if !paired {
-            return Err(ConnectError::AuthenticationRequired);
+    let bonded = match adapter.device(to_bluer_address(peer.address)) {
+        Ok(d) => d.is_paired().await.unwrap_or(false),
+        Err(_) => false,
+    };
+    // Quirk (vm-rig.md, security): client-side Medium/High on a fresh LE link is not enforced (the channel
+    // connects at Low and pairs afterwards, dying with EACCES without a capable agent); after pairing it works at
+    // once. So a link that needs security requires the bond first.
+    if params.security > SecurityLevel::Low && !bonded {
+        return Err(ConnectError::AuthenticationRequired);
+    }
+    // A bonded peer's link is encrypted with the bond's key at least (docs/security.md, "Bluetooth pairing").
+    if bonded && params.security < SecurityLevel::Medium {
+        match connect_at(adapter, own, peer, port, mode, params.with_security(SecurityLevel::Medium)).await {
+            Err(ConnectError::AuthenticationRequired) => {
+                // The bond no longer works (the peer forgot it): colink's own handshake still authenticates and
+                // encrypts the session, so connect at the level asked for, and say how to repair the bond.
+                tracing::warn!(
+                    "the bond with this device no longer encrypts (did it forget the pairing?): connecting without \
+                     Bluetooth encryption; remove the device in bluetoothctl and pair again"
+                );
+            }
+            other => return other,
         }
     }
+    connect_at(adapter, own, peer, port, mode, params).await
+}
+
+/// Opens a link at exactly `params.security`.
+async fn connect_at(
+    adapter: &bluer::Adapter,
+    own: PeerAddress,
+    peer: PeerAddress,
+    port: Port,
+    mode: LinkMode,
+    params: LinkParams,
+) -> Result<BluezLink, ConnectError> {
     let backend = |e: io::Error| ConnectError::Backend(e.to_string());
     match (port, mode) {
         (Port::L2cap(psm), _) => {
