@@ -208,8 +208,10 @@ pub enum PairingError {
         /// `"local"` or `"remote"`.
         side: &'static str,
     },
-    /// The passkeys or confirmation values did not match (e.g. a mistyped passkey).
-    #[error("authentication failed: passkey mismatch")]
+    /// The security manager's authentication failed: the passkeys or confirmation values did not match (e.g. a
+    /// mistyped passkey), or the other side refused to confirm (on BlueZ a responder with no agent to ask, or
+    /// whose user said no, fails the pairing this way).
+    #[error("authentication failed: the passkeys differed, or the other device refused to confirm the pairing")]
     AuthenticationFailed,
     /// An agent did not answer in time.
     #[error("pairing timed out")]

@@ -17,6 +17,7 @@
 mod advert;
 mod agent;
 mod link;
+mod monitor;
 mod sightings;
 mod socket;
 
@@ -36,6 +37,7 @@ use crate::{
 };
 use advert::{colink_advert, fits_legacy, rssi_from_bluez, to_advertisement};
 use agent::AgentHub;
+use monitor::ColinkMonitor;
 use sightings::Sightings;
 
 /// How long [`Adapter::pair`] waits for the whole pairing (agents included).
@@ -174,10 +176,12 @@ impl BluezAdapter {
                 Err(e) => return Err(adapter_error(e)),
             }
         }
+        // Registered before discovery starts, so that discovery already scans with the duplicate filter off.
+        let monitor = ColinkMonitor::register(&self.adapter).await;
         let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
-        let scan = run_scan(self.adapter.clone(), events, filter, self.sightings.clone(), tx);
+        let span = tracing::debug_span!("bluez_scan", adapter = %self.name, monitor = monitor.is_some());
+        let scan = run_scan(self.adapter.clone(), events, monitor, filter, self.sightings.clone(), tx);
         let task = tokio::spawn(tracing::Instrument::instrument(scan, span));
         Ok(Box::pin(BluezScan { rx, task }))
     }
@@ -228,6 +232,8 @@ impl BluezAdapter {
     }
 
     async fn discover_until_known(&self, addr: bluer::Address, limit: Duration) {
+        // Held only for its effect on the kernel's scanning (see `monitor`): the peer's next advert is reported.
+        let _monitor = ColinkMonitor::register(&self.adapter).await;
         let Ok(events) = self.adapter.discover_devices().await else { return };
         let found = async {
             futures::pin_mut!(events);
@@ -378,6 +384,7 @@ pub(crate) fn discovery_session(n: u32, cycle: Duration) -> Duration {
 async fn run_scan(
     adapter: bluer::Adapter,
     first: impl Stream<Item = AdapterEvent> + Send + 'static,
+    mut monitor: Option<ColinkMonitor>,
     filter: ScanFilter,
     sightings: Arc<Sightings>,
     tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
@@ -396,49 +403,67 @@ async fn run_scan(
         // One discovery session.
         let ended = loop {
             let wake = start + tracker.next_expiry().unwrap_or(far);
-            let out: Vec<ScanEvent> = tokio::select! {
+            let monitored = async {
+                match monitor.as_mut() {
+                    Some(m) => m.found().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (addr, fresh) = tokio::select! {
                 ev = events.next() => match ev {
                     // bluer ends the stream when discovery stops (Discovering = false), e.g. on power-off.
                     None => break true,
-                    Some(AdapterEvent::DeviceAdded(addr)) => {
-                        let Ok(dev) = adapter.device(addr) else { continue };
-                        // No RSSI: not heard in this discovery session (listed from bluetoothd's cache); such a
-                        // device is reported only while an LE link to it is up. A connected peripheral may stop
-                        // advertising (seen in the VM rig: after one `colink send`, bluetoothd kept the LE link
-                        // for GATT and the next send found nothing), yet it is present and reachable over that
-                        // link: its last advert, which bluetoothd keeps, still names its PSM. Each discovery
-                        // session lists it again, well within `lost_after`.
-                        let raw_rssi = dev.rssi().await.ok().flatten();
-                        if raw_rssi.is_none() && !dev.is_connected().await.unwrap_or(false) {
-                            continue;
-                        }
-                        let Some(advert) = colink_advert(dev.service_data().await.ok().flatten().as_ref()) else {
-                            continue;
-                        };
-                        let kind = dev.address_type().await.ok();
-                        let peer =
-                            PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(kind) };
-                        peers.insert(addr, peer);
-                        sightings.heard(Instant::now(), peer, advert);
-                        tracker.heard(start.elapsed(), peer, rssi_from_bluez(raw_rssi), advert).into_iter().collect()
-                    }
+                    Some(AdapterEvent::DeviceAdded(addr)) => (addr, false),
                     Some(AdapterEvent::DeviceRemoved(addr)) => {
-                        peers.remove(&addr).and_then(|p| tracker.removed(p)).into_iter().collect()
+                        let lost = peers.remove(&addr).and_then(|p| tracker.removed(p));
+                        if !forward(lost, &sightings, &tx) {
+                            return;
+                        }
+                        continue;
                     }
                     Some(_) => continue,
                 },
-                () = tokio::time::sleep_until(wake) => tracker.expire(start.elapsed()),
+                found = monitored => match found {
+                    Some(addr) => (addr, true),
+                    None => {
+                        tracing::debug!("advertisement monitor released by bluetoothd");
+                        monitor = None;
+                        continue;
+                    }
+                },
+                () = tokio::time::sleep_until(wake) => {
+                    let out = tracker.expire(start.elapsed());
+                    if !out.into_iter().all(|ev| forward(Some(ev), &sightings, &tx)) {
+                        return;
+                    }
+                    continue;
+                }
                 () = &mut restart => break false,
             };
-            for ev in out {
-                if let ScanEvent::DeviceLost { peer } = ev {
-                    sightings.lost(peer);
-                }
-                if tx.unbounded_send(ev).is_err() {
-                    return;
-                }
+            let Ok(dev) = adapter.device(addr) else { continue };
+            // No RSSI: not heard in this discovery session (listed from bluetoothd's cache); such a device is
+            // reported only while an LE link to it is up, or when the advertisement monitor just heard it
+            // (`fresh`). A connected peripheral may stop advertising (seen in the VM rig: after one `colink
+            // send`, bluetoothd kept the LE link for GATT and the next send found nothing), yet it is present and
+            // reachable over that link: its last advert, which bluetoothd keeps, still names its PSM. Each
+            // discovery session lists it again, well within `lost_after`.
+            let raw_rssi = dev.rssi().await.ok().flatten();
+            if !fresh && raw_rssi.is_none() && !dev.is_connected().await.unwrap_or(false) {
+                continue;
+            }
+            let Some(advert) = colink_advert(dev.service_data().await.ok().flatten().as_ref()) else {
+                continue;
+            };
+            let kind = dev.address_type().await.ok();
+            let peer = PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(kind) };
+            peers.insert(addr, peer);
+            sightings.heard(Instant::now(), peer, advert);
+            let heard = tracker.heard(start.elapsed(), peer, rssi_from_bluez(raw_rssi), advert);
+            if !forward(heard, &sightings, &tx) {
+                return;
             }
         };
+
         drop(events);
         // The stream ends when the adapter powers off (as the trait requires), or if it cannot scan any more.
         if ended && !adapter.is_powered().await.unwrap_or(false) {
@@ -465,6 +490,20 @@ async fn run_scan(
         };
         events = Box::pin(e);
     }
+}
+
+/// Sends a scan event to the scan's stream (a lost device also leaves the sightings); false once the stream is
+/// gone.
+fn forward(
+    ev: Option<ScanEvent>,
+    sightings: &Sightings,
+    tx: &futures::channel::mpsc::UnboundedSender<ScanEvent>,
+) -> bool {
+    let Some(ev) = ev else { return true };
+    if let ScanEvent::DeviceLost { peer } = ev {
+        sightings.lost(peer);
+    }
+    tx.unbounded_send(ev).is_ok()
 }
 
 pub(crate) fn to_colink_address(a: bluer::Address) -> Address {
