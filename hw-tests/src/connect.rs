@@ -148,8 +148,8 @@ async fn connect_once(
         .ok_or_else(|| Stop::Fail(format!("a phase left no mark: {marks:?}")))
 }
 
-/// Prints each phase's p50/max over the connects that connected, then the connect p50 to a device seen lately
-/// and with discovery (where a dial that found nothing counts with the time it took).
+/// Prints each phase's p50/max over the connects that connected, then the connect p50 over every connect, with
+/// discovery and to a device seen lately (a dial that found nothing counts with the time it took).
 fn summarize(ctx: &Ctx, all: &[Phases], lost: &[Duration]) {
     let stats = |mut v: Vec<f64>| -> (f64, f64) {
         v.sort_by(f64::total_cmp);
@@ -175,11 +175,13 @@ fn summarize(ctx: &Ctx, all: &[Phases], lost: &[Duration]) {
     let found = scanned.len();
     scanned.extend(lost.iter().map(Duration::as_secs_f64));
     let (n_seen, n_scanned) = (seen.len(), scanned.len());
-    let ((seen_p50, seen_max), (scan_p50, scan_max)) = (stats(seen), stats(scanned));
+    let every: Vec<f64> = seen.iter().chain(&scanned).copied().collect();
+    let ((all_p50, all_max), (seen_p50, seen_max), (scan_p50, scan_max)) = (stats(every), stats(seen), stats(scanned));
     ctx.summary(format!(
-        "connect p50: {seen_p50:.3} s to a device seen lately (max {seen_max:.3} s, {n_seen} connects, no scan); \
-         {scan_p50:.3} s with discovery (max {scan_max:.3} s, {n_scanned} connects, {} of them not found in the \
-         dial's 10 s)",
+        "connect p50: {all_p50:.3} s over {} connects (max {all_max:.3} s): {scan_p50:.3} s with discovery (max \
+         {scan_max:.3} s, {n_scanned} connects, {} of them not found in the dial's 10 s and counted with that time), \
+         {seen_p50:.3} s to a device seen lately (max {seen_max:.3} s, {n_seen} connects, no scan)",
+        n_seen + n_scanned,
         n_scanned - found
     ));
 }

@@ -87,6 +87,15 @@ impl Rig {
         Ok(())
     }
 
+    /// Unregisters the suite's pairing agent (the next [`ensure_agent`](Self::ensure_agent) registers it again), so
+    /// that the host has no default agent, as a machine without a desktop agent. bluer unregisters in the
+    /// background: this waits until bluetoothd had time to take it in.
+    pub(crate) async fn release_agent(&self) {
+        if self.agent.lock().await.take().is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// Both adapters this process drives (for tests about adapters themselves).
     pub(crate) async fn local_adapters(&self) -> Result<Vec<Adapter>, Stop> {
         match &self.setup {

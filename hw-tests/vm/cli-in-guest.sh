@@ -159,6 +159,54 @@ stream_send() {
     echo "serve received $n frames (pushed $(field frames_pushed < "$S/stream.json"))"
 }
 
+# serve's radio states so far (lost/up), in order.
+radio_states() { grep '"event":"radio"' "$S/serve.jsonl" | sed -n 's/.*"state":"\([a-z]*\)".*/\1/p' | tr '\n' ' '; }
+# Waits until serve has printed N radio events and the last says "up".
+radio_back() { # radio_back N SECONDS
+    wait_event "$2" radio "$1" || return 1
+    local until=$(( $(date +%s) + $2 ))
+    until [ "$(grep '"event":"radio"' "$S/serve.jsonl" | tail -n 1 | grep -c '"state":"up"')" -eq 1 ]; do
+        [ "$(date +%s)" -lt "$until" ] || { echo "serve's radio states: $(radio_states)"; return 1; }
+        sleep 0.2
+    done
+    echo "serve's radio: $(radio_states)"
+}
+# The pid of the process named $1 (the guest has no pgrep).
+pid_of() {
+    local p; for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2>/dev/null)" = "$1" ] && { echo "${p#/proc/}"; return; }
+    done
+}
+# bluetoothd restarted (killed and started again, as `systemctl restart bluetooth` does) under a running serve: the
+# advert and agent it had registered are gone; serve must notice at once and listen and advertise again.
+bluetoothd_restarted() {
+    local n; n=$(grep -c '"event":"radio"' "$S/serve.jsonl")
+    local pid; pid=$(pid_of bluetoothd)
+    [ -n "$pid" ] || { echo "no bluetoothd to stop"; return 1; }
+    kill "$pid"
+    local i; for i in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+    /usr/libexec/bluetooth/bluetoothd -n -E >> /share/bluetoothd.log 2>&1 &
+    radio_back $((n + 2)) 60
+}
+# hci1 powered off and on again (as a laptop's Bluetooth switch or rfkill does) under a running serve.
+power_cycled() {
+    local n; n=$(grep -c '"event":"radio"' "$S/serve.jsonl")
+    btmgmt -i 1 power off > /dev/null || { echo "btmgmt power off failed"; return 1; }
+    sleep 1
+    btmgmt -i 1 power on > /dev/null || { echo "btmgmt power on failed"; return 1; }
+    radio_back $((n + 2)) 60
+}
+# send_after TEXT N: a message sent now arrives as serve's Nth.
+send_after() {
+    "$B" send message "$1" --to "$DEV" "${CLIENT[@]}" --json > /dev/null || { echo "exit $?"; return 1; }
+    wait_event 30 message "$2" || return 1
+    grep '"event":"message"' "$S/serve.jsonl" | sed -n "${2}p" | grep -q "\"text\":\"$1\"" ||
+        { echo "serve's message $2: $(grep '"event":"message"' "$S/serve.jsonl" | sed -n "${2}p")"; return 1; }
+    echo "serve printed it"
+}
+send_after_restart() { send_after "after the bluetoothd restart" 2; }
+send_after_power_cycle() { send_after "after the power cycle" 3; }
+
 # The two laptops of one person: serve's state creates the account, the client's joins with the code, so the
 # links authenticate by account (Noise XXpsk3) with no question asked.
 one_account() {
@@ -185,6 +233,10 @@ if [ -n "${DEV:-}" ]; then
     step "send file (3 MB, SHA-256 of the saved file)" send_twice send_file
     step "send image (PNG 320x240)" send_twice send_image
     step "stream send (3 s, frames counted at serve)" send_twice stream_send
+    step "bluetoothd restarted under serve: serve listens and advertises again" bluetoothd_restarted
+    step "send message after the restart" send_twice send_after_restart
+    step "hci1 powered off and on under serve: serve recovers" power_cycled
+    step "send message after the power cycle" send_twice send_after_power_cycle
 fi
 kill "$(cat "$S/serve.pid" 2>/dev/null)" 2>/dev/null
 echo "--- serve's events:"; cut -c1-200 "$S/serve.jsonl"

@@ -79,6 +79,15 @@ pub trait Adapter: Send + Sync + 'static {
         let _ = id;
         None
     }
+
+    /// Resolves, saying why, as soon as the backend hears that the adapter went away under its user: powered
+    /// off, removed, or reset (on BlueZ: bluetoothd restarted, which drops every advert and agent registered with
+    /// it, however quickly it came back). Listeners and adverts opened before must then be opened again. The
+    /// default never resolves: a backend without such news leaves its user to ask [`is_powered`](Self::is_powered)
+    /// from time to time (as colink's driver also does).
+    fn radio_lost(&self) -> BoxFuture<'_, String> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A device's advert as a scan last heard it; see [`Adapter::last_seen`].

@@ -415,7 +415,9 @@ async fn pairing(ctx: &Ctx) -> TestResult {
     let agent_r = Arc::new(Recorder::default());
     let agent_i = Arc::new(Recorder::default());
     // Nobody answers for the responder yet (as `colink serve` without --pairing-agent on a host with no desktop
-    // agent): the initiator's own agent is not asked on the responder's behalf, and bluetoothd refuses.
+    // agent): the initiator's own agent is not asked on the responder's behalf, and bluetoothd refuses. The raw
+    // tests' agent (the host's default while registered) stands for a desktop agent: released here.
+    ctx.rig.release_agent().await;
     let unanswered = within(60, "pair with no agent on the responder's side", async {
         Ok(duo.init.pair(peer, agent_i.clone()).await)
     })

@@ -31,7 +31,7 @@ pub(crate) struct AgentHub {
 /// The bridge's current registration with bluetoothd.
 struct Registration {
     _handle: bagent::AgentHandle,
-    capability: &'static str,
+    callbacks: Callbacks,
     default: bool,
 }
 
@@ -141,14 +141,27 @@ impl AgentHub {
         let callbacks = Callbacks::for_capability(cap);
         let capability = callbacks.bluez_capability();
         let mut reg = self.registered.lock().await;
-        if reg.as_ref().is_some_and(|r| r.capability == capability && r.default == default) {
+        if reg.as_ref().is_some_and(|r| r.callbacks.bluez_capability() == capability && r.default == default) {
             return Ok(());
         }
         // Drop the old registration first: BlueZ allows one agent per D-Bus client.
         *reg = None;
         let handle = self.session.register_agent(self.bluer_agent(callbacks, default)).await?;
         tracing::debug!(capability, default, "pairing agent registered");
-        *reg = Some(Registration { _handle: handle, capability, default });
+        *reg = Some(Registration { _handle: handle, callbacks, default });
+        Ok(())
+    }
+
+    /// Registers the bridge again as it was (after bluetoothd restarted, which forgets every agent); nothing
+    /// when it was not registered.
+    pub(crate) async fn register_again(self: &Arc<Self>) -> bluer::Result<()> {
+        let mut reg = self.registered.lock().await;
+        let Some(old) = reg.take() else { return Ok(()) };
+        let (callbacks, default) = (old.callbacks, old.default);
+        drop(old);
+        let handle = self.session.register_agent(self.bluer_agent(callbacks, default)).await?;
+        tracing::info!(capability = callbacks.bluez_capability(), default, "pairing agent registered again");
+        *reg = Some(Registration { _handle: handle, callbacks, default });
         Ok(())
     }
 

@@ -106,6 +106,7 @@ impl Bluez {
             PeerAddress { address: to_colink_address(addr), address_type: from_bluer_address_type(Some(kind)) };
         Ok(BluezAdapter {
             name: adapter.name().to_owned(),
+            session: self.session.clone(),
             adapter,
             address,
             agents: self.agents.clone(),
@@ -116,6 +117,7 @@ impl Bluez {
 
 /// One local adapter through BlueZ. Implements [`Adapter`].
 pub struct BluezAdapter {
+    session: Session,
     adapter: bluer::Adapter,
     name: String,
     address: PeerAddress,
@@ -227,6 +229,42 @@ impl BluezAdapter {
         outcome
     }
 
+    /// See [`Adapter::radio_lost`]: bluetoothd publishing this adapter again (it restarted), the adapter's
+    /// removal, or its Powered property turning false, each heard at once over D-Bus.
+    async fn radio_lost_impl(&self) -> String {
+        let (Ok(session), Ok(adapter)) = (self.session.events().await, self.adapter.events().await) else {
+            // Without the signals nothing is heard at once; the caller's own power checks still notice.
+            return std::future::pending().await;
+        };
+        futures::pin_mut!(session, adapter);
+        loop {
+            tokio::select! {
+                ev = session.next() => match ev {
+                    Some(bluer::SessionEvent::AdapterAdded(name)) if name == self.name => {
+                        // Everything registered with the old bluetoothd is gone; the pairing agent is this
+                        // backend's to register again (adverts and listeners are the caller's).
+                        if let Err(e) = self.agents.register_again().await {
+                            tracing::warn!(error = %e, "registering the pairing agent with the new bluetoothd failed");
+                        }
+                        return "bluetoothd restarted (it published the adapter again)".to_owned();
+                    }
+                    Some(bluer::SessionEvent::AdapterRemoved(name)) if name == self.name => {
+                        return "the adapter was removed".to_owned();
+                    }
+                    Some(_) => {}
+                    None => return "the D-Bus connection to bluetoothd ended".to_owned(),
+                },
+                ev = adapter.next() => match ev {
+                    Some(AdapterEvent::PropertyChanged(bluer::AdapterProperty::Powered(false))) => {
+                        return "the adapter was powered off".to_owned();
+                    }
+                    Some(_) => {}
+                    None => return std::future::pending().await,
+                },
+            }
+        }
+    }
+
     async fn knows(&self, addr: bluer::Address) -> bool {
         self.adapter.device_addresses().await.is_ok_and(|v| v.contains(&addr))
     }
@@ -318,6 +356,10 @@ impl Adapter for BluezAdapter {
                 .await
                 .map(|l| Box::new(l) as Box<dyn Listener>)
         })
+    }
+
+    fn radio_lost(&self) -> BoxFuture<'_, String> {
+        Box::pin(self.radio_lost_impl())
     }
 
     fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {

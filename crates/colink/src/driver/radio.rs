@@ -163,15 +163,22 @@ pub(super) async fn supervise(node: Node, mut listening: Listening, state: watch
     }
 }
 
-/// Resolves (with why) once the adapter says it is off or cannot answer.
+/// Resolves (with why) once the backend reports the adapter lost or reset ([`Adapter::radio_lost`]: at once, e.g.
+/// a bluetoothd restart faster than any poll), or the adapter says it is off or cannot answer.
 async fn power_lost(adapter: &dyn Adapter) -> String {
-    loop {
-        tokio::time::sleep(POWER_POLL).await;
-        match adapter.is_powered().await {
-            Ok(true) => {}
-            Ok(false) => return "the adapter is powered off".to_owned(),
-            Err(e) => return format!("the adapter does not answer ({e})"),
+    let poll = async {
+        loop {
+            tokio::time::sleep(POWER_POLL).await;
+            match adapter.is_powered().await {
+                Ok(true) => {}
+                Ok(false) => return "the adapter is powered off".to_owned(),
+                Err(e) => return format!("the adapter does not answer ({e})"),
+            }
         }
+    };
+    tokio::select! {
+        why = adapter.radio_lost() => why,
+        why = poll => why,
     }
 }
 
