@@ -146,7 +146,7 @@ impl AgentHub {
         }
         // Drop the old registration first: BlueZ allows one agent per D-Bus client.
         *reg = None;
-        let handle = self.session.register_agent(self.bluer_agent(callbacks, default)).await?;
+        let handle = self.register(callbacks, default).await?;
         tracing::debug!(capability, default, "pairing agent registered");
         *reg = Some(Registration { _handle: handle, callbacks, default });
         Ok(())
@@ -159,10 +159,26 @@ impl AgentHub {
         let Some(old) = reg.take() else { return Ok(()) };
         let (callbacks, default) = (old.callbacks, old.default);
         drop(old);
-        let handle = self.session.register_agent(self.bluer_agent(callbacks, default)).await?;
+        let handle = self.register(callbacks, default).await?;
         tracing::info!(capability = callbacks.bluez_capability(), default, "pairing agent registered again");
         *reg = Some(Registration { _handle: handle, callbacks, default });
         Ok(())
+    }
+
+    /// Registers the bridge. Quirk (seen in the rig): bluer unregisters a dropped agent in the background, so a
+    /// registration right after dropping the previous one can meet bluetoothd's "Already Exists" (one agent per
+    /// D-Bus client); it is retried for up to a second.
+    async fn register(self: &Arc<Self>, callbacks: Callbacks, default: bool) -> bluer::Result<bagent::AgentHandle> {
+        let mut tries = 0;
+        loop {
+            match self.session.register_agent(self.bluer_agent(callbacks, default)).await {
+                Err(e) if e.kind == bluer::ErrorKind::AlreadyExists && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn route(&self, adapter: &str, device: BAddress) -> Arc<dyn Agent> {
