@@ -58,6 +58,15 @@ scan_once() {
     echo "lists $SHORT"
 }
 scan() { scan_once || { echo "(retrying once: discovery race)"; scan_once; }; }
+# After the sends the client's trust store knows serve (by account, with the name serve sent in its HELLO): its
+# scan resolves serve's rotating advert id to that name.
+scan_names_known() {
+    local json; json=$("$B" scan "${CLIENT[@]}" --duration 8 --json) || { echo "exit $?: $json"; return 1; }
+    local entry; entry=$(grep -o "{[^{}]*\"short_id\":\"$SHORT\"[^{}]*}" <<< "$json")
+    [ -n "$entry" ] || { echo "scan did not list $SHORT: $json"; return 1; }
+    grep -q '"name":"' <<< "$entry" || { echo "listed without a name: $entry"; return 1; }
+    echo "lists $SHORT as $(sed -n 's/.*"name":"\([^"]*\)".*/\1/p' <<< "$entry")"
+}
 pair_once() {
     "$B" pair "$SHORT" "${CLIENT[@]:0:2}" --yes --timeout 20 || { echo "exit $?"; return 1; }
 }
@@ -237,6 +246,7 @@ if [ -n "${DEV:-}" ]; then
     step "send message after the restart" send_twice send_after_restart
     step "hci1 powered off and on under serve: serve recovers" power_cycled
     step "send message after the power cycle" send_twice send_after_power_cycle
+    step "scan names the serving device from the client's trusted devices" scan_names_known
 fi
 kill "$(cat "$S/serve.pid" 2>/dev/null)" 2>/dev/null
 echo "--- serve's events:"; cut -c1-200 "$S/serve.jsonl"

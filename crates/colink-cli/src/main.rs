@@ -297,6 +297,10 @@ struct ScanArgs {
     /// Print the final table as JSON.
     #[arg(long)]
     json: bool,
+    /// Where the trusted devices are kept (default: $XDG_STATE_HOME/colink): a trusted device's advert is shown
+    /// with the name and device id it has there.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -555,7 +559,8 @@ fn run(cli: Cli) -> CliResult {
         }),
         Command::Scan(a) => {
             let backend = a.radio.backend();
-            runtime()?.block_on(scan::run(backend, a.duration, a.service, a.json))
+            let known = scan::Known::load(&app::state_dir(a.state_dir.as_deref()));
+            runtime()?.block_on(scan::run(backend, a.duration, a.service, a.json, known))
         }
         Command::Serve(a) | Command::Stream { what: StreamWhat::Recv(a) } => serve(a),
         Command::Connect(a) => {

@@ -140,7 +140,46 @@ fn clip(line: &str, limit: Option<usize>) -> String {
     }
 }
 
-pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>, json: bool) -> CliResult {
+/// The trusted devices of this device's state directory, to name the adverts they send: an advert carries only a
+/// rotating advert id (docs/security.md), which a device that knows the full id can resolve.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    peers: Vec<(colink_ble::DeviceId, Option<String>)>,
+}
+
+impl Known {
+    /// Reads the trust store under `state_dir` (nothing known when there is none or it cannot be read: a scan
+    /// still works, without names).
+    pub(crate) fn load(state_dir: &std::path::Path) -> Self {
+        // A scan creates no state directory: only an existing one is read.
+        if !state_dir.is_dir() {
+            return Self::default();
+        }
+        let store = colink::trust::StateDir::open(state_dir).and_then(|d| d.trust_store());
+        match store {
+            Ok(store) => Self { peers: store.peers().map(|p| (p.device_id, p.name.clone())).collect() },
+            Err(e) => {
+                tracing::debug!(error = %e, "no trust store to name known devices from");
+                Self::default()
+            }
+        }
+    }
+
+    /// The name (or, without one, the device id) of the trusted device whose advert id `short` is, at `now`.
+    fn name_of(&self, short: colink_ble::ShortDeviceId, now: std::time::SystemTime) -> Option<String> {
+        let slot = colink_ble::advert_slot(now);
+        let (id, name) = self.peers.iter().find(|(id, _)| id.advert_ids_around(slot).contains(&short))?;
+        Some(name.clone().unwrap_or_else(|| format!("known {}", id.short())))
+    }
+}
+
+pub(crate) async fn run(
+    backend: Backend,
+    duration: f64,
+    service: Option<String>,
+    json: bool,
+    known: Known,
+) -> CliResult {
     let (adapter, neighbours): (Arc<dyn Adapter>, Option<Neighbourhood>) = match &backend {
         Backend::Sim => {
             let n = Neighbourhood::start(1).await?;
@@ -173,7 +212,11 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
             event = scan.next() => {
                 let Some(event) = event else { break };
                 let name_of = |a: &Advert| {
-                    neighbours.as_ref().and_then(|n| n.name_of(a.short_id)).unwrap_or("-").to_owned()
+                    neighbours
+                        .as_ref()
+                        .and_then(|n| n.name_of(a.short_id).map(str::to_owned))
+                        .or_else(|| known.name_of(a.short_id, std::time::SystemTime::now()))
+                        .unwrap_or_else(|| "-".to_owned())
                 };
                 let found = match event {
                     ScanEvent::DeviceFound { peer, rssi, advert } => {
@@ -244,6 +287,22 @@ pub(crate) async fn run(backend: Backend, duration: f64, service: Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trusted_devices_rotating_advert_id_is_shown_by_name() {
+        let now = std::time::SystemTime::now();
+        let named = colink_ble::DeviceId::from_bytes([7; 16]);
+        let unnamed = colink_ble::DeviceId::from_bytes([9; 16]);
+        let known = Known { peers: vec![(named, Some("kitchen laptop".into())), (unnamed, None)] };
+        let slot = colink_ble::advert_slot(now);
+        assert_eq!(known.name_of(named.advert_id(slot), now).as_deref(), Some("kitchen laptop"));
+        // The neighbouring slots too (clocks differ; the advert rotates at the boundary).
+        assert_eq!(known.name_of(named.advert_id(slot + 1), now).as_deref(), Some("kitchen laptop"));
+        assert_eq!(known.name_of(unnamed.advert_id(slot), now), Some(format!("known {}", unnamed.short())));
+        // A stranger's advert, and a known device's stable short id (never on the air), name nobody.
+        assert_eq!(known.name_of(colink_ble::DeviceId::from_bytes([1; 16]).advert_id(slot), now), None);
+        assert_eq!(known.name_of(named.advert_id(slot + 5), now), None);
+    }
 
     fn rows() -> Vec<[String; COLS]> {
         vec![
