@@ -28,6 +28,14 @@ impl fmt::Debug for TransportKeys {
     }
 }
 
+/// The keys are overwritten when dropped.
+impl Drop for TransportKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.send);
+        zeroize::Zeroize::zeroize(&mut self.recv);
+    }
+}
+
 impl TransportKeys {
     /// The transport cipher (CONFIRM and sealed link messages).
     pub fn cipher(&self) -> LinkCipher {

@@ -51,6 +51,13 @@ pub struct Keypair {
     public: [u8; PUBLIC_KEY_LEN],
 }
 
+/// The secret is overwritten when the key pair is dropped (docs/security.md §9).
+impl Drop for Keypair {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl Keypair {
     /// A new key pair with a secret drawn from `entropy`.
     pub fn generate(entropy: &mut dyn Entropy) -> Self {

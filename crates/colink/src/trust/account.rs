@@ -49,6 +49,13 @@ pub enum JoinCodeError {
     Check,
 }
 
+/// The secret is overwritten when the account is dropped.
+impl Drop for Account {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl Account {
     /// An account with this secret.
     pub const fn from_secret(secret: [u8; 16]) -> Self {
