@@ -51,18 +51,39 @@ pub struct Identify {
     buf: BytesMut,
     reassembler: Reassembler,
     seen: usize,
+    /// Why it gave up, once it did: every later push says so again.
+    failed: Option<IdentifyError>,
 }
 
 impl Identify {
     /// Reads a transport of `mode`.
     pub fn new(mode: LinkMode) -> Self {
-        Self { mode, codec: StreamCodec::default(), buf: BytesMut::new(), reassembler: Reassembler::default(), seen: 0 }
+        Self {
+            mode,
+            codec: StreamCodec::default(),
+            buf: BytesMut::new(),
+            reassembler: Reassembler::default(),
+            seen: 0,
+            failed: None,
+        }
     }
 
     /// Feeds received data (one SDU in packet mode, any chunk in stream mode). Returns the caller once its HELLO
     /// is complete, `Ok(None)` while more data is needed. Undecodable packets are skipped (the connection's own
-    /// retransmission of the HELLO recovers them), as are frames other than handshake frames.
+    /// retransmission of the HELLO recovers them), as are frames other than handshake frames. An error is final:
+    /// every later push returns it again without reading (found by the `identify` fuzz target).
     pub fn push(&mut self, now: Instant, data: &Bytes) -> Result<Option<CallingDevice>, IdentifyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.read(now, data);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn read(&mut self, now: Instant, data: &Bytes) -> Result<Option<CallingDevice>, IdentifyError> {
         self.seen += data.len();
         if self.seen > IDENTIFY_LIMIT {
             return Err(IdentifyError::TooMuch);
@@ -142,5 +163,10 @@ mod tests {
         assert_eq!(result, Err(IdentifyError::TooMuch));
         let mut id = Identify::new(LinkMode::Stream);
         assert_eq!(id.push(Instant::now(), &Bytes::from_static(&[0x00, 0x03, 1, 2, 3])), Err(IdentifyError::Corrupt));
+        // Given up is given up: a valid HELLO after the garbage does not identify anyone.
+        let hello = first_frames(LinkMode::Stream, 4096);
+        for f in &hello {
+            assert_eq!(id.push(Instant::now(), f), Err(IdentifyError::Corrupt));
+        }
     }
 }
