@@ -128,12 +128,13 @@ pub(crate) async fn manager_with(
     Ok(b.build().await?)
 }
 
-/// This machine's host name (what BlueZ uses as the adapter's alias by default), or "colink".
+/// This machine's host name (what BlueZ uses as the adapter's alias by default), or "colink" when it has none
+/// (an empty name, or the kernel's "(none)" of a machine that never set one: seen in the VM rig's guest).
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+        .filter(|h| !h.is_empty() && h != "(none)")
         .unwrap_or_else(|| "colink".to_owned())
 }
 
