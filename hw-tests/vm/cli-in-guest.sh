@@ -205,6 +205,31 @@ power_cycled() {
     btmgmt -i 1 power on > /dev/null || { echo "btmgmt power on failed"; return 1; }
     radio_back $((n + 2)) 60
 }
+# Both controllers removed and plugged in again (btvirt, which provides them, stopped and started: as a USB
+# adapter pulled out and put back) under a running serve: the adapter disappears from bluetoothd, comes back
+# under the same name, is powered, and serve listens and advertises again.
+replugged() {
+    local n; n=$(grep -c '"event":"radio"' "$S/serve.jsonl")
+    local pid; pid=$(pid_of btvirt)
+    [ -n "$pid" ] || { echo "no btvirt to stop"; return 1; }
+    kill "$pid"
+    local i; for i in $(seq 100); do [ -e /sys/class/bluetooth/hci1 ] || break; sleep 0.1; done
+    [ ! -e /sys/class/bluetooth/hci1 ] || { echo "hci1 still present 10 s after btvirt stopped"; return 1; }
+    btvirt -l2 >> /share/btvirt.log 2>&1 &
+    for i in $(seq 300); do
+        [ -e /sys/class/bluetooth/hci0 ] && [ -e /sys/class/bluetooth/hci1 ] && on_dbus 0 && on_dbus 1 && break
+        sleep 0.1
+    done
+    on_dbus 0 && on_dbus 1 || { echo "hci0/hci1 not back on D-Bus within 30 s"; return 1; }
+    # As at boot (guest-init.sh): bluetoothd has taken them in; power them as a desktop would.
+    btmgmt -i 0 power on > /dev/null && btmgmt -i 1 power on > /dev/null || { echo "btmgmt power on failed"; return 1; }
+    radio_back $((n + 2)) 90
+}
+on_dbus() {
+    dbus-send --system --print-reply --dest=org.bluez "/org/bluez/hci$1" org.freedesktop.DBus.Properties.Get \
+        string:org.bluez.Adapter1 string:Address > /dev/null 2>&1
+}
+send_after_replug() { send_after "after the adapter came back" 4; }
 # send_after TEXT N: a message sent now arrives as serve's Nth.
 send_after() {
     "$B" send message "$1" --to "$DEV" "${CLIENT[@]}" --json > /dev/null || { echo "exit $?"; return 1; }
@@ -246,6 +271,8 @@ if [ -n "${DEV:-}" ]; then
     step "send message after the restart" send_twice send_after_restart
     step "hci1 powered off and on under serve: serve recovers" power_cycled
     step "send message after the power cycle" send_twice send_after_power_cycle
+    step "both adapters removed and plugged in again under serve: serve recovers" replugged
+    step "send message after the adapter came back" send_twice send_after_replug
     step "scan names the serving device from the client's trusted devices" scan_names_known
 fi
 kill "$(cat "$S/serve.pid" 2>/dev/null)" 2>/dev/null
