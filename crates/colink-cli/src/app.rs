@@ -234,6 +234,9 @@ pub(crate) fn trust_advice(e: &SecureError) -> String {
         SecureError::RefusedByPeer => "its user refused the pairing (the codes must match on both screens)".into(),
         SecureError::RefusedLocally(_) => format!("refused here: it is unknown to this device; {JOIN}, or pair"),
         SecureError::Timeout => "the secure handshake timed out (was the pairing code confirmed in time?)".into(),
+        SecureError::Busy => "it is busy with other new links, or refusing this adapter's address for a moment \
+                              after a failed attempt from it; try again in a few seconds"
+            .into(),
         other => format!("the secure handshake failed: {other}"),
     }
 }

@@ -70,6 +70,9 @@ pub enum CloseCode {
     UnexpectedPeer = 8,
     /// Secure handshake: it (or its approval) took too long.
     HandshakeTimeout = 9,
+    /// Secure handshake: the responder admits no new transport from this caller now (too many unauthenticated
+    /// transports, or its address is backing off after failed handshakes); retry after a second or more.
+    Busy = 10,
     /// A code this version does not know.
     Unknown = 255,
 }
@@ -87,6 +90,7 @@ impl CloseCode {
             7 => Self::PairingNotAccepted,
             8 => Self::UnexpectedPeer,
             9 => Self::HandshakeTimeout,
+            10 => Self::Busy,
             _ => Self::Unknown,
         }
     }

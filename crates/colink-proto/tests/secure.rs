@@ -365,3 +365,31 @@ fn garbage_is_bounded() {
     assert!(matches!(hs.poll_event(), Some(SecureEvent::Failed(SecureError::Malformed(_)))));
     assert!(hs.is_finished());
 }
+
+#[test]
+fn a_busy_refusal_tells_the_dialler_to_retry_later_in_both_modes() {
+    for t in [transport(LinkMode::Packet, 23), transport(LinkMode::Packet, 247), transport(LinkMode::Stream, 4096)] {
+        let now = Instant::now();
+        let secret = Some([7; 32]);
+        let mut dialler = SecureHandshake::initiator(
+            now,
+            account(keys(1), secret),
+            HandshakeMode::Account,
+            None,
+            t,
+            &mut SeededEntropy::new(3),
+        )
+        .unwrap();
+        while dialler.poll_transmit().is_some() {}
+        let mut policy = AccountOnly;
+        // The responder, over its limits, answers NOISE_1 with only this: a CLOSE before any handshake state.
+        for frame in colink_proto::secure::busy_refusal(t) {
+            dialler.handle_input(now, &frame, &mut policy);
+        }
+        let failed = std::iter::from_fn(|| dialler.poll_event()).find_map(|e| match e {
+            SecureEvent::Failed(error) => Some(error),
+            _ => None,
+        });
+        assert_eq!(failed, Some(SecureError::Busy), "{t:?}");
+    }
+}

@@ -181,3 +181,28 @@ async fn adverts_carry_a_rotating_id_that_only_those_who_know_the_device_recogni
     // (Strangers refuse each other; reaching the handshake is what shows the dial found the rotating advert.)
     assert!(result.trust.is_some(), "the dial reached bob: {result:?}");
 }
+
+/// Two apps share one adapter (as `colink` processes on one laptop share hci0): a stranger's refused attempt
+/// makes the peer back off that adapter's address for a second. The account member dialling right after is told
+/// "busy" (not a silent close) and dials again once the back-off passed: it connects, and nobody waits on a
+/// dead transport.
+#[tokio::test(start_paused = true)]
+async fn a_dialler_told_busy_dials_again_after_the_back_off() {
+    let air = SimAir::new(29);
+    let account = Account::from_secret([6; 16]);
+    let bob = device(&air, "bob", 2.0, Security::from_secret(secret(2)).with_account(Some(account.clone()))).await;
+    let received = accept_and_receive(&bob);
+    let shared: std::sync::Arc<dyn colink_ble::Adapter> =
+        std::sync::Arc::new(air.adapter("laptop", Position::new(0.0, 0.0)));
+    let build = |security: Security| Manager::builder().shared_adapter(shared.clone()).security(security).build();
+    let mallory = build(Security::from_secret(secret(9))).await.expect("mallory");
+    let alice = build(Security::from_secret(secret(1)).with_account(Some(account))).await.expect("alice");
+    let (_, refused) = connect(&mallory, &bob).await;
+    assert!(!refused.is_connected, "{refused:?}");
+    let started = tokio::time::Instant::now();
+    let (session, result) = connect(&alice, &bob).await;
+    assert!(result.is_connected, "the account member connects after the back-off: {result:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it was told busy first and waited");
+    alice.send_message(session, "after the back-off").await.expect("send");
+    assert_eq!(received.await.expect("bob"), Some("after the back-off".into()));
+}

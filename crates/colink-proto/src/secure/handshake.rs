@@ -533,6 +533,7 @@ impl SecureHandshake {
             Some(RefuseReason::PairingNotAccepted) => SecureError::PairingNotAccepted,
             Some(RefuseReason::UnexpectedPeer) => SecureError::NotExpectedByPeer,
             Some(RefuseReason::Timeout) => SecureError::Timeout,
+            Some(RefuseReason::Busy) => SecureError::Busy,
             None => SecureError::PeerClosed(code),
         };
         self.fail(error);
@@ -580,6 +581,26 @@ impl SecureHandshake {
             self.out.push_back(out.split().freeze());
         }
     }
+}
+
+/// The frames that refuse a transport before any of its handshake messages was read: a CLOSE with code 10
+/// (busy), so that the dialler learns why and that a later retry may succeed, for a responder over its limits
+/// on new transports (docs/security.md §2.2). Sent in clear, as every CLOSE before the keys exist.
+pub fn busy_refusal(transport: Transport) -> Vec<Bytes> {
+    let mtu = match transport.mode {
+        LinkMode::Stream => Mtu::new(transport.mtu.get().min(STREAM_FRAME)).unwrap_or(Mtu::MIN),
+        _ => transport.mtu,
+    };
+    let payload = HandshakeMsg::encode_close(CloseCode::Busy as u8, &SecureError::Busy.to_string());
+    let Ok(mut f) = Fragmenter::new(FrameKind::Control, CH_HANDSHAKE, 0, payload, transport.mode, mtu) else {
+        return Vec::new();
+    };
+    let mut frames = Vec::new();
+    let mut out = BytesMut::new();
+    while f.next_frame(&mut out).is_some() {
+        frames.push(out.split().freeze());
+    }
+    frames
 }
 
 fn remote_identity(noise: &HandshakeState) -> Option<PeerIdentity> {

@@ -28,7 +28,7 @@ use snow::types::{Dh, Hash};
 use super::config::Entropy;
 
 pub use cipher::{LinkCipher, TAG_LEN, TransportKeys};
-pub use handshake::{Established, HandshakeMode, SECURE_INPUT_LIMIT, SecureEvent, SecureHandshake};
+pub use handshake::{Established, HandshakeMode, SECURE_INPUT_LIMIT, SecureEvent, SecureHandshake, busy_refusal};
 
 /// The Noise protocol of *pairing* mode (keys only).
 pub const NOISE_PAIRING: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
@@ -168,6 +168,8 @@ pub enum RefuseReason {
     UnexpectedPeer,
     /// The handshake (or the approval) took too long.
     Timeout,
+    /// Over the responder's limits on new transports (sent before any handshake message is read).
+    Busy,
 }
 
 impl RefuseReason {
@@ -181,6 +183,7 @@ impl RefuseReason {
             Self::PairingNotAccepted => C::PairingNotAccepted,
             Self::UnexpectedPeer => C::UnexpectedPeer,
             Self::Timeout => C::HandshakeTimeout,
+            Self::Busy => C::Busy,
         }
     }
 
@@ -193,6 +196,7 @@ impl RefuseReason {
             C::PairingNotAccepted => Self::PairingNotAccepted,
             C::UnexpectedPeer => Self::UnexpectedPeer,
             C::HandshakeTimeout => Self::Timeout,
+            C::Busy => Self::Busy,
             _ => return None,
         })
     }
@@ -328,6 +332,10 @@ pub enum SecureError {
     /// The handshake or the approval took too long.
     #[error("the secure handshake timed out")]
     Timeout,
+    /// The peer admits no new transport from this device now (too many new links at once, or backing off after
+    /// failed handshakes from this address); a retry after a second or more may succeed.
+    #[error("the peer is busy with other new links, or backing off after failed ones from this address")]
+    Busy,
     /// A Noise message failed to decrypt or verify (tampering, or a peer that is not what it claims).
     #[error("a handshake message failed to verify")]
     Crypto,

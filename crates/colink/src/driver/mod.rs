@@ -511,6 +511,7 @@ impl Node {
         // Addresses whose advert carried the device's short id but whose handshake proved another device.
         let mut impostors = Vec::new();
         let mut refused: Option<SecureError> = None;
+        let mut busy = 0;
         let (link, replay, secure) = loop {
             let left = config.dial_timeout.saturating_sub(started.elapsed());
             let dialled =
@@ -528,6 +529,16 @@ impl Node {
                     link.close().await;
                     // The caller gets the error (and says it to its user); the log keeps it for a field report.
                     info!(device, %error, "secure handshake failed");
+                    // Busy: over the peer's limits on new links now (or this address backs off after a failed
+                    // handshake, e.g. another app's refused attempt); dial again once that has passed.
+                    if error == SecureError::Busy
+                        && busy < secure::BUSY_RETRIES
+                        && config.dial_timeout.saturating_sub(started.elapsed()) > secure::BUSY_RETRY_AFTER * 2
+                    {
+                        busy += 1;
+                        tokio::time::sleep(secure::BUSY_RETRY_AFTER).await;
+                        continue;
+                    }
                     if !matches!(error, SecureError::UnexpectedPeer { .. }) || impostors.len() >= MAX_IMPOSTORS {
                         return Err(trust_failure(error));
                     }

@@ -60,6 +60,17 @@ impl Node {
             Ok(ticket) => ticket,
             Err(why) => {
                 debug!(%peer, why, "refusing an unauthenticated transport");
+                // Say so (a CLOSE "busy" in clear, before any handshake state exists), so that the dialler knows
+                // to retry later rather than guess at a dropped link; spend at most BUSY_LINGER on it.
+                let _ = tokio::time::timeout(secure::BUSY_LINGER, async {
+                    for frame in colink_proto::secure::busy_refusal(secure::transport_of(link)) {
+                        if link.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = link.drain_to(0).await;
+                })
+                .await;
                 return None;
             }
         };

@@ -98,6 +98,17 @@ pub(super) fn connect_code(_error: &SecureError) -> ConnectErrorCode {
     ConnectErrorCode::SystemInternalError
 }
 
+/// The longest a responder spends telling a transport over its limits that it is busy (the refusal must stay
+/// cheap: it is what an attacker opening links gets).
+pub(super) const BUSY_LINGER: Duration = Duration::from_millis(500);
+
+/// How long a dialler told "busy" waits before it dials again: past the responder's first back-off
+/// ([`SecurityConfig::failure_backoff`], 1 s by default).
+pub(super) const BUSY_RETRY_AFTER: Duration = Duration::from_millis(1500);
+
+/// How often a dialler told "busy" dials again within one connect.
+pub(super) const BUSY_RETRIES: usize = 2;
+
 /// How long a side that refused waits for the peer to read its CLOSE and hang up.
 const LINGER: Duration = Duration::from_secs(2);
 
