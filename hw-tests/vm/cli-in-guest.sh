@@ -44,8 +44,9 @@ start_serve() { # start_serve [EXTRA SERVE ARGUMENTS...]
         > "$S/serve.jsonl" 2> "$S/serve.err" &
     echo $! > "$S/serve.pid"
     wait_event 60 serving || return 1
-    DEV=$(event serving | field device); SHORT=$(event serving | field short_id)
-    [ -n "$DEV" ] && [ -n "$SHORT" ] || { echo "serving event without a device id: $(event serving)"; return 1; }
+    DEV=$(event serving | field device); SHORT=$(event serving | field short_id); ADDR=$(event serving | field address)
+    [ -n "$DEV" ] && [ -n "$SHORT" ] && [ -n "$ADDR" ] ||
+        { echo "serving event without a device id or address: $(event serving)"; return 1; }
     echo "device $DEV on $(event serving | field address)"
 }
 # btvirt drops an advert that is already on the air when discovery starts, and its duplicate filter then hides
@@ -54,28 +55,32 @@ start_serve() { # start_serve [EXTRA SERVE ARGUMENTS...]
 # discover serve (scan, pair) are therefore tried twice, and the retry is printed.
 scan_once() {
     local json; json=$("$B" scan "${CLIENT[@]:0:2}" --duration 8 --json) || { echo "exit $?: $json"; return 1; }
-    grep -q "\"short_id\":\"$SHORT\"" <<< "$json" || { echo "scan did not list $SHORT: $json"; return 1; }
-    echo "lists $SHORT"
+    local entry; entry=$(grep -o "{[^{}]*\"address\":\"$ADDR\"[^{}]*}" <<< "$json")
+    grep -q '"hosts_colink_cli":true' <<< "$entry" || { echo "scan did not list serve at $ADDR: $json"; return 1; }
+    # serve printed the advert id of its start; a 15-minute slot boundary since would have rotated it.
+    local listed; listed=$(field short_id <<< "$entry")
+    echo "lists $listed at $ADDR$([ "$listed" = "$SHORT" ] || echo " (rotated since serve printed $SHORT)")"
 }
 scan() { scan_once || { echo "(retrying once: discovery race)"; scan_once; }; }
 # After the sends the client's trust store knows serve (by account, with the name serve sent in its HELLO): its
 # scan resolves serve's rotating advert id to that name.
 scan_names_known() {
     local json; json=$("$B" scan "${CLIENT[@]}" --duration 8 --json) || { echo "exit $?: $json"; return 1; }
-    local entry; entry=$(grep -o "{[^{}]*\"short_id\":\"$SHORT\"[^{}]*}" <<< "$json")
-    [ -n "$entry" ] || { echo "scan did not list $SHORT: $json"; return 1; }
+    # By address: the advert id serve printed at start has rotated if a 15-minute slot boundary passed since.
+    local entry; entry=$(grep -o "{[^{}]*\"address\":\"$ADDR\"[^{}]*}" <<< "$json")
+    [ -n "$entry" ] || { echo "scan did not list $ADDR: $json"; return 1; }
     grep -q '"name":"' <<< "$entry" || { echo "listed without a name: $entry"; return 1; }
-    echo "lists $SHORT as $(sed -n 's/.*"name":"\([^"]*\)".*/\1/p' <<< "$entry")"
+    echo "lists $(field short_id <<< "$entry") at $ADDR as $(sed -n 's/.*"name":"\([^"]*\)".*/\1/p' <<< "$entry")"
 }
 pair_once() {
-    "$B" pair "$SHORT" "${CLIENT[@]:0:2}" --yes --timeout 20 || { echo "exit $?"; return 1; }
+    "$B" pair "$DEV" "${CLIENT[@]:0:2}" --yes --timeout 20 || { echo "exit $?"; return 1; }
 }
 pair() { pair_once || { echo "(retrying once: discovery race)"; pair_once; }; }
 # With serve not the host's pairing agent (no --pairing-agent) and no desktop agent in the guest, nobody may
 # confirm the pairing hci0 starts: bluetoothd refuses it, and no bond is left.
 pair_refused_once() {
     local out rc=0
-    out=$("$B" pair "$SHORT" "${CLIENT[@]:0:2}" --yes --timeout 20 2>&1) || rc=$?
+    out=$("$B" pair "$DEV" "${CLIENT[@]:0:2}" --yes --timeout 20 2>&1) || rc=$?
     [ $rc -ne 0 ] || { echo "pairing succeeded: $out"; return 1; }
     grep -q 'pairing with .* failed' <<< "$out" || { echo "exit $rc: $out"; return 2; }
     echo "refused (exit $rc): $(tail -n 1 <<< "$out")"
