@@ -376,6 +376,9 @@ impl LinkTask {
             }
             Event::LinkLost { redial: true } => self.request_redial(),
             Event::LinkUp { peer_device, .. } => self.peer_device.clone_from(peer_device),
+            Event::Received { session, kind, payload } => {
+                self.conn.consumed(*session, *kind, payload.len() as u64);
+            }
             _ => {}
         }
         let _ = self.events.send(NodeEvent { link: self.id, peer_device: self.peer_device.clone(), event });
