@@ -32,7 +32,7 @@ pub use enums::{
     CollaborateEventType, ConnectErrorCode, DisconnectReason, FlipOptions, ReferenceEnum, StartOptionParams,
     StreamRole, VideoPixelFormat,
 };
-pub use error::{Error, ErrorCode};
+pub use error::{Error, ErrorCode, ErrorKind};
 pub use events::{Event, EventCallbackInfo, EventKind, EventRegistry, EventStream, Listener};
 pub use ids::{SessionId, SessionIds, StreamId, StreamIds};
 pub use media::{ColorSpace, DEFAULT_BITRATE, Rotation, StreamParam, SurfaceParam};

@@ -528,7 +528,7 @@ impl Manager {
                         info: CollaborateEventInfo::new(CollaborateEventType::SendFailure, Some(message.clone())),
                     });
                 }
-                Err(Error::invalid_arg("session_id", message))
+                Err(send_error(id, e, message))
             }
         }
     }
@@ -562,6 +562,26 @@ impl Manager {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.inner.state)
+    }
+}
+
+/// The API error of a send that the driver refused or could not deliver: a dead link says so
+/// ([`ErrorKind::LinkLost`](crate::ErrorKind::LinkLost)), never "invalid argument".
+fn send_error(id: SessionId, e: SendError, message: String) -> Error {
+    use colink_proto::{SendError as Engine, SendFailure};
+    match e {
+        SendError::Failed(SendFailure::Disconnected(DisconnectReason::NetworkDisconnected)) | SendError::LinkClosed => {
+            Error::link_lost(DisconnectReason::NetworkDisconnected, message)
+        }
+        SendError::Failed(SendFailure::Disconnected(reason)) => Error::disconnected(reason, message),
+        SendError::Failed(_) => Error::link_lost(DisconnectReason::NetworkDisconnected, message),
+        SendError::NotConnected | SendError::Rejected(Engine::NotConnected(_) | Engine::UnknownSession(_)) => {
+            Error::not_connected(id).with_kind(crate::ErrorKind::NotConnected)
+        }
+        SendError::Rejected(Engine::TooLarge { len, max }) => {
+            Error::invalid_arg("data", format_args!("{len} bytes exceed the maximum of {max}"))
+        }
+        SendError::Rejected(_) => Error::invalid_arg("session_id", message),
     }
 }
 
