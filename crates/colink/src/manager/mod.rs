@@ -88,6 +88,15 @@ impl ManagerBuilder {
         self
     }
 
+    /// Payload bytes each session channel (messages, data, images, stream media) may hold for the app before
+    /// it reads them (default 4 MiB, [`colink_proto::DEFAULT_RECEIVE_BUFFER`]; at most `u32::MAX`). When a
+    /// session's app does not read, its peer's sends stop resolving once this is full; other sessions flow
+    /// on. Set it after [`node_config`](Self::node_config), which replaces the whole configuration.
+    pub fn receive_buffer(mut self, bytes: u64) -> Self {
+        self.config.engine.receive_buffer = bytes;
+        self
+    }
+
     /// Draws the engine's tokens from a seed instead of the OS: deterministic runs on the simulator.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
@@ -200,6 +209,17 @@ struct State {
     requests: BTreeMap<String, Request>,
     /// Answers that arrived for a connect before its binding was recorded.
     early: BTreeMap<(LinkId, SessionKey), ConnectResult>,
+    /// Payloads received for a session before it was connected here (the peer sends the moment its engine
+    /// reports the session open, which can be before `connect`/`accept_connect` recorded it), in order, each
+    /// with its receive credit: bounded by the receive buffer, handed on once the session is connected.
+    held: BTreeMap<(LinkId, SessionKey), Vec<Received>>,
+}
+
+/// A payload received for a session, with its receive credit.
+struct Received {
+    kind: ChannelKind,
+    payload: Bytes,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
 }
 
 struct Session {
@@ -411,6 +431,7 @@ impl Manager {
             state.bound.insert(binding, id);
         }
         self.inner.registry.dispatch(Event::Connect { session_id: id });
+        flush_held(&self.inner, binding, id);
         Ok(())
     }
 
@@ -497,6 +518,22 @@ impl Manager {
         self.inner.registry.events(id)
     }
 
+    /// Payload bytes received on session `id` that its app has not taken yet: held for a listener or stream
+    /// to come, queued in an [`EventStream`] not read yet, or on their way to it. At most the receive buffer
+    /// ([`ManagerBuilder::receive_buffer`]) per channel; 0 for a session that is not connected. `401` for an
+    /// unknown id.
+    pub fn unread_bytes(&self, id: SessionId) -> Result<u64, Error> {
+        let binding = {
+            let state = self.state();
+            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            match s.phase {
+                Phase::Connected { binding } => Some(binding),
+                _ => None,
+            }
+        };
+        Ok(binding.map_or(0, |(link, key)| self.inner.node.unread_bytes(link, key)))
+    }
+
     /// The collaboration requests addressed to the app `caller` (the reference's `onCollaborate`). While no
     /// stream is open for an app, requests for it are rejected with `PEER_ABILITY_NO_ONCOLLABORATE`.
     pub fn incoming(&self, caller: &Caller) -> Result<Incoming, Error> {
@@ -547,9 +584,11 @@ impl Manager {
             state.bound.insert(binding, id);
             drop(state);
             self.inner.registry.dispatch(Event::Connect { session_id: id });
+            flush_held(&self.inner, binding, id);
         } else {
             s.phase = Phase::Idle;
             state.bound.remove(&binding);
+            state.held.remove(&binding);
         }
         result
     }
@@ -592,9 +631,9 @@ fn unknown_token(token: &str) -> Error {
 
 /// Turns the driver's events into app events.
 async fn pump(inner: std::sync::Weak<Inner>, mut events: NodeEvents) {
-    while let Some(NodeEvent { link, event, .. }) = events.recv().await {
+    while let Some(NodeEvent { link, event, credit, .. }) = events.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        handle(&inner, link, event).await;
+        handle(&inner, link, event, credit).await;
     }
 }
 
@@ -612,8 +651,12 @@ fn remember_name(inner: &Inner, peer: &str, name: &str) {
     }
 }
 
-async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
-    let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
+async fn handle(
+    inner: &Arc<Inner>,
+    link: LinkId,
+    event: engine::Event,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
+) {
     match event {
         engine::Event::LinkUp { peer_device, peer_name: Some(name), .. } => remember_name(inner, &peer_device, &name),
         engine::Event::IncomingConnect { token, from, to, options, .. } => {
@@ -646,6 +689,7 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
         engine::Event::Disconnected { session, reason } => {
             let id = {
                 let mut state = lock(&inner.state);
+                state.held.remove(&(link, session));
                 let id = state.bound.remove(&(link, session));
                 if let Some(s) = id.and_then(|id| state.sessions.get_mut(&id))
                     && let Phase::Connecting { answer: Some(tx), .. } = std::mem::replace(&mut s.phase, Phase::Idle)
@@ -664,30 +708,74 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
             }
         }
         engine::Event::Received { session, kind, payload } => {
-            let Some(id) = session_of(session) else { return };
-            let event = match kind {
-                ChannelKind::Message => match String::from_utf8(payload.to_vec()) {
-                    Ok(msg) => Event::ReceiveMessage { session_id: id, msg },
-                    Err(_) => {
-                        warn!(session = %id, "dropping a message that is not UTF-8");
+            let binding = (link, session);
+            let received = Received { kind, payload, credit };
+            // Straight to the app when the session is connected here and nothing older waits; otherwise held
+            // behind what waits (order kept) until the session is connected.
+            let id = {
+                let mut state = lock(&inner.state);
+                let connected = state.bound.get(&binding).copied().filter(|id| {
+                    matches!(state.sessions.get(id), Some(Session { phase: Phase::Connected { .. }, .. }))
+                });
+                match connected {
+                    Some(id) if !state.held.contains_key(&binding) => id,
+                    _ => {
+                        state.held.entry(binding).or_default().push(received);
                         return;
                     }
-                },
-                ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
-                #[cfg(feature = "media")]
-                ChannelKind::Image => return media::on_image(inner, id, &payload),
-                #[cfg(feature = "media")]
-                ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
-                #[cfg(not(feature = "media"))]
-                ChannelKind::Image | ChannelKind::StreamMedia => {
-                    debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
-                    return;
                 }
             };
-            inner.registry.dispatch(event);
+            deliver(inner, id, received);
         }
         _ => {}
     }
+}
+
+/// Hands the payloads held for `binding` to session `id`, which is now connected, in order; payloads that
+/// arrive meanwhile join the queue and are handed on by this loop, so order holds.
+fn flush_held(inner: &Arc<Inner>, binding: (LinkId, SessionKey), id: SessionId) {
+    loop {
+        let batch = {
+            let mut state = lock(&inner.state);
+            match state.held.get_mut(&binding) {
+                Some(held) if !held.is_empty() => std::mem::take(held),
+                Some(_) => {
+                    state.held.remove(&binding);
+                    return;
+                }
+                None => return,
+            }
+        };
+        for received in batch {
+            deliver(inner, id, received);
+        }
+    }
+}
+
+/// Turns a received payload into the app's event and dispatches it with its credit (held by the registry
+/// until a listener or stream takes it).
+fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
+    let Received { kind, payload, credit } = received;
+    let event = match kind {
+        ChannelKind::Message => match String::from_utf8(payload.to_vec()) {
+            Ok(msg) => Event::ReceiveMessage { session_id: id, msg },
+            Err(_) => {
+                warn!(session = %id, "dropping a message that is not UTF-8");
+                return;
+            }
+        },
+        ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
+        #[cfg(feature = "media")]
+        ChannelKind::Image => return media::on_image(inner, id, &payload),
+        #[cfg(feature = "media")]
+        ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
+        #[cfg(not(feature = "media"))]
+        ChannelKind::Image | ChannelKind::StreamMedia => {
+            debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
+            return;
+        }
+    };
+    inner.registry.dispatch_received(event, credit);
 }
 
 /// Delivers the answer to an outgoing connect, or keeps it until the connect has recorded its binding.
