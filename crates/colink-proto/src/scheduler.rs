@@ -204,7 +204,7 @@ impl Scheduler {
         let (done, freed, advanced) = lane.ack(pos);
         if let Some(credit) = credit
             && channel != CH_CONTROL
-            && pos.seq >= lane.acked.seq
+            && pos >= lane.acked
         {
             lane.set_credit(pos.seq, credit);
         }

@@ -795,4 +795,52 @@ mod tests {
         assert_eq!(a.len(), 400);
         assert_eq!(a, b);
     }
+
+    #[test]
+    fn events_nobody_listens_to_are_held_for_the_first_stream() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        assert_eq!(reg.dispatch(msg(100, "early")), 0);
+        assert_eq!(reg.dispatch(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") }), 0);
+        assert_eq!(reg.held_count(sid(100)), 2);
+        let mut events = reg.events(sid(100)).unwrap();
+        reg.dispatch(msg(100, "late"));
+        assert_eq!(block_on(events.next()), Some(msg(100, "early")));
+        assert_eq!(
+            block_on(events.next()),
+            Some(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") })
+        );
+        assert_eq!(block_on(events.next()), Some(msg(100, "late")));
+        assert_eq!(reg.held_count(sid(100)), 0);
+        // A second stream does not see them again.
+        let mut second = reg.events(sid(100)).unwrap();
+        assert!(second.next().now_or_never().is_none());
+    }
+
+    #[test]
+    fn a_new_listener_gets_the_held_events_of_its_kind_only_and_connect_is_not_held() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        reg.dispatch(Event::Connect { session_id: sid(100) });
+        reg.dispatch(msg(100, "one"));
+        reg.dispatch(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") });
+        reg.dispatch(msg(100, "two"));
+        assert_eq!(reg.held_count(sid(100)), 3);
+        let (seen, listener) = recorder();
+        reg.on(EventKind::ReceiveMessage, sid(100), listener).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![msg(100, "one"), msg(100, "two")]);
+        assert_eq!(reg.held_count(sid(100)), 1, "the data waits for its own listener or a stream");
+        assert_eq!(reg.dispatch(msg(100, "three")), 1);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn events_without_credit_held_for_a_session_are_bounded() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        for _ in 0..MAX_HELD_EVENTS + 10 {
+            reg.dispatch(Event::Disconnect { session_id: sid(100), reason: DisconnectReason::PeerAppExit });
+        }
+        assert_eq!(reg.held_count(sid(100)), MAX_HELD_EVENTS);
+    }
 }
