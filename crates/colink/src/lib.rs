@@ -86,4 +86,4 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub use api::{Caller, Error, ErrorCode, ErrorKind, Event, EventKind, PeerInfo, SessionId};
 #[cfg(feature = "media")]
 pub use manager::DEFAULT_IMAGE_QUALITY;
-pub use manager::{CollaborationRequest, Incoming, Manager, ManagerBuilder};
+pub use manager::{CollaborationRequest, INCOMING_QUEUE, Incoming, Manager, ManagerBuilder};

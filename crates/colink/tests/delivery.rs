@@ -136,3 +136,27 @@ async fn a_receiver_that_does_not_read_stops_its_own_sender_only() {
     assert!(slow_events.next().now_or_never().is_none(), "nothing more, nothing twice");
     assert_eq!(bob.unread_bytes(slow_b).unwrap(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn collaboration_requests_an_app_does_not_read_are_bounded() {
+    let air = SimAir::new(43);
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+    // Bob's app listens for requests but reads none.
+    let _requests = bob.incoming(&app("com.example.notes")).unwrap();
+    let to = peer(&bob, "com.example.notes");
+    let mut waiting = Vec::new();
+    for i in 0..colink::INCOMING_QUEUE {
+        let s = alice.create_session(&app(&format!("com.example.a{i}")), "svc", to.clone(), ConnectOptions::default());
+        let (alice, s) = (alice.clone(), s.unwrap());
+        waiting.push(tokio::spawn(async move { alice.connect(s).await }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(waiting.iter().all(|w| !w.is_finished()), "the first requests wait for an answer");
+    // One more is refused at once rather than queued without limit.
+    let s = alice.create_session(&app("com.example.extra"), "svc", to, ConnectOptions::default()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(2), alice.connect(s)).await.unwrap().unwrap();
+    assert!(!result.is_connected);
+    assert_eq!(result.error_code, Some(colink::api::ConnectErrorCode::SystemInternalError), "{result:?}");
+    assert!(result.reason.as_deref().is_some_and(|r| r.contains("too many")), "{result:?}");
+}

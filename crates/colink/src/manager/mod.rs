@@ -34,7 +34,7 @@ use crate::api::{
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, RadioState, SendError, StartError};
 use crate::lock;
 use colink_proto::{self as engine, ChannelKind, SessionKey};
-pub use incoming::{CollaborationRequest, Incoming};
+pub use incoming::{CollaborationRequest, INCOMING_QUEUE, Incoming};
 #[cfg(feature = "media")]
 pub use media::DEFAULT_IMAGE_QUALITY;
 
@@ -672,11 +672,21 @@ async fn handle(
                 request.local.ability_name.clone(),
             );
             lock(&inner.state).requests.insert(token.clone(), Request { link });
-            if let Err(request) = inner.apps.deliver(&app, Box::new(request)) {
+            if let Err(undelivered) = inner.apps.deliver(&app, Box::new(request)) {
                 lock(&inner.state).requests.remove(&token);
-                warn!(bundle = %request.local.bundle_name, "no app listens for collaboration requests; rejecting");
-                let reason = format!("{} has no collaboration handler", request.local.bundle_name);
-                let _ = inner.node.reject(link, token, ConnectErrorCode::PeerAbilityNoOncollaborate, reason).await;
+                let (code, reason) = match undelivered {
+                    incoming::Undelivered::NoApp(request) => {
+                        warn!(bundle = %request.local.bundle_name, "no app listens for collaboration requests; rejecting");
+                        let reason = format!("{} has no collaboration handler", request.local.bundle_name);
+                        (ConnectErrorCode::PeerAbilityNoOncollaborate, reason)
+                    }
+                    incoming::Undelivered::Full(request) => {
+                        warn!(bundle = %request.local.bundle_name, "too many unanswered collaboration requests; rejecting");
+                        let reason = format!("{} has too many unanswered requests", request.local.bundle_name);
+                        (ConnectErrorCode::SystemInternalError, reason)
+                    }
+                };
+                let _ = inner.node.reject(link, token, code, reason).await;
             }
         }
         engine::Event::IncomingCancelled { token, .. } => {
