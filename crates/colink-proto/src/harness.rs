@@ -75,11 +75,12 @@ impl Side {
         Self { conn, events: Vec::new(), frames_sent: 0, reading: true, unread: Vec::new() }
     }
 
-    /// The app reads everything collected while it was not reading, and reads on from now.
-    pub fn read_all(&mut self) {
+    /// The app reads everything collected while it was not reading (at `now`, the pair's virtual time), and
+    /// reads on from now.
+    pub fn read_all(&mut self, now: Instant) {
         self.reading = true;
         for (session, kind, len) in std::mem::take(&mut self.unread) {
-            self.conn.consumed(session, kind, len);
+            self.conn.consumed(now, session, kind, len);
         }
     }
 
@@ -500,7 +501,7 @@ impl Pair {
                 if let Event::Received { session, kind, payload } = &e {
                     let len = payload.len() as u64;
                     if side.reading {
-                        side.conn.consumed(*session, *kind, len);
+                        side.conn.consumed(now, *session, *kind, len);
                     } else {
                         side.unread.push((*session, *kind, len));
                     }

@@ -44,14 +44,20 @@ struct RecvLane {
     unread: u64,
     /// The credit last sent in an ACK entry.
     advertised: Credit,
+    /// Window updates still to repeat (an ACK may be lost and nothing else would tell the waiting sender).
+    repeats: u8,
 }
 
 impl RecvLane {
     fn new(kind: FrameKind, window: u64) -> Self {
         let advertised = Credit { room: clamp(window), empty: true };
-        Self { kind, next_seq: 0, nacked: None, nack_pending: false, unread: 0, advertised }
+        Self { kind, next_seq: 0, nacked: None, nack_pending: false, unread: 0, advertised, repeats: 0 }
     }
 }
+
+/// How often a window update is repeated (one retransmission timeout apart) while no fragment arrives on its
+/// channel: ACKs are not acknowledged, and a sender waiting for credit has nothing in flight to time out.
+const CREDIT_REPEATS: u8 = 3;
 
 /// A credit figure as the wire carries it (at most `u32::MAX`).
 fn clamp(bytes: u64) -> u32 {
@@ -165,6 +171,7 @@ impl Receiver {
         let done = self.reassembler.push(now, frame)?;
         if let Some(rl) = self.lanes.get_mut(&ch) {
             rl.nacked = None;
+            rl.repeats = 0; // the sender is sending: it has credit
             if done.is_some() {
                 rl.next_seq = rl.next_seq.wrapping_add(1);
             }
@@ -193,7 +200,30 @@ impl Receiver {
         let Some(rl) = self.lanes.get_mut(&channel) else { return false };
         rl.unread = rl.unread.saturating_sub(len);
         let room = window.saturating_sub(rl.unread);
-        (rl.unread == 0 && !rl.advertised.empty) || room >= u64::from(rl.advertised.room) + (window / 4).max(1)
+        let update =
+            (rl.unread == 0 && !rl.advertised.empty) || room >= u64::from(rl.advertised.room) + (window / 4).max(1);
+        if update {
+            rl.repeats = CREDIT_REPEATS;
+        }
+        update
+    }
+
+    /// The channels whose last window update is to be repeated now (each at most [`CREDIT_REPEATS`] times,
+    /// until a fragment arrives on it).
+    pub(crate) fn credit_repeats(&mut self) -> Vec<u32> {
+        let mut due = Vec::new();
+        for (ch, rl) in &mut self.lanes {
+            if rl.repeats > 0 {
+                rl.repeats -= 1;
+                due.push(*ch);
+            }
+        }
+        due
+    }
+
+    /// Whether a window update waits to be repeated.
+    pub(crate) fn repeats_pending(&self) -> bool {
+        self.lanes.values().any(|rl| rl.repeats > 0)
     }
 
     /// Payload bytes of `channel` handed towards the app and not yet read.

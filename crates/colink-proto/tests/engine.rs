@@ -586,7 +586,7 @@ fn an_app_that_does_not_read_stops_its_own_sender_only_and_gets_everything_once_
     // (B's app does not read `busy` either: it fits the buffer, which is per channel.)
     assert_eq!(received(&p.b.events, busy, ChannelKind::Data), vec![pattern(50_000, 99)]);
     // B's app reads: everything arrives, in order, exactly once.
-    p.b.read_all();
+    p.b.read_all(p.now);
     p.drive();
     assert_eq!(completed(&p, &ids), 30);
     assert_eq!(received(&p.b.events, slow, ChannelKind::Data), chunks);
@@ -616,4 +616,26 @@ fn a_version_1_peer_still_talks_without_credit() {
     p.drive();
     assert_eq!((p.a.conn.version(), p.b.conn.version()), (1, 1));
     exchange(&mut p);
+}
+
+#[test]
+fn a_lost_window_update_is_repeated() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 50_000;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let key = p.open_session("lossy", ConnectOptions::default());
+    p.b.reading = false;
+    let chunks: Vec<Bytes> = (0..10).map(|i| pattern(10_000, i)).collect();
+    for c in &chunks {
+        p.a.conn.send(key, ChannelKind::Data, c.clone()).unwrap();
+    }
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // B's app reads; the ACK that tells A is lost. Nothing is in flight at A, so only B's repeat helps.
+    let next = p.frames_on_air(Which::B);
+    p.corrupt_frame(Which::B, next);
+    p.b.read_all(p.now);
+    p.drive();
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
 }

@@ -128,6 +128,8 @@ pub struct Connection {
     stats: Stats,
     /// On authenticated transports: the proven peer and the keys (see `secured.rs`).
     secure: Option<secured::Secured>,
+    /// When to repeat the window updates the receiver sent (docs/sessions.md §4.5).
+    credit_repeat_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -191,6 +193,7 @@ impl Connection {
             next_send_id: 0,
             stats: Stats::default(),
             secure: None,
+            credit_repeat_at: None,
             config,
         };
         this.reset_link_state();
@@ -429,6 +432,9 @@ impl Connection {
             if self.scheduler.inflight() > 0 {
                 at(self.retransmit_deadline());
             }
+            if let Some(d) = self.credit_repeat_at {
+                at(d);
+            }
         }
         if self.state != LinkState::Closed {
             for s in self.sessions.values() {
@@ -480,6 +486,12 @@ impl Connection {
                 self.scheduler.rewind_all_to_acked(mode, mtu);
                 self.retransmit.restart(now);
             }
+            if self.credit_repeat_at.is_some_and(|d| d <= now) {
+                for ch in self.receiver.credit_repeats() {
+                    self.acks.on_credit(ch);
+                }
+                self.credit_repeat_at = self.receiver.repeats_pending().then(|| now + self.config.retransmit_timeout);
+            }
         }
         self.session_timeouts(now);
         for s in self.receiver.handle_timeout(now) {
@@ -513,10 +525,12 @@ impl Connection {
     /// ran, a stream yielded it): the room frees in the receive credit, and the peer hears of it when it grew
     /// by a quarter of [`Config::receive_buffer`] or the app read everything (docs/sessions.md §4.5). Until then
     /// those bytes count against the channel's receive buffer. Unknown channels are ignored.
-    pub fn consumed(&mut self, session: SessionKey, kind: ChannelKind, len: u64) {
+    pub fn consumed(&mut self, now: Instant, session: SessionKey, kind: ChannelKind, len: u64) {
         let channel = session_channel(session.0, kind);
         if self.receiver.consumed(channel, len) && self.version >= 2 {
             self.acks.on_credit(channel);
+            // ACKs are never acknowledged: repeat the update a few times unless the sender starts sending.
+            self.credit_repeat_at.get_or_insert(now + self.config.retransmit_timeout);
         }
     }
 

@@ -172,7 +172,7 @@ impl LinkTask {
                     () = sleep_until(deadline), if deadline.is_some() => self.conn.handle_timeout(now()),
                     () = credit.returned.notified() => {
                         for ((session, kind), len) in self.credit.take_returned() {
-                            self.conn.consumed(session, kind, len);
+                            self.conn.consumed(now(), session, kind, len);
                         }
                     }
                 }
