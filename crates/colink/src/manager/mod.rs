@@ -7,7 +7,9 @@
 //!
 //! Every operation validates its arguments by the reference's rules (see [`crate::api::validate`]) and answers
 //! with an [`Error`] carrying the reference's numeric code; nothing panics on bad input. Unlike the reference,
-//! `send_message` / `send_data` resolve when the peer holds the whole payload, and a send that fails after
+//! `send_message` / `send_data` resolve when the peer's app has the whole payload, or it waits in the peer's
+//! bounded per-session queue sure to reach the app (docs/api-mapping.md, "Delivery"; a peer app that does not
+//! read slows this sender through its receive credit), and a send that fails after
 //! it was accepted also raises `collaborateEvent` SEND_FAILURE.
 
 mod incoming;
