@@ -470,6 +470,7 @@ impl Manager {
             };
             if let Some(b) = binding {
                 state.bound.remove(&b);
+                state.held.remove(&b);
             }
             binding
         };
@@ -495,7 +496,9 @@ impl Manager {
     }
 
     /// `on(type, id, callback)`: makes `callback` the listener for `kind` on session `id`, replacing any
-    /// earlier one. `202` for a system event on a non-system app's session, `401` for an unknown id.
+    /// earlier one. Events of `kind` that arrived while nobody listened (docs/api-mapping.md, "Delivery") are
+    /// handed to `callback` at once, in order, before `on` returns. `202` for a system event on a non-system
+    /// app's session, `401` for an unknown id.
     pub fn on(
         &self,
         kind: EventKind,
@@ -512,7 +515,9 @@ impl Manager {
         self.inner.registry.off(kind, id).map(|_| ())
     }
 
-    /// Every event of session `id`, as a stream (system events only for system apps). Dropping it unsubscribes.
+    /// Every event of session `id`, as a stream (system events only for system apps), starting with those that
+    /// arrived while nobody listened. A payload counts against the session's receive buffer until the stream
+    /// yields it, so an unread stream slows the peer's sends on this session. Dropping it unsubscribes.
     pub fn events(&self, id: SessionId) -> Result<EventStream, Error> {
         if !self.state().sessions.contains_key(&id) {
             return Err(Error::unknown_session(id));
