@@ -221,6 +221,11 @@ impl Receiver {
         due
     }
 
+    /// Every session channel (what a resume re-announces the credit of).
+    pub(crate) fn session_channels(&self) -> Vec<u32> {
+        self.lanes.keys().copied().filter(|ch| *ch != CH_CONTROL).collect()
+    }
+
     /// Whether a window update waits to be repeated.
     pub(crate) fn repeats_pending(&self) -> bool {
         self.lanes.values().any(|rl| rl.repeats > 0)

@@ -639,3 +639,31 @@ fn a_lost_window_update_is_repeated() {
     p.drive();
     assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
 }
+
+#[test]
+fn a_resume_announces_the_credit_that_lost_updates_did_not() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 50_000;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let key = p.open_session("outage", ConnectOptions::default());
+    p.b.reading = false;
+    let chunks: Vec<Bytes> = (0..10).map(|i| pattern(10_000, i)).collect();
+    for c in &chunks {
+        p.a.conn.send(key, ChannelKind::Data, c.clone()).unwrap();
+    }
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // B's app reads during a silent outage: the update and all its repeats are lost.
+    p.blackhole = true;
+    p.b.read_all(p.now);
+    p.drive_for(Duration::from_secs(5));
+    p.blackhole = false;
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // The transport is replaced; the resume handshake brings the credit across.
+    p.cut();
+    p.reattach();
+    p.drive();
+    assert!(p.a.saw(|e| *e == Event::LinkResumed));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
+}

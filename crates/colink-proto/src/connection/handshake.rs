@@ -243,6 +243,13 @@ impl Connection {
         if continuity == Continuity::Resumed {
             let positions: BTreeMap<u32, _> = peer.resume_state.iter().copied().collect();
             self.rewind_lanes(now, &positions)?;
+            // The peer counted what it sent us from its last credit; updates may have been lost with the
+            // transport: announce every session channel's credit afresh (docs/sessions.md §4.5).
+            if credit {
+                for ch in self.receiver.session_channels() {
+                    self.acks.on_credit(ch);
+                }
+            }
             debug!("link resumed");
             self.events.push_back(Event::LinkResumed);
         } else {

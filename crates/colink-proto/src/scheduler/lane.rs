@@ -245,6 +245,17 @@ impl SendLane {
                 if m.seq < self.started {
                     self.started_bytes -= m.payload.len() as u64;
                 }
+                // A message the credit covered leaves the queue: the peer holds it, maybe unread, so it keeps
+                // counting against the credit's room until an entry with fresh credit says otherwise (an
+                // acknowledgement without credit — a resume position — must not free room).
+                if let Some((seq, credit)) = &mut self.credit
+                    && m.seq >= *seq
+                {
+                    let len = u32::try_from(m.payload.len()).unwrap_or(u32::MAX);
+                    credit.room = credit.room.saturating_sub(len);
+                    credit.empty = false;
+                    *seq = m.seq + 1;
+                }
                 self.send_idx = self.send_idx.saturating_sub(1);
                 done.push(m);
             }
@@ -449,5 +460,20 @@ mod tests {
         l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
         l.set_credit(3, Credit { room: 0, empty: false });
         assert!(l.can_send());
+    }
+
+    #[test]
+    fn an_acknowledgement_without_credit_keeps_the_acknowledged_bytes_counted() {
+        let mut l = lane_with(&[400, 400, 400, 400]);
+        l.set_credit(0, Credit { room: 1000, empty: true });
+        let mut out = BytesMut::new();
+        while l.can_send() {
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+        }
+        // Two messages went out. A resume position says the peer holds both (no credit with it): they may be
+        // unread, so only 200 bytes of room remain and the third (400) must wait.
+        l.ack(Position { seq: 2, frag: 0 });
+        assert!(!l.can_send());
+        assert_eq!(l.credit, Some((2, Credit { room: 200, empty: false })));
     }
 }
