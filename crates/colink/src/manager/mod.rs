@@ -783,7 +783,7 @@ fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
         },
         ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
         #[cfg(feature = "media")]
-        ChannelKind::Image => return media::on_image(inner, id, &payload),
+        ChannelKind::Image => return media::on_image(inner, id, &payload, credit),
         #[cfg(feature = "media")]
         ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
         #[cfg(not(feature = "media"))]
