@@ -59,6 +59,12 @@ impl AckTimer {
         self.now = true;
     }
 
+    /// The app read enough on `channel` that the peer should hear of the new receive credit at once.
+    pub(crate) fn on_credit(&mut self, channel: u32) {
+        self.dirty.insert(channel);
+        self.now = true;
+    }
+
     /// Whether an ACK should go out at `now`.
     pub(crate) fn is_due(&self, now: Instant) -> bool {
         self.now || self.deadline.is_some_and(|d| d <= now)

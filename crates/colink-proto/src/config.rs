@@ -6,7 +6,13 @@ use std::time::Duration;
 use colink_frame::{LinkMode, Mtu};
 
 /// The session-protocol versions this implementation speaks.
-pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=1;
+///
+/// Version 2 adds receive credit (docs/sessions.md §4.5): ACK entries grant room per session channel and HELLO
+/// extension 3 announces the receive window. Against a version-1 peer the link runs without credit.
+pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=2;
+
+/// The default receive window per session channel: 4 MiB (see [`Config::receive_buffer`]).
+pub const DEFAULT_RECEIVE_BUFFER: u64 = 4 * 1024 * 1024;
 
 /// The longest device name a HELLO carries, in bytes (a Bluetooth device name's limit).
 pub const MAX_DEVICE_NAME: usize = 248;
@@ -69,6 +75,11 @@ pub struct Config {
     /// Payload bytes queued per session channel before `send` answers `WouldBlock` (default 1 MiB). A single
     /// send into an empty channel is always accepted (the engine keeps a reference, never a copy).
     pub channel_buffer: u64,
+    /// Payload bytes of whole messages each session channel may hold for the app before it reads them (default
+    /// [`DEFAULT_RECEIVE_BUFFER`], 4 MiB; at most `u32::MAX`). The peer learns it in the HELLO and sends only what
+    /// fits (version 2, docs/sessions.md §4.5): a slow app slows its own sender, no other session. A single
+    /// message larger than this still passes once the app has read everything before it.
+    pub receive_buffer: u64,
     /// Reassembly limits for what the peer sends.
     pub limits: colink_frame::Limits,
 }
@@ -94,6 +105,7 @@ impl Default for Config {
             max_bulk_frame: 16 * 1024,
             bulk_grow_after: Duration::from_millis(200),
             channel_buffer: 1024 * 1024,
+            receive_buffer: DEFAULT_RECEIVE_BUFFER,
             limits: colink_frame::Limits::default(),
         }
     }

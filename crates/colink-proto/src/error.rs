@@ -141,6 +141,20 @@ pub enum ProtocolError {
         /// The wire channel.
         channel: u32,
     },
+    /// The peer sent a message beyond the receive credit it was granted (version 2, docs/sessions.md §4.5).
+    #[error(
+        "a message of {len} bytes on channel {channel} exceeds the receive credit ({unread} bytes unread, window {window})"
+    )]
+    CreditExceeded {
+        /// The wire channel.
+        channel: u32,
+        /// Payload bytes its app had not read yet.
+        unread: u64,
+        /// The message's payload length.
+        len: u64,
+        /// The channel's receive window.
+        window: u64,
+    },
     /// On an authenticated link: a sealed message failed to verify, arrived unsealed, or replayed an old
     /// counter. Nothing of it was delivered.
     #[error("a sealed {what} failed to verify")]

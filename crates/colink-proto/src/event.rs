@@ -75,7 +75,10 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
-    /// A whole payload arrived, in order, exactly once.
+    /// A whole payload arrived, in order, exactly once. Its bytes count against the channel's receive
+    /// credit (version 2, docs/sessions.md §4.5) until the driver reports the app read them with
+    /// [`Connection::consumed`](super::Connection::consumed); a driver that never does stops the peer's sends
+    /// on this channel once [`Config::receive_buffer`](super::Config::receive_buffer) is full.
     Received {
         /// The session.
         session: SessionKey,

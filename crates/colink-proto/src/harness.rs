@@ -16,7 +16,7 @@ use super::config::{Config, SeededEntropy, Transport};
 use super::connection::{Connection, LinkState};
 use super::event::Event;
 use super::secure::{AccountOnly, HandshakeMode, SecureConfig, SecureEvent, SecureHandshake};
-use super::types::{ConnectOptions, PeerInfo, Role, SessionKey};
+use super::types::{ChannelKind, ConnectOptions, PeerInfo, Role, SessionKey};
 
 /// The modelled link between the two sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +62,28 @@ pub struct Side {
     pub events: Vec<(Instant, Event)>,
     /// Frames this side put on the air.
     pub frames_sent: u64,
+    /// Whether the app reads what arrives (default `true`): each [`Event::Received`] is reported
+    /// [`consumed`](Connection::consumed) as it is collected. While `false` nothing is read and the session's
+    /// receive credit runs out (docs/sessions.md §4.5); [`read_all`](Self::read_all) reads the backlog.
+    pub reading: bool,
+    /// Payloads collected while not reading, not yet reported consumed.
+    unread: Vec<(SessionKey, ChannelKind, u64)>,
 }
 
 impl Side {
+    fn new(conn: Connection) -> Self {
+        Self { conn, events: Vec::new(), frames_sent: 0, reading: true, unread: Vec::new() }
+    }
+
+    /// The app reads everything collected while it was not reading (at `now`, the pair's virtual time), and
+    /// reads on from now.
+    pub fn read_all(&mut self, now: Instant) {
+        self.reading = true;
+        for (session, kind, len) in std::mem::take(&mut self.unread) {
+            self.conn.consumed(now, session, kind, len);
+        }
+    }
+
     /// Takes the collected events.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events).into_iter().map(|(_, e)| e).collect()
@@ -181,8 +200,8 @@ impl Pair {
         handshakes: u64,
     ) -> Self {
         let mut p = Self {
-            a: Side { conn: a, events: Vec::new(), frames_sent: 0 },
-            b: Side { conn: b, events: Vec::new(), frames_sent: 0 },
+            a: Side::new(a),
+            b: Side::new(b),
             now,
             link,
             idle_horizon: Duration::from_secs(2),
@@ -479,6 +498,14 @@ impl Pair {
         let now = self.now;
         for side in [&mut self.a, &mut self.b] {
             while let Some(e) = side.conn.poll_event() {
+                if let Event::Received { session, kind, payload } = &e {
+                    let len = payload.len() as u64;
+                    if side.reading {
+                        side.conn.consumed(now, *session, *kind, len);
+                    } else {
+                        side.unread.push((*session, *kind, len));
+                    }
+                }
                 side.events.push((now, e));
             }
         }

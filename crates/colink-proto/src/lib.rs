@@ -58,7 +58,9 @@ mod types;
 mod wire;
 
 pub use auth::{Authenticator, NoAuth};
-pub use config::{Config, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS, SeededEntropy, Transport};
+pub use config::{
+    Config, DEFAULT_RECEIVE_BUFFER, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS, SeededEntropy, Transport,
+};
 pub use connection::{AttachError, Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
 pub use event::Event;
@@ -78,6 +80,7 @@ pub mod fuzzing {
     pub fn decode_payload(payload: &Bytes) {
         let _ = super::wire::HandshakeMsg::decode(payload);
         let _ = super::wire::ControlMsg::decode(payload);
-        let _ = super::wire::decode_ack(payload);
+        let _ = super::wire::decode_ack(payload, false);
+        let _ = super::wire::decode_ack(payload, true);
     }
 }

@@ -1,6 +1,8 @@
 //! The receive position of every channel: whether an arriving fragment is the next one (take it), one the
 //! receiver already holds (a duplicate) or one beyond a gap (ask for a resend, once per gap); bounded
-//! reassembly; the positions that acknowledgements and resume report.
+//! reassembly; the positions that acknowledgements and resume report; and the receive credit of every session
+//! channel: the bytes handed towards the app and not yet read by it, and the room that leaves (docs/sessions.md
+//! §4.5).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use colink_frame::{
 };
 
 use super::error::ProtocolError;
-use super::wire::{AckEntry, CH_CONTROL, Position};
+use super::wire::{AckEntry, CH_CONTROL, Credit, Position};
 
 /// What to do with an arriving session-lane fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,28 @@ struct RecvLane {
     nacked: Option<Position>,
     /// A gap report is waiting to be sent.
     nack_pending: bool,
+    /// Payload bytes of whole messages handed towards the app and not yet read by it.
+    unread: u64,
+    /// The credit last sent in an ACK entry.
+    advertised: Credit,
+    /// Window updates still to repeat (an ACK may be lost and nothing else would tell the waiting sender).
+    repeats: u8,
+}
+
+impl RecvLane {
+    fn new(kind: FrameKind, window: u64) -> Self {
+        let advertised = Credit { room: clamp(window), empty: true };
+        Self { kind, next_seq: 0, nacked: None, nack_pending: false, unread: 0, advertised, repeats: 0 }
+    }
+}
+
+/// How often a window update is repeated (one retransmission timeout apart) while no fragment arrives on its
+/// channel: ACKs are not acknowledged, and a sender waiting for credit has nothing in flight to time out.
+const CREDIT_REPEATS: u8 = 3;
+
+/// A credit figure as the wire carries it (at most `u32::MAX`).
+fn clamp(bytes: u64) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 /// Every channel's receive position on one link, and the reassembly of their messages.
@@ -46,19 +70,34 @@ pub(crate) struct Receiver {
     lanes: BTreeMap<u32, RecvLane>,
     reassembler: Reassembler,
     limits: Limits,
+    /// The receive window of every session channel (payload bytes the app may leave unread).
+    window: u64,
+    /// The peer follows the credit (version 2): a message beyond it is a protocol error.
+    enforce: bool,
 }
 
 impl Receiver {
     /// A receiver enforcing `limits` on what the peer sends; no lanes until [`reset`](Self::reset).
-    pub(crate) fn new(limits: Limits) -> Self {
-        Self { lanes: BTreeMap::new(), reassembler: Reassembler::new(limits.clone()), limits }
+    /// `window` is the receive window of every session channel (clamped to `u32::MAX`).
+    pub(crate) fn new(limits: Limits, window: u64) -> Self {
+        let window = u64::from(clamp(window));
+        Self { lanes: BTreeMap::new(), reassembler: Reassembler::new(limits.clone()), limits, window, enforce: false }
+    }
+
+    /// The receive window of every session channel.
+    pub(crate) fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Whether the peer must follow the credit (version 2 agreed); messages beyond it then close the link.
+    pub(crate) fn set_enforce(&mut self, enforce: bool) {
+        self.enforce = enforce;
     }
 
     /// Fresh numbering on the link: only the control lane, nothing buffered.
     pub(crate) fn reset(&mut self) {
         self.lanes.clear();
-        self.lanes
-            .insert(CH_CONTROL, RecvLane { kind: FrameKind::Control, next_seq: 0, nacked: None, nack_pending: false });
+        self.lanes.insert(CH_CONTROL, RecvLane::new(FrameKind::Control, 0));
         self.reassembler = Reassembler::new(self.limits.clone());
     }
 
@@ -75,7 +114,7 @@ impl Receiver {
 
     /// Opens the lane of `channel` for frames of `kind`.
     pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
-        self.lanes.insert(channel, RecvLane { kind, next_seq: 0, nacked: None, nack_pending: false });
+        self.lanes.insert(channel, RecvLane::new(kind, self.window));
     }
 
     /// Closes the lane of `channel` and drops its partial messages.
@@ -132,11 +171,73 @@ impl Receiver {
         let done = self.reassembler.push(now, frame)?;
         if let Some(rl) = self.lanes.get_mut(&ch) {
             rl.nacked = None;
+            rl.repeats = 0; // the sender is sending: it has credit
             if done.is_some() {
                 rl.next_seq = rl.next_seq.wrapping_add(1);
             }
         }
         Ok(done)
+    }
+
+    /// A whole message of `len` payload bytes on session channel `channel` goes to the app: it counts as unread
+    /// until [`consumed`](Self::consumed). With the credit enforced, a message that did not fit the credit the
+    /// peer was granted (more than the window unread, unless it arrived when nothing was unread) is a protocol
+    /// error.
+    pub(crate) fn deliver(&mut self, channel: u32, len: u64) -> Result<(), ProtocolError> {
+        let window = self.window;
+        let Some(rl) = self.lanes.get_mut(&channel) else { return Ok(()) };
+        if self.enforce && rl.unread > 0 && rl.unread.saturating_add(len) > window {
+            return Err(ProtocolError::CreditExceeded { channel, unread: rl.unread, len, window });
+        }
+        rl.unread = rl.unread.saturating_add(len);
+        Ok(())
+    }
+
+    /// The app read `len` payload bytes of `channel`. Returns whether the peer should hear of the new room at
+    /// once: it grew by a quarter of the window since the last ACK entry, or everything was read.
+    pub(crate) fn consumed(&mut self, channel: u32, len: u64) -> bool {
+        let window = self.window;
+        let Some(rl) = self.lanes.get_mut(&channel) else { return false };
+        rl.unread = rl.unread.saturating_sub(len);
+        let room = window.saturating_sub(rl.unread);
+        let update =
+            (rl.unread == 0 && !rl.advertised.empty) || room >= u64::from(rl.advertised.room) + (window / 4).max(1);
+        if update {
+            rl.repeats = CREDIT_REPEATS;
+        }
+        update
+    }
+
+    /// The channels whose last window update is to be repeated now (each at most [`CREDIT_REPEATS`] times,
+    /// until a fragment arrives on it).
+    pub(crate) fn credit_repeats(&mut self) -> Vec<u32> {
+        let mut due = Vec::new();
+        for (ch, rl) in &mut self.lanes {
+            if rl.repeats > 0 {
+                rl.repeats -= 1;
+                due.push(*ch);
+            }
+        }
+        due
+    }
+
+    /// Every session channel (what a resume re-announces the credit of).
+    pub(crate) fn session_channels(&self) -> Vec<u32> {
+        self.lanes.keys().copied().filter(|ch| *ch != CH_CONTROL).collect()
+    }
+
+    /// Whether a window update waits to be repeated.
+    pub(crate) fn repeats_pending(&self) -> bool {
+        self.lanes.values().any(|rl| rl.repeats > 0)
+    }
+
+    /// Payload bytes of `channel` handed towards the app and not yet read.
+    pub(crate) fn unread(&self, channel: u32) -> Option<u64> {
+        self.lanes.get(&channel).map(|rl| rl.unread)
+    }
+
+    fn credit(&self, rl: &RecvLane) -> Credit {
+        Credit { room: clamp(self.window.saturating_sub(rl.unread)), empty: rl.unread == 0 }
     }
 
     /// The position of `channel`, or the gap awaiting its report.
@@ -150,13 +251,16 @@ impl Receiver {
         let rl = self.lanes.get(&channel)?;
         let pos = self.position(channel, rl);
         let nack = rl.nack_pending;
-        Some(AckEntry { channel, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack })
+        let credit = if channel == CH_CONTROL { Credit::default() } else { self.credit(rl) };
+        Some(AckEntry { channel, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack, credit })
     }
 
     /// The entry of `channel` went out: a pending gap report is sent.
     pub(crate) fn entry_sent(&mut self, channel: u32) {
-        if let Some(rl) = self.lanes.get_mut(&channel) {
+        let credit = self.lanes.get(&channel).map(|rl| self.credit(rl));
+        if let (Some(rl), Some(credit)) = (self.lanes.get_mut(&channel), credit) {
             rl.nack_pending = false;
+            rl.advertised = credit;
         }
     }
 
@@ -191,7 +295,7 @@ mod tests {
     const CH: u32 = 5;
 
     fn receiver() -> Receiver {
-        let mut r = Receiver::new(Limits::default());
+        let mut r = Receiver::new(Limits::default(), 1000);
         r.reset();
         r.open(CH, FrameKind::Data);
         r
@@ -222,7 +326,15 @@ mod tests {
             let done = r.take(t, f).unwrap();
             assert_eq!(done.is_some(), i == last);
         }
-        assert_eq!(r.ack_entry(CH).unwrap(), AckEntry { channel: CH, pos: Position { seq: 1, frag: 0 }, nack: false });
+        assert_eq!(
+            r.ack_entry(CH).unwrap(),
+            AckEntry {
+                channel: CH,
+                pos: Position { seq: 1, frag: 0 },
+                nack: false,
+                credit: Credit { room: 1000, empty: true }
+            }
+        );
     }
 
     #[test]
@@ -248,7 +360,12 @@ mod tests {
         r.take(t, fs[0].clone()).unwrap();
         // Fragment 1 is lost; 2 arrives.
         assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: true });
-        let gap = AckEntry { channel: CH, pos: Position { seq: 0, frag: 1 }, nack: true };
+        let gap = AckEntry {
+            channel: CH,
+            pos: Position { seq: 0, frag: 1 },
+            nack: true,
+            credit: Credit { room: 1000, empty: true },
+        };
         assert_eq!(r.ack_entry(CH).unwrap(), gap);
         assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: false });
         r.entry_sent(CH);
@@ -285,5 +402,30 @@ mod tests {
         assert!(r.buffered_bytes() > 0);
         r.close(CH);
         assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn credit_counts_unread_bytes_and_is_enforced_once_agreed() {
+        let mut r = receiver();
+        r.set_enforce(true);
+        r.deliver(CH, 600).unwrap();
+        assert_eq!(r.unread(CH), Some(600));
+        assert_eq!(r.ack_entry(CH).unwrap().credit, Credit { room: 400, empty: false });
+        r.entry_sent(CH);
+        // 400 more fit; one byte beyond the window does not.
+        r.deliver(CH, 400).unwrap();
+        let over = r.deliver(CH, 1);
+        assert!(
+            matches!(over, Err(ProtocolError::CreditExceeded { unread: 1000, len: 1, window: 1000, .. })),
+            "{over:?}"
+        );
+        // Reading less than a quarter of the window is not worth an update; reading it all is.
+        assert!(!r.consumed(CH, 100));
+        assert!(r.consumed(CH, 900));
+        assert_eq!(r.ack_entry(CH).unwrap().credit, Credit { room: 1000, empty: true });
+        // With nothing unread, one message of any size fits (a payload larger than the window must get through).
+        r.deliver(CH, 5000).unwrap();
+        r.entry_sent(CH);
+        assert!(r.consumed(CH, 5000));
     }
 }

@@ -13,7 +13,7 @@ mod sizing;
 
 use super::error::{ProtocolError, SendError};
 use super::types::{SendId, SessionKey};
-use super::wire::{CH_CONTROL, Position};
+use super::wire::{CH_CONTROL, Credit, Position};
 use lane::SendLane;
 pub(crate) use lane::lane_nonce;
 use sizing::FrameSizer;
@@ -70,6 +70,8 @@ pub(crate) struct Scheduler {
     epoch: Option<LinkCipher>,
     /// Sizes each fragment by what the classes above it sent lately.
     sizer: FrameSizer,
+    /// The peer's receive window per session channel (version 2); `None`: the peer grants no credit.
+    peer_window: Option<u32>,
 }
 
 impl Scheduler {
@@ -82,7 +84,14 @@ impl Scheduler {
             channel_buffer,
             epoch: None,
             sizer: FrameSizer::default(),
+            peer_window: None,
         }
+    }
+
+    /// The peer grants receive credit (version 2) with `window` bytes per session channel to begin with; lanes
+    /// opened from now on wait for it. `None`: no credit (version 1).
+    pub(crate) fn set_peer_window(&mut self, window: Option<u32>) {
+        self.peer_window = window;
     }
 
     /// Seals lane messages that go on the wire from now on with `epoch`.
@@ -100,7 +109,11 @@ impl Scheduler {
 
     /// Opens the lane of `channel` for frames of `kind`.
     pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
-        self.lanes.insert(channel, SendLane::new(channel, kind));
+        let mut lane = SendLane::new(channel, kind);
+        if let Some(room) = self.peer_window {
+            lane.set_credit(0, Credit { room, empty: true });
+        }
+        self.lanes.insert(channel, lane);
     }
 
     /// Whether `channel` has a lane.
@@ -176,12 +189,25 @@ impl Scheduler {
 
     /// The peer holds everything before `pos` on `channel`. `None` for a channel without a lane (a session
     /// that ended meanwhile); an error for a position beyond anything sent.
-    pub(crate) fn ack(&mut self, channel: u32, pos: Position) -> Result<Option<Acked>, ProtocolError> {
+    /// With `credit` (version 2, not on the control lane) the lane's credit follows the entry unless the entry
+    /// is older than what the lane already holds.
+    pub(crate) fn ack(
+        &mut self,
+        channel: u32,
+        pos: Position,
+        credit: Option<Credit>,
+    ) -> Result<Option<Acked>, ProtocolError> {
         let Some(lane) = self.lanes.get_mut(&channel) else { return Ok(None) };
         if pos.seq > lane.next_seq() || (pos.seq == lane.next_seq() && pos.frag > 0) {
             return Err(ProtocolError::BogusAck { channel });
         }
         let (done, freed, advanced) = lane.ack(pos);
+        if let Some(credit) = credit
+            && channel != CH_CONTROL
+            && pos >= lane.acked
+        {
+            lane.set_credit(pos.seq, credit);
+        }
         let done = done.into_iter().map(|m| Completed { seq: m.seq, id: m.id }).collect();
         self.inflight -= freed.min(self.inflight);
         let writable = lane.blocked && lane.queued_bytes < self.channel_buffer;
@@ -248,7 +274,7 @@ impl Scheduler {
                 .lanes
                 .range(after + 1..)
                 .chain(self.lanes.range(..=after))
-                .find(|(_, l)| l.kind == *class && l.has_pending())
+                .find(|(_, l)| l.kind == *class && l.can_send())
                 .map(|(ch, _)| *ch);
             let Some(ch) = pick else { continue };
             self.rr[ci] = ch;
@@ -342,14 +368,14 @@ mod tests {
             s.next_fragment(Instant::now(), u64::MAX, LinkMode::Packet, FrameSizes::fixed(mtu()), &mut out).unwrap();
         assert!(f.first_in_flight && !f.resent);
         assert_eq!(s.inflight(), f.len as u64);
-        let acked = s.ack(4, Position { seq: 1, frag: 0 }).unwrap().unwrap();
+        let acked = s.ack(4, Position { seq: 1, frag: 0 }, None).unwrap().unwrap();
         assert!(acked.advanced);
         assert_eq!(acked.done.iter().map(|m| m.id).collect::<Vec<_>>(), vec![Some(SendId(7))]);
         assert_eq!(s.inflight(), 0);
         // A lane that is gone ignores acknowledgements; one beyond anything sent is a protocol error.
-        assert!(s.ack(13, Position { seq: 1, frag: 0 }).unwrap().is_none());
-        assert!(matches!(s.ack(4, Position { seq: 2, frag: 0 }), Err(ProtocolError::BogusAck { channel: 4 })));
-        assert!(matches!(s.ack(4, Position { seq: 1, frag: 1 }), Err(ProtocolError::BogusAck { channel: 4 })));
+        assert!(s.ack(13, Position { seq: 1, frag: 0 }, None).unwrap().is_none());
+        assert!(matches!(s.ack(4, Position { seq: 2, frag: 0 }, None), Err(ProtocolError::BogusAck { channel: 4 })));
+        assert!(matches!(s.ack(4, Position { seq: 1, frag: 1 }, None), Err(ProtocolError::BogusAck { channel: 4 })));
     }
 
     #[test]
@@ -363,7 +389,7 @@ mod tests {
         assert_eq!(s.capacity(5), 0);
         assert!(matches!(s.send(SessionKey(1), 5, SendId(1), Bytes::from_static(b"x")), Err(SendError::WouldBlock)));
         order(&mut s, u64::MAX, 10);
-        let acked = s.ack(5, Position { seq: 1, frag: 0 }).unwrap().unwrap();
+        let acked = s.ack(5, Position { seq: 1, frag: 0 }, None).unwrap().unwrap();
         assert!(acked.writable);
         assert_eq!(s.capacity(5), u64::MAX);
     }

@@ -28,6 +28,11 @@ pub(crate) const T_DISCONNECT: u8 = 0x13;
 pub(crate) const HELLO_SEEN: u8 = 0x01;
 /// ACK entry flag: the receiver saw a gap; resend from this position.
 pub(crate) const ACK_NACK: u8 = 0x01;
+/// ACK entry flag (version 2): the receiver's app has read every message it was handed on this channel, so the
+/// next message may be sent whatever its size (docs/sessions.md §4.5).
+pub(crate) const ACK_EMPTY: u8 = 0x02;
+/// HELLO extension type 3 (version 2): the sender's receive window per session channel (docs/sessions.md §4.5).
+pub(crate) const EXT_RECEIVE_WINDOW: u32 = 3;
 
 /// Most handshake extensions in one hello.
 const MAX_EXTENSIONS: usize = 16;
@@ -90,6 +95,19 @@ pub(crate) struct AckEntry {
     pub(crate) channel: u32,
     pub(crate) pos: Position,
     pub(crate) nack: bool,
+    /// Version 2 only: the receive credit granted with this position (docs/sessions.md §4.5).
+    pub(crate) credit: Credit,
+}
+
+/// The receive credit an ACK entry grants (version 2, docs/sessions.md §4.5): the sender may start a message
+/// when the payload bytes of the messages from the entry's `seq` up to and including it fit in `room`, or,
+/// with `empty`, when it is message `seq` itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Credit {
+    /// Payload bytes the receiver still takes beyond the messages its app has not read.
+    pub(crate) room: u32,
+    /// The receiver's app has read every message handed to it on this channel.
+    pub(crate) empty: bool,
 }
 
 impl Hello {
@@ -287,19 +305,30 @@ impl ControlMsg {
     }
 }
 
-/// Encodes ACK entries, as many as fit in `room` bytes; returns the payload and how many were taken.
-pub(crate) fn encode_ack(entries: &[AckEntry], room: usize) -> (Bytes, usize) {
+/// Encodes ACK entries, as many as fit in `room` bytes; returns the payload and how many were taken. With
+/// `credit` (version 2) every entry carries its receive credit.
+pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, credit: bool) -> (Bytes, usize) {
     let mut body = BytesMut::new();
     let mut taken = 0;
     for e in entries {
-        let len = varint::len(e.channel) + varint::len(e.pos.seq) + varint::len(e.pos.frag) + 1;
+        let extra = if credit { varint::len(e.credit.room) } else { 0 };
+        let len = varint::len(e.channel) + varint::len(e.pos.seq) + varint::len(e.pos.frag) + 1 + extra;
         if taken > 0 && 5 + body.len() + len > room {
             break;
         }
         varint::put(&mut body, e.channel);
         varint::put(&mut body, e.pos.seq);
         varint::put(&mut body, e.pos.frag);
-        body.put_u8(if e.nack { ACK_NACK } else { 0 });
+        let mut flags = if e.nack { ACK_NACK } else { 0 };
+        if credit {
+            if e.credit.empty {
+                flags |= ACK_EMPTY;
+            }
+            body.put_u8(flags);
+            varint::put(&mut body, e.credit.room);
+        } else {
+            body.put_u8(flags);
+        }
         taken += 1;
     }
     let mut b = BytesMut::with_capacity(5 + body.len());
@@ -308,18 +337,23 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize) -> (Bytes, usize) {
     (b.freeze(), taken)
 }
 
-pub(crate) fn decode_ack(payload: &Bytes) -> Result<Vec<AckEntry>, Malformed> {
+/// Decodes ACK entries; with `credit` (version 2) each carries its receive credit, without it the EMPTY flag
+/// is malformed.
+pub(crate) fn decode_ack(payload: &Bytes, credit: bool) -> Result<Vec<AckEntry>, Malformed> {
     let mut r = Reader::new(payload, "ACK");
-    let n = r.count(4)?;
+    let n = r.count(if credit { 5 } else { 4 })?;
+    let known = if credit { ACK_NACK | ACK_EMPTY } else { ACK_NACK };
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let channel = r.varint()?;
         let pos = Position { seq: r.varint()?, frag: r.varint()? };
         let flags = r.u8()?;
-        if flags & !ACK_NACK != 0 {
+        if flags & !known != 0 {
             return Err(Malformed("ACK flags"));
         }
-        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0 });
+        let credit =
+            if credit { Credit { room: r.varint()?, empty: flags & ACK_EMPTY != 0 } } else { Credit::default() };
+        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0, credit });
     }
     r.end()?;
     Ok(v)
@@ -474,11 +508,33 @@ mod tests {
     #[test]
     fn ack_round_trip_and_room() {
         let entries: Vec<AckEntry> = (0..100)
-            .map(|i| AckEntry { channel: 4 + i, pos: Position { seq: i * 1000, frag: i }, nack: i % 2 == 0 })
+            .map(|i| AckEntry {
+                channel: 4 + i,
+                pos: Position { seq: i * 1000, frag: i },
+                nack: i % 2 == 0,
+                credit: Credit::default(),
+            })
             .collect();
-        let (payload, taken) = encode_ack(&entries, 64);
+        let (payload, taken) = encode_ack(&entries, 64, false);
         assert!(payload.len() <= 64 && taken > 0 && taken < 100);
-        assert_eq!(decode_ack(&payload).unwrap(), entries[..taken]);
+        assert_eq!(decode_ack(&payload, false).unwrap(), entries[..taken]);
+    }
+
+    #[test]
+    fn version_2_acks_carry_credit_and_version_1_refuses_the_empty_flag() {
+        let entries: Vec<AckEntry> = (0..40)
+            .map(|i| AckEntry {
+                channel: 4 + i,
+                pos: Position { seq: i * 7, frag: i % 3 },
+                nack: i % 5 == 0,
+                credit: Credit { room: i * 100_000, empty: i % 2 == 0 },
+            })
+            .collect();
+        let (payload, taken) = encode_ack(&entries, 120, true);
+        assert!(payload.len() <= 120 && taken > 0 && taken < 40);
+        assert_eq!(decode_ack(&payload, true).unwrap(), entries[..taken]);
+        // Read as version 1 the credit bytes are trailing garbage or unknown flags: malformed, never misread.
+        assert!(decode_ack(&payload, false).is_err());
     }
 
     #[test]
@@ -490,6 +546,7 @@ mod tests {
         assert!(ControlMsg::decode(&long.freeze()).is_err());
         // A huge announced count with no bytes behind it is refused before allocating.
         let bogus = Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
-        assert!(decode_ack(&bogus).is_err());
+        assert!(decode_ack(&bogus, false).is_err());
+        assert!(decode_ack(&bogus, true).is_err());
     }
 }

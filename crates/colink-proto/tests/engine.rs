@@ -48,7 +48,7 @@ fn handshake_negotiates_identity_mtu_and_keep_alive() {
     let mut p = Pair::with_configs(model(LinkMode::Packet, 672), Config::new("A"), b);
     p.drive();
     for (side, peer) in [(&p.a, "B"), (&p.b, "A")] {
-        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 1, .. } if peer_device == peer)));
+        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 2, .. } if peer_device == peer)));
         assert_eq!(side.conn.peer_device(), Some(peer));
         // The shorter interval and the shorter idle timeout (docs/sessions.md §3.4).
         assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(20)));
@@ -68,7 +68,7 @@ fn handshake_survives_a_lost_hello() {
 #[test]
 fn version_mismatch_is_a_clear_error_on_both_sides() {
     let mut b = Config::new("B");
-    b.versions = 2..=3;
+    b.versions = 3..=4;
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let a_err = p.a.events.iter().find_map(|(_, e)| match e {
@@ -81,11 +81,11 @@ fn version_mismatch_is_a_clear_error_on_both_sides() {
     });
     assert_eq!(
         a_err,
-        Some(LinkError::VersionMismatch { local_min: 1, local_max: 1, peer_min: 2, peer_max: 3 }),
+        Some(LinkError::VersionMismatch { local_min: 1, local_max: 2, peer_min: 3, peer_max: 4 }),
         "A: {:?}",
         p.a.events
     );
-    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 2, local_max: 3, peer_min: 1, peer_max: 1 }));
+    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 3, local_max: 4, peer_min: 1, peer_max: 2 }));
     assert!(a_err.unwrap().to_string().contains("no common protocol version"));
     assert_eq!(p.a.conn.state(), LinkState::Closed);
     assert_eq!(p.b.conn.state(), LinkState::Closed);
@@ -552,4 +552,118 @@ fn orderly_close_ends_peer_sessions_with_app_exit() {
     p.drive();
     assert!(p.b.saw(|e| *e == Event::Disconnected { session: key, reason: DisconnectReason::PeerAppExit }));
     assert!(p.a.saw(|e| *e == Event::Closed(LinkError::LocalClose)));
+}
+
+/// The sends of `ids` that completed on `side`.
+fn completed(p: &Pair, ids: &[colink_proto::SendId]) -> usize {
+    ids.iter().filter(|id| p.a.saw(|e| matches!(e, Event::SendCompleted { id: i, .. } if i == *id))).count()
+}
+
+#[test]
+fn an_app_that_does_not_read_stops_its_own_sender_only_and_gets_everything_once_it_reads() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 100_000;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let slow = p.open_session("slow", ConnectOptions::default());
+    let busy = p.open_session("busy", ConnectOptions::default());
+    // B's app stops reading.
+    p.b.reading = false;
+    let chunks: Vec<Bytes> = (0..30).map(|i| pattern(10_000, i)).collect();
+    let ids: Vec<_> = chunks.iter().map(|c| p.a.conn.send(slow, ChannelKind::Data, c.clone()).unwrap()).collect();
+    p.drive_for(Duration::from_secs(5));
+    // Ten chunks fill B's 100 000-byte buffer; the rest wait at A, pending (neither completed nor failed).
+    assert_eq!(completed(&p, &ids), 10);
+    assert!(!p.a.saw(|e| matches!(e, Event::SendFailed { .. })));
+    assert_eq!(p.b.conn.unread_bytes(slow, ChannelKind::Data), Some(100_000));
+    assert!(p.b.conn.reassembly_bytes() <= 10_000, "{}", p.b.conn.reassembly_bytes());
+    assert_eq!(received(&p.b.events, slow, ChannelKind::Data).len(), 10);
+    // The stalled channel holds nothing in flight: the other session on the link flows at full speed.
+    assert_eq!(p.a.conn.inflight_bytes(), 0);
+    let other = p.a.conn.send(busy, ChannelKind::Data, pattern(50_000, 99)).unwrap();
+    p.drive_for(Duration::from_secs(2));
+    assert!(p.a.saw(|e| matches!(e, Event::SendCompleted { id, .. } if *id == other)));
+    // (B's app does not read `busy` either: it fits the buffer, which is per channel.)
+    assert_eq!(received(&p.b.events, busy, ChannelKind::Data), vec![pattern(50_000, 99)]);
+    // B's app reads: everything arrives, in order, exactly once.
+    p.b.read_all(p.now);
+    p.drive();
+    assert_eq!(completed(&p, &ids), 30);
+    assert_eq!(received(&p.b.events, slow, ChannelKind::Data), chunks);
+    assert_eq!(p.b.conn.unread_bytes(slow, ChannelKind::Data), Some(0));
+}
+
+#[test]
+fn a_payload_larger_than_the_receive_buffer_passes_once_the_app_read_everything_before_it() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 64 * 1024;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let key = p.open_session("big", ConnectOptions::default());
+    let payloads = [pattern(40_000, 1), pattern(300_000, 2), pattern(40_000, 3)];
+    for d in &payloads {
+        p.a.conn.send(key, ChannelKind::Data, d.clone()).unwrap();
+    }
+    p.drive();
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data), payloads.to_vec());
+}
+
+#[test]
+fn a_version_1_peer_still_talks_without_credit() {
+    let mut a = Config::new("A");
+    a.versions = 1..=1;
+    let mut p = Pair::with_configs(LinkModel::default(), a, Config::new("B"));
+    p.drive();
+    assert_eq!((p.a.conn.version(), p.b.conn.version()), (1, 1));
+    exchange(&mut p);
+}
+
+#[test]
+fn a_lost_window_update_is_repeated() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 50_000;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let key = p.open_session("lossy", ConnectOptions::default());
+    p.b.reading = false;
+    let chunks: Vec<Bytes> = (0..10).map(|i| pattern(10_000, i)).collect();
+    for c in &chunks {
+        p.a.conn.send(key, ChannelKind::Data, c.clone()).unwrap();
+    }
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // B's app reads; the ACK that tells A is lost. Nothing is in flight at A, so only B's repeat helps.
+    let next = p.frames_on_air(Which::B);
+    p.corrupt_frame(Which::B, next);
+    p.b.read_all(p.now);
+    p.drive();
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
+}
+
+#[test]
+fn a_resume_announces_the_credit_that_lost_updates_did_not() {
+    let mut b = Config::new("B");
+    b.receive_buffer = 50_000;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    let key = p.open_session("outage", ConnectOptions::default());
+    p.b.reading = false;
+    let chunks: Vec<Bytes> = (0..10).map(|i| pattern(10_000, i)).collect();
+    for c in &chunks {
+        p.a.conn.send(key, ChannelKind::Data, c.clone()).unwrap();
+    }
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // B's app reads during a silent outage: the update and all its repeats are lost.
+    p.blackhole = true;
+    p.b.read_all(p.now);
+    p.drive_for(Duration::from_secs(5));
+    p.blackhole = false;
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data).len(), 5);
+    // The transport is replaced; the resume handshake brings the credit across.
+    p.cut();
+    p.reattach();
+    p.drive();
+    assert!(p.a.saw(|e| *e == Event::LinkResumed));
+    assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
 }

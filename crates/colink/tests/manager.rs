@@ -224,7 +224,15 @@ async fn a_send_failing_after_acceptance_raises_send_failure_for_system_apps() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         adb.move_to(Position::new(300.0, 0.0));
     });
-    assert!(sent.is_err(), "the send could not complete");
+    // The link died: the error says so (kind LinkLost), with the reference's code, and is no argument error.
+    let error = sent.expect_err("the send could not complete");
+    assert_eq!(error.kind(), colink::ErrorKind::LinkLost(DisconnectReason::NetworkDisconnected), "{error}");
+    assert_eq!(error.code(), 401);
+    assert_eq!(error.argument(), None);
+    assert!(error.to_string().contains("link lost") && !error.to_string().contains("invalid argument"), "{error}");
+    // A send after the session ended is refused as not connected.
+    let after = alice.send_message(sa, "anyone?").await.unwrap_err();
+    assert_eq!(after.kind(), colink::ErrorKind::NotConnected, "{after}");
     let failures = failures.lock().unwrap();
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(matches!(

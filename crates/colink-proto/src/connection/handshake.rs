@@ -19,6 +19,9 @@ use crate::resume::Continuity;
 use crate::types::DisconnectReason;
 use crate::wire::{self, HELLO_SEEN, HandshakeMsg, Hello};
 
+/// The receive window assumed for a version-2 peer whose HELLO lacks a readable extension 3.
+const DEFAULT_PEER_WINDOW: u32 = 64 * 1024;
+
 /// Handshake progress on the current transport.
 #[derive(Debug)]
 pub(super) struct Handshake {
@@ -96,8 +99,8 @@ impl Connection {
             Some(&T_LINK_KEEPALIVE) => return Ok(()),
             Some(&T_LINK_ACK) if self.state != LinkState::Established => return Ok(()),
             Some(&T_LINK_ACK) => {
-                let entries =
-                    wire::decode_ack(&payload.slice(1..)).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+                let entries = wire::decode_ack(&payload.slice(1..), self.version >= 2)
+                    .map_err(|m| ProtocolError::Malformed { what: m.0 })?;
                 return self.on_ack_entries(now, entries);
             }
             _ => {}
@@ -202,6 +205,22 @@ impl Connection {
             .filter(|e| e.data.len() <= crate::config::MAX_DEVICE_NAME)
             .and_then(|e| std::str::from_utf8(&e.data).ok())
             .map(str::to_owned);
+        // Receive credit (version 2): the peer's window per session channel (extension 3; 64 KiB if absent or
+        // unreadable), and ours enforced.
+        let credit = self.version >= 2;
+        let peer_window = credit.then(|| {
+            peer.extensions
+                .iter()
+                .find(|e| e.kind == wire::EXT_RECEIVE_WINDOW)
+                .and_then(|e| {
+                    let mut pos = 0;
+                    let w = colink_frame::varint::get(&e.data, &mut pos).ok()?;
+                    (pos == e.data.len()).then_some(w)
+                })
+                .unwrap_or(DEFAULT_PEER_WINDOW)
+        });
+        self.scheduler.set_peer_window(peer_window);
+        self.receiver.set_enforce(credit);
         // Negotiated parameters.
         self.keep_alive.negotiate(
             self.config.keep_alive_interval,
@@ -224,6 +243,13 @@ impl Connection {
         if continuity == Continuity::Resumed {
             let positions: BTreeMap<u32, _> = peer.resume_state.iter().copied().collect();
             self.rewind_lanes(now, &positions)?;
+            // The peer counted what it sent us from its last credit; updates may have been lost with the
+            // transport: announce every session channel's credit afresh (docs/sessions.md §4.5).
+            if credit {
+                for ch in self.receiver.session_channels() {
+                    self.acks.on_credit(ch);
+                }
+            }
             debug!("link resumed");
             self.events.push_back(Event::LinkResumed);
         } else {

@@ -128,6 +128,8 @@ pub struct Connection {
     stats: Stats,
     /// On authenticated transports: the proven peer and the keys (see `secured.rs`).
     secure: Option<secured::Secured>,
+    /// When to repeat the window updates the receiver sent (docs/sessions.md §4.5).
+    credit_repeat_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -183,7 +185,7 @@ impl Connection {
             sessions: BTreeMap::new(),
             tokens: BTreeMap::new(),
             scheduler: Scheduler::new(config.channel_buffer),
-            receiver: Receiver::new(config.limits.clone()),
+            receiver: Receiver::new(config.limits.clone(), config.receive_buffer),
             acks: AckTimer::new(config.ack_threshold, config.ack_delay, config.ack_max_delay),
             retransmit: RetransmitTimer::new(now, config.retransmit_timeout),
             keep_alive: KeepAlive::new(now, config.keep_alive_interval, config.idle_timeout),
@@ -191,6 +193,7 @@ impl Connection {
             next_send_id: 0,
             stats: Stats::default(),
             secure: None,
+            credit_repeat_at: None,
             config,
         };
         this.reset_link_state();
@@ -305,6 +308,7 @@ impl Connection {
                 .map(|data| wire::Extension { kind: 1, data })
                 .into_iter()
                 .chain(device_name_extension(&self.config.device_name))
+                .chain(std::iter::once(receive_window_extension(self.receiver.window())))
                 .collect(),
         };
         self.queue_handshake(hello.encode());
@@ -428,6 +432,9 @@ impl Connection {
             if self.scheduler.inflight() > 0 {
                 at(self.retransmit_deadline());
             }
+            if let Some(d) = self.credit_repeat_at {
+                at(d);
+            }
         }
         if self.state != LinkState::Closed {
             for s in self.sessions.values() {
@@ -479,6 +486,12 @@ impl Connection {
                 self.scheduler.rewind_all_to_acked(mode, mtu);
                 self.retransmit.restart(now);
             }
+            if self.credit_repeat_at.is_some_and(|d| d <= now) {
+                for ch in self.receiver.credit_repeats() {
+                    self.acks.on_credit(ch);
+                }
+                self.credit_repeat_at = self.receiver.repeats_pending().then(|| now + self.config.retransmit_timeout);
+            }
         }
         self.session_timeouts(now);
         for s in self.receiver.handle_timeout(now) {
@@ -506,6 +519,25 @@ impl Connection {
         let _e = s.span().enter();
         trace!(?kind, id = id.0, "send queued");
         Ok(id)
+    }
+
+    /// The app has read `len` payload bytes of what [`Event::Received`] handed over on this channel (a listener
+    /// ran, a stream yielded it): the room frees in the receive credit, and the peer hears of it when it grew
+    /// by a quarter of [`Config::receive_buffer`] or the app read everything (docs/sessions.md §4.5). Until then
+    /// those bytes count against the channel's receive buffer. Unknown channels are ignored.
+    pub fn consumed(&mut self, now: Instant, session: SessionKey, kind: ChannelKind, len: u64) {
+        let channel = session_channel(session.0, kind);
+        if self.receiver.consumed(channel, len) && self.version >= 2 {
+            self.acks.on_credit(channel);
+            // ACKs are never acknowledged: repeat the update a few times unless the sender starts sending.
+            self.credit_repeat_at.get_or_insert(now + self.config.retransmit_timeout);
+        }
+    }
+
+    /// Payload bytes handed over with [`Event::Received`] on this channel that the app has not read yet
+    /// (see [`consumed`](Self::consumed)); `None` for an unknown channel.
+    pub fn unread_bytes(&self, session: SessionKey, kind: ChannelKind) -> Option<u64> {
+        self.receiver.unread(session_channel(session.0, kind))
     }
 
     /// Bytes `send` would accept on this channel now without `WouldBlock` (0 when unknown or not connected;
@@ -643,4 +675,11 @@ fn device_name_extension(name: &str) -> Option<wire::Extension> {
         end -= 1;
     }
     (end > 0).then(|| wire::Extension { kind: 2, data: Bytes::copy_from_slice(&name.as_bytes()[..end]) })
+}
+
+/// HELLO extension 3: the receive window per session channel (a varint; docs/sessions.md §4.5).
+fn receive_window_extension(window: u64) -> wire::Extension {
+    let mut b = BytesMut::with_capacity(5);
+    colink_frame::varint::put(&mut b, u32::try_from(window).unwrap_or(u32::MAX));
+    wire::Extension { kind: wire::EXT_RECEIVE_WINDOW, data: b.freeze() }
 }

@@ -60,14 +60,16 @@ impl Connection {
         if !frame.header.last || frame.header.position.index() != 0 {
             return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
         }
-        let entries = wire::decode_ack(&frame.payload).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+        let entries =
+            wire::decode_ack(&frame.payload, self.version >= 2).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
         self.on_ack_entries(now, entries)
     }
 
     /// Acknowledgements received, from an ACK frame or a sealed link message.
     pub(super) fn on_ack_entries(&mut self, now: Instant, entries: Vec<wire::AckEntry>) -> Result<(), ProtocolError> {
         for e in entries {
-            self.apply_ack(now, e.channel, e.pos)?;
+            let credit = (self.version >= 2).then_some(e.credit);
+            self.apply_ack(now, e.channel, e.pos, credit)?;
             if e.nack && self.scheduler.has_lane(e.channel) {
                 debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
                 let (mode, mtu) = (self.mode(), self.frame_mtu);
@@ -78,8 +80,15 @@ impl Connection {
     }
 
     /// The peer holds everything before `pos` on `channel`.
-    pub(super) fn apply_ack(&mut self, now: Instant, channel: u32, pos: Position) -> Result<(), ProtocolError> {
-        let Some(acked) = self.scheduler.ack(channel, pos)? else {
+    /// With `credit` (version 2) the channel's receive credit follows the entry.
+    pub(super) fn apply_ack(
+        &mut self,
+        now: Instant,
+        channel: u32,
+        pos: Position,
+        credit: Option<wire::Credit>,
+    ) -> Result<(), ProtocolError> {
+        let Some(acked) = self.scheduler.ack(channel, pos, credit)? else {
             return Ok(()); // a session that ended meanwhile
         };
         if acked.advanced {
@@ -135,6 +144,7 @@ impl Connection {
                     } else {
                         let session = SessionKey(ch >> 2);
                         let kind = ChannelKind::from_lane(ch);
+                        self.receiver.deliver(ch, payload.len() as u64)?;
                         self.events.push_back(Event::Received { session, kind, payload });
                     }
                 }

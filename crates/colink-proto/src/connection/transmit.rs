@@ -32,7 +32,7 @@ impl Connection {
                 Some(p) => *p,
                 None => self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 }),
             };
-            self.apply_ack(now, ch, pos)?;
+            self.apply_ack(now, ch, pos, None)?;
             self.scheduler.rewind(ch, pos, mode, mtu);
         }
         self.scheduler.forget_inflight();
@@ -105,7 +105,7 @@ impl Connection {
         } else {
             self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8)
         };
-        let (payload, taken) = wire::encode_ack(&entries, room);
+        let (payload, taken) = wire::encode_ack(&entries, room, self.version >= 2);
         let sent: Vec<u32> = entries[..taken].iter().map(|e| e.channel).collect();
         for ch in &sent {
             self.receiver.entry_sent(*ch);

@@ -14,7 +14,7 @@ use colink_frame::{Frame, FrameKind, Header, LinkMode, Mtu};
 use crate::error::SendError;
 use crate::secure::LinkCipher;
 use crate::types::SendId;
-use crate::wire::Position;
+use crate::wire::{Credit, Position};
 
 /// A message accepted for sending and not yet acknowledged.
 #[derive(Debug)]
@@ -103,6 +103,13 @@ pub(super) struct SendLane {
     pub(super) blocked: bool,
     /// The furthest fragment ever sent (to count retransmissions).
     sent_high: Option<Position>,
+    /// The receive credit the peer granted (version 2) with the position whose `seq` it names; `None` when the
+    /// peer grants none (version 1, the control lane): messages start whenever the window allows.
+    credit: Option<(u32, Credit)>,
+    /// Messages before this one have sent their first fragment (they never wait for credit again).
+    started: u32,
+    /// Payload bytes of the queued messages before `started`.
+    started_bytes: u64,
 }
 
 impl SendLane {
@@ -119,7 +126,30 @@ impl SendLane {
             queued_bytes: 0,
             blocked: false,
             sent_high: None,
+            credit: None,
+            started: 0,
+            started_bytes: 0,
         }
+    }
+
+    /// The peer's credit as of its acknowledgement of message `seq` (docs/sessions.md §4.5).
+    pub(super) fn set_credit(&mut self, seq: u32, credit: Credit) {
+        self.credit = Some((seq, credit));
+    }
+
+    /// Whether a fragment may go now: one is pending and, for a message not started yet, the peer's credit
+    /// covers it — the payload bytes from the credit's message up to and including this one fit its room, or
+    /// the peer's app has read everything and this is the message right after what it acknowledged.
+    pub(super) fn can_send(&self) -> bool {
+        let Some(msg) = self.queue.get(self.send_idx) else { return false };
+        let Some((seq, credit)) = self.credit else { return true };
+        if msg.seq < self.started {
+            return true;
+        }
+        // The queue starts at the acknowledged message, so the started messages are the ones the credit's room
+        // must already hold (messages before the credit's `seq` left the queue with that acknowledgement).
+        let need = self.started_bytes + msg.payload.len() as u64;
+        need <= u64::from(credit.room) || (credit.empty && msg.seq == seq)
     }
 
     /// Queues a message; returns its sequence number. A payload longer than the 32-bit length field is
@@ -136,6 +166,7 @@ impl SendLane {
     }
 
     /// Whether a fragment is ready to go.
+    #[cfg(test)]
     pub(super) fn has_pending(&self) -> bool {
         self.send_idx < self.queue.len()
     }
@@ -187,6 +218,10 @@ impl SendLane {
         frame.encode(mode, out).ok()?;
         let wire_len = out.len() - before;
         msg.cuts.sent(offset + len);
+        if msg.seq >= self.started {
+            self.started = msg.seq + 1;
+            self.started_bytes += msg.payload.len() as u64;
+        }
         let pos = Position { seq: msg.seq, frag: index };
         if last {
             self.send_idx += 1;
@@ -207,6 +242,20 @@ impl SendLane {
         while self.queue.front().is_some_and(|m| m.seq < pos.seq) {
             if let Some(m) = self.queue.pop_front() {
                 self.queued_bytes -= m.payload.len() as u64;
+                if m.seq < self.started {
+                    self.started_bytes -= m.payload.len() as u64;
+                }
+                // A message the credit covered leaves the queue: the peer holds it, maybe unread, so it keeps
+                // counting against the credit's room until an entry with fresh credit says otherwise (an
+                // acknowledgement without credit — a resume position — must not free room).
+                if let Some((seq, credit)) = &mut self.credit
+                    && m.seq >= *seq
+                {
+                    let len = u32::try_from(m.payload.len()).unwrap_or(u32::MAX);
+                    credit.room = credit.room.saturating_sub(len);
+                    credit.empty = false;
+                    *seq = m.seq + 1;
+                }
                 self.send_idx = self.send_idx.saturating_sub(1);
                 done.push(m);
             }
@@ -262,7 +311,9 @@ impl SendLane {
     pub(super) fn fail_all(&mut self) -> (Vec<SendId>, u64) {
         let ids = self.queue.drain(..).filter_map(|m| m.id).collect();
         let freed = self.inflight_bytes;
+        let credit = self.credit;
         *self = Self::new(self.channel, self.kind);
+        self.credit = credit.map(|(_, c)| (0, c));
         (ids, freed)
     }
 }
@@ -370,5 +421,59 @@ mod tests {
         let first = colink_frame::decode_packet(again[0].clone()).unwrap();
         assert_eq!(first.header.position.index(), 0);
         assert_eq!(reassemble(&again), Bytes::from(vec![0u8; 1000]));
+    }
+
+    #[test]
+    fn credit_holds_back_messages_that_do_not_fit_and_an_empty_peer_takes_any_size() {
+        let mut l = lane_with(&[400, 400, 400]);
+        l.set_credit(0, Credit { room: 1000, empty: true });
+        // As the scheduler does: only while the credit allows.
+        let drain = |l: &mut SendLane, mtu: usize| {
+            let mut out = BytesMut::new();
+            let mut v = Vec::new();
+            while l.can_send() {
+                l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).unwrap();
+                v.push(out.split().freeze());
+            }
+            v
+        };
+        // Two messages fit (800 <= 1000), the third does not (1200).
+        let frames = drain(&mut l, 100);
+        assert_eq!(frames.len(), 10);
+        assert!(!l.can_send() && l.has_pending());
+        // The peer holds both but its app read nothing: room 200, not empty.
+        l.ack(Position { seq: 2, frag: 0 });
+        l.set_credit(2, Credit { room: 200, empty: false });
+        assert!(!l.can_send());
+        // Its app read them: the third may go, and a larger one after it once the app read it too.
+        l.set_credit(2, Credit { room: 1000, empty: true });
+        assert!(l.can_send());
+        drain(&mut l, 100);
+        l.push(Some(SendId(9)), Bytes::from(vec![9u8; 5000])).unwrap();
+        l.ack(Position { seq: 3, frag: 0 });
+        l.set_credit(3, Credit { room: 600, empty: false });
+        assert!(!l.can_send());
+        l.set_credit(3, Credit { room: 1000, empty: true });
+        assert!(l.can_send());
+        // A message already started is finished whatever the credit says.
+        let mut out = BytesMut::new();
+        l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+        l.set_credit(3, Credit { room: 0, empty: false });
+        assert!(l.can_send());
+    }
+
+    #[test]
+    fn an_acknowledgement_without_credit_keeps_the_acknowledged_bytes_counted() {
+        let mut l = lane_with(&[400, 400, 400, 400]);
+        l.set_credit(0, Credit { room: 1000, empty: true });
+        let mut out = BytesMut::new();
+        while l.can_send() {
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+        }
+        // Two messages went out. A resume position says the peer holds both (no credit with it): they may be
+        // unread, so only 200 bytes of room remain and the third (400) must wait.
+        l.ack(Position { seq: 2, frag: 0 });
+        assert!(!l.can_send());
+        assert_eq!(l.credit, Some((2, Credit { room: 200, empty: false })));
     }
 }

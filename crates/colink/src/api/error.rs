@@ -85,8 +85,52 @@ impl TryFrom<i32> for ErrorCode {
     }
 }
 
+/// What went wrong, for code that wants to react rather than print: finer than [`ErrorCode`], whose numbers
+/// the reference fixes (a send on a session whose link died and a send with a bad argument both carry `401`
+/// there; here they are [`LinkLost`](Self::LinkLost) and [`InvalidArgument`](Self::InvalidArgument)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `201`: the caller lacks a permission.
+    PermissionDenied,
+    /// `202`: a system operation from a non-system caller.
+    NotSystemApp,
+    /// `401`: an argument broke a rule ([`Error::argument`] names it).
+    InvalidArgument,
+    /// `401`: no session, stream or collaboration request with that id or token exists.
+    NotFound,
+    /// `401`: the session exists but is not connected (never connected, still connecting, or ended while the
+    /// call waited).
+    NotConnected,
+    /// `401`: the session's Bluetooth link died (not resumed within the grace period, or closed) before the
+    /// operation completed; the reason is what the session's `disconnect` event carries.
+    LinkLost(crate::api::DisconnectReason),
+    /// `401`: the session was disconnected (by the peer app or this one) before the operation completed.
+    Disconnected(crate::api::DisconnectReason),
+    /// `801`: not supported on this device.
+    Unsupported,
+    /// `32300001`..=`32300004`: a stream operation the reference refuses with its own code.
+    Stream,
+}
+
+impl ErrorKind {
+    /// The kind an error of `code` has when nothing finer is known.
+    const fn of(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::PermissionDenied => Self::PermissionDenied,
+            ErrorCode::NotSystemApp => Self::NotSystemApp,
+            ErrorCode::InvalidParameter => Self::InvalidArgument,
+            ErrorCode::CapabilityNotSupported => Self::Unsupported,
+            ErrorCode::OnlyOneStreamPerRole
+            | ErrorCode::ReceiveStreamNotStarted
+            | ErrorCode::BitrateNotSupported
+            | ErrorCode::ColorSpaceNotSupported => Self::Stream,
+        }
+    }
+}
+
 /// The error every public colink operation returns: the reference's numeric [`ErrorCode`] plus a message
-/// naming the argument (when one is to blame) and the rule it broke.
+/// naming the argument (when one is to blame) and the rule it broke, and a typed [`ErrorKind`].
 ///
 /// ```
 /// use colink::api::{Error, ErrorCode};
@@ -96,41 +140,70 @@ impl TryFrom<i32> for ErrorCode {
 /// assert_eq!(e.error_code(), ErrorCode::InvalidParameter);
 /// assert_eq!(e.argument(), Some("session_id"));
 /// assert_eq!(e.to_string(), "401 (parameter error): invalid argument `session_id`: must be > 0, got -1");
+/// assert_eq!(e.kind(), colink::api::ErrorKind::InvalidArgument);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Error {
     code: ErrorCode,
+    kind: ErrorKind,
     argument: Option<Cow<'static, str>>,
     message: String,
 }
 
 impl Error {
-    /// An error with `code` and a free-form `message` (no argument to blame).
+    /// An error with `code` and a free-form `message` (no argument to blame); its kind follows from the code.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, argument: None, message: message.into() }
+        Self { code, kind: ErrorKind::of(code), argument: None, message: message.into() }
     }
 
     /// `401`: argument `argument` broke `rule` (e.g. `invalid_arg("session_id", "must be > 0, got -1")`).
     pub fn invalid_arg(argument: impl Into<Cow<'static, str>>, rule: impl fmt::Display) -> Self {
         let argument = argument.into();
         let message = format!("invalid argument `{argument}`: {rule}");
-        Self { code: ErrorCode::InvalidParameter, argument: Some(argument), message }
+        Self { code: ErrorCode::InvalidParameter, kind: ErrorKind::InvalidArgument, argument: Some(argument), message }
     }
 
     /// `401`: no session with this id exists (never created, or destroyed).
     pub fn unknown_session(id: impl fmt::Display) -> Self {
-        Self::invalid_arg("session_id", format_args!("no session with id {id} exists"))
+        Self::invalid_arg("session_id", format_args!("no session with id {id} exists")).with_kind(ErrorKind::NotFound)
     }
 
     /// `401`: no stream with this id exists (never created, or destroyed).
     pub fn unknown_stream(id: impl fmt::Display) -> Self {
-        Self::invalid_arg("stream_id", format_args!("no stream with id {id} exists"))
+        Self::invalid_arg("stream_id", format_args!("no stream with id {id} exists")).with_kind(ErrorKind::NotFound)
     }
 
     /// `401`: the session exists but is not connected, so nothing can be sent on it.
     pub fn not_connected(id: impl fmt::Display) -> Self {
         Self::invalid_arg("session_id", format_args!("session {id} is not connected"))
+            .with_kind(ErrorKind::NotConnected)
+    }
+
+    /// `401` (the reference's code for a session that is not connected), kind [`ErrorKind::LinkLost`]: the
+    /// session's link died with `reason` before `what` completed.
+    pub fn link_lost(reason: crate::api::DisconnectReason, what: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidParameter, format!("link lost ({reason:?}): {what}"))
+            .with_kind(ErrorKind::LinkLost(reason))
+    }
+
+    /// `401`, kind [`ErrorKind::Disconnected`]: the session was disconnected with `reason` before `what`
+    /// completed.
+    pub fn disconnected(reason: crate::api::DisconnectReason, what: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidParameter, format!("disconnected ({reason:?}): {what}"))
+            .with_kind(ErrorKind::Disconnected(reason))
+    }
+
+    /// The same error with a finer kind (the code and the message stay).
+    #[must_use]
+    pub const fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What went wrong, typed (see [`ErrorKind`]); [`code`](Self::code) keeps the reference's number.
+    pub const fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     /// `201`: the caller lacks `permission`, which `operation` needs.
@@ -207,6 +280,20 @@ mod tests {
         assert_eq!(Error::not_supported("Bluetooth").code(), 801);
         assert_eq!(Error::new(ErrorCode::BitrateNotSupported, "x").code(), 32_300_003);
         assert_eq!(Error::not_system_app("send_image").argument(), None);
+    }
+
+    #[test]
+    fn kinds_refine_the_codes_without_changing_them() {
+        use crate::api::DisconnectReason;
+        assert_eq!(Error::unknown_session(5).kind(), ErrorKind::NotFound);
+        assert_eq!(Error::not_connected(100).kind(), ErrorKind::NotConnected);
+        assert_eq!(Error::invalid_arg("msg", "empty").kind(), ErrorKind::InvalidArgument);
+        assert_eq!(Error::not_system_app("x").kind(), ErrorKind::NotSystemApp);
+        assert_eq!(Error::new(ErrorCode::BitrateNotSupported, "x").kind(), ErrorKind::Stream);
+        let lost = Error::link_lost(DisconnectReason::NetworkDisconnected, "send on session 100");
+        assert_eq!((lost.code(), lost.kind()), (401, ErrorKind::LinkLost(DisconnectReason::NetworkDisconnected)));
+        assert!(lost.to_string().contains("link lost") && !lost.to_string().contains("invalid argument"), "{lost}");
+        assert_eq!(lost.argument(), None);
     }
 
     #[test]

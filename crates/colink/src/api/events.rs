@@ -1,7 +1,7 @@
 //! Events delivered to apps, and the registry that routes them: one listener per (session, event kind) —
 //! the reference's `on`/`off` — plus any number of `events()` streams per session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -13,12 +13,14 @@ use bytes::Bytes;
 use colink_media::PixelMap;
 use futures::Stream;
 use futures::channel::mpsc;
+use tracing::warn;
 
 use super::caller::Caller;
 use super::enums::DisconnectReason;
 use super::error::Error;
 use super::ids::SessionId;
 use super::types::CollaborateEventInfo;
+use crate::driver::ReadCredit;
 
 /// The event types of the reference's `on(type, sessionId, callback)` / `off(type, sessionId)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,10 +224,19 @@ pub type Listener = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
 ///   the stream unsubscribes it.
 /// - [`dispatch`](Self::dispatch) delivers an event to the stream(s) and the listener of its kind.
 ///
-/// **Stream policy: unbounded.** A stream buffers every event until it is read, so an unread stream grows
-/// without limit; drop streams you no longer read. colink never drops an event silently, and dispatch never
-/// blocks the driver, which leaves an unbounded queue as the only policy honouring both (back-pressure on
-/// received data belongs to the transport, not the event queue).
+/// **Held until someone listens.** An event that finds no recipient (no stream open, no listener of its
+/// kind) is held for the session, never dropped (except `connect`, which answers the app's own `connect` or
+/// `accept_connect` call): the next [`events`](Self::events) stream gets every held
+/// event first, in order, and an [`on`](Self::on) listener gets the held events of its kind. A payload
+/// dispatched with [`dispatch_received`](Self::dispatch_received) keeps its [`ReadCredit`] while it is held
+/// or queued in a stream, and drops it once a listener ran or a stream yielded it: so what waits here is
+/// bounded by the session's receive buffer, and a session nobody reads slows its sender (docs/api-mapping.md,
+/// "Delivery"). Events without credit (connect, disconnect, send failures) are few per session; more than
+/// [`MAX_HELD_EVENTS`] of them held at once are dropped with a warning in the log.
+///
+/// **Streams** hold what they were given until read, bounded the same way: payloads by their credit, other
+/// events by their small number. A stream that is never read holds its session's credit, so drop streams you
+/// no longer read.
 ///
 /// **Threads.** The registry is `Send + Sync` and cheap to clone (clones share state). Listeners run without
 /// any lock held, on the dispatching thread, so they may call back into the registry (`on`, `off`, ...). Events
@@ -266,10 +277,25 @@ struct Inner {
     next_subscription: u64,
 }
 
+/// A received payload's receive credit, travelling with its event until the app has it.
+type Credit = Option<Arc<ReadCredit>>;
+
+/// Events without receive credit held for one session at most (connect, disconnect, send failures).
+pub const MAX_HELD_EVENTS: usize = 256;
+
 struct SessionEntry {
     system: bool,
     listeners: HashMap<EventKind, Listener>,
-    streams: Vec<(u64, mpsc::UnboundedSender<Event>)>,
+    streams: Vec<(u64, mpsc::UnboundedSender<(Event, Credit)>)>,
+    /// Events that found no recipient, in dispatch order, until a stream or a listener of their kind comes.
+    held: VecDeque<(Event, Credit)>,
+}
+
+impl SessionEntry {
+    /// How many held events carry no credit.
+    fn held_plain(&self) -> usize {
+        self.held.iter().filter(|(_, c)| c.is_none()).count()
+    }
 }
 
 impl fmt::Debug for EventRegistry {
@@ -293,6 +319,7 @@ impl EventRegistry {
             system: caller.is_system(),
             listeners: HashMap::new(),
             streams: Vec::new(),
+            held: VecDeque::new(),
         });
     }
 
@@ -320,12 +347,20 @@ impl EventRegistry {
         callback: impl Fn(&Event) + Send + Sync + 'static,
     ) -> Result<(), Error> {
         let callback: Listener = Arc::new(callback);
-        let replaced = {
+        let (replaced, held) = {
             let mut inner = self.lock();
             let entry = Self::entry_for(&mut inner, kind, session)?;
-            entry.listeners.insert(kind, callback)
+            // Events of this kind that waited for a listener go to this one, in order.
+            let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut entry.held).into_iter().partition(|(e, _)| e.kind() == kind);
+            entry.held = rest;
+            (entry.listeners.insert(kind, callback.clone()), mine)
         };
         drop(replaced); // user code (the old closure's destructor) runs without the lock
+        for (event, credit) in held {
+            callback(&event);
+            drop(credit); // the app has it: the room goes back to the sender
+        }
         Ok(())
     }
 
@@ -353,6 +388,10 @@ impl EventRegistry {
         inner.next_subscription += 1;
         let entry = inner.sessions.get_mut(&session).ok_or_else(|| Error::unknown_session(session))?;
         let (tx, rx) = mpsc::unbounded();
+        // Whatever waited for a recipient comes first, in order.
+        for held in entry.held.drain(..) {
+            let _ = tx.unbounded_send(held);
+        }
         entry.streams.push((id, tx));
         Ok(EventStream { rx, registry: Arc::downgrade(&self.inner), session, id })
     }
@@ -363,9 +402,17 @@ impl EventRegistry {
     }
 
     /// Delivers `event` to every stream of its session and to the listener of its kind. Returns how many
-    /// recipients (streams plus listener) got it: 0 when the session is not open, or when the event is a
-    /// system event and the session's caller is not a system app.
+    /// recipients (streams plus listener) got it: 0 when the session is not open, when the event is a
+    /// system event and the session's caller is not a system app, or when nobody listens yet (then the event
+    /// is held for the next stream or listener of its kind).
     pub fn dispatch(&self, event: Event) -> usize {
+        self.dispatch_received(event, None)
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for a received payload with its receive `credit`: the credit is
+    /// dropped (the room handed back to the sender) once a listener ran, or every stream that got the event
+    /// yielded it; while the event is held or queued, its bytes count against the session's receive buffer.
+    pub fn dispatch_received(&self, event: Event, credit: Option<Arc<ReadCredit>>) -> usize {
         let session = event.session_id();
         let kind = event.kind();
         let (listener, delivered) = {
@@ -378,16 +425,36 @@ impl EventRegistry {
             }
             // Streams get the event under the lock (a non-blocking queue push), so concurrent dispatches keep
             // one order for every stream; a stream whose receiver is gone is pruned.
-            entry.streams.retain(|(_, tx)| tx.unbounded_send(event.clone()).is_ok());
-            (entry.listeners.get(&kind).cloned(), entry.streams.len())
+            entry.streams.retain(|(_, tx)| tx.unbounded_send((event.clone(), credit.clone())).is_ok());
+            let listener = entry.listeners.get(&kind).cloned();
+            if listener.is_none() && entry.streams.is_empty() {
+                // `connect` is the answer of the app's own `connect` / `accept_connect` call, which it has
+                // already: not held.
+                if kind == EventKind::Connect {
+                    return 0;
+                }
+                if credit.is_none() && entry.held_plain() >= MAX_HELD_EVENTS {
+                    warn!(%session, %kind, "too many events held for a session nobody listens to; dropping one");
+                } else {
+                    entry.held.push_back((event, credit));
+                }
+                return 0;
+            }
+            (listener, entry.streams.len())
         };
         match listener {
             Some(listener) => {
                 listener(&event);
+                drop(credit); // the app has it (streams hold their own clones until they yield it)
                 delivered + 1
             }
             None => delivered,
         }
+    }
+
+    /// How many events are held for `session` because nobody listened when they came.
+    pub fn held_count(&self, session: SessionId) -> usize {
+        self.lock().sessions.get(&session).map_or(0, |e| e.held.len())
     }
 
     fn entry_for(inner: &mut Inner, kind: EventKind, session: SessionId) -> Result<&mut SessionEntry, Error> {
@@ -407,7 +474,7 @@ impl EventRegistry {
 /// dropping it unsubscribes.
 #[must_use = "a stream buffers events until read; drop it to unsubscribe"]
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::UnboundedReceiver<(Event, Credit)>,
     registry: Weak<Mutex<Inner>>,
     session: SessionId,
     id: u64,
@@ -430,7 +497,9 @@ impl Stream for EventStream {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.rx).poll_next(cx)
+        // Yielded: the app has it, and this stream's share of the credit goes (the room returns to the sender
+        // once every holder let go).
+        Pin::new(&mut self.rx).poll_next(cx).map(|item| item.map(|(event, _credit)| event))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -725,5 +794,53 @@ mod tests {
         let b: Vec<Event> = block_on(b.collect());
         assert_eq!(a.len(), 400);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn events_nobody_listens_to_are_held_for_the_first_stream() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        assert_eq!(reg.dispatch(msg(100, "early")), 0);
+        assert_eq!(reg.dispatch(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") }), 0);
+        assert_eq!(reg.held_count(sid(100)), 2);
+        let mut events = reg.events(sid(100)).unwrap();
+        reg.dispatch(msg(100, "late"));
+        assert_eq!(block_on(events.next()), Some(msg(100, "early")));
+        assert_eq!(
+            block_on(events.next()),
+            Some(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") })
+        );
+        assert_eq!(block_on(events.next()), Some(msg(100, "late")));
+        assert_eq!(reg.held_count(sid(100)), 0);
+        // A second stream does not see them again.
+        let mut second = reg.events(sid(100)).unwrap();
+        assert!(second.next().now_or_never().is_none());
+    }
+
+    #[test]
+    fn a_new_listener_gets_the_held_events_of_its_kind_only_and_connect_is_not_held() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        reg.dispatch(Event::Connect { session_id: sid(100) });
+        reg.dispatch(msg(100, "one"));
+        reg.dispatch(Event::ReceiveData { session_id: sid(100), data: Bytes::from_static(b"d") });
+        reg.dispatch(msg(100, "two"));
+        assert_eq!(reg.held_count(sid(100)), 3);
+        let (seen, listener) = recorder();
+        reg.on(EventKind::ReceiveMessage, sid(100), listener).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![msg(100, "one"), msg(100, "two")]);
+        assert_eq!(reg.held_count(sid(100)), 1, "the data waits for its own listener or a stream");
+        assert_eq!(reg.dispatch(msg(100, "three")), 1);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn events_without_credit_held_for_a_session_are_bounded() {
+        let reg = EventRegistry::new();
+        reg.open_session(sid(100), &app());
+        for _ in 0..MAX_HELD_EVENTS + 10 {
+            reg.dispatch(Event::Disconnect { session_id: sid(100), reason: DisconnectReason::PeerAppExit });
+        }
+        assert_eq!(reg.held_count(sid(100)), MAX_HELD_EVENTS);
     }
 }

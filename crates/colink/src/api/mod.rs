@@ -32,8 +32,8 @@ pub use enums::{
     CollaborateEventType, ConnectErrorCode, DisconnectReason, FlipOptions, ReferenceEnum, StartOptionParams,
     StreamRole, VideoPixelFormat,
 };
-pub use error::{Error, ErrorCode};
-pub use events::{Event, EventCallbackInfo, EventKind, EventRegistry, EventStream, Listener};
+pub use error::{Error, ErrorCode, ErrorKind};
+pub use events::{Event, EventCallbackInfo, EventKind, EventRegistry, EventStream, Listener, MAX_HELD_EVENTS};
 pub use ids::{SessionId, SessionIds, StreamId, StreamIds};
 pub use media::{ColorSpace, DEFAULT_BITRATE, Rotation, StreamParam, SurfaceParam};
 pub use types::{CollaborateEventInfo, ConnectOptions, ConnectResult, PeerInfo};

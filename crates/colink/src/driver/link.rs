@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
+use super::credit::LinkCredit;
 use super::{DialRequest, LinkId, NodeEvent, SendError};
 use colink_proto::secure::{PeerIdentity, TransportKeys};
 use colink_proto::{
@@ -91,6 +92,8 @@ pub(crate) struct LinkTask {
     pending: BTreeMap<SendId, oneshot::Sender<Result<(), SendError>>>,
     blocked: VecDeque<Queued>,
     redialing: bool,
+    /// Receive credit the app hands back as it reads.
+    credit: Arc<LinkCredit>,
 }
 
 /// Bytes the driver lets wait in the transport's queue (not yet on the air) before it hands over the next frame:
@@ -112,6 +115,7 @@ impl LinkTask {
         redial: Option<mpsc::UnboundedSender<DialRequest>>,
         peer_device: String,
         on_exit: Box<dyn FnOnce(LinkId) + Send>,
+        credit: Arc<LinkCredit>,
     ) -> Self {
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         Self {
@@ -131,6 +135,7 @@ impl LinkTask {
             pending: BTreeMap::new(),
             blocked: VecDeque::new(),
             redialing: false,
+            credit,
         }
     }
 
@@ -146,6 +151,7 @@ impl LinkTask {
                 }
                 let deadline = self.conn.poll_timeout().map(Instant::from_std);
                 let sending = self.sending.is_some();
+                let credit = self.credit.clone();
                 tokio::select! {
                     biased;
                     Some((generation, input)) = self.input_rx.recv() => {
@@ -164,6 +170,11 @@ impl LinkTask {
                         None => self.conn.close(now()),
                     },
                     () = sleep_until(deadline), if deadline.is_some() => self.conn.handle_timeout(now()),
+                    () = credit.returned.notified() => {
+                        for ((session, kind), len) in self.credit.take_returned() {
+                            self.conn.consumed(now(), session, kind, len);
+                        }
+                    }
                 }
             }
             for (_, reply) in std::mem::take(&mut self.pending) {
@@ -378,7 +389,14 @@ impl LinkTask {
             Event::LinkUp { peer_device, .. } => self.peer_device.clone_from(peer_device),
             _ => {}
         }
-        let _ = self.events.send(NodeEvent { link: self.id, peer_device: self.peer_device.clone(), event });
+        // A payload's bytes count against its channel's receive buffer until the app read it (the credit dropped).
+        let credit = match &event {
+            Event::Received { session, kind, payload } => {
+                Some(Arc::new(self.credit.issue(*session, *kind, payload.len() as u64)))
+            }
+            _ => None,
+        };
+        let _ = self.events.send(NodeEvent { link: self.id, peer_device: self.peer_device.clone(), event, credit });
     }
 
     fn request_redial(&mut self) {

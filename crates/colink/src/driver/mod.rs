@@ -17,6 +17,7 @@
 //! Everything above (app identities, session ids, listeners, validation) is the `Manager`'s business; the node
 //! speaks in engine terms: [`LinkId`] + [`SessionKey`], and reports [`NodeEvent`]s.
 
+mod credit;
 mod dial;
 mod link;
 mod radio;
@@ -40,6 +41,8 @@ use colink_proto::{
     self as engine, ChannelKind, Config, ConnectErrorCode, ConnectOptions, Connection, DisconnectReason, Entropy,
     Event, PeerInfo, Role, SeededEntropy, SessionError, SessionKey,
 };
+use credit::LinkCredit;
+pub use credit::ReadCredit;
 pub use dial::DialError;
 use link::{Command, ConnectRequest, LinkTask, Proven, now};
 use radio::{Endpoints, supervise};
@@ -59,6 +62,10 @@ pub struct NodeEvent {
     pub peer_device: String,
     /// What the engine reported.
     pub event: Event,
+    /// With [`Event::Received`]: the payload's receive credit. Its bytes count against the session channel's
+    /// receive buffer until it is dropped, so keep it with the payload until the app has it (the peer's sends
+    /// stop while the buffer is full); dropping the event drops it.
+    pub credit: Option<Arc<ReadCredit>>,
 }
 
 /// Which radio transport a [`Node`] dials a peer over first.
@@ -260,6 +267,7 @@ struct Table {
     next: u64,
     by_key: BTreeMap<(String, Role), LinkId>,
     links: BTreeMap<LinkId, (String, Role, mpsc::Sender<Command>)>,
+    credits: BTreeMap<LinkId, Arc<LinkCredit>>,
 }
 
 /// How long [`Node::shutdown`] waits for links to say goodbye.
@@ -427,6 +435,12 @@ impl Node {
         payload: Bytes,
     ) -> Result<(), SendError> {
         self.enqueue(link, session, kind, payload).await?.await
+    }
+
+    /// Payload bytes received on `session` of `link` whose [`ReadCredit`]s are still alive: what the app has
+    /// not read yet (at most the receive buffer per channel). 0 for an unknown link or session.
+    pub fn unread_bytes(&self, link: LinkId, session: SessionKey) -> u64 {
+        lock(&self.shared.table).credits.get(&link).map_or(0, |c| c.outstanding(session))
     }
 
     /// Queues `payload` like [`send`](Self::send) but returns as soon as the link has taken it, with a
@@ -599,12 +613,14 @@ impl Node {
         secure: Option<Box<Proven>>,
     ) -> (LinkId, mpsc::Sender<Command>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let credit = Arc::new(LinkCredit::default());
         let id = {
             let mut table = lock(&self.shared.table);
             table.next += 1;
             let id = LinkId(table.next);
             table.by_key.insert((device.clone(), role), id);
             table.links.insert(id, (device.clone(), role, tx.clone()));
+            table.credits.insert(id, credit.clone());
             id
         };
         let entropy = self.entropy(id.0);
@@ -614,6 +630,7 @@ impl Node {
         let on_exit = Box::new(move |id: LinkId| {
             if let Some(shared) = weak.upgrade() {
                 let mut table = lock(&shared.table);
+                table.credits.remove(&id);
                 if let Some((device, role, _)) = table.links.remove(&id)
                     && table.by_key.get(&(device.clone(), role)) == Some(&id)
                 {
@@ -621,7 +638,7 @@ impl Node {
                 }
             }
         });
-        let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit);
+        let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit, credit);
         let handle = tokio::spawn(task.run(link, replay, secure).in_current_span());
         let mut tasks = lock(&self.shared.link_tasks);
         tasks.retain(|t| !t.is_finished());

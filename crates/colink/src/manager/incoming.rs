@@ -31,6 +31,18 @@ pub struct CollaborationRequest {
 
 type AppKey = (String, String, String);
 
+/// Most unread requests an [`Incoming`] holds; a request beyond it is refused with `SYSTEM_INTERNAL_ERROR`
+/// (each one waits for an answer for at most the connect timeout anyway).
+pub const INCOMING_QUEUE: usize = 64;
+
+/// Why a request did not reach its app.
+pub(super) enum Undelivered {
+    /// No app listens for requests (no [`Incoming`] open).
+    NoApp(Box<CollaborationRequest>),
+    /// The app's [`Incoming`] holds [`INCOMING_QUEUE`] unread requests.
+    Full(Box<CollaborationRequest>),
+}
+
 /// The apps that listen for requests.
 #[derive(Default)]
 pub(super) struct Apps {
@@ -40,13 +52,13 @@ pub(super) struct Apps {
 #[derive(Default)]
 struct AppTable {
     next: u64,
-    apps: BTreeMap<AppKey, (u64, mpsc::UnboundedSender<CollaborationRequest>)>,
+    apps: BTreeMap<AppKey, (u64, mpsc::Sender<CollaborationRequest>)>,
 }
 
 impl Apps {
     pub(super) fn subscribe(&self, caller: &Caller) -> Incoming {
         let key = (caller.bundle_name().to_owned(), caller.module_name().to_owned(), caller.ability_name().to_owned());
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
         let mut table = lock(&self.inner);
         table.next += 1;
         let id = table.next;
@@ -54,25 +66,25 @@ impl Apps {
         Incoming { rx, table: Arc::downgrade(&self.inner), key, id }
     }
 
-    /// Hands `request` to its app, or gives it back when no app listens.
-    pub(super) fn deliver(
-        &self,
-        app: &AppKey,
-        request: Box<CollaborationRequest>,
-    ) -> Result<(), Box<CollaborationRequest>> {
+    /// Hands `request` to its app, or gives it back when no app listens or the app's queue is full.
+    pub(super) fn deliver(&self, app: &AppKey, request: Box<CollaborationRequest>) -> Result<(), Undelivered> {
         let table = lock(&self.inner);
         match table.apps.get(app) {
-            Some((_, tx)) => tx.send(*request).map_err(|e| Box::new(e.0)),
-            None => Err(request),
+            Some((_, tx)) => tx.try_send(*request).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(r) => Undelivered::Full(Box::new(r)),
+                mpsc::error::TrySendError::Closed(r) => Undelivered::NoApp(Box::new(r)),
+            }),
+            None => Err(Undelivered::NoApp(request)),
         }
     }
 }
 
 /// The collaboration requests for one app, from [`Manager::incoming`](super::Manager::incoming). A newer
-/// `incoming` for the same app replaces this one; dropping it stops the app from receiving requests.
+/// `incoming` for the same app replaces this one; dropping it stops the app from receiving requests. It holds
+/// at most [`INCOMING_QUEUE`] unread requests; more are refused with `SYSTEM_INTERNAL_ERROR`.
 #[derive(Debug)]
 pub struct Incoming {
-    rx: mpsc::UnboundedReceiver<CollaborationRequest>,
+    rx: mpsc::Receiver<CollaborationRequest>,
     table: Weak<Mutex<AppTable>>,
     key: AppKey,
     id: u64,

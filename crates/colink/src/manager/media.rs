@@ -455,9 +455,9 @@ pub(super) fn session_destroyed(inner: &Inner, session: SessionId) {
     }
 }
 
-/// An image arrived on session `id`: decode and deliver it, or log why not (a corrupt image is never
-/// delivered).
-pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes) {
+/// An image arrived on session `id`: decode and deliver it with the payload's receive `credit` (held with the
+/// event until the app takes it), or log why not (a corrupt image is never delivered).
+pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes, credit: Option<Arc<crate::driver::ReadCredit>>) {
     let decoded = ImageHeader::decode(payload).map_err(|e| e.to_string()).and_then(|(header, jpeg_bytes)| {
         let limits = DecodeLimits::default();
         let picture = cpu(|| jpeg::decode(&jpeg_bytes, limits)).map_err(|e| e.to_string())?;
@@ -478,7 +478,7 @@ pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes) {
     });
     match decoded {
         Ok(image) => {
-            inner.registry.dispatch(Event::ReceiveImage { session_id: id, image });
+            inner.registry.dispatch_received(Event::ReceiveImage { session_id: id, image }, credit);
         }
         Err(e) => warn!(session = %id, error = %e, "dropping an image that does not decode"),
     }

@@ -7,7 +7,9 @@
 //!
 //! Every operation validates its arguments by the reference's rules (see [`crate::api::validate`]) and answers
 //! with an [`Error`] carrying the reference's numeric code; nothing panics on bad input. Unlike the reference,
-//! `send_message` / `send_data` resolve when the peer holds the whole payload, and a send that fails after
+//! `send_message` / `send_data` resolve when the peer's app has the whole payload, or it waits in the peer's
+//! bounded per-session queue sure to reach the app (docs/api-mapping.md, "Delivery"; a peer app that does not
+//! read slows this sender through its receive credit), and a send that fails after
 //! it was accepted also raises `collaborateEvent` SEND_FAILURE.
 
 mod incoming;
@@ -34,7 +36,7 @@ use crate::api::{
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, RadioState, SendError, StartError};
 use crate::lock;
 use colink_proto::{self as engine, ChannelKind, SessionKey};
-pub use incoming::{CollaborationRequest, Incoming};
+pub use incoming::{CollaborationRequest, INCOMING_QUEUE, Incoming};
 #[cfg(feature = "media")]
 pub use media::DEFAULT_IMAGE_QUALITY;
 
@@ -85,6 +87,15 @@ impl ManagerBuilder {
     /// show it, e.g. in `colink devices`.
     pub fn device_name(mut self, name: impl Into<String>) -> Self {
         self.config.engine.device_name = name.into();
+        self
+    }
+
+    /// Payload bytes each session channel (messages, data, images, stream media) may hold for the app before
+    /// it reads them (default 4 MiB, [`colink_proto::DEFAULT_RECEIVE_BUFFER`]; at most `u32::MAX`). When a
+    /// session's app does not read, its peer's sends stop resolving once this is full; other sessions flow
+    /// on. Set it after [`node_config`](Self::node_config), which replaces the whole configuration.
+    pub fn receive_buffer(mut self, bytes: u64) -> Self {
+        self.config.engine.receive_buffer = bytes;
         self
     }
 
@@ -200,6 +211,17 @@ struct State {
     requests: BTreeMap<String, Request>,
     /// Answers that arrived for a connect before its binding was recorded.
     early: BTreeMap<(LinkId, SessionKey), ConnectResult>,
+    /// Payloads received for a session before it was connected here (the peer sends the moment its engine
+    /// reports the session open, which can be before `connect`/`accept_connect` recorded it), in order, each
+    /// with its receive credit: bounded by the receive buffer, handed on once the session is connected.
+    held: BTreeMap<(LinkId, SessionKey), Vec<Received>>,
+}
+
+/// A payload received for a session, with its receive credit.
+struct Received {
+    kind: ChannelKind,
+    payload: Bytes,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
 }
 
 struct Session {
@@ -411,6 +433,7 @@ impl Manager {
             state.bound.insert(binding, id);
         }
         self.inner.registry.dispatch(Event::Connect { session_id: id });
+        flush_held(&self.inner, binding, id);
         Ok(())
     }
 
@@ -447,6 +470,7 @@ impl Manager {
             };
             if let Some(b) = binding {
                 state.bound.remove(&b);
+                state.held.remove(&b);
             }
             binding
         };
@@ -472,7 +496,9 @@ impl Manager {
     }
 
     /// `on(type, id, callback)`: makes `callback` the listener for `kind` on session `id`, replacing any
-    /// earlier one. `202` for a system event on a non-system app's session, `401` for an unknown id.
+    /// earlier one. Events of `kind` that arrived while nobody listened (docs/api-mapping.md, "Delivery") are
+    /// handed to `callback` at once, in order, before `on` returns. `202` for a system event on a non-system
+    /// app's session, `401` for an unknown id.
     pub fn on(
         &self,
         kind: EventKind,
@@ -489,12 +515,30 @@ impl Manager {
         self.inner.registry.off(kind, id).map(|_| ())
     }
 
-    /// Every event of session `id`, as a stream (system events only for system apps). Dropping it unsubscribes.
+    /// Every event of session `id`, as a stream (system events only for system apps), starting with those that
+    /// arrived while nobody listened. A payload counts against the session's receive buffer until the stream
+    /// yields it, so an unread stream slows the peer's sends on this session. Dropping it unsubscribes.
     pub fn events(&self, id: SessionId) -> Result<EventStream, Error> {
         if !self.state().sessions.contains_key(&id) {
             return Err(Error::unknown_session(id));
         }
         self.inner.registry.events(id)
+    }
+
+    /// Payload bytes received on session `id` that its app has not taken yet: held for a listener or stream
+    /// to come, queued in an [`EventStream`] not read yet, or on their way to it. At most the receive buffer
+    /// ([`ManagerBuilder::receive_buffer`]) per channel; 0 for a session that is not connected. `401` for an
+    /// unknown id.
+    pub fn unread_bytes(&self, id: SessionId) -> Result<u64, Error> {
+        let binding = {
+            let state = self.state();
+            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            match s.phase {
+                Phase::Connected { binding } => Some(binding),
+                _ => None,
+            }
+        };
+        Ok(binding.map_or(0, |(link, key)| self.inner.node.unread_bytes(link, key)))
     }
 
     /// The collaboration requests addressed to the app `caller` (the reference's `onCollaborate`). While no
@@ -528,7 +572,7 @@ impl Manager {
                         info: CollaborateEventInfo::new(CollaborateEventType::SendFailure, Some(message.clone())),
                     });
                 }
-                Err(Error::invalid_arg("session_id", message))
+                Err(send_error(id, e, message))
             }
         }
     }
@@ -547,9 +591,11 @@ impl Manager {
             state.bound.insert(binding, id);
             drop(state);
             self.inner.registry.dispatch(Event::Connect { session_id: id });
+            flush_held(&self.inner, binding, id);
         } else {
             s.phase = Phase::Idle;
             state.bound.remove(&binding);
+            state.held.remove(&binding);
         }
         result
     }
@@ -565,6 +611,26 @@ impl Manager {
     }
 }
 
+/// The API error of a send that the driver refused or could not deliver: a dead link says so
+/// ([`ErrorKind::LinkLost`](crate::ErrorKind::LinkLost)), never "invalid argument".
+fn send_error(id: SessionId, e: SendError, message: String) -> Error {
+    use colink_proto::{SendError as Engine, SendFailure};
+    match e {
+        SendError::Failed(SendFailure::Disconnected(DisconnectReason::NetworkDisconnected)) | SendError::LinkClosed => {
+            Error::link_lost(DisconnectReason::NetworkDisconnected, message)
+        }
+        SendError::Failed(SendFailure::Disconnected(reason)) => Error::disconnected(reason, message),
+        SendError::Failed(_) => Error::link_lost(DisconnectReason::NetworkDisconnected, message),
+        SendError::NotConnected | SendError::Rejected(Engine::NotConnected(_) | Engine::UnknownSession(_)) => {
+            Error::not_connected(id).with_kind(crate::ErrorKind::NotConnected)
+        }
+        SendError::Rejected(Engine::TooLarge { len, max }) => {
+            Error::invalid_arg("data", format_args!("{len} bytes exceed the maximum of {max}"))
+        }
+        SendError::Rejected(_) => Error::invalid_arg("session_id", message),
+    }
+}
+
 fn unknown_token(token: &str) -> Error {
     let shown: String = token.chars().take(16).collect();
     Error::invalid_arg("token", format_args!("no pending collaboration request has token {shown:?}"))
@@ -572,9 +638,9 @@ fn unknown_token(token: &str) -> Error {
 
 /// Turns the driver's events into app events.
 async fn pump(inner: std::sync::Weak<Inner>, mut events: NodeEvents) {
-    while let Some(NodeEvent { link, event, .. }) = events.recv().await {
+    while let Some(NodeEvent { link, event, credit, .. }) = events.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        handle(&inner, link, event).await;
+        handle(&inner, link, event, credit).await;
     }
 }
 
@@ -592,8 +658,12 @@ fn remember_name(inner: &Inner, peer: &str, name: &str) {
     }
 }
 
-async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
-    let session_of = |key: SessionKey| lock(&inner.state).bound.get(&(link, key)).copied();
+async fn handle(
+    inner: &Arc<Inner>,
+    link: LinkId,
+    event: engine::Event,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
+) {
     match event {
         engine::Event::LinkUp { peer_device, peer_name: Some(name), .. } => remember_name(inner, &peer_device, &name),
         engine::Event::IncomingConnect { token, from, to, options, .. } => {
@@ -609,11 +679,21 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
                 request.local.ability_name.clone(),
             );
             lock(&inner.state).requests.insert(token.clone(), Request { link });
-            if let Err(request) = inner.apps.deliver(&app, Box::new(request)) {
+            if let Err(undelivered) = inner.apps.deliver(&app, Box::new(request)) {
                 lock(&inner.state).requests.remove(&token);
-                warn!(bundle = %request.local.bundle_name, "no app listens for collaboration requests; rejecting");
-                let reason = format!("{} has no collaboration handler", request.local.bundle_name);
-                let _ = inner.node.reject(link, token, ConnectErrorCode::PeerAbilityNoOncollaborate, reason).await;
+                let (code, reason) = match undelivered {
+                    incoming::Undelivered::NoApp(request) => {
+                        warn!(bundle = %request.local.bundle_name, "no app listens for collaboration requests; rejecting");
+                        let reason = format!("{} has no collaboration handler", request.local.bundle_name);
+                        (ConnectErrorCode::PeerAbilityNoOncollaborate, reason)
+                    }
+                    incoming::Undelivered::Full(request) => {
+                        warn!(bundle = %request.local.bundle_name, "too many unanswered collaboration requests; rejecting");
+                        let reason = format!("{} has too many unanswered requests", request.local.bundle_name);
+                        (ConnectErrorCode::SystemInternalError, reason)
+                    }
+                };
+                let _ = inner.node.reject(link, token, code, reason).await;
             }
         }
         engine::Event::IncomingCancelled { token, .. } => {
@@ -626,6 +706,7 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
         engine::Event::Disconnected { session, reason } => {
             let id = {
                 let mut state = lock(&inner.state);
+                state.held.remove(&(link, session));
                 let id = state.bound.remove(&(link, session));
                 if let Some(s) = id.and_then(|id| state.sessions.get_mut(&id))
                     && let Phase::Connecting { answer: Some(tx), .. } = std::mem::replace(&mut s.phase, Phase::Idle)
@@ -644,30 +725,74 @@ async fn handle(inner: &Arc<Inner>, link: LinkId, event: engine::Event) {
             }
         }
         engine::Event::Received { session, kind, payload } => {
-            let Some(id) = session_of(session) else { return };
-            let event = match kind {
-                ChannelKind::Message => match String::from_utf8(payload.to_vec()) {
-                    Ok(msg) => Event::ReceiveMessage { session_id: id, msg },
-                    Err(_) => {
-                        warn!(session = %id, "dropping a message that is not UTF-8");
+            let binding = (link, session);
+            let received = Received { kind, payload, credit };
+            // Straight to the app when the session is connected here and nothing older waits; otherwise held
+            // behind what waits (order kept) until the session is connected.
+            let id = {
+                let mut state = lock(&inner.state);
+                let connected = state.bound.get(&binding).copied().filter(|id| {
+                    matches!(state.sessions.get(id), Some(Session { phase: Phase::Connected { .. }, .. }))
+                });
+                match connected {
+                    Some(id) if !state.held.contains_key(&binding) => id,
+                    _ => {
+                        state.held.entry(binding).or_default().push(received);
                         return;
                     }
-                },
-                ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
-                #[cfg(feature = "media")]
-                ChannelKind::Image => return media::on_image(inner, id, &payload),
-                #[cfg(feature = "media")]
-                ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
-                #[cfg(not(feature = "media"))]
-                ChannelKind::Image | ChannelKind::StreamMedia => {
-                    debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
-                    return;
                 }
             };
-            inner.registry.dispatch(event);
+            deliver(inner, id, received);
         }
         _ => {}
     }
+}
+
+/// Hands the payloads held for `binding` to session `id`, which is now connected, in order; payloads that
+/// arrive meanwhile join the queue and are handed on by this loop, so order holds.
+fn flush_held(inner: &Arc<Inner>, binding: (LinkId, SessionKey), id: SessionId) {
+    loop {
+        let batch = {
+            let mut state = lock(&inner.state);
+            match state.held.get_mut(&binding) {
+                Some(held) if !held.is_empty() => std::mem::take(held),
+                Some(_) => {
+                    state.held.remove(&binding);
+                    return;
+                }
+                None => return,
+            }
+        };
+        for received in batch {
+            deliver(inner, id, received);
+        }
+    }
+}
+
+/// Turns a received payload into the app's event and dispatches it with its credit (held by the registry
+/// until a listener or stream takes it).
+fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
+    let Received { kind, payload, credit } = received;
+    let event = match kind {
+        ChannelKind::Message => match String::from_utf8(payload.to_vec()) {
+            Ok(msg) => Event::ReceiveMessage { session_id: id, msg },
+            Err(_) => {
+                warn!(session = %id, "dropping a message that is not UTF-8");
+                return;
+            }
+        },
+        ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
+        #[cfg(feature = "media")]
+        ChannelKind::Image => return media::on_image(inner, id, &payload, credit),
+        #[cfg(feature = "media")]
+        ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
+        #[cfg(not(feature = "media"))]
+        ChannelKind::Image | ChannelKind::StreamMedia => {
+            debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
+            return;
+        }
+    };
+    inner.registry.dispatch_received(event, credit);
 }
 
 /// Delivers the answer to an outgoing connect, or keeps it until the connect has recorded its binding.
