@@ -178,12 +178,10 @@ impl BluezAdapter {
                 Err(e) => return Err(adapter_error(e)),
             }
         }
-        // Registered before discovery starts, so that discovery already scans with the duplicate filter off.
-        let monitor = ColinkMonitor::register(&self.adapter).await;
         let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let span = tracing::debug_span!("bluez_scan", adapter = %self.name, monitor = monitor.is_some());
-        let scan = run_scan(self.adapter.clone(), events, monitor, filter, self.sightings.clone(), tx);
+        let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
+        let scan = run_scan(self.adapter.clone(), events, filter, self.sightings.clone(), tx);
         let task = tokio::spawn(tracing::Instrument::instrument(scan, span));
         Ok(Box::pin(BluezScan { rx, task }))
     }
@@ -271,7 +269,7 @@ impl BluezAdapter {
 
     async fn discover_until_known(&self, addr: bluer::Address, limit: Duration) {
         // Held only for its effect on the kernel's scanning (see `monitor`): the peer's next advert is reported.
-        let _monitor = ColinkMonitor::register(&self.adapter).await;
+        let _monitor = ColinkMonitor::register(&self.adapter, MONITOR_ACTIVATION).await;
         let Ok(events) = self.adapter.discover_devices().await else { return };
         let found = async {
             futures::pin_mut!(events);
@@ -423,14 +421,24 @@ pub(crate) fn discovery_session(n: u32, cycle: Duration) -> Duration {
     .min(cycle)
 }
 
+/// How long a scan waits for bluetoothd to activate its advertisement monitor (seen in the rig: well under a
+/// second on an idle host, seconds under load).
+const MONITOR_ACTIVATION: Duration = Duration::from_secs(10);
+
 async fn run_scan(
     adapter: bluer::Adapter,
     first: impl Stream<Item = AdapterEvent> + Send + 'static,
-    mut monitor: Option<ColinkMonitor>,
     filter: ScanFilter,
     sightings: Arc<Sightings>,
     tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
 ) {
+    // The advertisement monitor (see `monitor`) is registered beside the first discovery session, not before it:
+    // bluetoothd can take seconds to activate it under load, and a device that advertises after discovery began
+    // is reported without it. Once it is active, discovery starts again at once, now without the duplicate filter.
+    let mut monitor: Option<ColinkMonitor> = None;
+    let registration = ColinkMonitor::register(&adapter, MONITOR_ACTIVATION);
+    tokio::pin!(registration);
+    let mut registering = true;
     let start = Instant::now();
     let cycle = discovery_cycle(filter.lost_after);
     let mut tracker = ScanTracker::new(filter);
@@ -473,6 +481,15 @@ async fn run_scan(
                         continue;
                     }
                 },
+                registered = &mut registration, if registering => {
+                    registering = false;
+                    monitor = registered;
+                    tracing::debug!(active = monitor.is_some(), after = ?start.elapsed(), "advertisement monitor");
+                    if monitor.is_some() {
+                        break false;
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep_until(wake) => {
                     let out = tracker.expire(start.elapsed());
                     if !out.into_iter().all(|ev| forward(Some(ev), &sightings, &tx)) {

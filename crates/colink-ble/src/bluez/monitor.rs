@@ -26,9 +26,10 @@ pub(crate) struct ColinkMonitor {
 }
 
 impl ColinkMonitor {
-    /// Registers a monitor for adverts carrying colink service data on `adapter`; `None` when bluetoothd does
-    /// not offer the API (or refuses it), which is logged once per call at debug level.
-    pub(crate) async fn register(adapter: &bluer::Adapter) -> Option<Self> {
+    /// Registers a monitor for adverts carrying colink service data on `adapter`, waiting at most `limit` for
+    /// bluetoothd to activate it; `None` when bluetoothd does not offer the API, refuses it or is slower, which
+    /// is logged at debug level.
+    pub(crate) async fn register(adapter: &bluer::Adapter, limit: std::time::Duration) -> Option<Self> {
         let manager = match adapter.monitor().await {
             Ok(m) => m,
             Err(e) => {
@@ -37,7 +38,7 @@ impl ColinkMonitor {
             }
         };
         let monitor = Monitor { patterns: Some(vec![colink_pattern()]), ..Default::default() };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), manager.register(monitor)).await {
+        match tokio::time::timeout(limit, manager.register(monitor)).await {
             Ok(Ok(handle)) => {
                 tracing::debug!("advertisement monitor for colink adverts active");
                 Some(Self { handle, _manager: manager })
@@ -47,7 +48,7 @@ impl ColinkMonitor {
                 None
             }
             Err(_) => {
-                tracing::debug!("advertisement monitor not activated within 2 s");
+                tracing::debug!(?limit, "advertisement monitor not activated in time");
                 None
             }
         }
