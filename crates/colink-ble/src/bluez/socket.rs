@@ -268,8 +268,11 @@ pub(crate) async fn connect(
     if params.security > SecurityLevel::Low && !bonded {
         return Err(ConnectError::AuthenticationRequired);
     }
-    // A bonded peer's link is encrypted with the bond's key at least (docs/security.md, "Bluetooth pairing").
-    if bonded && params.security < SecurityLevel::Medium {
+    // A bonded peer's LE link is encrypted with the bond's key at least (docs/security.md, "Bluetooth pairing").
+    // LE only: BlueZ's Paired does not say which transport the bond covers, and a BR/EDR link (RFCOMM) to a peer
+    // bonded over LE alone would need a BR/EDR pairing first (seen in the rig: the RFCOMM connect timed out).
+    let le = matches!(port, Port::L2cap(psm) if is_le(psm));
+    if bonded && le && params.security < SecurityLevel::Medium {
         match connect_at(adapter, own, peer, port, mode, params.with_security(SecurityLevel::Medium)).await {
             Err(ConnectError::AuthenticationRequired) => {
                 // The bond no longer works (the peer forgot it): colink's own handshake still authenticates and
