@@ -305,6 +305,8 @@ pub(crate) async fn interactive(ctx: Context) -> CliResult {
                     peer_left = true;
                     break;
                 }
+                Some(Event::Reconnecting { .. }) => println!("link lost; reconnecting (what you type waits)"),
+                Some(Event::Reconnected { .. }) => println!("link back; nothing lost"),
                 Some(_) => {}
                 None => break,
             },

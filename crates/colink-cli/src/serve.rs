@@ -369,6 +369,18 @@ async fn accepted(manager: &Manager, sid: SessionId, request: CollaborationReque
                 );
                 break;
             }
+            Event::Reconnecting { .. } => out.emit(
+                "reconnecting",
+                || format!("{tag} link lost; reconnecting (sends wait)"),
+                || json!({ "session": sid.get() }),
+            ),
+            Event::Reconnected { .. } => {
+                out.emit(
+                    "reconnected",
+                    || format!("{tag} link back; nothing lost"),
+                    || json!({ "session": sid.get() }),
+                );
+            }
             _ => {}
         }
     }

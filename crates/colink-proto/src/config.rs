@@ -35,8 +35,14 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long an unanswered connect waits (default 10 s), on both sides.
     pub connect_timeout: Duration,
-    /// How long sessions survive a lost link waiting for a resume (default 10 s).
+    /// The longest outage sessions survive (default 10 s): a re-dial (or an incoming transport) that starts
+    /// within this time after the link was lost resumes them. The link closes when no transport was attached
+    /// by `grace_period + resume_allowance`, and never while a resume handshake is still running.
     pub grace_period: Duration,
+    /// How long after the grace period a transport whose dial started within it may still arrive (default
+    /// 5 s): dialling, connecting and the secure handshake take time, so an outage just shorter than the
+    /// grace period still resumes (docs/sessions.md §6).
+    pub resume_allowance: Duration,
     /// How long a handshake may take before the attempt fails (default 10 s).
     pub handshake_timeout: Duration,
     /// Interval between handshake retransmissions while the peer's hello is missing (default 1 s).
@@ -94,6 +100,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(10),
+            resume_allowance: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             handshake_retry: Duration::from_secs(1),
             send_window: 128 * 1024,

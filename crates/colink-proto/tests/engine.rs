@@ -358,8 +358,9 @@ fn keep_alive_holds_an_idle_link_and_idle_timeout_detects_a_dead_one() {
     assert!(idle >= Duration::from_secs(25) && idle <= Duration::from_secs(31), "lost after {idle:?}");
     assert!(p.a.saw(|e| *e == Event::LinkLost { redial: true }));
     assert_eq!(p.a.conn.session_state(key), Some(SessionState::Reconnecting));
-    // Re-dials keep failing; after the grace period the session is gone.
-    p.drive_for(Duration::from_secs(15));
+    // Re-dials keep failing; after the grace period and the re-dial allowance (and a last second for a
+    // handshake then under way) the session is gone.
+    p.drive_for(Duration::from_secs(17));
     assert!(p.a.saw(|e| *e == Event::Disconnected { session: key, reason: DisconnectReason::NetworkDisconnected }));
     assert!(p.a.saw(|e| *e == Event::Closed(LinkError::GraceExpired)));
 }
@@ -427,6 +428,25 @@ fn link_cut_mid_transfer_resumes_without_loss_or_duplication() {
 }
 
 #[test]
+fn a_transport_that_arrives_after_the_grace_but_within_the_allowance_resumes() {
+    // An outage just shorter than the grace period: the re-dial starts in time, but dialling and the
+    // handshake end after the grace period. The link must resume, not close.
+    let mut p = established();
+    let t = start_transfer(&mut p);
+    p.drive_for(Duration::from_millis(500));
+    p.cut();
+    let lost = p.now;
+    assert_eq!(p.a.conn.grace_deadline(), Some(lost + Duration::from_secs(10)));
+    assert_eq!(p.a.conn.resume_deadline(), Some(lost + Duration::from_secs(15)));
+    p.drive_for(Duration::from_millis(12_500));
+    assert_eq!(p.a.conn.session_state(t.key), Some(SessionState::Reconnecting));
+    p.reattach();
+    p.drive();
+    assert!(p.a.saw(|e| *e == Event::LinkResumed) && p.b.saw(|e| *e == Event::LinkResumed));
+    check_transfer(&p, &t);
+}
+
+#[test]
 fn resume_on_a_link_with_a_smaller_mtu_restarts_partial_messages() {
     let mut p = Pair::new(model(LinkMode::Packet, 672));
     p.drive();
@@ -446,8 +466,8 @@ fn link_cut_past_the_grace_period_disconnects_and_fails_sends() {
     p.drive_for(Duration::from_millis(500));
     p.cut();
     let lost = p.now;
-    p.drive_for(Duration::from_secs(9));
-    assert!(!p.a.saw(|e| matches!(e, Event::Disconnected { .. })), "still within grace");
+    p.drive_for(Duration::from_secs(14));
+    assert!(!p.a.saw(|e| matches!(e, Event::Disconnected { .. })), "still within grace and allowance");
     p.drive_for(Duration::from_secs(2));
     for side in [&p.a, &p.b] {
         let at = side
@@ -458,7 +478,8 @@ fn link_cut_past_the_grace_period_disconnects_and_fails_sends() {
                     .then_some(*at)
             })
             .expect("NETWORK_DISCONNECTED");
-        assert_eq!(at - lost, Duration::from_secs(10));
+        // The grace period (10 s) plus the allowance for a re-dial started within it (5 s).
+        assert_eq!(at - lost, Duration::from_secs(15));
         assert!(side.saw(|e| *e == Event::Closed(LinkError::GraceExpired)));
     }
     let failed = count(&p.a.events, |e| {

@@ -83,7 +83,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub use api::{Caller, Error, ErrorCode, ErrorKind, Event, EventKind, PeerInfo, SessionId};
+pub use api::{Caller, Error, ErrorCode, ErrorKind, Event, EventKind, PeerInfo, SessionId, SessionState};
 #[cfg(feature = "media")]
 pub use manager::DEFAULT_IMAGE_QUALITY;
 pub use manager::{CollaborationRequest, INCOMING_QUEUE, Incoming, Manager, ManagerBuilder};

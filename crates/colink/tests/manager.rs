@@ -128,7 +128,7 @@ async fn connecting_to_an_absent_device_resolves_with_system_internal_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dropped_link_is_invisible_to_the_apps() {
+async fn a_dropped_link_loses_nothing_and_apps_see_it_reconnect() {
     let air = SimAir::new(16);
     let (alice, ada) = manager(&air, "alice", 0.0, 1).await;
     let (bob, adb) = manager(&air, "bob", 3.0, 2).await;
@@ -143,6 +143,9 @@ async fn a_dropped_link_is_invisible_to_the_apps() {
         assert!(faults.drop_links(a, b) > 0);
     });
     sent.unwrap();
+    // The app may watch the link come and go (colink's reconnecting / reconnected); nothing is lost or repeated.
+    assert_eq!(bob_events.next().await, Some(Event::Reconnecting { session_id: sb }));
+    assert_eq!(bob_events.next().await, Some(Event::Reconnected { session_id: sb }));
     assert_eq!(bob_events.next().await, Some(Event::ReceiveData { session_id: sb, data: blob }));
     alice.send_message(sa, "still here").await.unwrap();
     assert_eq!(bob_events.next().await, Some(Event::ReceiveMessage { session_id: sb, msg: "still here".into() }));
@@ -196,8 +199,12 @@ async fn walking_out_of_range_for_good_disconnects_both_apps_with_network_discon
     let (mut ea, mut eb) = (alice.events(sa).unwrap(), bob.events(sb).unwrap());
     adb.move_to(Position::new(300.0, 0.0));
     let reason = DisconnectReason::NetworkDisconnected;
+    assert_eq!(ea.next().await, Some(Event::Reconnecting { session_id: sa }));
+    assert_eq!(alice.session_state(sa), Some(colink::SessionState::Reconnecting));
     assert_eq!(ea.next().await, Some(Event::Disconnect { session_id: sa, reason }));
+    assert_eq!(eb.next().await, Some(Event::Reconnecting { session_id: sb }));
     assert_eq!(eb.next().await, Some(Event::Disconnect { session_id: sb, reason }));
+    assert_eq!(alice.session_state(sa), Some(colink::SessionState::Idle));
 }
 
 #[tokio::test(start_paused = true)]

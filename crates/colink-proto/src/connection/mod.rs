@@ -256,9 +256,24 @@ impl Connection {
         self.receiver.buffered_bytes()
     }
 
-    /// When the grace period of a lost link ends, while one runs (the link is reconnecting).
+    /// When the grace period of a lost link ends, while one runs (the link is reconnecting): re-dials must
+    /// start before it.
     pub fn grace_deadline(&self) -> Option<Instant> {
         self.grace_deadline
+    }
+
+    /// When a reconnecting link closes unless a transport is attached by then (the grace period plus
+    /// [`Config::resume_allowance`]); a resume handshake under way at that time gets one more
+    /// [`Config::handshake_retry`] to finish.
+    pub fn resume_deadline(&self) -> Option<Instant> {
+        self.grace_deadline.map(|d| d + self.config.resume_allowance)
+    }
+
+    /// When the reconnecting link closes as things stand: the resume deadline, or a little later while a
+    /// resume handshake is under way.
+    fn close_deadline(&self) -> Option<Instant> {
+        let extra = if self.hs.is_some() { self.config.handshake_retry } else { Duration::ZERO };
+        self.resume_deadline().map(|d| d + extra)
     }
 
     /// Counters.
@@ -418,7 +433,7 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut at = |i: Instant| t = Some(t.map_or(i, |t| t.min(i)));
-        if let Some(d) = self.grace_deadline {
+        if let Some(d) = self.close_deadline() {
             at(d);
         }
         if let Some(hs) = &self.hs {
@@ -456,7 +471,7 @@ impl Connection {
         if self.state == LinkState::Closed {
             return;
         }
-        if self.grace_deadline.is_some_and(|d| d <= now) && self.state != LinkState::Established {
+        if self.close_deadline().is_some_and(|d| d <= now) && self.state != LinkState::Established {
             debug!("grace period over");
             return self.close_link(now, LinkError::GraceExpired);
         }

@@ -38,17 +38,23 @@ pub enum EventKind {
     ReceiveImage,
     /// `"collaborateEvent"` (system only): e.g. a send that had been accepted failed.
     CollaborateEvent,
+    /// `"reconnecting"` (colink): the session's link was lost; it is reconnecting within the grace period.
+    Reconnecting,
+    /// `"reconnected"` (colink): the link came back and the session continues where it stopped.
+    Reconnected,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Connect,
         Self::Disconnect,
         Self::ReceiveMessage,
         Self::ReceiveData,
         Self::ReceiveImage,
         Self::CollaborateEvent,
+        Self::Reconnecting,
+        Self::Reconnected,
     ];
 
     /// The reference's event type string (`"receiveMessage"`, ...).
@@ -60,6 +66,8 @@ impl EventKind {
             Self::ReceiveData => "receiveData",
             Self::ReceiveImage => "receiveImage",
             Self::CollaborateEvent => "collaborateEvent",
+            Self::Reconnecting => "reconnecting",
+            Self::Reconnected => "reconnected",
         }
     }
 
@@ -85,7 +93,7 @@ impl FromStr for EventKind {
                 "type",
                 format_args!(
                     "must be one of connect, disconnect, receiveMessage, receiveData, receiveImage, \
-                     collaborateEvent, got {s:?}"
+                     collaborateEvent, reconnecting, reconnected, got {s:?}"
                 ),
             )
         })
@@ -142,6 +150,18 @@ pub enum Event {
         /// `CollaborateEventInfo`: what happened.
         info: CollaborateEventInfo,
     },
+    /// `reconnecting` (colink, not in the reference): the session's link was lost. Sends are still accepted
+    /// and wait; the session resumes where it stopped if the link comes back within the grace period
+    /// ([`Reconnected`](Self::Reconnected)), else it ends with `disconnect` (`NETWORK_DISCONNECTED`).
+    Reconnecting {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// `reconnected` (colink): the link is back; nothing was lost or repeated.
+    Reconnected {
+        /// The session.
+        session_id: SessionId,
+    },
 }
 
 impl Event {
@@ -152,7 +172,9 @@ impl Event {
             | Self::Disconnect { session_id, .. }
             | Self::ReceiveMessage { session_id, .. }
             | Self::ReceiveData { session_id, .. }
-            | Self::CollaborateEvent { session_id, .. } => *session_id,
+            | Self::CollaborateEvent { session_id, .. }
+            | Self::Reconnecting { session_id }
+            | Self::Reconnected { session_id } => *session_id,
             #[cfg(feature = "media")]
             Self::ReceiveImage { session_id, .. } => *session_id,
         }
@@ -168,6 +190,8 @@ impl Event {
             #[cfg(feature = "media")]
             Self::ReceiveImage { .. } => EventKind::ReceiveImage,
             Self::CollaborateEvent { .. } => EventKind::CollaborateEvent,
+            Self::Reconnecting { .. } => EventKind::Reconnecting,
+            Self::Reconnected { .. } => EventKind::Reconnected,
         }
     }
 
@@ -183,7 +207,7 @@ impl Event {
             image: None,
         };
         match self {
-            Self::Connect { .. } => {}
+            Self::Connect { .. } | Self::Reconnecting { .. } | Self::Reconnected { .. } => {}
             Self::Disconnect { reason, .. } => info.reason = Some(*reason),
             Self::ReceiveMessage { msg, .. } => info.msg = Some(msg.clone()),
             Self::ReceiveData { data, .. } => info.data = Some(data.clone()),
@@ -226,7 +250,7 @@ pub type Listener = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
 ///
 /// **Held until someone listens.** An event that finds no recipient (no stream open, no listener of its
 /// kind) is held for the session, never dropped (except `connect`, which answers the app's own `connect` or
-/// `accept_connect` call): the next [`events`](Self::events) stream gets every held
+/// `accept_connect` call, and `reconnecting` / `reconnected`, a state the app can query): the next [`events`](Self::events) stream gets every held
 /// event first, in order, and an [`on`](Self::on) listener gets the held events of its kind. A payload
 /// dispatched with [`dispatch_received`](Self::dispatch_received) keeps its [`ReadCredit`] while it is held
 /// or queued in a stream, and drops it once a listener ran or a stream yielded it: so what waits here is
@@ -429,8 +453,9 @@ impl EventRegistry {
             let listener = entry.listeners.get(&kind).cloned();
             if listener.is_none() && entry.streams.is_empty() {
                 // `connect` is the answer of the app's own `connect` / `accept_connect` call, which it has
-                // already: not held.
-                if kind == EventKind::Connect {
+                // already; `reconnecting` / `reconnected` describe a state the app can query at any time
+                // (`Manager::session_state`): not held.
+                if matches!(kind, EventKind::Connect | EventKind::Reconnecting | EventKind::Reconnected) {
                     return 0;
                 }
                 if credit.is_none() && entry.held_plain() >= MAX_HELD_EVENTS {
@@ -556,7 +581,17 @@ mod tests {
         let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(
             names,
-            ["connect", "disconnect", "receiveMessage", "receiveData", "receiveImage", "collaborateEvent"]
+            [
+                "connect",
+                "disconnect",
+                "receiveMessage",
+                "receiveData",
+                "receiveImage",
+                "collaborateEvent",
+                // colink's own: a session's link lost and back.
+                "reconnecting",
+                "reconnected"
+            ]
         );
         for k in EventKind::ALL {
             assert_eq!(k.as_str().parse::<EventKind>(), Ok(k));

@@ -122,6 +122,23 @@ impl CollaborateEventInfo {
     }
 }
 
+/// Where a session stands, from [`Manager::session_state`](crate::Manager::session_state) (colink; the
+/// reference has no such query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// Created, not connected (or disconnected again): `connect` or `accept_connect` may be called.
+    Idle,
+    /// A `connect` or `accept_connect` is under way.
+    Connecting,
+    /// Connected: sends go out and payloads arrive.
+    Connected,
+    /// Connected, but the link was lost and is being re-established within the grace period: sends are
+    /// accepted and wait; nothing is lost if the link comes back (`reconnected`), otherwise the session ends
+    /// with `disconnect`.
+    Reconnecting,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -408,6 +408,10 @@ impl LinkTask {
             let request = DialRequest {
                 device: self.peer_device.clone(),
                 within: self.conn.grace_deadline().map_or(Duration::ZERO, |d| d.saturating_duration_since(now())),
+                finish_within: self
+                    .conn
+                    .resume_deadline()
+                    .map_or(Duration::ZERO, |d| d.saturating_duration_since(now())),
                 reply: self.self_tx.clone(),
             };
             let _ = redial.send(request);

@@ -208,7 +208,11 @@ pub enum NodeError {
 /// A request to (re-)dial a device, answered by attaching the new transport to `reply`'s link.
 pub(crate) struct DialRequest {
     pub(crate) device: String,
+    /// Attempts may start until this much time has passed (the engine's grace period left).
     pub(crate) within: Duration,
+    /// An attempt must have ended by then (the engine's resume deadline: the grace period plus the allowance
+    /// for a dial started within it).
+    pub(crate) finish_within: Duration,
     pub(crate) reply: mpsc::Sender<Command>,
 }
 
@@ -275,6 +279,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The most one re-dial attempt may take before the next one starts.
 const REDIAL_ATTEMPT: Duration = Duration::from_secs(4);
+
+/// What the last re-dial attempt leaves before the engine's resume deadline for the secure handshake.
+const REDIAL_HANDSHAKE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Command queue depth per link: callers wait (back-pressure) when a link falls behind.
 const COMMAND_QUEUE: usize = 256;
@@ -661,8 +668,17 @@ impl Node {
                         }
                         let (params, prefer) = (node.shared.config.link_params, node.shared.config.transport);
                         // Each attempt gets at most a few seconds, so one that hangs (a peer not yet
-                        // connectable again) leaves time for the next.
-                        let attempt = left.min(REDIAL_ATTEMPT);
+                        // connectable again) leaves time for the next; one started within the grace period
+                        // may run past it, up to the engine's resume deadline (an outage just shorter than
+                        // the grace period still resumes).
+                        let finish = request.finish_within.saturating_sub(started.elapsed());
+                        let attempt = if left <= REDIAL_ATTEMPT {
+                            // The last attempt: it may look for the peer until shortly before the resume
+                            // deadline, leaving time for the secure handshake.
+                            finish.saturating_sub(REDIAL_HANDSHAKE_MARGIN).max(left)
+                        } else {
+                            finish.min(REDIAL_ATTEMPT)
+                        };
                         match dial::dial(&node.shared.adapter, &request.device, params, prefer, attempt, &[], false)
                             .await
                         {

@@ -26,7 +26,8 @@ use crate::lock;
 #[non_exhaustive]
 pub enum RadioLoss {
     /// Keep trying to listen and advertise again, with back-off from [`RECOVER_FIRST`] doubling to
-    /// [`RECOVER_MAX`], until the radio is back (default).
+    /// [`RECOVER_MAX`], until the radio is back (default); an adapter that is only powered off is asked
+    /// every [`RECOVER_FIRST`], so peers can resume as soon as it is on again.
     #[default]
     Recover,
     /// Stop accepting links and report [`RadioState::Lost`] (for callers that would rather exit).
@@ -138,6 +139,12 @@ pub(super) async fn supervise(node: Node, mut listening: Listening, state: watch
             tokio::time::sleep(backoff).await;
             match Endpoints::open(&*shared.adapter, shared.device, &shared.config).await {
                 Ok(opened) => break opened,
+                // An adapter that is merely off (rfkill, a power switch, suspend) is asked again often, a
+                // local query: the peers' grace periods run, and they can only resume once we advertise again.
+                Err(StartError::PoweredOff) => {
+                    debug!("radio still powered off");
+                    backoff = RECOVER_FIRST;
+                }
                 Err(e) => {
                     debug!(error = %e, ?backoff, "radio still lost");
                     backoff = (backoff * 2).min(RECOVER_MAX);

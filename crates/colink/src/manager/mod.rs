@@ -16,7 +16,7 @@ mod incoming;
 #[cfg(feature = "media")]
 mod media;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,7 +31,8 @@ use tracing::{Instrument, debug, info, warn};
 use crate::api::StreamIds;
 use crate::api::{
     Caller, CollaborateEventInfo, CollaborateEventType, ConnectErrorCode, ConnectOptions, ConnectResult,
-    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds, validate,
+    DisconnectReason, Error, Event, EventKind, EventRegistry, EventStream, PeerInfo, SessionId, SessionIds,
+    SessionState, validate,
 };
 use crate::driver::{LinkId, Node, NodeConfig, NodeEvent, NodeEvents, RadioState, SendError, StartError};
 use crate::lock;
@@ -215,6 +216,8 @@ struct State {
     /// reports the session open, which can be before `connect`/`accept_connect` recorded it), in order, each
     /// with its receive credit: bounded by the receive buffer, handed on once the session is connected.
     held: BTreeMap<(LinkId, SessionKey), Vec<Received>>,
+    /// Links that lost their transport and are reconnecting within the grace period.
+    reconnecting: BTreeSet<LinkId>,
 }
 
 /// A payload received for a session, with its receive credit.
@@ -343,6 +346,18 @@ impl Manager {
         Ok(())
     }
 
+    /// Where session `id` stands (colink; `None` for an unknown id): idle, connecting, connected, or
+    /// reconnecting after its link was lost (the `reconnecting` / `reconnected` events mark the changes).
+    pub fn session_state(&self, id: SessionId) -> Option<SessionState> {
+        let state = self.state();
+        Some(match &state.sessions.get(&id)?.phase {
+            Phase::Idle => SessionState::Idle,
+            Phase::Connecting { .. } => SessionState::Connecting,
+            Phase::Connected { binding } if state.reconnecting.contains(&binding.0) => SessionState::Reconnecting,
+            Phase::Connected { .. } => SessionState::Connected,
+        })
+    }
+
     /// `getPeerInfoById(id)`: the peer app of a session, or `None` for an unknown id.
     pub fn peer_info(&self, id: SessionId) -> Option<PeerInfo> {
         self.state().sessions.get(&id).map(|s| s.peer.clone())
@@ -381,32 +396,47 @@ impl Manager {
                 return Ok(result);
             }
         };
-        {
+        enum Next {
+            Answered(ConnectResult),
+            Closed,
+            Wait,
+        }
+        let next = {
             let mut state = self.state();
             if let Some(early) = state.early.remove(&binding) {
-                drop(state);
-                return Ok(self.finish_connect(id, binding, early));
-            }
-            state.bound.insert(binding, id);
-            match state.sessions.get_mut(&id) {
-                Some(Session { phase: Phase::Connecting { binding: b, answer }, .. }) => {
-                    *b = Some(binding);
-                    *answer = Some(answer_tx);
-                }
-                // Destroyed or disconnected meanwhile.
-                _ => {
-                    state.bound.remove(&binding);
-                    return Ok(ConnectResult::failed(
-                        ConnectErrorCode::SystemInternalError,
-                        Some("the session was closed while connecting".into()),
-                    ));
+                Next::Answered(early)
+            } else {
+                state.bound.insert(binding, id);
+                match state.sessions.get_mut(&id) {
+                    Some(Session { phase: Phase::Connecting { binding: b, answer }, .. }) => {
+                        *b = Some(binding);
+                        *answer = Some(answer_tx);
+                        Next::Wait
+                    }
+                    _ => {
+                        state.bound.remove(&binding);
+                        Next::Closed
+                    }
                 }
             }
+        };
+        match next {
+            Next::Answered(early) => return Ok(self.finish_connect(id, binding, early).await),
+            // Destroyed or disconnected meanwhile: withdraw the request, so the peer is not left with a
+            // session (or an answered request) nobody here holds.
+            Next::Closed => {
+                self.withdraw(binding).await;
+                return Ok(ConnectResult::failed(
+                    ConnectErrorCode::SystemInternalError,
+                    Some("the session was closed while connecting".into()),
+                ));
+            }
+            Next::Wait => {}
         }
         let result = answer_rx.await.unwrap_or_else(|_| {
             ConnectResult::failed(ConnectErrorCode::SystemInternalError, Some("the manager stopped".into()))
         });
-        Ok(self.finish_connect(id, binding, result))
+        Ok(self.finish_connect(id, binding, result).await)
     }
 
     /// `acceptConnect(id, token)`: accepts the collaboration request `token` (from [`Manager::incoming`]) as
@@ -423,14 +453,30 @@ impl Manager {
         };
         let key = self.inner.node.accept(request.link, token.to_owned()).await.map_err(|_| unknown_token(token))?;
         let binding = (request.link, key);
-        {
+        let refused = {
             let mut state = self.state();
             state.requests.remove(token);
             match state.sessions.get_mut(&id) {
-                Some(s) => s.phase = Phase::Connected { binding },
-                None => return Err(Error::unknown_session(id)),
+                Some(s) if matches!(s.phase, Phase::Idle) => {
+                    s.phase = Phase::Connected { binding };
+                    state.bound.insert(binding, id);
+                    None
+                }
+                other => {
+                    let error = match other {
+                        None => Error::unknown_session(id),
+                        Some(_) => Error::invalid_arg("session_id", format_args!("session {id} is already in use")),
+                    };
+                    state.held.remove(&binding);
+                    Some(error)
+                }
             }
-            state.bound.insert(binding, id);
+        };
+        if let Some(error) = refused {
+            // Destroyed (or taken by another accept) while the accept was under way: the peer's session was
+            // accepted, so end it rather than leave the peer connected to nobody.
+            self.withdraw(binding).await;
+            return Err(error);
         }
         self.inner.registry.dispatch(Event::Connect { session_id: id });
         flush_held(&self.inner, binding, id);
@@ -583,7 +629,33 @@ impl Manager {
         validate::event_kind(kind, &s.caller)
     }
 
-    fn finish_connect(&self, id: SessionId, binding: (LinkId, SessionKey), result: ConnectResult) -> ConnectResult {
+    async fn finish_connect(
+        &self,
+        id: SessionId,
+        binding: (LinkId, SessionKey),
+        result: ConnectResult,
+    ) -> ConnectResult {
+        let closed = {
+            let mut state = self.state();
+            let closed = !matches!(state.sessions.get(&id), Some(Session { phase: Phase::Connecting { .. }, .. }));
+            if closed {
+                state.bound.remove(&binding);
+                state.held.remove(&binding);
+            }
+            closed
+        };
+        // Destroyed or disconnected while the answer was on its way: an accepted session must not stay open on
+        // the peer's side.
+        if closed {
+            if !result.is_connected {
+                return result;
+            }
+            self.withdraw(binding).await;
+            return ConnectResult::failed(
+                ConnectErrorCode::SystemInternalError,
+                Some("the session was closed while connecting".into()),
+            );
+        }
         let mut state = self.state();
         let Some(s) = state.sessions.get_mut(&id) else { return result };
         if result.is_connected {
@@ -598,6 +670,13 @@ impl Manager {
             state.held.remove(&binding);
         }
         result
+    }
+
+    /// Ends the engine session `binding` that no local session holds any more (destroyed or disconnected while
+    /// its connect or accept was under way): the peer gets `disconnect` (or its request is withdrawn).
+    async fn withdraw(&self, (link, key): (LinkId, SessionKey)) {
+        debug!(?link, ?key, "ending a session closed while it was connecting");
+        let _ = self.inner.node.disconnect(link, key, DisconnectReason::PeerAppCloseCollaboration).await;
     }
 
     fn set_idle(&self, id: SessionId) {
@@ -696,6 +775,11 @@ async fn handle(
                 let _ = inner.node.reject(link, token, code, reason).await;
             }
         }
+        engine::Event::LinkLost { .. } => link_state(inner, link, true),
+        engine::Event::LinkResumed => link_state(inner, link, false),
+        engine::Event::Closed(_) => {
+            lock(&inner.state).reconnecting.remove(&link);
+        }
         engine::Event::IncomingCancelled { token, .. } => {
             lock(&inner.state).requests.remove(&token);
         }
@@ -745,6 +829,34 @@ async fn handle(
             deliver(inner, id, received);
         }
         _ => {}
+    }
+}
+
+/// Link `link` was lost (`lost`) or resumed: records it and tells the apps of its connected sessions.
+fn link_state(inner: &Arc<Inner>, link: LinkId, lost: bool) {
+    let sessions: Vec<SessionId> = {
+        let mut state = lock(&inner.state);
+        let changed = if lost { state.reconnecting.insert(link) } else { state.reconnecting.remove(&link) };
+        if !changed {
+            return;
+        }
+        state
+            .bound
+            .iter()
+            .filter(|((l, _), id)| {
+                *l == link && matches!(state.sessions.get(id), Some(Session { phase: Phase::Connected { .. }, .. }))
+            })
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    for session_id in sessions {
+        if lost {
+            info!(session = %session_id, "link lost; session reconnecting");
+            inner.registry.dispatch(Event::Reconnecting { session_id });
+        } else {
+            info!(session = %session_id, "link back; session reconnected");
+            inner.registry.dispatch(Event::Reconnected { session_id });
+        }
     }
 }
 
