@@ -1,5 +1,5 @@
-//! Radio outages shorter than the grace period: sessions survive them, whichever side loses its radio, and
-//! apps can see the session reconnecting while it lasts; a longer outage ends the sessions.
+//! Radio outages shorter than the grace period and transport faults: sessions survive them, whichever side
+//! loses its radio, and apps can see the session reconnecting while it lasts; a longer outage ends them.
 
 use std::time::Duration;
 
@@ -125,4 +125,63 @@ async fn an_outage_longer_than_the_grace_ends_the_sessions_and_fails_the_sends()
     let reason = DisconnectReason::NetworkDisconnected;
     assert!(a.iter().any(|e| matches!(e, Event::Disconnect { reason: r, .. } if *r == reason)), "{a:?}");
     assert!(b.iter().any(|e| matches!(e, Event::Disconnect { reason: r, .. } if *r == reason)), "{b:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupted_rfcomm_stream_is_closed_on_both_sides_and_the_session_resumes() {
+    // Found by the soak (seed 946): in stream mode a corrupted chunk makes the receiving engine drop the
+    // transport, but the driver left the RFCOMM socket open, so the sender never noticed, never re-dialled,
+    // and the sessions ended when the receiver's grace period ran out.
+    let air = SimAir::new(946);
+    let brerdr = |name: &str, x: f64, id: u8| {
+        let air = air.clone();
+        let name = name.to_owned();
+        async move {
+            let adapter = air.adapter(&name, colink_sim::Position::new(x, 0.0));
+            let mut config = colink::driver::NodeConfig::default();
+            config.link_params = config.link_params.with_phy(colink_ble::Phy::BrEdr);
+            config.transport = colink::driver::TransportPreference::BrEdr;
+            let m = Manager::builder()
+                .adapter(adapter.clone())
+                .device_id(colink_ble::DeviceId::from_bytes([id; 16]))
+                .seed(u64::from(id))
+                .node_config(config)
+                .build()
+                .await
+                .unwrap();
+            (m, adapter)
+        }
+    };
+    let (alice, ada) = brerdr("alice", 0.0, 1).await;
+    let (bob, adb) = brerdr("bob", 3.0, 2).await;
+    let (sa, sb) = connected_pair(&alice, &bob).await;
+    let mut eb = bob.events(sb).unwrap();
+    let block: Bytes = (0..65_536u32).map(|i| (i % 249) as u8).collect();
+    let faults = air.faults();
+    let (a, b) = (ada.address().address, adb.address().address);
+    let (sent, ()) = tokio::join!(
+        async {
+            for _ in 0..8 {
+                alice.send_data(sa, block.clone()).await?;
+            }
+            Ok::<(), colink::Error>(())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(faults.corrupt_next(a, b, 1) > 0);
+        }
+    );
+    sent.expect("the sends complete after the resume");
+    let mut blocks = 0;
+    while blocks < 8 {
+        match tokio::time::timeout(Duration::from_secs(30), eb.next()).await.expect("no stall").unwrap() {
+            Event::ReceiveData { data, .. } => {
+                assert_eq!(data, block);
+                blocks += 1;
+            }
+            Event::Disconnect { reason, .. } => panic!("the session ended: {reason:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(bob.session_state(sb), Some(SessionState::Connected));
 }

@@ -200,6 +200,13 @@ impl Connection {
         this
     }
 
+    /// Whether a transport is attached. The engine lets go of one on its own when it cannot use it any more (a
+    /// corrupted byte stream, the idle timeout, a handshake that timed out): the driver must then close that
+    /// transport, so the peer notices and the link can be re-established.
+    pub fn has_transport(&self) -> bool {
+        self.transport.is_some()
+    }
+
     /// Where the link stands.
     pub fn state(&self) -> LinkState {
         self.state
