@@ -573,14 +573,15 @@ impl Manager {
 
     /// Payload bytes received on session `id` that its app has not taken yet: held for a listener or stream
     /// to come, queued in an [`EventStream`] not read yet, or on their way to it. At most the receive buffer
-    /// ([`ManagerBuilder::receive_buffer`]) per channel; 0 for a session that is not connected. `401` for an
-    /// unknown id.
+    /// ([`ManagerBuilder::receive_buffer`]) per channel; 0 for a session that is idle (a connecting session
+    /// counts what arrived before its `connect` resolved). `401` for an unknown id.
     pub fn unread_bytes(&self, id: SessionId) -> Result<u64, Error> {
         let binding = {
             let state = self.state();
             let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
+            // A connecting session may already hold payloads: the peer sends once its side is open.
             match s.phase {
-                Phase::Connected { binding } => Some(binding),
+                Phase::Connected { binding } | Phase::Connecting { binding: Some(binding), .. } => Some(binding),
                 _ => None,
             }
         };

@@ -1,0 +1,116 @@
+//! Hostile peers against the engine: what they announce is never allocated, what they start is bounded, and a
+//! peer that never acknowledges holds at most the configured window and buffers of the sender's memory. Each
+//! bound is asserted through the engine's counters (`reassembly_bytes`, `inflight_bytes`, `send_capacity`).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use colink_frame::{Frame, FrameKind, Header, LinkMode, Position};
+use colink_proto::harness::{LinkModel, Pair};
+use colink_proto::{ChannelKind, Config, ConnectOptions, Event, LinkState, SendError, SessionKey};
+
+/// The wire channel of `session`'s `lane` (docs/sessions.md §1.1: 4·s + lane).
+fn channel(session: SessionKey, lane: u32) -> u32 {
+    4 * session.get() + lane
+}
+
+/// One packet-mode frame as a hostile peer would write it: any header it likes, a valid CRC.
+fn frame(kind: FrameKind, channel: u32, seq: u32, position: Position, last: bool, payload: &[u8]) -> Bytes {
+    let f = Frame { header: Header { kind, channel, seq, position, last }, payload: Bytes::copy_from_slice(payload) };
+    let mut out = BytesMut::new();
+    f.encode(LinkMode::Packet, &mut out).unwrap();
+    out.freeze()
+}
+
+fn continuation(index: u32) -> Position {
+    Position::Continuation { index: NonZeroU32::new(index).unwrap() }
+}
+
+fn established() -> Pair {
+    let mut p = Pair::new(LinkModel::default());
+    p.drive();
+    assert_eq!(p.b.conn.state(), LinkState::Established);
+    p
+}
+
+#[test]
+fn a_huge_announced_size_allocates_only_what_arrived() {
+    let mut p = established();
+    let key = p.open_session("huge", ConnectOptions::default());
+    let data = channel(key, 1);
+    let chunk = [0x5Au8; 200];
+    // A data message announcing 4 GiB (the data limit), of which only 50 fragments ever arrive.
+    let now = p.now;
+    p.b.conn.handle_input(now, frame(FrameKind::Data, data, 0, Position::First { total_len: u32::MAX }, false, &chunk));
+    for i in 1..50 {
+        p.b.conn.handle_input(now, frame(FrameKind::Data, data, 0, continuation(i), false, &chunk));
+        // Held: what arrived, not what was announced.
+        assert!(p.b.conn.reassembly_bytes() <= u64::from(i + 1) * 200, "{}", p.b.conn.reassembly_bytes());
+    }
+    assert_eq!(p.b.conn.reassembly_bytes(), 50 * 200);
+    assert_eq!(p.b.conn.state(), LinkState::Established);
+    // An image announcing more than the image limit (64 MiB) is a protocol error: the link closes at once,
+    // having allocated nothing for it.
+    let image = channel(key, 2);
+    let before = p.b.conn.reassembly_bytes();
+    p.b.conn
+        .handle_input(now, frame(FrameKind::Image, image, 0, Position::First { total_len: 65 << 20 }, false, &chunk));
+    assert!(p.b.conn.reassembly_bytes() <= before);
+    let closed = std::iter::from_fn(|| p.b.conn.poll_event()).any(|e| matches!(e, Event::Closed(_)));
+    assert!(closed && p.b.conn.state() == LinkState::Closed, "an over-limit announcement closes the link");
+}
+
+#[test]
+fn many_partial_messages_are_bounded() {
+    // 80 sessions, each with a data message started and never finished: the engine keeps at most 64 partial
+    // messages (docs/protocol.md §4.3), then closes the link; memory never exceeds what those partials hold.
+    let mut p = established();
+    let keys: Vec<SessionKey> = (0..80).map(|i| p.open_session(&format!("s{i}"), ConnectOptions::default())).collect();
+    let chunk = [1u8; 180];
+    let now = p.now;
+    let mut closed_at = None;
+    for (n, key) in keys.iter().enumerate() {
+        let f = frame(FrameKind::Data, channel(*key, 1), 0, Position::First { total_len: 1 << 20 }, false, &chunk);
+        p.b.conn.handle_input(now, f);
+        assert!(p.b.conn.reassembly_bytes() <= 64 * 180, "{} bytes held", p.b.conn.reassembly_bytes());
+        if p.b.conn.state() == LinkState::Closed {
+            closed_at = Some(n + 1);
+            break;
+        }
+    }
+    assert_eq!(closed_at, Some(65), "the 65th partial message closes the link");
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_holds_at_most_the_window_and_the_channel_buffer() {
+    let mut p = established();
+    let key = p.open_session("mute", ConnectOptions::default());
+    let defaults = Config::default();
+    // From now on nothing B says arrives (it "never acknowledges"), and A keeps sending 64 KiB blocks.
+    p.blackhole = true;
+    let block = Bytes::from(vec![7u8; 64 << 10]);
+    let mut accepted = 0u64;
+    let mut max_inflight = 0;
+    for _ in 0..400 {
+        match p.a.conn.send(key, ChannelKind::Data, block.clone()) {
+            Ok(_) => accepted += block.len() as u64,
+            Err(SendError::WouldBlock) => {}
+            Err(e) => panic!("{e}"),
+        }
+        p.drive_for(Duration::from_millis(50));
+        max_inflight = max_inflight.max(p.a.conn.inflight_bytes());
+        if p.a.conn.state() != LinkState::Established {
+            break;
+        }
+    }
+    // Accepted payload: the channel buffer (1 MiB) and the one block that may always enter an empty channel.
+    assert!(accepted <= defaults.channel_buffer + block.len() as u64, "accepted {accepted} bytes");
+    // On the wire: never more than the send window.
+    assert!(max_inflight <= defaults.send_window, "in flight {max_inflight}");
+    assert_eq!(p.a.conn.send_capacity(key, ChannelKind::Data), 0, "the channel is full, sends wait");
+    // The silent peer is dropped after the idle timeout; the link then waits for a resume, holding no more.
+    p.drive_for(Duration::from_secs(35));
+    assert_ne!(p.a.conn.state(), LinkState::Established);
+    assert_eq!(p.a.conn.inflight_bytes(), 0);
+}
