@@ -219,13 +219,13 @@ impl LinkTask {
         }
         // The engine let go of the transport itself (a corrupted stream, the idle or handshake timeout): close
         // it, or the peer would go on believing in it and never re-dial.
-        if self.link.is_some() && !self.conn.has_transport() {
-            if let Some(link) = self.link.take() {
-                debug!("the engine dropped the transport; closing it");
-                self.generation += 1;
-                self.sending = None;
-                tokio::spawn(async move { link.close().await });
-            }
+        if !self.conn.has_transport()
+            && let Some(link) = self.link.take()
+        {
+            debug!("the engine dropped the transport; closing it");
+            self.generation += 1;
+            self.sending = None;
+            tokio::spawn(async move { link.close().await });
         }
     }
 
