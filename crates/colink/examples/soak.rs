@@ -188,6 +188,12 @@ enum Seen {
     Image { width: u32, height: u32 },
 }
 
+/// One send and how it ended for its caller.
+type Sent = ((Kind, Seen), Result<(), Error>);
+
+/// What a reader saw: the payloads, whether the session ended, how often it reconnected.
+type Read = (Vec<(Kind, Seen)>, bool, usize);
+
 /// What one seed produced.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -248,7 +254,7 @@ fn payloads(rng: &mut Rng, tag: &str, n: usize, large: u64) -> Vec<(Kind, Seen)>
                 }
                 (Kind::Data, Seen::Data(data.into()))
             }
-            _ => (Kind::Image, Seen::Image { width: 16 + 2 * i as u32, height: 8 + rng.below(112) as u32 & !1 }),
+            _ => (Kind::Image, Seen::Image { width: 16 + 2 * i as u32, height: (8 + rng.below(112) as u32) & !1 }),
         })
         .collect()
 }
@@ -269,7 +275,7 @@ fn seen(event: &Event) -> Option<(Kind, Seen)> {
         Event::ReceiveMessage { msg, .. } => (Kind::Message, Seen::Message(msg.clone())),
         Event::ReceiveData { data, .. } => (Kind::Data, Seen::Data(data.clone())),
         Event::ReceiveImage { image, .. } => {
-            (Kind::Image, Seen::Image { width: image.width(), height: image.height() }).clone()
+            (Kind::Image, Seen::Image { width: image.width(), height: image.height() })
         }
         _ => return None,
     })
@@ -284,7 +290,7 @@ fn reader(
     limit: u64,
     violations: Arc<Mutex<Vec<String>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<(Vec<(Kind, Seen)>, bool, usize)> {
+) -> tokio::task::JoinHandle<Read> {
     let mut events = m.events(id).unwrap();
     let m = m.clone();
     tokio::spawn(async move {
@@ -332,7 +338,7 @@ fn reader(
 
 /// Checks one direction of one session: `received` must be the sends of each kind, in order, byte-identical,
 /// each at most once, containing every send that resolved `Ok`.
-fn check(label: &str, sent: &[((Kind, Seen), Result<(), Error>)], received: &[(Kind, Seen)]) -> Vec<String> {
+fn check(label: &str, sent: &[Sent], received: &[(Kind, Seen)]) -> Vec<String> {
     let mut problems = Vec::new();
     for kind in [Kind::Message, Kind::Data, Kind::Image] {
         let sent: Vec<_> = sent.iter().filter(|((k, _), _)| *k == kind).collect();
@@ -462,7 +468,7 @@ async fn run(seed: u64, s: &Scenario) -> Result<Outcome, Vec<String>> {
         }
     });
 
-    let mut sent: BTreeMap<String, Vec<((Kind, Seen), Result<(), Error>)>> = BTreeMap::new();
+    let mut sent: BTreeMap<String, Vec<Sent>> = BTreeMap::new();
     for (label, task) in senders {
         sent.entry(label).or_default().extend(task.await.unwrap());
     }
