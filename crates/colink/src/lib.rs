@@ -72,6 +72,7 @@
 
 pub mod api;
 pub mod driver;
+pub mod image_verdict;
 mod manager;
 #[cfg(feature = "media")]
 pub mod media;
@@ -84,6 +85,6 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use api::{Caller, Error, ErrorCode, ErrorKind, Event, EventKind, PeerInfo, SessionId, SessionState};
-#[cfg(feature = "media")]
-pub use manager::DEFAULT_IMAGE_QUALITY;
 pub use manager::{CollaborationRequest, INCOMING_QUEUE, Incoming, Manager, ManagerBuilder};
+#[cfg(feature = "media")]
+pub use manager::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_VERDICT_TIMEOUT};

@@ -584,3 +584,119 @@ async fn a_bt709_stream_converts_rgb_with_bt709_and_says_so() {
     println!("BT.709 stream, RGB back with BT.709: {right:.1} dB, with BT.601: {wrong:.1} dB");
     assert!(right > wrong + 3.0 && right > 30.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_image_the_receiver_cannot_take_fails_the_senders_send_image() {
+    // Alice is a system app; Bob's session belongs to an app that is not one, so it may not receive images.
+    let air = SimAir::builder(73).profile(PhyProfile::le_2m()).build();
+    let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+    let (bob, _) = manager(&air, "bob", 2.0, 2).await;
+    let mut requests = bob.incoming(&app(false)).unwrap();
+    let sa = alice.create_session(&app(true), "cast", peer_of(&bob), ConnectOptions::default()).unwrap();
+    let bob2 = bob.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let sb = bob2.create_session(&app(false), "cast", request.peer.clone(), ConnectOptions::default()).unwrap();
+        bob2.accept_connect(sb, &request.token).await.unwrap();
+        sb
+    });
+    assert!(alice.connect(sa).await.unwrap().is_connected);
+    let sb = responder.await.unwrap();
+    let mut bob_events = bob.events(sb).unwrap();
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = failures.clone();
+    alice.on(colink::EventKind::CollaborateEvent, sa, move |e| log.lock().unwrap().push(e.clone())).unwrap();
+
+    let error = alice.send_image(sa, &synthetic(64, 48), 80).await.expect_err("Bob's app may not receive images");
+    assert_eq!((error.code(), error.kind()), (401, colink::ErrorKind::Refused), "{error}");
+    assert!(error.to_string().contains("not a system app"), "{error}");
+    assert_eq!(failures.lock().unwrap().len(), 1, "SEND_FAILURE raised");
+
+    // Bob's app saw nothing; the session is still fine for messages.
+    alice.send_message(sa, "still here").await.unwrap();
+    assert_eq!(
+        bob_events.next().await,
+        Some(Event::ReceiveMessage { session_id: sb, msg: "still here".into() }),
+        "no image reached Bob's app"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_images_arrives_in_order_and_every_send_waits_for_its_verdict() {
+    let p = pair(74, true).await;
+    let mut events = p.bob.events(p.sb).unwrap();
+    let sizes: Vec<(u32, u32)> = (0..6).map(|i| (32 + 16 * i, 24 + 8 * i)).collect();
+    let sends = sizes.iter().map(|&(w, h)| {
+        let alice = p.alice.clone();
+        let sa = p.sa;
+        async move { alice.send_image(sa, &synthetic(w, h), 60).await }
+    });
+    let (results, received) = tokio::join!(futures::future::join_all(sends), async {
+        let mut got = Vec::new();
+        for _ in 0..sizes.len() {
+            let image = next_image(&mut events).await;
+            got.push((image.width(), image.height()));
+        }
+        got
+    });
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(received, sizes, "images in the order they were sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_failing_the_receivers_checks_is_refused_with_the_reason() {
+    // A hostile or broken sender (a colink Manager never produces such an image): a header that says 64x48
+    // in front of a 32x16 JPEG, sent straight through the driver. Bob's Manager checks it before his app can
+    // see it and answers with a verdict naming the check.
+    use colink::driver::{Node, NodeConfig, NodeEvent};
+    use colink::image_verdict::ImageVerdict;
+    use colink::media::wire::ImageHeader;
+    use colink_proto::ChannelKind;
+    let air = SimAir::builder(75).profile(PhyProfile::le_2m()).build();
+    let adapter = air.adapter("mallory", Position::new(0.0, 0.0));
+    let mut config = NodeConfig::default();
+    config.seed = Some(9);
+    let (node, mut node_events) =
+        Node::start(std::sync::Arc::new(adapter), colink_ble::DeviceId::from_bytes([9; 16]), config).await.unwrap();
+    let (bob, _) = manager(&air, "bob", 2.0, 2).await;
+    let mut requests = bob.incoming(&app(true)).unwrap();
+    let bob2 = bob.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let sb = bob2.create_session(&app(true), "cast", request.peer.clone(), ConnectOptions::default()).unwrap();
+        bob2.accept_connect(sb, &request.token).await.unwrap();
+        sb
+    });
+    let endpoint = |device: String| colink_proto::PeerInfo {
+        device_id: device,
+        bundle_name: "com.example.cast".into(),
+        module_name: "entry".into(),
+        ability_name: "CastAbility".into(),
+        service_name: "cast".into(),
+    };
+    let (from, to) = (endpoint(node.device().to_string()), endpoint(bob.device_id().to_string()));
+    let (link, key) = node.connect(from, to, ConnectOptions::default()).await.unwrap();
+    loop {
+        let NodeEvent { event, .. } = node_events.recv().await.expect("node events");
+        if event == (colink_proto::Event::Connected { session: key }) {
+            break;
+        }
+    }
+    let sb = responder.await.unwrap();
+    let mut bob_events = bob.events(sb).unwrap();
+
+    let jpeg = colink_media::jpeg::encode(&synthetic(32, 16), 80).unwrap();
+    let lie = ImageHeader { format: PixelFormat::Rgba8888, width: 64, height: 48 }.encode(&jpeg).unwrap();
+    node.send(link, key, ChannelKind::Image, lie.clone()).await.expect("Bob's engine holds it");
+    let verdict = loop {
+        let NodeEvent { event, .. } = node_events.recv().await.expect("node events");
+        if let colink_proto::Event::Received { kind: ChannelKind::Image, payload, .. } = event {
+            break ImageVerdict::decode(&payload).expect("a verdict");
+        }
+    };
+    assert_eq!(verdict.tag, ImageVerdict::tag(&lie));
+    let reason = verdict.refused.expect("refused");
+    assert!(reason.contains("32x16") && reason.contains("64x48"), "{reason}");
+    // Bob's app never saw it.
+    assert!(tokio::time::timeout(Duration::from_secs(2), bob_events.next()).await.is_err());
+}

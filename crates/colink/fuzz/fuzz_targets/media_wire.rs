@@ -1,10 +1,11 @@
 //! Fuzzes the media payload decoders with what a hostile peer could put on a session's image and stream-media
-//! lanes: `StreamMessage::decode` and `ImageHeader::decode` never panic, and whatever they accept re-encodes to
-//! a payload that decodes to the same value. Image payloads and stream signalling re-encode byte for byte; a
+//! lanes: `StreamMessage::decode`, `ImageHeader::decode` and `ImageVerdict::decode` never panic, and whatever
+//! they accept re-encodes to a payload that decodes to the same value. Image payloads and stream signalling re-encode byte for byte; a
 //! frame re-encodes byte for byte except its flags and transform bytes, whose reserved bits are normalised.
 #![no_main]
 
 use bytes::Bytes;
+use colink::image_verdict::ImageVerdict;
 use colink::media::wire::{ImageHeader, StreamMessage};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,6 +15,11 @@ const TRANSFORM: usize = 15;
 
 fuzz_target!(|data: &[u8]| {
     let payload = Bytes::copy_from_slice(data);
+
+    // The receiver's image verdicts travel on the same lane: whatever decodes re-encodes byte for byte.
+    if let Ok(verdict) = ImageVerdict::decode(data) {
+        assert_eq!(&verdict.encode()[..], data, "verdict round trip");
+    }
 
     if let Ok(message) = StreamMessage::decode(&payload) {
         let again = message.encode();

@@ -111,6 +111,9 @@ pub enum ErrorKind {
     Unsupported,
     /// `32300001`..=`32300004`: a stream operation the reference refuses with its own code.
     Stream,
+    /// `401`: the peer received the payload but refused it (an image that failed its checks, or a receiving
+    /// app that may not take it); the message carries the peer's reason.
+    Refused,
 }
 
 impl ErrorKind {

@@ -1,20 +1,23 @@
 //! The Manager's system API for images and media streams (`sendImage`, `createStream`, surfaces,
 //! `startStream` ...), and the handling of what arrives on the image and stream-media lanes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use colink_media::jpeg::{self, DecodeLimits};
 use colink_media::video::{MAX_BITRATE, MAX_ENCODE_LONG_SIDE, MAX_ENCODE_SHORT_SIDE, MIN_BITRATE};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info_span, warn};
 
 use super::{Inner, Manager, Phase, lock};
 use crate::api::{
-    ColorSpace, Error, ErrorCode, Event, SessionId, StreamId, StreamParam, StreamRole, SurfaceParam, validate,
+    CollaborateEventInfo, CollaborateEventType, ColorSpace, DisconnectReason, Error, ErrorCode, ErrorKind, Event,
+    SessionId, StreamId, StreamParam, StreamRole, SurfaceParam, validate,
 };
 use crate::driver::LinkId;
+use crate::image_verdict::ImageVerdict;
 use crate::media::pipe::{Signal, SinkPipe, SourcePipe, SurfaceSlot};
 use crate::media::wire::{ImageHeader, StreamMessage};
 use crate::media::{
@@ -24,6 +27,21 @@ use colink_proto::{ChannelKind, SessionKey};
 
 /// The JPEG quality `send_image` uses when the app gives none (the reference's default).
 pub const DEFAULT_IMAGE_QUALITY: i32 = 30;
+
+/// How long `send_image` waits, after the peer holds the image, for the peer's verdict (docs/media.md §3.4).
+pub const IMAGE_VERDICT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Images one Manager checks and decodes at once, across all sessions (each session's one at a time, in order).
+pub const IMAGE_DECODES: usize = 2;
+
+/// A received image waiting for its session's checker, with its receive credit.
+struct ImageJob {
+    payload: Bytes,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
+}
+
+/// The peer's answer to an image this side sent: `Err(reason)` when it refused it.
+type Verdict = Result<(), String>;
 
 /// Streams and surfaces of one manager.
 #[derive(Default)]
@@ -36,6 +54,13 @@ pub(super) struct MediaState {
     /// The name of each session's started peer SINK.
     peer_sinks: BTreeMap<SessionId, String>,
     next_surface: u64,
+    /// `send_image` calls waiting for the peer's verdict, by session and image tag, oldest first.
+    verdicts: BTreeMap<(SessionId, u64), VecDeque<oneshot::Sender<Verdict>>>,
+    /// Each session's image checker: received images wait here (their bytes held by their receive credit)
+    /// and are checked and decoded one at a time per session, off the event loop.
+    checkers: BTreeMap<SessionId, mpsc::UnboundedSender<ImageJob>>,
+    /// Decodes allowed at once ([`IMAGE_DECODES`]), created with the first image.
+    decodes: Option<Arc<Semaphore>>,
 }
 
 #[derive(Clone)]
@@ -80,7 +105,44 @@ impl Manager {
         let jpeg = cpu(|| jpeg::encode(image, quality)).map_err(|e| Error::invalid_arg("image", e))?;
         debug!(session = %id, width = image.width(), height = image.height(), quality, bytes = jpeg.len(), "image encoded");
         let payload = header.encode(&jpeg).map_err(|e| Error::invalid_arg("image", e))?;
-        self.send(id, ChannelKind::Image, payload).await
+        // The peer answers every image with a verdict once it checked and decoded it; wait for it, so that an
+        // image the peer cannot take fails here instead of vanishing there.
+        let tag = ImageVerdict::tag(&payload);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.media).verdicts.entry((id, tag)).or_default().push_back(tx);
+        let sent = self.send(id, ChannelKind::Image, payload).await;
+        let waited = match sent {
+            Ok(()) => tokio::time::timeout(IMAGE_VERDICT_TIMEOUT, rx).await,
+            Err(e) => {
+                drop(rx);
+                forget_verdicts(&self.inner, id, tag);
+                return Err(e);
+            }
+        };
+        let failure = match waited {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(reason))) => Error::invalid_arg("image", format_args!("the peer refused the image: {reason:?}"))
+                .with_kind(ErrorKind::Refused),
+            Ok(Err(_)) => Error::link_lost(
+                DisconnectReason::NetworkDisconnected,
+                format!("session {id} ended before the peer confirmed the image"),
+            ),
+            Err(_) => {
+                forget_verdicts(&self.inner, id, tag);
+                Error::invalid_arg(
+                    "image",
+                    format_args!(
+                        "the peer holds the image but did not confirm it within {} s",
+                        IMAGE_VERDICT_TIMEOUT.as_secs()
+                    ),
+                )
+            }
+        };
+        self.inner.registry.dispatch(Event::CollaborateEvent {
+            session_id: id,
+            info: CollaborateEventInfo::new(CollaborateEventType::SendFailure, Some(failure.to_string())),
+        });
+        Err(failure)
     }
 
     /// `createStream(id, param)` (system only): a stream on session `id`, paired with the peer's stream of
@@ -437,6 +499,10 @@ pub(super) fn session_ended(inner: &Inner, session: SessionId) {
     let entries: Vec<Stream> = {
         let mut media = lock(&inner.media);
         media.peer_sinks.remove(&session);
+        // Images waiting for a verdict fail (their senders see the session end); the checker finishes the
+        // images it holds and stops.
+        media.verdicts.retain(|(s, _), _| *s != session);
+        media.checkers.remove(&session);
         media.streams.values().filter(|s| s.session() == session).cloned().collect()
     };
     for entry in &entries {
@@ -455,32 +521,122 @@ pub(super) fn session_destroyed(inner: &Inner, session: SessionId) {
     }
 }
 
-/// An image arrived on session `id`: decode and deliver it with the payload's receive `credit` (held with the
-/// event until the app takes it), or log why not (a corrupt image is never delivered).
-pub(super) fn on_image(inner: &Inner, id: SessionId, payload: &Bytes, credit: Option<Arc<crate::driver::ReadCredit>>) {
-    let decoded = ImageHeader::decode(payload).map_err(|e| e.to_string()).and_then(|(header, jpeg_bytes)| {
-        let limits = DecodeLimits::default();
-        let picture = cpu(|| jpeg::decode(&jpeg_bytes, limits)).map_err(|e| e.to_string())?;
-        if (picture.width(), picture.height()) != (header.width, header.height) {
-            return Err(format!(
-                "the JPEG is {}x{}, its header says {}x{}",
-                picture.width(),
-                picture.height(),
-                header.width,
-                header.height
-            ));
+/// Drops the `send_image` waits of `session` for `tag` whose callers gave up.
+fn forget_verdicts(inner: &Inner, session: SessionId, tag: u64) {
+    let mut media = lock(&inner.media);
+    if let Some(waiting) = media.verdicts.get_mut(&(session, tag)) {
+        waiting.retain(|tx| !tx.is_closed());
+        if waiting.is_empty() {
+            media.verdicts.remove(&(session, tag));
         }
-        if header.format == picture.format() {
-            Ok(picture)
-        } else {
-            cpu(|| picture.convert(header.format)).map_err(|e| e.to_string())
+    }
+}
+
+/// A payload arrived on session `id`'s IMAGE lane: the peer's verdict on an image this side sent (handed to
+/// the waiting `send_image`), or an image, queued with its receive `credit` for the session's checker.
+pub(super) fn on_image(
+    inner: &Arc<Inner>,
+    id: SessionId,
+    payload: &Bytes,
+    credit: Option<Arc<crate::driver::ReadCredit>>,
+) {
+    if ImageVerdict::is_verdict(payload) {
+        drop(credit);
+        match ImageVerdict::decode(payload) {
+            Ok(verdict) => {
+                let waiting = {
+                    let mut media = lock(&inner.media);
+                    let key = (id, verdict.tag);
+                    let first = media.verdicts.get_mut(&key).and_then(VecDeque::pop_front);
+                    if media.verdicts.get(&key).is_some_and(VecDeque::is_empty) {
+                        media.verdicts.remove(&key);
+                    }
+                    first
+                };
+                match waiting {
+                    Some(tx) => {
+                        let _ = tx.send(verdict.refused.map_or(Ok(()), Err));
+                    }
+                    None => debug!(session = %id, "an image verdict nobody waits for (the send gave up)"),
+                }
+            }
+            Err(e) => warn!(session = %id, error = %e, "ignoring a malformed image verdict"),
         }
+        return;
+    }
+    let job = ImageJob { payload: payload.clone(), credit };
+    let mut media = lock(&inner.media);
+    let decodes = media.decodes.get_or_insert_with(|| Arc::new(Semaphore::new(IMAGE_DECODES))).clone();
+    let checker = media.checkers.entry(id).or_insert_with(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(check_images(Arc::downgrade(inner), id, rx, decodes));
+        tx
     });
-    match decoded {
-        Ok(image) => {
-            inner.registry.dispatch_received(Event::ReceiveImage { session_id: id, image }, credit);
+    let _ = checker.send(job);
+}
+
+/// Checks and decodes session `id`'s images in order, at most [`IMAGE_DECODES`] at once across the Manager
+/// and off the event loop; delivers each that passes (docs/media.md §3.3) and answers the sender with a
+/// verdict either way.
+async fn check_images(
+    inner: Weak<Inner>,
+    id: SessionId,
+    mut jobs: mpsc::UnboundedReceiver<ImageJob>,
+    decodes: Arc<Semaphore>,
+) {
+    while let Some(ImageJob { payload, credit }) = jobs.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let system = lock(&inner.state).sessions.get(&id).is_some_and(|s| s.caller.is_system());
+        let checked = if system {
+            let _permit = decodes.acquire().await;
+            let data = payload.clone();
+            off_loop(move || check_image(&data)).await
+        } else {
+            Err("the receiving app is not a system app, so it may not receive images".to_owned())
+        };
+        let verdict = match checked {
+            Ok(image) => {
+                inner.registry.dispatch_received(Event::ReceiveImage { session_id: id, image }, credit);
+                ImageVerdict::delivered(&payload)
+            }
+            Err(reason) => {
+                warn!(session = %id, %reason, "refusing an image");
+                drop(credit);
+                ImageVerdict::refused(&payload, &reason)
+            }
+        };
+        super::reply_on_image_lane(&inner, id, verdict.encode());
+    }
+}
+
+/// Runs an image check off the event loop: on a multi-threaded runtime on the blocking pool; on a
+/// current-thread runtime (tests in virtual time) in place, so virtual time does not move under it.
+async fn off_loop(f: impl FnOnce() -> Result<PixelMap, String> + Send + 'static) -> Result<PixelMap, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(format!("the image check stopped: {e}")))
         }
-        Err(e) => warn!(session = %id, error = %e, "dropping an image that does not decode"),
+        _ => f(),
+    }
+}
+
+/// docs/media.md §3.3: the image an IMAGE-lane payload carries, or why it cannot be delivered.
+fn check_image(payload: &Bytes) -> Result<PixelMap, String> {
+    let (header, jpeg_bytes) = ImageHeader::decode(payload).map_err(|e| e.to_string())?;
+    let picture = jpeg::decode(&jpeg_bytes, DecodeLimits::default()).map_err(|e| e.to_string())?;
+    if (picture.width(), picture.height()) != (header.width, header.height) {
+        return Err(format!(
+            "the JPEG is {}x{}, its header says {}x{}",
+            picture.width(),
+            picture.height(),
+            header.width,
+            header.height
+        ));
+    }
+    if header.format == picture.format() {
+        Ok(picture)
+    } else {
+        picture.convert(header.format).map_err(|e| e.to_string())
     }
 }
 

@@ -39,7 +39,7 @@ use crate::lock;
 use colink_proto::{self as engine, ChannelKind, SessionKey};
 pub use incoming::{CollaborationRequest, INCOMING_QUEUE, Incoming};
 #[cfg(feature = "media")]
-pub use media::DEFAULT_IMAGE_QUALITY;
+pub use media::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_VERDICT_TIMEOUT};
 
 /// Builds a [`Manager`].
 #[derive(Default)]
@@ -900,12 +900,37 @@ fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
         #[cfg(feature = "media")]
         ChannelKind::StreamMedia => return media::on_stream_message(inner, id, &payload),
         #[cfg(not(feature = "media"))]
-        ChannelKind::Image | ChannelKind::StreamMedia => {
-            debug!(session = %id, ?kind, "dropping an image or stream message: built without `media`");
+        ChannelKind::Image => {
+            // Tell the sender, so its `send_image` fails instead of waiting for a verdict that never comes.
+            if !crate::image_verdict::ImageVerdict::is_verdict(&payload) {
+                let refused =
+                    crate::image_verdict::ImageVerdict::refused(&payload, "this peer was built without image support");
+                reply_on_image_lane(inner, id, refused.encode());
+            }
+            return;
+        }
+        #[cfg(not(feature = "media"))]
+        ChannelKind::StreamMedia => {
+            debug!(session = %id, "dropping a stream message: built without `media`");
             return;
         }
     };
     inner.registry.dispatch_received(event, credit);
+}
+
+/// Sends `payload` (an image verdict) on session `id`'s IMAGE lane, in the background: it is queued in order
+/// behind this side's own images and resolves when the peer holds it.
+fn reply_on_image_lane(inner: &Arc<Inner>, id: SessionId, payload: Bytes) {
+    let binding = match lock(&inner.state).sessions.get(&id).map(|s| &s.phase) {
+        Some(Phase::Connected { binding }) => *binding,
+        _ => return,
+    };
+    let node = inner.node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = node.send(binding.0, binding.1, ChannelKind::Image, payload).await {
+            debug!(session = %id, error = %e, "an image verdict could not be sent");
+        }
+    });
 }
 
 /// Delivers the answer to an outgoing connect, or keeps it until the connect has recorded its binding.
