@@ -79,7 +79,10 @@ pub(crate) struct LinkTask {
     pub(crate) commands: mpsc::Receiver<Command>,
     /// A sender to our own command queue, handed to re-dial tasks.
     pub(crate) self_tx: mpsc::Sender<Command>,
-    pub(crate) events: mpsc::UnboundedSender<NodeEvent>,
+    pub(crate) events: mpsc::Sender<NodeEvent>,
+    /// Events the node's queue had no room for yet, in order (at most [`OUTBOX_LIMIT`] before the task stops
+    /// reading the transport, plus what the engine raises meanwhile from timers and commands).
+    outbox: VecDeque<NodeEvent>,
     /// Where to ask for a re-dial (initiator side); `None` on the responder side.
     pub(crate) redial: Option<mpsc::UnboundedSender<DialRequest>>,
     pub(crate) peer_device: String,
@@ -104,6 +107,10 @@ const TRANSPORT_QUEUE: usize = 0;
 /// control throttles the peer.
 const INPUT_QUEUE: usize = 64;
 
+/// Events a link holds for the node's queue before it stops reading its transport (back-pressure to the peer
+/// when the app's side falls behind).
+const OUTBOX_LIMIT: usize = 64;
+
 impl LinkTask {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -111,7 +118,7 @@ impl LinkTask {
         conn: Connection,
         commands: mpsc::Receiver<Command>,
         self_tx: mpsc::Sender<Command>,
-        events: mpsc::UnboundedSender<NodeEvent>,
+        events: mpsc::Sender<NodeEvent>,
         redial: Option<mpsc::UnboundedSender<DialRequest>>,
         peer_device: String,
         on_exit: Box<dyn FnOnce(LinkId) + Send>,
@@ -124,6 +131,7 @@ impl LinkTask {
             commands,
             self_tx,
             events,
+            outbox: VecDeque::new(),
             redial,
             peer_device,
             on_exit,
@@ -152,9 +160,20 @@ impl LinkTask {
                 let deadline = self.conn.poll_timeout().map(Instant::from_std);
                 let sending = self.sending.is_some();
                 let credit = self.credit.clone();
+                let events = self.events.clone();
+                let (waiting, reading) = (!self.outbox.is_empty(), self.outbox.len() < OUTBOX_LIMIT);
                 tokio::select! {
                     biased;
-                    Some((generation, input)) = self.input_rx.recv() => {
+                    permit = events.reserve(), if waiting => match permit {
+                        Ok(permit) => {
+                            if let Some(event) = self.outbox.pop_front() {
+                                permit.send(event);
+                            }
+                        }
+                        // Nobody listens any more.
+                        Err(_) => self.outbox.clear(),
+                    },
+                    Some((generation, input)) = self.input_rx.recv(), if reading => {
                         if generation == self.generation {
                             self.on_input(input);
                         }
@@ -175,6 +194,12 @@ impl LinkTask {
                             self.conn.consumed(now(), session, kind, len);
                         }
                     }
+                }
+            }
+            // The last events (sessions ended, the link closed) still reach the node.
+            for event in std::mem::take(&mut self.outbox) {
+                if self.events.send(event).await.is_err() {
+                    break;
                 }
             }
             for (_, reply) in std::mem::take(&mut self.pending) {
@@ -406,7 +431,16 @@ impl LinkTask {
             }
             _ => None,
         };
-        let _ = self.events.send(NodeEvent { link: self.id, peer_device: self.peer_device.clone(), event, credit });
+        let event = NodeEvent { link: self.id, peer_device: self.peer_device.clone(), event, credit };
+        // Straight into the node's queue while it has room and nothing older waits; otherwise in order behind.
+        if self.outbox.is_empty() {
+            match self.events.try_send(event) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => self.outbox.push_back(event),
+            }
+        } else {
+            self.outbox.push_back(event);
+        }
     }
 
     fn request_redial(&mut self) {

@@ -216,9 +216,15 @@ pub(crate) struct DialRequest {
     pub(crate) reply: mpsc::Sender<Command>,
 }
 
-/// The node's events, in order.
+/// Events the node's queue holds for its reader ([`NodeEvents`]); when it is full, each link keeps a few more
+/// and then stops reading its transport until the reader catches up (back-pressure to the peer).
+pub const NODE_EVENT_QUEUE: usize = 256;
+
+/// The node's events, in order. Read them: the queue is bounded ([`NODE_EVENT_QUEUE`]), and while it is full
+/// the node's links stop reading their transports, so their peers' sends wait (and a link whose events are
+/// never read goes silent and is dropped by its idle timeout).
 #[derive(Debug)]
-pub struct NodeEvents(mpsc::UnboundedReceiver<NodeEvent>);
+pub struct NodeEvents(mpsc::Receiver<NodeEvent>);
 
 impl NodeEvents {
     /// The next event, or `None` once the node is gone.
@@ -243,7 +249,7 @@ struct Shared {
     adapter: Arc<dyn Adapter>,
     device: DeviceId,
     config: NodeConfig,
-    events: mpsc::UnboundedSender<NodeEvent>,
+    events: mpsc::Sender<NodeEvent>,
     redial: mpsc::UnboundedSender<DialRequest>,
     table: Mutex<Table>,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -301,7 +307,7 @@ impl Node {
         config.engine.device_id = device.to_string();
         let Endpoints { listening, advert, template } = Endpoints::open(&*adapter, device, &config).await?;
         let (radio_tx, radio) = watch::channel(RadioState::Up);
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let (redial, redial_rx) = mpsc::unbounded_channel();
         let (trust_tx, trust_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
