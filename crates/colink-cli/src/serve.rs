@@ -589,12 +589,13 @@ impl Sink {
     }
 }
 
-/// Writes a received payload to `path` when serve saves (`Some(None)` when it does not). A failed write is
-/// reported as the session's error and gives `None`: the payload is then not announced as received.
+/// Writes a received payload to `path` when serve saves (`Some(None)` when it does not), never overwriting
+/// anything: see [`save_new`]. A failed write is reported as the session's error and gives `None`: the payload
+/// is then not announced as received.
 fn save(out: Out, sid: SessionId, tag: &str, path: Option<PathBuf>, data: &[u8]) -> Option<Option<PathBuf>> {
     let Some(path) = path else { return Some(None) };
-    match std::fs::write(&path, data) {
-        Ok(()) => Some(Some(path)),
+    match save_new(&path, data) {
+        Ok(saved) => Some(Some(saved)),
         Err(e) => {
             out.error(Some(sid), format!("{tag} cannot write {}: {e}", path.display()));
             None
@@ -602,11 +603,40 @@ fn save(out: Out, sid: SessionId, tag: &str, path: Option<PathBuf>, data: &[u8])
     }
 }
 
-/// The last path component of a name a peer sent, or a generated one when nothing usable is left.
+/// Writes `data` to a new file at `path`, or at `name (1).ext`, `name (2).ext` … when that exists; returns
+/// the path used. The bytes go to a temporary file in the same directory first (created new, so nothing a
+/// symlink points at is written through), reach the disk, and only then get their name through a hard link,
+/// which fails rather than replace anything already there (a file, a directory or a symlink) — so a file
+/// appears whole or not at all, and never over another.
+fn save_new(path: &std::path::Path, data: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut temp = tempfile::Builder::new().prefix(".colink-part-").tempfile_in(dir)?;
+    temp.write_all(data)?;
+    temp.as_file().sync_all()?;
+    let (stem, ext) = match (path.file_stem(), path.extension()) {
+        (Some(stem), Some(ext)) => (stem.to_string_lossy().into_owned(), format!(".{}", ext.to_string_lossy())),
+        _ => (path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), String::new()),
+    };
+    for n in 0..1000u32 {
+        let candidate = if n == 0 { path.to_owned() } else { dir.join(format!("{stem} ({n}){ext}")) };
+        match std::fs::hard_link(temp.path(), &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "1000 files of that name exist already"))
+}
+
+/// The last path component of a name a peer sent, or a generated one when nothing usable is left. A leading
+/// dot becomes `_`, so a peer cannot create hidden files (`.bashrc`, `.ssh`).
 fn safe_name(name: &str, id: u64) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    if base.is_empty() || base == "." || base == ".." || base.chars().any(char::is_control) {
+    if base.is_empty() || base.chars().all(|c| c == '.') || base.chars().any(char::is_control) {
         format!("file-{id}.bin")
+    } else if let Some(rest) = base.strip_prefix('.') {
+        format!("_{rest}")
     } else {
         base.to_owned()
     }
@@ -637,5 +667,33 @@ mod tests {
         assert_eq!(safe_name("a\\b.txt", 3), "b.txt");
         assert_eq!(safe_name("dir/", 4), "file-4.bin");
         assert_eq!(safe_name("photo.raw", 5), "photo.raw");
+        assert_eq!(safe_name(".bashrc", 6), "_bashrc");
+        assert_eq!(safe_name("...", 7), "file-7.bin");
+    }
+
+    #[test]
+    fn saving_never_overwrites_or_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.txt");
+        assert_eq!(save_new(&path, b"one").unwrap(), path);
+        assert_eq!(save_new(&path, b"two").unwrap(), dir.path().join("report (1).txt"));
+        assert_eq!(save_new(&path, b"three").unwrap(), dir.path().join("report (2).txt"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"one", "the first file is untouched");
+        assert_eq!(std::fs::read(dir.path().join("report (1).txt")).unwrap(), b"two");
+        // A symlink planted at the name (pointing at a file the user cares about) is neither followed nor
+        // replaced.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let planted = dir.path().join("notes");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(save_new(&planted, b"evil").unwrap(), dir.path().join("notes (1)"));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
+        // No temporary file is left behind.
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".colink-part-"))
+            .count();
+        assert_eq!(leftovers, 0);
     }
 }
