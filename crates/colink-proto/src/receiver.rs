@@ -12,7 +12,10 @@ use colink_frame::{
 };
 
 use super::error::ProtocolError;
-use super::wire::{AckEntry, CH_CONTROL, Credit, Position};
+use super::wire::{AckEntry, CH_CONTROL, Credit, MAX_SACK_BLOCKS, Position};
+
+/// Most fragments held beyond gaps on one link (version 3), whatever their size.
+pub(crate) const MAX_HELD_FRAGMENTS: usize = 1024;
 
 /// What to do with an arriving session-lane fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,11 @@ pub(crate) enum Verdict {
     Duplicate,
     /// Beyond a gap: drop it; `new` when the gap was not reported yet (report it at once).
     Gap {
+        /// The gap was not reported yet.
+        new: bool,
+    },
+    /// Beyond a gap, and kept until the gap fills (version 3); `new` as for [`Gap`](Self::Gap).
+    Held {
         /// The gap was not reported yet.
         new: bool,
     },
@@ -74,6 +82,12 @@ pub(crate) struct Receiver {
     window: u64,
     /// The peer follows the credit (version 2): a message beyond it is a protocol error.
     enforce: bool,
+    /// Fragments kept beyond a gap (version 3), by channel, sequence number and fragment index.
+    held: BTreeMap<(u32, u32, u32), Frame>,
+    /// Payload bytes in `held`.
+    held_bytes: u64,
+    /// Most payload bytes `held` may take (0: nothing is held, as in versions 1 and 2).
+    hold_limit: u64,
 }
 
 impl Receiver {
@@ -81,7 +95,51 @@ impl Receiver {
     /// `window` is the receive window of every session channel (clamped to `u32::MAX`).
     pub(crate) fn new(limits: Limits, window: u64) -> Self {
         let window = u64::from(clamp(window));
-        Self { lanes: BTreeMap::new(), reassembler: Reassembler::new(limits.clone()), limits, window, enforce: false }
+        Self {
+            lanes: BTreeMap::new(),
+            reassembler: Reassembler::new(limits.clone()),
+            limits,
+            window,
+            enforce: false,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            hold_limit: 0,
+        }
+    }
+
+    /// Version 3: keep fragments beyond a gap, up to `limit` payload bytes (and [`MAX_HELD_FRAGMENTS`]) per
+    /// link; 0 keeps none (versions 1 and 2).
+    pub(crate) fn set_hold_limit(&mut self, limit: u64) {
+        self.hold_limit = limit;
+        if limit == 0 {
+            self.drop_held();
+        }
+    }
+
+    /// Forgets every fragment held beyond a gap (the transport is gone: the peer resends from the positions).
+    pub(crate) fn drop_held(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+
+    /// Forgets the fragments held beyond a gap on `channel`.
+    fn drop_held_channel(&mut self, channel: u32) {
+        let keys: Vec<_> = self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            if let Some(f) = self.held.remove(&k) {
+                self.held_bytes -= (f.payload.len() as u64).min(self.held_bytes);
+            }
+        }
+    }
+
+    /// Payload bytes held beyond gaps (version 3).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Fragments held beyond gaps (version 3).
+    pub(crate) fn held_fragments(&self) -> usize {
+        self.held.len()
     }
 
     /// The receive window of every session channel.
@@ -99,6 +157,7 @@ impl Receiver {
         self.lanes.clear();
         self.lanes.insert(CH_CONTROL, RecvLane::new(FrameKind::Control, 0));
         self.reassembler = Reassembler::new(self.limits.clone());
+        self.drop_held();
     }
 
     /// Lets every message kind be `extra` bytes longer (sealed messages carry a tag). Call before anything was
@@ -121,6 +180,7 @@ impl Receiver {
     pub(crate) fn close(&mut self, channel: u32) {
         if self.lanes.remove(&channel).is_some() {
             self.reassembler.discard_channel(channel);
+            self.drop_held_channel(channel);
         }
     }
 
@@ -131,6 +191,88 @@ impl Receiver {
         frame: Frame,
     ) -> Result<Option<Message>, ReassemblyError> {
         self.reassembler.push(now, frame)
+    }
+
+    /// Classifies a session-lane fragment against the channel's position, and keeps it if it lies beyond a
+    /// gap and may be held (version 3, see [`hold`](Self::hold)). A frame of the wrong kind for its channel is
+    /// a protocol error. A gap is reported once: a second fragment beyond the same gap is not new.
+    pub(crate) fn classify_and_hold(&mut self, frame: Frame) -> Result<(Verdict, Option<Frame>), ProtocolError> {
+        let verdict = self.classify(&frame)?;
+        match verdict {
+            Verdict::Gap { new } => {
+                let key = (frame.header.channel, frame.header.seq, frame.header.position.index());
+                if self.held.contains_key(&key) {
+                    return Ok((Verdict::Duplicate, None));
+                }
+                match self.hold(frame) {
+                    Ok(()) => Ok((Verdict::Held { new }, None)),
+                    Err(frame) => Ok((verdict, Some(frame))),
+                }
+            }
+            _ => Ok((verdict, Some(frame))),
+        }
+    }
+
+    /// Keeps a fragment beyond a gap while the bounds allow: at most the hold limit of payload bytes and
+    /// [`MAX_HELD_FRAGMENTS`] fragments on the link, and, with the partial messages, at most the reassembly
+    /// limit of buffered bytes. Otherwise it is handed back (dropped; the peer resends it).
+    fn hold(&mut self, frame: Frame) -> Result<(), Frame> {
+        let len = frame.payload.len() as u64;
+        let fits = self.hold_limit > 0
+            && self.held.len() < MAX_HELD_FRAGMENTS
+            && self.held_bytes + len <= self.hold_limit
+            && self.held_bytes + len + self.reassembler.buffered_bytes() <= self.limits.max_buffered_bytes;
+        if !fits {
+            return Err(frame);
+        }
+        let key = (frame.header.channel, frame.header.seq, frame.header.position.index());
+        self.held_bytes += len;
+        self.held.insert(key, frame);
+        Ok(())
+    }
+
+    /// The held fragment of `channel` that comes next at its receive position, if any; held fragments the
+    /// position has passed are dropped.
+    pub(crate) fn next_held(&mut self, channel: u32) -> Option<Frame> {
+        let rl = self.lanes.get(&channel)?;
+        let next_seq = rl.next_seq;
+        let frag = self.reassembler.next_expected(channel, next_seq).unwrap_or(0);
+        loop {
+            let (key, _) = self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)).next()?;
+            let key = *key;
+            if (key.1, key.2) > (next_seq, frag) {
+                return None;
+            }
+            let f = self.held.remove(&key)?;
+            self.held_bytes -= (f.payload.len() as u64).min(self.held_bytes);
+            if (key.1, key.2) == (next_seq, frag) {
+                return Some(f);
+            }
+        }
+    }
+
+    /// The ranges of positions `[from, to)` held beyond the receive position of `channel`, first ones first
+    /// (at most [`MAX_SACK_BLOCKS`]).
+    fn sack_blocks(&self, channel: u32) -> Vec<(Position, Position)> {
+        let mut blocks: Vec<(Position, Position)> = Vec::new();
+        for ((_, seq, index), f) in self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)) {
+            let at = Position { seq: *seq, frag: *index };
+            let end = if f.header.last {
+                Position { seq: seq.saturating_add(1), frag: 0 }
+            } else {
+                Position { seq: *seq, frag: index.saturating_add(1) }
+            };
+            if let Some((_, to)) = blocks.last_mut()
+                && *to == at
+            {
+                *to = end;
+            } else if blocks.len() == MAX_SACK_BLOCKS {
+                break;
+            } else {
+                blocks.push((at, end));
+            }
+        }
+        blocks
     }
 
     /// Classifies a session-lane fragment against the channel's position. A frame of the wrong kind for its
@@ -252,7 +394,10 @@ impl Receiver {
         let pos = self.position(channel, rl);
         let nack = rl.nack_pending;
         let credit = if channel == CH_CONTROL { Credit::default() } else { self.credit(rl) };
-        Some(AckEntry { channel, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack, credit })
+        let sacks = if self.hold_limit > 0 { self.sack_blocks(channel) } else { Vec::new() };
+        let pos = if nack { rl.nacked.unwrap_or(pos) } else { pos };
+        let sacks = sacks.into_iter().filter(|(from, _)| *from > pos).collect();
+        Some(AckEntry { channel, pos, nack, credit, sacks })
     }
 
     /// The entry of `channel` went out: a pending gap report is sent.
@@ -279,9 +424,14 @@ impl Receiver {
         self.reassembler.poll_timeout()
     }
 
-    /// Drops partial messages stalled at `now`.
+    /// Drops partial messages stalled at `now`, and what their channels held beyond them (the sender starts
+    /// such a message over, possibly cut differently).
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Stalled> {
-        self.reassembler.handle_timeout(now)
+        let stalled = self.reassembler.handle_timeout(now);
+        for s in &stalled {
+            self.drop_held_channel(s.channel);
+        }
+        stalled
     }
 }
 
@@ -332,7 +482,8 @@ mod tests {
                 channel: CH,
                 pos: Position { seq: 1, frag: 0 },
                 nack: false,
-                credit: Credit { room: 1000, empty: true }
+                credit: Credit { room: 1000, empty: true },
+                sacks: Vec::new(),
             }
         );
     }
@@ -365,6 +516,7 @@ mod tests {
             pos: Position { seq: 0, frag: 1 },
             nack: true,
             credit: Credit { room: 1000, empty: true },
+            sacks: Vec::new(),
         };
         assert_eq!(r.ack_entry(CH).unwrap(), gap);
         assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: false });

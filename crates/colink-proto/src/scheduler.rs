@@ -3,7 +3,7 @@
 //! run alone, see [`sizing`]), and the bytes in flight.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use colink_frame::{FrameKind, LinkMode, Mtu};
@@ -14,10 +14,10 @@ mod sizing;
 use super::error::{ProtocolError, SendError};
 use super::types::{SendId, SessionKey};
 use super::wire::{CH_CONTROL, Credit, Position};
-use lane::SendLane;
 pub(crate) use lane::lane_nonce;
-use sizing::FrameSizer;
+use lane::{Lost, SendLane};
 pub(crate) use sizing::FrameSizes;
+use sizing::{FrameSizer, LossEstimate};
 
 use crate::secure::LinkCipher;
 
@@ -72,6 +72,13 @@ pub(crate) struct Scheduler {
     sizer: FrameSizer,
     /// The peer's receive window per session channel (version 2); `None`: the peer grants no credit.
     peer_window: Option<u32>,
+    /// The peer keeps fragments beyond a gap and reports them (version 3): lost fragments are resent by
+    /// themselves; otherwise a loss sends the lane back to its acknowledged position.
+    selective: bool,
+    /// Transmission number of the next fragment.
+    tx: u64,
+    /// The frame loss seen lately, which caps the frame size.
+    loss: LossEstimate,
 }
 
 impl Scheduler {
@@ -85,7 +92,20 @@ impl Scheduler {
             epoch: None,
             sizer: FrameSizer::default(),
             peer_window: None,
+            selective: false,
+            tx: 1,
+            loss: LossEstimate::default(),
         }
+    }
+
+    /// Whether the peer keeps and reports fragments beyond a gap (version 3).
+    pub(crate) fn set_selective(&mut self, selective: bool) {
+        self.selective = selective;
+    }
+
+    /// Whether lost fragments are resent by themselves (version 3).
+    pub(crate) fn is_selective(&self) -> bool {
+        self.selective
     }
 
     /// The peer grants receive credit (version 2) with `window` bytes per session channel to begin with; lanes
@@ -105,6 +125,7 @@ impl Scheduler {
         self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
         self.inflight = 0;
         self.sizer.reset();
+        self.loss = LossEstimate::default();
     }
 
     /// Opens the lane of `channel` for frames of `kind`.
@@ -202,6 +223,8 @@ impl Scheduler {
             return Err(ProtocolError::BogusAck { channel });
         }
         let (done, freed, advanced) = lane.ack(pos);
+        let delivered = std::mem::take(&mut lane.delivered);
+        self.loss.on_delivered(delivered);
         if let Some(credit) = credit
             && channel != CH_CONTROL
             && pos >= lane.acked
@@ -217,6 +240,62 @@ impl Scheduler {
         Ok(Some(Acked { done, advanced, writable }))
     }
 
+    /// Version 3: the peer holds the fragments of `channel` in each `[from, to)` of `blocks` beyond its receive
+    /// position. Fragments sent before any the peer holds or acknowledged and still missing are lost: they are
+    /// queued to be resent by themselves. Returns the fragments declared lost.
+    pub(crate) fn sack(&mut self, channel: u32, blocks: &[(Position, Position)]) -> u64 {
+        let Some(lane) = self.lanes.get_mut(&channel) else { return 0 };
+        for (from, to) in blocks {
+            lane.sack(*from, *to);
+        }
+        let lost = lane.infer_losses();
+        self.account(lost)
+    }
+
+    /// Version 3, a gap report at `pos` on `channel` with nothing held beyond it: every fragment from `pos` on
+    /// still in flight is resent by itself, cut as before. Returns the fragments declared lost.
+    pub(crate) fn resend_from(&mut self, channel: u32, pos: Position) -> u64 {
+        let Some(lane) = self.lanes.get_mut(&channel) else { return 0 };
+        let lost = lane.resend_from(pos);
+        self.account(lost)
+    }
+
+    /// A gap report sent `channel` back to `pos` (versions 1 and 2): one fragment was lost.
+    pub(crate) fn gap_reported(&mut self) {
+        self.loss.on_lost(1);
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold was sent.
+    pub(crate) fn oldest_unacked(&self) -> Option<Instant> {
+        self.lanes.values().filter_map(SendLane::oldest_unacked).min()
+    }
+
+    /// A retransmission timeout at `now`: fragments sent `timeout` or longer ago and still missing are lost.
+    /// Selective (version 3): each is resent by itself; otherwise its lane goes back to its acknowledged
+    /// position. Other fragments, on the same lane or others, keep their own timers. Returns the fragments
+    /// declared lost.
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> u64 {
+        let Some(deadline) = now.checked_sub(timeout) else { return 0 };
+        let mut total = Lost::default();
+        for lane in self.lanes.values_mut() {
+            let lost = if self.selective { lane.expire_selectively(deadline) } else { lane.expire_go_back(deadline) };
+            total.fragments += lost.fragments;
+            total.freed += lost.freed;
+        }
+        self.account(total)
+    }
+
+    /// The frame size that best survives the loss seen lately, if loss was seen (see [`sizing`]).
+    pub(crate) fn loss_cap(&self) -> Option<usize> {
+        self.loss.best_frame()
+    }
+
+    fn account(&mut self, lost: Lost) -> u64 {
+        self.inflight -= lost.freed.min(self.inflight);
+        self.loss.on_lost(lost.fragments);
+        lost.fragments
+    }
+
     /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out,
     /// for the link of that moment; `_mode` and `_mtu` are no longer needed (kept so that callers are
     /// unchanged).
@@ -229,6 +308,7 @@ impl Scheduler {
 
     /// A retransmission timeout: every lane with data in flight resends from its acknowledged position
     /// (`_mode` and `_mtu` as for [`rewind`](Self::rewind)).
+    #[cfg(test)]
     pub(crate) fn rewind_all_to_acked(&mut self, _mode: LinkMode, _mtu: Mtu) {
         for lane in self.lanes.values_mut() {
             if lane.inflight_bytes > 0 {
@@ -280,8 +360,15 @@ impl Scheduler {
             self.rr[ci] = ch;
             let lane = self.lanes.get_mut(&ch)?;
             let mtu = self.sizer.mtu(ci, now, sizes);
-            out.reserve(mtu.get());
-            let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref())?;
+            let mtu = match self.loss.best_frame() {
+                Some(cap) if *class != FrameKind::Control => sizing::capped(mtu, cap),
+                _ => mtu,
+            };
+            out.reserve(mtu.get().max(sizes.largest().get()));
+            let tx = self.tx;
+            let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref(), now, tx)?;
+            self.tx += 1;
+            self.loss.on_sent(len);
             self.sizer.sent(ci, now);
             let first_in_flight = self.inflight == 0;
             self.inflight += len as u64;
@@ -420,12 +507,12 @@ mod tests {
         let sizes = FrameSizes {
             small: mtu(),
             large: Mtu::new(4 * MTU).unwrap(),
-            grow_after: std::time::Duration::from_millis(200),
+            grow_after: Duration::from_millis(200),
         };
         let t0 = Instant::now();
         let mut out = BytesMut::new();
         let mut next = |s: &mut Scheduler, at: u64| {
-            let now = t0 + std::time::Duration::from_millis(at);
+            let now = t0 + Duration::from_millis(at);
             s.next_fragment(now, u64::MAX, LinkMode::Stream, sizes, &mut out)?;
             let len = out.len();
             let frame = colink_frame::StreamCodec::default().decode(&mut out).unwrap().unwrap();

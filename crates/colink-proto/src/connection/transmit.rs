@@ -79,6 +79,7 @@ impl Connection {
         self.stats.fragments_sent += 1;
         if f.resent {
             self.stats.fragments_resent += 1;
+            self.stats.bytes_resent += f.len as u64;
         }
         Some(self.tx_buf.split().freeze())
     }
@@ -105,7 +106,7 @@ impl Connection {
         } else {
             self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8)
         };
-        let (payload, taken) = wire::encode_ack(&entries, room, self.version >= 2);
+        let (payload, taken) = wire::encode_ack(&entries, room, self.version);
         let sent: Vec<u32> = entries[..taken].iter().map(|e| e.channel).collect();
         for ch in &sent {
             self.receiver.entry_sent(*ch);
@@ -129,7 +130,8 @@ impl Connection {
     }
 
     /// The frame sizes in force: `Config::max_frame` while classes share the link, `Config::max_bulk_frame`
-    /// for bulk running alone, both within what the transport and the peer allow.
+    /// for bulk running alone, both within what the transport and the peer allow (the scheduler caps both
+    /// further under loss).
     fn frame_sizes(&self) -> FrameSizes {
         let bulk = self.link_frame_mtu.get().min(usize::from(self.config.max_bulk_frame));
         FrameSizes {
@@ -139,10 +141,20 @@ impl Connection {
         }
     }
 
-    /// When data in flight counts as lost (see [`RetransmitTimer::deadline`]).
+    /// The retransmission timeout in force (see [`RetransmitTimer::timeout`]), for the largest frame that
+    /// may be on the air now.
     ///
-    /// [`RetransmitTimer::deadline`]: crate::retransmit::RetransmitTimer::deadline
-    pub(super) fn retransmit_deadline(&self) -> Instant {
-        self.retransmit.deadline(self.keep_alive.last_sent(), self.frame_sizes().largest().get())
+    /// [`RetransmitTimer::timeout`]: crate::retransmit::RetransmitTimer::timeout
+    pub(super) fn retransmit_timeout(&self) -> std::time::Duration {
+        let largest = self.frame_sizes().largest().get();
+        let largest =
+            self.scheduler.loss_cap().map_or(largest, |cap| cap.max(self.frame_mtu.get().min(largest)).min(largest));
+        self.retransmit.timeout(largest)
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold counts as lost: its own send time plus
+    /// the retransmission timeout. `None` with nothing in flight.
+    pub(super) fn retransmit_deadline(&self) -> Option<Instant> {
+        Some(self.scheduler.oldest_unacked()? + self.retransmit_timeout())
     }
 }

@@ -5,8 +5,9 @@
 //! needs nothing for that: it reassembles fragments by index, in order, whatever their sizes. To resend from a
 //! fragment index the lane remembers where each fragment not yet acknowledged began.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use colink_frame::{Frame, FrameKind, Header, LinkMode, Mtu};
@@ -56,6 +57,13 @@ impl Cuts {
         self.starts.back().copied().unwrap_or(0)
     }
 
+    /// Where fragment `index`, already sent and not yet known to be held, begins and ends; `None` if it is not
+    /// remembered (held, or not sent yet).
+    fn range(&self, index: u32) -> Option<(usize, usize)> {
+        let i = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        Some((*self.starts.get(i)?, *self.starts.get(i + 1)?))
+    }
+
     /// The next fragment went out; the one after it begins at `end`.
     fn sent(&mut self, end: usize) {
         self.starts.push_back(end);
@@ -82,6 +90,32 @@ impl Cuts {
     }
 }
 
+/// A fragment on the wire and not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InFlight {
+    /// Which fragment.
+    pub(super) pos: Position,
+    /// Its size on the wire.
+    pub(super) len: u32,
+    /// When it was handed to the transport (its own retransmission timer runs from here).
+    pub(super) sent_at: Instant,
+    /// Link-wide transmission number: later sends have larger numbers.
+    pub(super) tx: u64,
+    /// The peer reported holding it beyond its receive position (version 3 SACK).
+    pub(super) sacked: bool,
+}
+
+/// What declaring fragments lost did to one lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Lost {
+    /// Fragments declared lost.
+    pub(super) fragments: u64,
+    /// Their bytes on the wire.
+    pub(super) bytes: u64,
+    /// In-flight bytes released (the lost fragments, or everything after them when the lane went back).
+    pub(super) freed: u64,
+}
+
 /// Send side of one channel: messages leave strictly in sequence order; a message is removed only when the
 /// peer acknowledged all of it.
 #[derive(Debug)]
@@ -93,8 +127,13 @@ pub(super) struct SendLane {
     send_idx: usize,
     /// Everything before this position is held by the peer.
     pub(super) acked: Position,
-    /// Fragments sent and not yet acknowledged, in sending order, with their size on the wire.
-    inflight: VecDeque<(Position, u32)>,
+    /// Fragments sent and not yet acknowledged, in sending order.
+    inflight: VecDeque<InFlight>,
+    /// Fragments to send again, by themselves, before anything new (version 3: the peer holds what follows).
+    resend: BTreeSet<Position>,
+    /// The largest transmission number among the fragments the peer acknowledged or reported holding: in
+    /// order delivery means a fragment sent before it and still unacknowledged was lost.
+    delivered_tx: u64,
     pub(super) inflight_bytes: u64,
     next_seq: u32,
     /// Payload bytes of queued (unacknowledged) messages.
@@ -110,6 +149,8 @@ pub(super) struct SendLane {
     started: u32,
     /// Payload bytes of the queued messages before `started`.
     started_bytes: u64,
+    /// Fragments the peer acknowledged since the scheduler last took the count (loss estimation).
+    pub(super) delivered: u64,
 }
 
 impl SendLane {
@@ -121,6 +162,8 @@ impl SendLane {
             send_idx: 0,
             acked: Position { seq: 0, frag: 0 },
             inflight: VecDeque::new(),
+            resend: BTreeSet::new(),
+            delivered_tx: 0,
             inflight_bytes: 0,
             next_seq: 0,
             queued_bytes: 0,
@@ -129,6 +172,7 @@ impl SendLane {
             credit: None,
             started: 0,
             started_bytes: 0,
+            delivered: 0,
         }
     }
 
@@ -141,6 +185,9 @@ impl SendLane {
     /// covers it — the payload bytes from the credit's message up to and including this one fit its room, or
     /// the peer's app has read everything and this is the message right after what it acknowledged.
     pub(super) fn can_send(&self) -> bool {
+        if !self.resend.is_empty() {
+            return true;
+        }
         let Some(msg) = self.queue.get(self.send_idx) else { return false };
         let Some((seq, credit)) = self.credit else { return true };
         if msg.seq < self.started {
@@ -185,13 +232,23 @@ impl SendLane {
     /// Appends the next fragment's frame, at most `mtu` bytes on the wire for a `mode` link, to `out`; returns
     /// its size on the wire and whether it is a retransmission. `None` when nothing is pending or `mtu` leaves
     /// no room for payload. With `epoch` (an authenticated link) the fragments carry the sealed message.
+    ///
+    /// Fragments queued by [`lose_selectively`](Self::lose_selectively) go first, each by itself with the
+    /// bytes and size it had (the peer may hold the fragments after it, cut where they were cut).
     pub(super) fn next_frame(
         &mut self,
         mode: LinkMode,
         mtu: Mtu,
         out: &mut BytesMut,
         epoch: Option<&LinkCipher>,
+        now: Instant,
+        tx: u64,
     ) -> Option<(usize, bool)> {
+        while let Some(pos) = self.resend.pop_first() {
+            if let Some(len) = self.resend_frame(mode, pos, out, now, tx) {
+                return Some((len, true));
+            }
+        }
         let msg = self.queue.get_mut(self.send_idx)?;
         if let Some(cipher) = epoch
             && msg.sealed.is_none()
@@ -230,9 +287,107 @@ impl SendLane {
         if !retransmit {
             self.sent_high = Some(pos);
         }
-        self.inflight.push_back((pos, wire_len as u32));
+        self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some((wire_len, retransmit))
+    }
+
+    /// Frames fragment `pos` again exactly as it was first cut; `None` when it is no longer needed (the peer
+    /// acknowledged it meanwhile) or not known.
+    fn resend_frame(
+        &mut self,
+        mode: LinkMode,
+        pos: Position,
+        out: &mut BytesMut,
+        now: Instant,
+        tx: u64,
+    ) -> Option<usize> {
+        if pos < self.acked {
+            return None;
+        }
+        let msg = self.queue.iter().find(|m| m.seq == pos.seq)?;
+        let (start, end) = msg.cuts.range(pos.frag)?;
+        let body = msg.sealed.clone().unwrap_or_else(|| msg.payload.clone());
+        let total = body.len();
+        let position = match NonZeroU32::new(pos.frag) {
+            None => colink_frame::Position::First { total_len: u32::try_from(total).ok()? },
+            Some(index) => colink_frame::Position::Continuation { index },
+        };
+        let header = Header { kind: self.kind, channel: self.channel, seq: msg.seq, position, last: end == total };
+        let frame = Frame { header, payload: body.get(start..end).map(|_| body.slice(start..end))? };
+        let before = out.len();
+        frame.encode(mode, out).ok()?;
+        let wire_len = out.len() - before;
+        self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
+        self.inflight_bytes += wire_len as u64;
+        Some(wire_len)
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold was sent.
+    pub(super) fn oldest_unacked(&self) -> Option<Instant> {
+        self.inflight.iter().filter(|f| !f.sacked).map(|f| f.sent_at).min()
+    }
+
+    /// The peer reports holding the fragments in `[from, to)` beyond its receive position (version 3).
+    pub(super) fn sack(&mut self, from: Position, to: Position) {
+        for f in &mut self.inflight {
+            if f.pos >= from && f.pos < to && !f.sacked {
+                f.sacked = true;
+                self.delivered_tx = self.delivered_tx.max(f.tx);
+            }
+        }
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent before one it holds
+    /// is lost (the link delivers in order); those go back to be resent by themselves. Returns what was lost.
+    pub(super) fn infer_losses(&mut self) -> Lost {
+        let high = self.delivered_tx;
+        self.lose_selectively(|f| f.tx < high)
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent at or before
+    /// `deadline` is lost and resent by itself.
+    pub(super) fn expire_selectively(&mut self, deadline: Instant) -> Lost {
+        self.lose_selectively(|f| f.sent_at <= deadline)
+    }
+
+    /// Versions 1 and 2 (the peer keeps nothing beyond a gap): if the oldest fragment the peer does not hold
+    /// was sent at or before `deadline`, the lane goes back to its acknowledged position.
+    pub(super) fn expire_go_back(&mut self, deadline: Instant) -> Lost {
+        let Some(oldest) = self.inflight.iter().filter(|f| !f.sacked).min_by_key(|f| f.sent_at) else {
+            return Lost::default();
+        };
+        if oldest.sent_at > deadline {
+            return Lost::default();
+        }
+        let (bytes, acked) = (u64::from(oldest.len), self.acked);
+        let freed = self.rewind(acked);
+        Lost { fragments: 1, bytes, freed }
+    }
+
+    /// Version 3: every fragment from `pos` on still in flight and not held by the peer is resent by itself.
+    pub(super) fn resend_from(&mut self, pos: Position) -> Lost {
+        self.lose_selectively(|f| f.pos >= pos)
+    }
+
+    fn lose_selectively(&mut self, lost: impl Fn(&InFlight) -> bool) -> Lost {
+        let mut out = Lost::default();
+        let acked = self.acked;
+        let resend = &mut self.resend;
+        self.inflight.retain(|f| {
+            if f.sacked || !lost(f) {
+                return true;
+            }
+            if f.pos >= acked {
+                resend.insert(f.pos);
+            }
+            out.fragments += 1;
+            out.bytes += u64::from(f.len);
+            false
+        });
+        out.freed = out.bytes;
+        self.inflight_bytes -= out.freed.min(self.inflight_bytes);
+        out
     }
 
     /// The peer holds everything before `pos`. Returns the messages now complete and the in-flight bytes
@@ -269,13 +424,22 @@ impl SendLane {
         if advanced {
             self.acked = pos;
         }
-        let mut freed = 0;
-        while self.inflight.front().is_some_and(|(p, _)| *p < self.acked) {
-            if let Some((_, len)) = self.inflight.pop_front() {
-                freed += u64::from(len);
+        let (acked, mut freed, mut delivered) = (self.acked, 0, 0u64);
+        let mut high = self.delivered_tx;
+        self.inflight.retain(|f| {
+            if f.pos < acked {
+                freed += u64::from(f.len);
+                delivered += 1;
+                high = high.max(f.tx);
+                false
+            } else {
+                true
             }
-        }
-        self.inflight_bytes -= freed;
+        });
+        self.delivered_tx = high;
+        self.resend.retain(|p| *p >= acked);
+        self.inflight_bytes -= freed.min(self.inflight_bytes);
+        self.delivered += delivered;
         (done, freed, advanced)
     }
 
@@ -290,6 +454,7 @@ impl SendLane {
             msg.cuts.seek(from);
         }
         self.send_idx = idx;
+        self.resend.clear();
         // A message restarted from an earlier fragment is held by the peer only up to there.
         if let Some(msg) = self.queue.get(idx) {
             let from = msg.cuts.next_index();
@@ -303,6 +468,7 @@ impl SendLane {
     pub(super) fn clear_inflight(&mut self) -> u64 {
         let freed = self.inflight_bytes;
         self.inflight.clear();
+        self.resend.clear();
         self.inflight_bytes = 0;
         freed
     }
@@ -339,7 +505,7 @@ mod tests {
     fn drain(l: &mut SendLane, mtu: usize) -> Vec<Bytes> {
         let mut out = BytesMut::new();
         let mut v = Vec::new();
-        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
+        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).is_some() {
             v.push(out.split().freeze());
         }
         v
@@ -371,7 +537,7 @@ mod tests {
     /// Reassembles `frames` (packet mode) and returns the one message they complete.
     fn reassemble(frames: &[Bytes]) -> Bytes {
         let mut r = colink_frame::Reassembler::default();
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut done = None;
         for f in frames {
             let frame = colink_frame::decode_packet(f.clone()).unwrap();
@@ -391,7 +557,7 @@ mod tests {
         let mut out = BytesMut::new();
         let mut frames = Vec::new();
         for mtu in [100, 100, 1000, 1000, 60, 2000, 100, 4000] {
-            if l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
+            if l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).is_some() {
                 let f = out.split().freeze();
                 assert!(f.len() <= mtu);
                 frames.push(f);
@@ -432,7 +598,7 @@ mod tests {
             let mut out = BytesMut::new();
             let mut v = Vec::new();
             while l.can_send() {
-                l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).unwrap();
+                l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
                 v.push(out.split().freeze());
             }
             v
@@ -457,7 +623,7 @@ mod tests {
         assert!(l.can_send());
         // A message already started is finished whatever the credit says.
         let mut out = BytesMut::new();
-        l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+        l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
         l.set_credit(3, Credit { room: 0, empty: false });
         assert!(l.can_send());
     }
@@ -468,7 +634,7 @@ mod tests {
         l.set_credit(0, Credit { room: 1000, empty: true });
         let mut out = BytesMut::new();
         while l.can_send() {
-            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
         }
         // Two messages went out. A resume position says the peer holds both (no credit with it): they may be
         // unread, so only 200 bytes of room remain and the third (400) must wait.
