@@ -54,12 +54,26 @@ struct RecvLane {
     advertised: Credit,
     /// Window updates still to repeat (an ACK may be lost and nothing else would tell the waiting sender).
     repeats: u8,
+    /// A first fragment may restart the partial message: nothing was taken on this channel since the transport
+    /// changed (a resumed sender restarts a message whose fragments no longer fit). Otherwise, while fragments
+    /// are held (version 3), a first fragment of the partial message is a duplicate — a resend after a lost
+    /// acknowledgement — and must not throw away what the partial message and the held fragments hold.
+    restartable: bool,
 }
 
 impl RecvLane {
     fn new(kind: FrameKind, window: u64) -> Self {
         let advertised = Credit { room: clamp(window), empty: true };
-        Self { kind, next_seq: 0, nacked: None, nack_pending: false, unread: 0, advertised, repeats: 0 }
+        Self {
+            kind,
+            next_seq: 0,
+            nacked: None,
+            nack_pending: false,
+            unread: 0,
+            advertised,
+            repeats: 0,
+            restartable: true,
+        }
     }
 }
 
@@ -116,8 +130,17 @@ impl Receiver {
         }
     }
 
-    /// Forgets every fragment held beyond a gap (the transport is gone: the peer resends from the positions).
-    pub(crate) fn drop_held(&mut self) {
+    /// The transport is gone: fragments held beyond gaps go (the peer resends from the positions), and the
+    /// first fragment of each channel on the next transport may restart its partial message.
+    pub(crate) fn transport_lost(&mut self) {
+        self.drop_held();
+        for rl in self.lanes.values_mut() {
+            rl.restartable = true;
+        }
+    }
+
+    /// Forgets every fragment held beyond a gap.
+    fn drop_held(&mut self) {
         self.held.clear();
         self.held_bytes = 0;
     }
@@ -292,6 +315,9 @@ impl Receiver {
             Position { seq: rl.next_seq, frag: expected.unwrap_or(0) }
         } else {
             match (matches!(frame.header.position, FramePosition::First { .. }), expected) {
+                (true, Some(e)) if e > 0 && self.hold_limit > 0 && !rl.restartable => {
+                    return Ok(Verdict::Duplicate);
+                }
                 (true, _) => return Ok(Verdict::Take),
                 (false, Some(e)) if index == e => return Ok(Verdict::Take),
                 (false, Some(e)) if index < e => return Ok(Verdict::Duplicate),
@@ -313,6 +339,7 @@ impl Receiver {
         let done = self.reassembler.push(now, frame)?;
         if let Some(rl) = self.lanes.get_mut(&ch) {
             rl.nacked = None;
+            rl.restartable = false;
             rl.repeats = 0; // the sender is sending: it has credit
             if done.is_some() {
                 rl.next_seq = rl.next_seq.wrapping_add(1);

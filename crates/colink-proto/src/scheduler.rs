@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use colink_frame::{FrameKind, LinkMode, Mtu};
+#[cfg(test)]
+use colink_frame::Mtu;
+use colink_frame::{FrameKind, LinkMode};
 
 mod lane;
 mod sizing;
@@ -296,24 +298,23 @@ impl Scheduler {
         lost.fragments
     }
 
-    /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out,
-    /// for the link of that moment; `_mode` and `_mtu` are no longer needed (kept so that callers are
-    /// unchanged).
-    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, _mode: LinkMode, _mtu: Mtu) {
+    /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out;
+    /// with `recut` (a resume: the peer holds nothing beyond `pos`) they are cut afresh for the link of that
+    /// moment, otherwise each keeps the cut it first went out with.
+    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, recut: bool) {
         if let Some(lane) = self.lanes.get_mut(&channel) {
-            let freed = lane.rewind(pos);
+            let freed = lane.rewind(pos, recut);
             self.inflight -= freed.min(self.inflight);
         }
     }
 
-    /// A retransmission timeout: every lane with data in flight resends from its acknowledged position
-    /// (`_mode` and `_mtu` as for [`rewind`](Self::rewind)).
+    /// Every lane with data in flight resends from its acknowledged position (`_mode` and `_mtu` unused).
     #[cfg(test)]
     pub(crate) fn rewind_all_to_acked(&mut self, _mode: LinkMode, _mtu: Mtu) {
         for lane in self.lanes.values_mut() {
             if lane.inflight_bytes > 0 {
                 let acked = lane.acked;
-                lane.rewind(acked);
+                lane.rewind(acked, false);
             }
         }
         self.inflight = 0;
@@ -504,11 +505,8 @@ mod tests {
     #[test]
     fn bulk_frames_grow_alone_and_shrink_the_moment_a_message_goes_out() {
         let mut s = scheduler();
-        let sizes = FrameSizes {
-            small: mtu(),
-            large: Mtu::new(4 * MTU).unwrap(),
-            grow_after: Duration::from_millis(200),
-        };
+        let sizes =
+            FrameSizes { small: mtu(), large: Mtu::new(4 * MTU).unwrap(), grow_after: Duration::from_millis(200) };
         let t0 = Instant::now();
         let mut out = BytesMut::new();
         let mut next = |s: &mut Scheduler, at: u64| {

@@ -349,7 +349,7 @@ impl Connection {
         self.state = LinkState::Reconnecting;
         self.grace_deadline.get_or_insert(now + self.config.grace_period);
         self.scheduler.forget_inflight();
-        self.receiver.drop_held();
+        self.receiver.transport_lost();
         self.acks.reset();
         if was_established {
             debug!("link lost; sessions reconnecting");

@@ -87,8 +87,7 @@ impl Connection {
                 self.stats.fragments_lost += lost;
             } else if e.nack && (!self.scheduler.is_selective() || behind) {
                 debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
-                let (mode, mtu) = (self.mode(), self.frame_mtu);
-                self.scheduler.rewind(e.channel, e.pos, mode, mtu);
+                self.scheduler.rewind(e.channel, e.pos, false);
                 self.scheduler.gap_reported();
                 self.stats.fragments_lost += 1;
             }

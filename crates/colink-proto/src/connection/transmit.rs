@@ -26,14 +26,13 @@ impl Connection {
         now: Instant,
         positions: &BTreeMap<u32, Position>,
     ) -> Result<(), ProtocolError> {
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
         for ch in self.scheduler.channels() {
             let pos = match positions.get(&ch) {
                 Some(p) => *p,
                 None => self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 }),
             };
             self.apply_ack(now, ch, pos, None)?;
-            self.scheduler.rewind(ch, pos, mode, mtu);
+            self.scheduler.rewind(ch, pos, true);
         }
         self.scheduler.forget_inflight();
         Ok(())

@@ -32,59 +32,83 @@ pub(super) struct Outgoing {
 }
 
 /// Where the fragments of one message begin in its payload, from the first fragment the peer may not hold
-/// yet up to the next one to send.
+/// yet up to the furthest one cut, and which fragment goes next. A fragment, once cut, keeps its bytes when it
+/// is sent again on the same transport — the receiver may hold the fragments around it, cut as they were.
 #[derive(Debug)]
 struct Cuts {
     /// Fragment index of `starts[0]`.
     base: u32,
-    /// `starts[i]` is the payload offset of fragment `base + i`; the last entry is where the next fragment
-    /// begins (never empty).
+    /// `starts[i]` is the payload offset of fragment `base + i`; the last entry is where the first fragment
+    /// not cut yet begins (never empty).
     starts: VecDeque<usize>,
+    /// Index of the next fragment to send (at most the first one not cut yet).
+    cursor: u32,
 }
 
 impl Cuts {
     fn new() -> Self {
-        Self { base: 0, starts: VecDeque::from([0]) }
+        Self { base: 0, starts: VecDeque::from([0]), cursor: 0 }
     }
 
     /// Index of the next fragment to send.
     fn next_index(&self) -> u32 {
+        self.cursor
+    }
+
+    /// Index of the first fragment not cut yet.
+    fn uncut(&self) -> u32 {
         self.base + self.starts.len().saturating_sub(1) as u32
     }
 
     /// Payload offset of the next fragment to send.
     fn next_offset(&self) -> usize {
-        self.starts.back().copied().unwrap_or(0)
+        let i = self.cursor.saturating_sub(self.base) as usize;
+        self.starts.get(i).or(self.starts.back()).copied().unwrap_or(0)
     }
 
-    /// Where fragment `index`, already sent and not yet known to be held, begins and ends; `None` if it is not
-    /// remembered (held, or not sent yet).
+    /// Where the next fragment ends if it was cut before (it is sent again as it was).
+    fn known_end(&self) -> Option<usize> {
+        self.range(self.cursor).map(|(_, end)| end)
+    }
+
+    /// Where fragment `index`, already cut and not yet known to be held, begins and ends; `None` if it is not
+    /// remembered (held, or not cut yet).
     fn range(&self, index: u32) -> Option<(usize, usize)> {
         let i = usize::try_from(index.checked_sub(self.base)?).ok()?;
         Some((*self.starts.get(i)?, *self.starts.get(i + 1)?))
     }
 
-    /// The next fragment went out; the one after it begins at `end`.
+    /// The next fragment went out, ending at `end`.
     fn sent(&mut self, end: usize) {
-        self.starts.push_back(end);
+        if self.cursor == self.uncut() {
+            self.starts.push_back(end);
+        }
+        self.cursor += 1;
     }
 
-    /// The peer holds fragments before `index`: their starts are no longer needed.
+    /// The peer holds fragments before `index`: their starts are no longer needed, nor are they sent again.
     fn held(&mut self, index: u32) {
         while self.base < index && self.starts.len() > 1 {
             self.starts.pop_front();
             self.base += 1;
         }
+        self.cursor = self.cursor.max(self.base);
     }
 
     /// Sends again from fragment `index`; from fragment 0 if `index` is no longer known (the receiver treats a
-    /// new first fragment as a restart of the message). Returns the index the next fragment will have.
-    fn seek(&mut self, index: u32) -> u32 {
+    /// new first fragment as a restart of the message). With `recut` (a new transport: the receiver holds
+    /// nothing beyond `index`) the fragments from `index` on are cut afresh for the new link; otherwise they
+    /// keep their cuts. Returns the index the next fragment will have.
+    fn seek(&mut self, index: u32, recut: bool) -> u32 {
         if index < self.base {
             *self = Self::new();
         } else {
-            let keep = (index - self.base) as usize + 1;
-            self.starts.truncate(keep.max(1));
+            let index = index.min(self.uncut());
+            if recut {
+                let keep = (index - self.base) as usize + 1;
+                self.starts.truncate(keep.max(1));
+            }
+            self.cursor = index;
         }
         self.next_index()
     }
@@ -257,7 +281,7 @@ impl SendLane {
             msg.sealed = Some(Bytes::from(cipher.seal(nonce, &[self.kind as u8], &msg.payload).ok()?));
         }
         let body = msg.sealed.clone().unwrap_or_else(|| msg.payload.clone());
-        let (index, offset) = (msg.cuts.next_index(), msg.cuts.next_offset());
+        let (index, offset, known_end) = (msg.cuts.next_index(), msg.cuts.next_offset(), msg.cuts.known_end());
         let total = body.len();
         let position = match NonZeroU32::new(index) {
             None => colink_frame::Position::First { total_len: u32::try_from(total).ok()? },
@@ -265,7 +289,10 @@ impl SendLane {
         };
         let header = Header { kind: self.kind, channel: self.channel, seq: msg.seq, position, last: false };
         let room = mtu.get().checked_sub(header.encoded_len() + mode.framing_overhead())?;
-        let len = room.min(total - offset);
+        let len = match known_end {
+            Some(end) => end.checked_sub(offset)?,
+            None => room.min(total - offset),
+        };
         if len == 0 && offset < total {
             return None;
         }
@@ -361,7 +388,7 @@ impl SendLane {
             return Lost::default();
         }
         let (bytes, acked) = (u64::from(oldest.len), self.acked);
-        let freed = self.rewind(acked);
+        let freed = self.rewind(acked, false);
         Lost { fragments: 1, bytes, freed }
     }
 
@@ -447,11 +474,15 @@ impl SendLane {
     /// framed when they go out, for the link and frame size of that moment, so a new transport with another
     /// mode or a smaller MTU continues a partly sent message where the peer stopped. Returns the in-flight
     /// bytes released.
-    pub(super) fn rewind(&mut self, pos: Position) -> u64 {
+    ///
+    /// With `recut` (a resume on a new transport) fragments from `pos` on are cut afresh for the new link;
+    /// otherwise (a gap report, a timeout) every fragment keeps the cut it went out with, since the peer may
+    /// hold fragments after `pos` that this side does not know of yet.
+    pub(super) fn rewind(&mut self, pos: Position, recut: bool) -> u64 {
         let idx = self.queue.iter().position(|m| m.seq >= pos.seq).unwrap_or(self.queue.len());
         for (i, msg) in self.queue.iter_mut().enumerate().skip(idx) {
             let from = if i == idx && msg.seq == pos.seq { pos.frag } else { 0 };
-            msg.cuts.seek(from);
+            msg.cuts.seek(from, recut);
         }
         self.send_idx = idx;
         self.resend.clear();
@@ -529,7 +560,7 @@ mod tests {
         let mut l = lane_with(&[1000]);
         let first = drain(&mut l, 100);
         l.ack(Position { seq: 0, frag: 4 });
-        l.rewind(Position { seq: 0, frag: 4 });
+        l.rewind(Position { seq: 0, frag: 4 }, true);
         let again = drain(&mut l, 100);
         assert_eq!(again, first[4..]);
     }
@@ -567,7 +598,7 @@ mod tests {
         assert_eq!(reassemble(&frames), payload);
         // The peer held four fragments; resent from there with other sizes, the message is still whole.
         l.ack(Position { seq: 0, frag: 4 });
-        l.rewind(Position { seq: 0, frag: 4 });
+        l.rewind(Position { seq: 0, frag: 4 }, true);
         let rest = drain(&mut l, 333);
         assert!(rest.iter().all(|f| f.len() <= 333));
         let mut mixed = frames[..4].to_vec();
@@ -576,12 +607,30 @@ mod tests {
     }
 
     #[test]
+    fn resends_on_the_same_transport_keep_their_cuts_whatever_the_frame_size_now() {
+        let mut l = lane_with(&[1000]);
+        let first = drain(&mut l, 100);
+        // Acknowledged up to fragment 2 (the peer may hold more): the rest goes again cut as before, even
+        // though frames are 300 bytes now; beyond what was cut, the new size applies.
+        l.ack(Position { seq: 0, frag: 2 });
+        l.rewind(Position { seq: 0, frag: 2 }, false);
+        let again = drain(&mut l, 300);
+        assert_eq!(again, first[2..]);
+        // Selective resend of one fragment: the same bytes.
+        l.ack(Position { seq: 0, frag: 3 });
+        l.resend.insert(Position { seq: 0, frag: 5 });
+        let mut out = BytesMut::new();
+        l.next_frame(LinkMode::Packet, Mtu::new(60).unwrap(), &mut out, None, Instant::now(), 9).unwrap();
+        assert_eq!(out.freeze(), first[5]);
+    }
+
+    #[test]
     fn a_rewind_before_what_the_lane_remembers_restarts_the_message() {
         let mut l = lane_with(&[1000]);
         drain(&mut l, 100);
         l.ack(Position { seq: 0, frag: 4 });
         // Fragments 0..4 were acknowledged and forgotten: resending from 2 means resending from the start.
-        l.rewind(Position { seq: 0, frag: 2 });
+        l.rewind(Position { seq: 0, frag: 2 }, true);
         assert_eq!(l.acked, Position { seq: 0, frag: 0 });
         let again = drain(&mut l, 200);
         let first = colink_frame::decode_packet(again[0].clone()).unwrap();
