@@ -51,6 +51,20 @@ fn main() {
         println!("  MTU {mtu:>5}: delivered {:.1} ms after the send (uncorrupted: {:.1} ms)", ms(lost), ms(clean));
     }
     println!();
+    println!("latency of 100-byte messages sent every 100 ms during the transfer at 1e-4 (each frame may be hit):");
+    for mtu in [247, 65535] {
+        let mut l = messages_during_lossy_transfer(mtu);
+        l.sort();
+        let pick = |q: f64| ms(l[((l.len() - 1) as f64 * q) as usize]);
+        println!(
+            "  MTU {mtu:>5}: {} messages, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.len(),
+            pick(0.5),
+            pick(0.99),
+            pick(1.0)
+        );
+    }
+    println!();
     println!("min goodput ratio at 1e-4: {min_ratio:.3}");
 }
 
@@ -164,6 +178,33 @@ fn corrupted_message_latency(mtu: usize) -> (Duration, Duration) {
         }
     };
     (one(false), one(true))
+}
+
+/// Latencies of small messages sent every 100 ms during a bulk transfer at a byte error rate of 1e-4.
+fn messages_during_lossy_transfer(mtu: usize) -> Vec<Duration> {
+    let (mut p, key) = established(mtu, ERRORS_PER_BILLION);
+    let mut sent = Vec::new();
+    let mut next = p.now;
+    let seen = p.b.events.len();
+    transfer(&mut p, key, |p, _| {
+        if p.now >= next && p.a.conn.send(key, ChannelKind::Message, Bytes::from(vec![1u8; 100])).is_ok() {
+            sent.push(p.now);
+            next = p.now + Duration::from_millis(100);
+        }
+    });
+    let message = |p: &Pair| {
+        p.b.events[seen..]
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Received { kind: ChannelKind::Message, .. }))
+            .count()
+    };
+    let n = sent.len();
+    p.drive_until(Duration::from_secs(60), |p| message(p) == n);
+    let arrived: Vec<Instant> = p.b.events[seen..]
+        .iter()
+        .filter_map(|(t, e)| matches!(e, Event::Received { kind: ChannelKind::Message, .. }).then_some(*t))
+        .collect();
+    sent.iter().zip(arrived).map(|(s, a)| a.duration_since(*s)).collect()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -2,7 +2,7 @@
 //! per-class window limits, round robin within a class), how large it may be (bulk frames grow while they
 //! run alone, see [`sizing`]), and the bytes in flight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -81,6 +81,12 @@ pub(crate) struct Scheduler {
     tx: u64,
     /// The frame loss seen lately, which caps the frame size.
     loss: LossEstimate,
+    /// The largest transmission number the peer acknowledged or reported holding, any lane.
+    delivered_tx: u64,
+    /// Version 3, loss across lanes: once the instant passes, fragments sent before the transmission number
+    /// and still missing are lost (a later-sent fragment on another lane arrived; the wait leaves room for the
+    /// rest of an acknowledgement split over several frames). Ascending in both.
+    suspects: VecDeque<(u64, Instant)>,
 }
 
 impl Scheduler {
@@ -97,6 +103,8 @@ impl Scheduler {
             selective: false,
             tx: 1,
             loss: LossEstimate::default(),
+            delivered_tx: 0,
+            suspects: VecDeque::new(),
         }
     }
 
@@ -128,6 +136,8 @@ impl Scheduler {
         self.inflight = 0;
         self.sizer.reset();
         self.loss = LossEstimate::default();
+        self.delivered_tx = 0;
+        self.suspects.clear();
     }
 
     /// Opens the lane of `channel` for frames of `kind`.
@@ -262,6 +272,49 @@ impl Scheduler {
         self.account(lost)
     }
 
+    /// Version 3: an acknowledgement was handled at `now`. If it covered a fragment sent later than what some
+    /// lane still misses, those missing fragments are suspected lost: unless acknowledged by `now + wait`
+    /// (room for the rest of an acknowledgement split over several frames), they are resent (see
+    /// [`poll_suspects`](Self::poll_suspects)). The link delivers frames in order, so a later-sent fragment
+    /// arriving first means the earlier one was lost, whichever lane it was on.
+    pub(crate) fn acknowledged(&mut self, now: Instant, wait: Duration) {
+        if !self.selective {
+            return;
+        }
+        let high = self.lanes.values().map(SendLane::delivered_tx).max().unwrap_or(0);
+        if high > self.delivered_tx {
+            self.delivered_tx = high;
+            let suspect = self.lanes.values().any(|l| l.missing_before(high));
+            if suspect {
+                self.suspects.push_back((high, now + wait));
+            }
+        }
+    }
+
+    /// When suspected losses are next decided.
+    pub(crate) fn suspects_deadline(&self) -> Option<Instant> {
+        self.suspects.front().map(|(_, at)| *at)
+    }
+
+    /// Decides the suspected losses due at `now`; returns the fragments declared lost.
+    pub(crate) fn poll_suspects(&mut self, now: Instant) -> u64 {
+        let mut tx = 0;
+        while let Some((t, _)) = self.suspects.front().filter(|(_, at)| *at <= now) {
+            tx = tx.max(*t);
+            self.suspects.pop_front();
+        }
+        if tx == 0 {
+            return 0;
+        }
+        let mut total = Lost::default();
+        for lane in self.lanes.values_mut() {
+            let lost = lane.lose_before(tx);
+            total.fragments += lost.fragments;
+            total.freed += lost.freed;
+        }
+        self.account(total)
+    }
+
     /// A gap report sent `channel` back to `pos` (versions 1 and 2): one fragment was lost.
     pub(crate) fn gap_reported(&mut self) {
         self.loss.on_lost(1);
@@ -323,6 +376,7 @@ impl Scheduler {
     /// The transport is gone: whatever was in flight is lost with it (resume decides what to resend).
     pub(crate) fn forget_inflight(&mut self) {
         self.inflight = 0;
+        self.suspects.clear();
         for lane in self.lanes.values_mut() {
             lane.clear_inflight();
         }

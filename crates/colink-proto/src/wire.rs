@@ -34,7 +34,7 @@ pub(crate) const ACK_EMPTY: u8 = 0x02;
 /// ACK flag (version 3): SACK blocks follow the entry's credit.
 pub(crate) const ACK_SACK: u8 = 0x04;
 /// Most SACK blocks in one ACK entry (version 3).
-pub(crate) const MAX_SACK_BLOCKS: usize = 4;
+pub(crate) const MAX_SACK_BLOCKS: usize = 16;
 /// HELLO extension type 3 (version 2): the sender's receive window per session channel (docs/sessions.md §4.5).
 pub(crate) const EXT_RECEIVE_WINDOW: u32 = 3;
 

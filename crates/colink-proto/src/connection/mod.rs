@@ -447,6 +447,9 @@ impl Connection {
             if let Some(d) = self.retransmit_deadline() {
                 at(d);
             }
+            if let Some(d) = self.scheduler.suspects_deadline() {
+                at(d);
+            }
             if let Some(d) = self.credit_repeat_at {
                 at(d);
             }
@@ -498,6 +501,10 @@ impl Connection {
                 debug!(inflight = self.scheduler.inflight(), "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
                 let lost = self.scheduler.expire(now, self.retransmit_timeout());
+                self.stats.fragments_lost += lost;
+            }
+            if self.scheduler.suspects_deadline().is_some_and(|d| d <= now) {
+                let lost = self.scheduler.poll_suspects(now);
                 self.stats.fragments_lost += lost;
             }
             if self.credit_repeat_at.is_some_and(|d| d <= now) {

@@ -92,6 +92,7 @@ impl Connection {
                 self.stats.fragments_lost += 1;
             }
         }
+        self.scheduler.acknowledged(now, self.config.ack_delay);
         Ok(())
     }
 

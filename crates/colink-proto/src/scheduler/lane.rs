@@ -372,6 +372,22 @@ impl SendLane {
         self.lose_selectively(|f| f.tx < high)
     }
 
+    /// Whether a fragment sent before transmission `tx` is in flight and not held by the peer.
+    pub(super) fn missing_before(&self, tx: u64) -> bool {
+        self.inflight.iter().any(|f| !f.sacked && f.tx < tx)
+    }
+
+    /// The largest transmission number the peer acknowledged or reported holding on this lane.
+    pub(super) fn delivered_tx(&self) -> u64 {
+        self.delivered_tx
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent before transmission
+    /// `tx` is lost (a fragment sent after it, on another lane, arrived) and resent by itself.
+    pub(super) fn lose_before(&mut self, tx: u64) -> Lost {
+        self.lose_selectively(|f| f.tx < tx)
+    }
+
     /// Version 3: every fragment in flight that the peer does not hold and that was sent at or before
     /// `deadline` is lost and resent by itself.
     pub(super) fn expire_selectively(&mut self, deadline: Instant) -> Lost {
