@@ -81,7 +81,8 @@ pub mod fuzzing {
     pub fn decode_payload(payload: &Bytes) {
         let _ = super::wire::HandshakeMsg::decode(payload);
         let _ = super::wire::ControlMsg::decode(payload);
-        let _ = super::wire::decode_ack(payload, false);
-        let _ = super::wire::decode_ack(payload, true);
+        for version in 1..=3 {
+            let _ = super::wire::decode_ack(payload, version);
+        }
     }
 }
