@@ -69,11 +69,14 @@ pub struct Config {
     /// [`max_bulk_frame`](Self::max_bulk_frame)).
     pub max_frame: u16,
     /// The largest frame bulk data (images and data) may use while no higher-priority channel has sent for
-    /// [`bulk_grow_after`](Self::bulk_grow_after) (default 16384 bytes; never above the link MTU and the
+    /// [`bulk_grow_after`](Self::bulk_grow_after), once the link has shown itself clean (64 frames acknowledged,
+    /// no loss remembered; docs/sessions.md §4.7) (default 16384 bytes; never above the link MTU and the
     /// peer's maximum, never below [`max_frame`](Self::max_frame); equal to `max_frame` turns growth off).
     /// Fewer, larger frames save per-SDU costs (on BR/EDR the partly filled last baseband packet of each
     /// SDU, in a kernel the per-write work); the price is that the first message after a quiet stretch waits
-    /// behind up to two such frames. See docs/performance.md, "Frame sizes that adapt".
+    /// behind up to two such frames. See docs/performance.md, "Frame sizes that adapt". Under loss both this
+    /// and [`max_frame`](Self::max_frame) are capped further, at the size that suits the error rate seen
+    /// (docs/sessions.md §4.7).
     pub max_bulk_frame: u16,
     /// How long higher-priority channels must have sent nothing before bulk frames grow beyond
     /// [`max_frame`](Self::max_frame) (default 200 ms). The moment a higher-priority fragment goes out, the

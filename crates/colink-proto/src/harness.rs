@@ -2,7 +2,8 @@
 //!
 //! A [`Pair`] joins two [`Connection`]s with a modelled link: per-direction latency, an MTU, packet or stream
 //! mode, a bandwidth (so each frame occupies the air for `len / bandwidth`, and the sender only gets the next
-//! frame when the air is free, like a driver waiting for link credits), byte corruption, and cutting and
+//! frame when the air is free, like a driver waiting for link credits), byte corruption (chosen frames, or a
+//! seeded per-byte error rate), and cutting and
 //! re-attaching the link. Time is virtual: [`Pair::drive`] jumps from one event to the next, so a long transfer
 //! or a 30 s timeout runs in milliseconds.
 

@@ -584,6 +584,64 @@ mod tests {
     }
 
     #[test]
+    fn version_3_holds_fragments_beyond_a_gap_reports_them_and_takes_them_when_it_fills() {
+        let t = Instant::now();
+        let mut r = receiver();
+        r.set_hold_limit(10_000);
+        let p = |seq, frag| Position { seq, frag };
+        // Message 0 has 3 fragments (100-byte frames), message 1 one. Fragment (0,1) is lost.
+        let m0 = frames(0, 250);
+        let m1 = frames(1, 10);
+        assert_eq!(m0.len(), 3);
+        let (v, f) = r.classify_and_hold(m0[0].clone()).unwrap();
+        assert_eq!(v, Verdict::Take);
+        r.take(t, f.unwrap()).unwrap();
+        assert_eq!(r.classify_and_hold(m0[2].clone()).unwrap().0, Verdict::Held { new: true });
+        assert_eq!(r.classify_and_hold(m1[0].clone()).unwrap().0, Verdict::Held { new: false });
+        // A copy of a held fragment is a duplicate.
+        assert_eq!(r.classify_and_hold(m1[0].clone()).unwrap().0, Verdict::Duplicate);
+        // One block: (0,2) was the last fragment of message 0, so it runs on into message 1.
+        let e = r.ack_entry(CH).unwrap();
+        assert_eq!((e.pos, e.nack, e.sacks), (p(0, 1), true, vec![(p(0, 2), p(2, 0))]));
+        assert_eq!(r.held_fragments(), 2);
+        // The resend fills the gap; the held fragments follow in order and complete both messages.
+        let (v, f) = r.classify_and_hold(m0[1].clone()).unwrap();
+        assert_eq!(v, Verdict::Take);
+        assert!(r.take(t, f.unwrap()).unwrap().is_none());
+        let mut done = Vec::new();
+        while let Some(f) = r.next_held(CH) {
+            if let Some(m) = r.take(t, f).unwrap() {
+                done.push(m.seq);
+            }
+        }
+        assert_eq!(done, vec![0, 1]);
+        assert_eq!((r.held_bytes(), r.held_fragments()), (0, 0));
+        assert!(r.ack_entry(CH).unwrap().sacks.is_empty());
+    }
+
+    #[test]
+    fn held_fragments_stay_within_the_bound_and_go_with_the_transport() {
+        let mut r = receiver();
+        r.set_hold_limit(500);
+        // Message 0 never comes; messages 1.. of 90 payload bytes each are held until 500 bytes would be passed.
+        let mut held = 0;
+        for seq in 1..20 {
+            match r.classify_and_hold(frames(seq, 90)[0].clone()).unwrap().0 {
+                Verdict::Held { .. } => held += 1,
+                Verdict::Gap { .. } => {}
+                v => panic!("{v:?}"),
+            }
+        }
+        assert_eq!(held, 5);
+        assert_eq!(r.held_bytes(), 450);
+        r.transport_lost();
+        assert_eq!((r.held_bytes(), r.held_fragments()), (0, 0));
+        // Version 2 holds nothing.
+        r.set_hold_limit(0);
+        assert!(matches!(r.classify_and_hold(frames(1, 90)[0].clone()).unwrap().0, Verdict::Gap { .. }));
+    }
+
+    #[test]
     fn credit_counts_unread_bytes_and_is_enforced_once_agreed() {
         let mut r = receiver();
         r.set_enforce(true);

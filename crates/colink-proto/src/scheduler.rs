@@ -414,6 +414,7 @@ impl Scheduler {
             let Some(ch) = pick else { continue };
             self.rr[ci] = ch;
             let lane = self.lanes.get_mut(&ch)?;
+            let sizes = if self.loss.allows_growth() { sizes } else { FrameSizes { large: sizes.small, ..sizes } };
             let mtu = self.sizer.mtu(ci, now, sizes);
             let mtu = match self.loss.best_frame() {
                 Some(cap) if *class != FrameKind::Control => sizing::capped(mtu, cap),
@@ -421,7 +422,9 @@ impl Scheduler {
             };
             out.reserve(mtu.get().max(sizes.largest().get()));
             let tx = self.tx;
-            let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref(), now, tx)?;
+            let Some((len, resent)) = lane.next_frame(mode, mtu, out, self.epoch.as_ref(), now, tx) else {
+                continue;
+            };
             self.tx += 1;
             self.loss.on_sent(len);
             self.sizer.sent(ci, now);
@@ -537,6 +540,21 @@ mod tests {
     }
 
     #[test]
+    fn bulk_frames_stay_small_until_the_link_showed_itself_clean() {
+        let mut s = scheduler();
+        let sizes =
+            FrameSizes { small: mtu(), large: Mtu::new(4 * MTU).unwrap(), grow_after: Duration::from_millis(200) };
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 100_000])).unwrap();
+        let mut out = BytesMut::new();
+        let t0 = Instant::now();
+        assert_eq!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len, MTU);
+        s.loss.on_delivered(64);
+        assert_eq!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len, 4 * MTU);
+        s.loss.on_lost(1);
+        assert!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len <= MTU);
+    }
+
+    #[test]
     fn rewinds_resend_and_release_the_window() {
         let mut s = scheduler();
         s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 300])).unwrap();
@@ -559,6 +577,8 @@ mod tests {
     #[test]
     fn bulk_frames_grow_alone_and_shrink_the_moment_a_message_goes_out() {
         let mut s = scheduler();
+        // Frames grow only once the link has shown itself clean.
+        s.loss.on_delivered(64);
         let sizes =
             FrameSizes { small: mtu(), large: Mtu::new(4 * MTU).unwrap(), grow_after: Duration::from_millis(200) };
         let t0 = Instant::now();

@@ -55,7 +55,17 @@ fn transfer(p: &mut Pair, key: SessionKey, n: usize, len: usize, every: usize, m
     let (mut data, mut msgs) = (0, 0);
     let until = p.now + max;
     while received(p, since, ChannelKind::Data).len() < n || received(p, since, ChannelKind::Message).len() < msgs {
-        assert!(p.now < until, "transfer unfinished after {max:?}");
+        assert!(
+            p.now < until,
+            "transfer unfinished after {max:?}: {} of {n} data, {} of {msgs} messages; A {:?}, in flight {}; B {:?}, \
+             held {:?}",
+            received(p, since, ChannelKind::Data).len(),
+            received(p, since, ChannelKind::Message).len(),
+            p.a.conn.stats(),
+            p.a.conn.inflight_bytes(),
+            p.b.conn.stats(),
+            p.b.conn.held_beyond_gaps()
+        );
         while data < n && p.a.conn.send(key, ChannelKind::Data, pattern(len, data as u32)).is_ok() {
             data += 1;
             if every > 0 && data % every == 0 {
@@ -257,7 +267,7 @@ fn resends_behind_the_receivers_position_keep_their_cuts() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn any_error_rate_mtu_and_versions_deliver_exactly_once_in_order(

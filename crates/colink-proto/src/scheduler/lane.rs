@@ -46,6 +46,11 @@ struct Cuts {
 }
 
 impl Cuts {
+    /// Whether every fragment of a `total`-byte body went out and none is to go again in order.
+    fn wholly_sent(&self, total: usize) -> bool {
+        self.cursor == self.uncut() && self.cursor > 0 && self.next_offset() >= total
+    }
+
     fn new() -> Self {
         Self { base: 0, starts: VecDeque::from([0]), cursor: 0 }
     }
@@ -113,6 +118,18 @@ impl Cuts {
         self.next_index()
     }
 }
+
+impl Outgoing {
+    /// Whether every fragment went out and none is to go again in order.
+    fn wholly_sent(&self) -> bool {
+        let total = self.sealed.as_ref().map_or(self.payload.len(), Bytes::len);
+        self.cuts.wholly_sent(total)
+    }
+}
+
+/// The longest frame header: kind and flags, then channel, sequence number and a first fragment's total length
+/// as 5-byte varints, and its marker byte.
+const MAX_HEADER_LEN: usize = 2 + 5 + 5 + 1 + 5;
 
 /// A fragment on the wire and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +229,7 @@ impl SendLane {
         if !self.resend.is_empty() {
             return true;
         }
-        let Some(msg) = self.queue.get(self.send_idx) else { return false };
+        let Some(msg) = self.pending_idx().and_then(|i| self.queue.get(i)) else { return false };
         let Some((seq, credit)) = self.credit else { return true };
         if msg.seq < self.started {
             return true;
@@ -239,7 +256,14 @@ impl SendLane {
     /// Whether a fragment is ready to go.
     #[cfg(test)]
     pub(super) fn has_pending(&self) -> bool {
-        self.send_idx < self.queue.len()
+        self.pending_idx().is_some()
+    }
+
+    /// Index in the queue of the message whose next new fragment goes out next: from `send_idx` on, the first
+    /// one not wholly sent (a message re-cut from a lost fragment sends again before those after it, which
+    /// went out already, §4.6 of docs/sessions.md).
+    fn pending_idx(&self) -> Option<usize> {
+        (self.send_idx..self.queue.len()).find(|i| self.queue.get(*i).is_some_and(|m| !m.wholly_sent()))
     }
 
     /// Whether every message was acknowledged.
@@ -269,10 +293,14 @@ impl SendLane {
         tx: u64,
     ) -> Option<(usize, bool)> {
         while let Some(pos) = self.resend.pop_first() {
+            if self.recut_if_safe(mode, mtu, pos) {
+                break;
+            }
             if let Some(len) = self.resend_frame(mode, pos, out, now, tx) {
                 return Some((len, true));
             }
         }
+        self.send_idx = self.pending_idx()?;
         let msg = self.queue.get_mut(self.send_idx)?;
         if let Some(cipher) = epoch
             && msg.sealed.is_none()
@@ -317,6 +345,28 @@ impl SendLane {
         self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some((wire_len, retransmit))
+    }
+
+    /// A lost fragment `pos` too large for the frame size now (frames shrank for loss after it was cut) is cut
+    /// afresh, with the rest of its message, when that cannot misalign anything: the peer's position is
+    /// exactly `pos` (it holds nothing of the message beyond what it reports, and reports that first) and no
+    /// fragment of the message from `pos` on is in flight or held. Then the message's fragments from `pos` on
+    /// go out again as new ones, at the size of now, before the lane goes on. Returns whether it did.
+    fn recut_if_safe(&mut self, mode: LinkMode, mtu: Mtu, pos: Position) -> bool {
+        let Some(idx) = self.queue.iter().position(|m| m.seq == pos.seq) else { return false };
+        let Some(msg) = self.queue.get_mut(idx) else { return false };
+        let Some((start, end)) = msg.cuts.range(pos.frag) else { return false };
+        let room = mtu.get().saturating_sub(MAX_HEADER_LEN + mode.framing_overhead());
+        if end - start <= room.max(1) || self.acked != pos {
+            return false;
+        }
+        if self.inflight.iter().any(|f| f.pos.seq == pos.seq && f.pos.frag >= pos.frag) {
+            return false;
+        }
+        msg.cuts.seek(pos.frag, true);
+        self.send_idx = self.send_idx.min(idx);
+        self.resend.retain(|p| p.seq != pos.seq);
+        true
     }
 
     /// Frames fragment `pos` again exactly as it was first cut; `None` when it is no longer needed (the peer
@@ -638,6 +688,39 @@ mod tests {
         let mut out = BytesMut::new();
         l.next_frame(LinkMode::Packet, Mtu::new(60).unwrap(), &mut out, None, Instant::now(), 9).unwrap();
         assert_eq!(out.freeze(), first[5]);
+    }
+
+    #[test]
+    fn holes_before_what_the_peer_holds_are_resent_alone_and_held_fragments_never() {
+        let mut l = lane_with(&[1000]);
+        let t0 = Instant::now();
+        let mut out = BytesMut::new();
+        let mut frames = Vec::new();
+        for tx in 1..=11 {
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, t0, tx).unwrap();
+            frames.push(out.split().freeze());
+        }
+        let p = |frag| Position { seq: 0, frag };
+        // The peer holds 0..3, lacks 3, holds 4..6, lacks 6 and 7, holds 8: 3, 6 and 7 were lost.
+        l.ack(p(3));
+        l.sack(p(4), p(6));
+        l.sack(p(8), p(9));
+        let lost = l.infer_losses();
+        assert_eq!(lost.fragments, 3);
+        // 9 and 10 were sent after 8: not known lost yet.
+        assert_eq!(l.oldest_unacked(), Some(t0));
+        let mut again = Vec::new();
+        for _ in 0..3 {
+            let (_, resent) = l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, t0, 20).unwrap();
+            assert!(resent);
+            again.push(out.split().freeze());
+        }
+        assert_eq!(again, vec![frames[3].clone(), frames[6].clone(), frames[7].clone()]);
+        // A timeout resends only what is neither acknowledged nor held: 9, 10 and the three resends (a fragment
+        // after 10 may still be unsent).
+        let later = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(l.expire_selectively(later).fragments, 5);
+        assert!(l.resend.iter().all(|pos| ![p(4), p(5), p(8)].contains(pos)));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub(crate) const MIN_LOSS_FRAME: usize = 128;
 /// shrink frames to the floor.
 const PRIOR_FRAMES: f64 = 64.0;
 
+/// Frames acknowledged, with no loss remembered, before bulk frames may grow beyond the small size.
+pub(crate) const CLEAN_BEFORE_GROWTH: f64 = 64.0;
+
 /// Once this many frames were resolved, the counts halve: the estimate follows the recent past, and frames
 /// grow back on a link that turned clean.
 const DECAY_FRAMES: f64 = 2048.0;
@@ -95,6 +98,14 @@ impl LossEstimate {
             self.delivered /= 2.0;
             self.lost /= 2.0;
         }
+    }
+
+    /// Whether bulk frames may grow beyond the small size: the link showed itself clean — at least
+    /// [`CLEAN_BEFORE_GROWTH`] frames acknowledged and no loss remembered. A fragment keeps its cut when it is
+    /// resent (docs/sessions.md §4.3), so a large frame cut before loss was seen could take many attempts on a
+    /// noisy link; small frames first limit that.
+    pub(crate) fn allows_growth(&self) -> bool {
+        self.lost < 0.5 && self.delivered >= CLEAN_BEFORE_GROWTH
     }
 
     /// The estimated byte error rate: `1 − (1 − q)^avg_len` is the frame loss rate seen.
