@@ -276,7 +276,8 @@ impl Receiver {
 
     /// The ranges of positions `[from, to)` held beyond the receive position of `channel`, first ones first
     /// (at most [`MAX_SACK_BLOCKS`]).
-    fn sack_blocks(&self, channel: u32) -> Vec<(Position, Position)> {
+    /// Also whether more ranges are held than fit.
+    fn sack_blocks(&self, channel: u32) -> (Vec<(Position, Position)>, bool) {
         let mut blocks: Vec<(Position, Position)> = Vec::new();
         for ((_, seq, index), f) in self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)) {
             let at = Position { seq: *seq, frag: *index };
@@ -290,12 +291,12 @@ impl Receiver {
             {
                 *to = end;
             } else if blocks.len() == MAX_SACK_BLOCKS {
-                break;
+                return (blocks, true);
             } else {
                 blocks.push((at, end));
             }
         }
-        blocks
+        (blocks, false)
     }
 
     /// Classifies a session-lane fragment against the channel's position. A frame of the wrong kind for its
@@ -421,10 +422,10 @@ impl Receiver {
         let pos = self.position(channel, rl);
         let nack = rl.nack_pending;
         let credit = if channel == CH_CONTROL { Credit::default() } else { self.credit(rl) };
-        let sacks = if self.hold_limit > 0 { self.sack_blocks(channel) } else { Vec::new() };
+        let (sacks, more) = if self.hold_limit > 0 { self.sack_blocks(channel) } else { (Vec::new(), false) };
         let pos = if nack { rl.nacked.unwrap_or(pos) } else { pos };
         let sacks = sacks.into_iter().filter(|(from, _)| *from > pos).collect();
-        Some(AckEntry { channel, pos, nack, credit, sacks })
+        Some(AckEntry { channel, pos, nack, credit, sacks, more })
     }
 
     /// The entry of `channel` went out: a pending gap report is sent.
@@ -511,6 +512,7 @@ mod tests {
                 nack: false,
                 credit: Credit { room: 1000, empty: true },
                 sacks: Vec::new(),
+                more: false,
             }
         );
     }
@@ -544,6 +546,7 @@ mod tests {
             nack: true,
             credit: Credit { room: 1000, empty: true },
             sacks: Vec::new(),
+            more: false,
         };
         assert_eq!(r.ack_entry(CH).unwrap(), gap);
         assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: false });
@@ -617,6 +620,20 @@ mod tests {
         assert_eq!(done, vec![0, 1]);
         assert_eq!((r.held_bytes(), r.held_fragments()), (0, 0));
         assert!(r.ack_entry(CH).unwrap().sacks.is_empty());
+    }
+
+    #[test]
+    fn more_held_ranges_than_blocks_are_flagged() {
+        let mut r = receiver();
+        r.set_hold_limit(100_000);
+        // Messages 1, 3, 5, … 39 held: 20 separate ranges.
+        for seq in (1..40).step_by(2) {
+            assert!(matches!(r.classify_and_hold(frames(seq, 10)[0].clone()).unwrap().0, Verdict::Held { .. }));
+        }
+        let e = r.ack_entry(CH).unwrap();
+        assert_eq!(e.sacks.len(), MAX_SACK_BLOCKS);
+        assert!(e.more);
+        assert_eq!(e.sacks[0], (Position { seq: 1, frag: 0 }, Position { seq: 2, frag: 0 }));
     }
 
     #[test]

@@ -255,11 +255,14 @@ impl Scheduler {
     /// Version 3: the peer holds the fragments of `channel` in each `[from, to)` of `blocks` beyond its receive
     /// position. Fragments sent before any the peer holds or acknowledged and still missing are lost: they are
     /// queued to be resent by themselves. Returns the fragments declared lost.
-    pub(crate) fn sack(&mut self, channel: u32, blocks: &[(Position, Position)]) -> u64 {
+    /// With `more`, the peer holds more beyond the last block than the blocks say: fragments beyond it are
+    /// not judged until a later entry tells.
+    pub(crate) fn sack(&mut self, channel: u32, blocks: &[(Position, Position)], more: bool) -> u64 {
         let Some(lane) = self.lanes.get_mut(&channel) else { return 0 };
         for (from, to) in blocks {
             lane.sack(*from, *to);
         }
+        lane.reported(blocks.last().map(|(_, to)| *to), more);
         let lost = lane.infer_losses();
         self.account(lost)
     }

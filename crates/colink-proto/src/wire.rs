@@ -33,6 +33,9 @@ pub(crate) const ACK_NACK: u8 = 0x01;
 pub(crate) const ACK_EMPTY: u8 = 0x02;
 /// ACK flag (version 3): SACK blocks follow the entry's credit.
 pub(crate) const ACK_SACK: u8 = 0x04;
+/// ACK flag (version 3): the receiver holds fragments beyond the last SACK block given (or beyond the position,
+/// with no blocks): blocks were left out for want of room or number.
+pub(crate) const ACK_MORE: u8 = 0x08;
 /// Most SACK blocks in one ACK entry (version 3).
 pub(crate) const MAX_SACK_BLOCKS: usize = 16;
 /// HELLO extension type 3 (version 2): the sender's receive window per session channel (docs/sessions.md §4.5).
@@ -104,6 +107,8 @@ pub(crate) struct AckEntry {
     /// Version 3: fragments held beyond `pos`, as ranges `[from, to)` of positions, ascending, disjoint, each
     /// beyond `pos` and the one before it (at most [`MAX_SACK_BLOCKS`]; docs/sessions.md §4.6).
     pub(crate) sacks: Vec<(Position, Position)>,
+    /// Version 3: the receiver holds more beyond the last block than the blocks say (some were left out).
+    pub(crate) more: bool,
 }
 
 /// The receive credit an ACK entry grants (version 2, docs/sessions.md §4.5): the sender may start a message
@@ -338,6 +343,7 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, version: u8) -> (Byt
             break;
         }
         let mut blocks = if version >= 3 { sack_fields(e) } else { Vec::new() };
+        let all = blocks.len();
         let blocks_len = |b: &[[u32; 4]]| {
             if b.is_empty() { 0 } else { 1 + b.iter().flatten().map(|v| varint::len(*v)).sum::<usize>() }
         };
@@ -354,6 +360,9 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, version: u8) -> (Byt
             }
             if !blocks.is_empty() {
                 flags |= ACK_SACK;
+            }
+            if version >= 3 && (e.more || blocks.len() < all || e.sacks.len() > all) {
+                flags |= ACK_MORE;
             }
             body.put_u8(flags);
             varint::put(&mut body, e.credit.room);
@@ -385,7 +394,7 @@ pub(crate) fn decode_ack(payload: &Bytes, version: u8) -> Result<Vec<AckEntry>, 
     let known = match version {
         0 | 1 => ACK_NACK,
         2 => ACK_NACK | ACK_EMPTY,
-        _ => ACK_NACK | ACK_EMPTY | ACK_SACK,
+        _ => ACK_NACK | ACK_EMPTY | ACK_SACK | ACK_MORE,
     };
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -418,7 +427,7 @@ pub(crate) fn decode_ack(payload: &Bytes, version: u8) -> Result<Vec<AckEntry>, 
                 after = to;
             }
         }
-        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0, credit, sacks });
+        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0, credit, sacks, more: flags & ACK_MORE != 0 });
     }
     r.end()?;
     Ok(v)
@@ -579,6 +588,7 @@ mod tests {
                 nack: i % 2 == 0,
                 credit: Credit::default(),
                 sacks: Vec::new(),
+                more: false,
             })
             .collect();
         let (payload, taken) = encode_ack(&entries, 64, 1);
@@ -595,6 +605,7 @@ mod tests {
                 nack: i % 5 == 0,
                 credit: Credit { room: i * 100_000, empty: i % 2 == 0 },
                 sacks: Vec::new(),
+                more: false,
             })
             .collect();
         let (payload, taken) = encode_ack(&entries, 120, 2);
@@ -613,6 +624,7 @@ mod tests {
             nack: true,
             credit: Credit { room: 1000, empty: false },
             sacks: vec![(p(10, 5), p(11, 0)), (p(11, 2), p(11, 7)), (p(14, 0), p(16, 1))],
+            more: false,
         };
         let plain = AckEntry { channel: 9, pos: p(1, 0), ..AckEntry::default() };
         let entries = vec![entry.clone(), plain];
@@ -628,6 +640,8 @@ mod tests {
         assert_eq!(taken, 1);
         let got = decode_ack(&short, 3).unwrap();
         assert!(got[0].sacks.len() < 3 && entry.sacks.starts_with(&got[0].sacks));
+        // ... and says so.
+        assert!(got[0].more);
         // Blocks out of order, overlapping, empty or not beyond the position are malformed.
         for bad in
             [vec![(p(10, 2), p(10, 4))], vec![(p(10, 5), p(10, 5))], vec![(p(10, 5), p(10, 8)), (p(10, 7), p(10, 9))]]

@@ -77,10 +77,10 @@ impl Connection {
                 continue;
             }
             if self.scheduler.is_selective() {
-                let lost = self.scheduler.sack(e.channel, &e.sacks);
+                let lost = self.scheduler.sack(e.channel, &e.sacks, e.more);
                 self.stats.fragments_lost += lost;
             }
-            if e.nack && self.scheduler.is_selective() && !behind && e.sacks.is_empty() {
+            if e.nack && self.scheduler.is_selective() && !behind && e.sacks.is_empty() && !e.more {
                 // The peer holds nothing beyond the gap (its bound was reached): everything from the gap on
                 // goes again, each fragment cut as before.
                 let lost = self.scheduler.resend_from(e.channel, e.pos);

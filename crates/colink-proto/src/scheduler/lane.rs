@@ -175,6 +175,9 @@ pub(super) struct SendLane {
     /// The largest transmission number among the fragments the peer acknowledged or reported holding: in
     /// order delivery means a fragment sent before it and still unacknowledged was lost.
     delivered_tx: u64,
+    /// Version 3: the last entry left out some of what the peer holds beyond this position (inclusive bound of
+    /// what loss may be inferred for); `None` when the entry told everything.
+    known_until: Option<Position>,
     pub(super) inflight_bytes: u64,
     next_seq: u32,
     /// Payload bytes of queued (unacknowledged) messages.
@@ -205,6 +208,7 @@ impl SendLane {
             inflight: VecDeque::new(),
             resend: BTreeSet::new(),
             delivered_tx: 0,
+            known_until: None,
             inflight_bytes: 0,
             next_seq: 0,
             queued_bytes: 0,
@@ -357,7 +361,7 @@ impl SendLane {
         let Some(msg) = self.queue.get_mut(idx) else { return false };
         let Some((start, end)) = msg.cuts.range(pos.frag) else { return false };
         let room = mtu.get().saturating_sub(MAX_HEADER_LEN + mode.framing_overhead());
-        if end - start <= room.max(1) || self.acked != pos {
+        if end - start <= room.max(1) || self.acked != pos || self.known_until.is_some() {
             return false;
         }
         if self.inflight.iter().any(|f| f.pos.seq == pos.seq && f.pos.frag >= pos.frag) {
@@ -415,11 +419,23 @@ impl SendLane {
         }
     }
 
+    /// The peer's entry ended its blocks at `last_to` (`None`: no blocks) and, with `more`, holds more beyond
+    /// it than it said. The position `last_to` itself (or the receive position) is not held: a block is a
+    /// maximal run. Beyond it nothing may be judged lost until an entry tells everything.
+    pub(super) fn reported(&mut self, last_to: Option<Position>, more: bool) {
+        self.known_until = more.then(|| last_to.unwrap_or(self.acked).max(self.acked));
+    }
+
+    /// Whether loss may be inferred for a fragment at `pos` (the peer's last entry covered it).
+    fn judgeable(known_until: Option<Position>, pos: Position) -> bool {
+        known_until.is_none_or(|k| pos <= k)
+    }
+
     /// Version 3: every fragment in flight that the peer does not hold and that was sent before one it holds
     /// is lost (the link delivers in order); those go back to be resent by themselves. Returns what was lost.
     pub(super) fn infer_losses(&mut self) -> Lost {
-        let high = self.delivered_tx;
-        self.lose_selectively(|f| f.tx < high)
+        let (high, known) = (self.delivered_tx, self.known_until);
+        self.lose_selectively(|f| f.tx < high && Self::judgeable(known, f.pos))
     }
 
     /// Whether a fragment sent before transmission `tx` is in flight and not held by the peer.
@@ -435,7 +451,8 @@ impl SendLane {
     /// Version 3: every fragment in flight that the peer does not hold and that was sent before transmission
     /// `tx` is lost (a fragment sent after it, on another lane, arrived) and resent by itself.
     pub(super) fn lose_before(&mut self, tx: u64) -> Lost {
-        self.lose_selectively(|f| f.tx < tx)
+        let known = self.known_until;
+        self.lose_selectively(|f| f.tx < tx && Self::judgeable(known, f.pos))
     }
 
     /// Version 3: every fragment in flight that the peer does not hold and that was sent at or before
@@ -566,6 +583,7 @@ impl SendLane {
         let freed = self.inflight_bytes;
         self.inflight.clear();
         self.resend.clear();
+        self.known_until = None;
         self.inflight_bytes = 0;
         freed
     }
@@ -716,10 +734,16 @@ mod tests {
             again.push(out.split().freeze());
         }
         assert_eq!(again, vec![frames[3].clone(), frames[6].clone(), frames[7].clone()]);
-        // A timeout resends only what is neither acknowledged nor held: 9, 10 and the three resends (a fragment
+        // Had the entry left blocks out beyond (0,9), fragments after it could not be judged lost yet.
+        // (0,9) itself ends the block, so it is not held and may be judged; (0,10) may not.
+        l.reported(Some(p(9)), true);
+        assert_eq!(l.lose_before(12).fragments, 1);
+        assert!(l.resend.contains(&p(9)) && !l.resend.contains(&p(10)));
+        l.reported(Some(p(9)), false);
+        // A timeout resends only what is neither acknowledged nor held: 10 and the three resends (a fragment
         // after 10 may still be unsent).
         let later = t0 + std::time::Duration::from_secs(1);
-        assert_eq!(l.expire_selectively(later).fragments, 5);
+        assert_eq!(l.expire_selectively(later).fragments, 4);
         assert!(l.resend.iter().all(|pos| ![p(4), p(5), p(8)].contains(pos)));
     }
 
