@@ -323,6 +323,12 @@ impl Scheduler {
         self.loss.on_lost(1);
     }
 
+    /// The largest fragment in flight, in bytes on the wire (resends keep their first size, which may exceed
+    /// the frame size of now).
+    pub(crate) fn largest_in_flight(&self) -> usize {
+        self.lanes.values().map(SendLane::largest_in_flight).max().unwrap_or(0)
+    }
+
     /// When the oldest fragment in flight that the peer does not hold was sent.
     pub(crate) fn oldest_unacked(&self) -> Option<Instant> {
         self.lanes.values().filter_map(SendLane::oldest_unacked).min()

@@ -141,14 +141,15 @@ impl Connection {
     }
 
     /// The retransmission timeout in force (see [`RetransmitTimer::timeout`]), for the largest frame that
-    /// may be on the air now.
+    /// may be on the air now: the largest the frame sizes allow (capped under loss), or a larger resend still
+    /// in flight.
     ///
     /// [`RetransmitTimer::timeout`]: crate::retransmit::RetransmitTimer::timeout
     pub(super) fn retransmit_timeout(&self) -> std::time::Duration {
         let largest = self.frame_sizes().largest().get();
         let largest =
             self.scheduler.loss_cap().map_or(largest, |cap| cap.max(self.frame_mtu.get().min(largest)).min(largest));
-        self.retransmit.timeout(largest)
+        self.retransmit.timeout(largest.max(self.scheduler.largest_in_flight()))
     }
 
     /// When the oldest fragment in flight that the peer does not hold counts as lost: its own send time plus

@@ -404,6 +404,11 @@ impl SendLane {
         Some(wire_len)
     }
 
+    /// The largest fragment in flight, in bytes on the wire.
+    pub(super) fn largest_in_flight(&self) -> usize {
+        self.inflight.iter().map(|f| f.len as usize).max().unwrap_or(0)
+    }
+
     /// When the oldest fragment in flight that the peer does not hold was sent.
     pub(super) fn oldest_unacked(&self) -> Option<Instant> {
         self.inflight.iter().filter(|f| !f.sacked).map(|f| f.sent_at).min()
