@@ -178,6 +178,8 @@ pub(super) struct SendLane {
     /// Version 3: the last entry left out some of what the peer holds beyond this position (inclusive bound of
     /// what loss may be inferred for); `None` when the entry told everything.
     known_until: Option<Position>,
+    /// The largest fragment sent since nothing was in flight (an upper bound of the largest in flight).
+    inflight_max: u32,
     pub(super) inflight_bytes: u64,
     next_seq: u32,
     /// Payload bytes of queued (unacknowledged) messages.
@@ -209,6 +211,7 @@ impl SendLane {
             resend: BTreeSet::new(),
             delivered_tx: 0,
             known_until: None,
+            inflight_max: 0,
             inflight_bytes: 0,
             next_seq: 0,
             queued_bytes: 0,
@@ -346,6 +349,10 @@ impl SendLane {
         if !retransmit {
             self.sent_high = Some(pos);
         }
+        if self.inflight.is_empty() {
+            self.inflight_max = 0;
+        }
+        self.inflight_max = self.inflight_max.max(wire_len as u32);
         self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some((wire_len, retransmit))
@@ -399,6 +406,10 @@ impl SendLane {
         let before = out.len();
         frame.encode(mode, out).ok()?;
         let wire_len = out.len() - before;
+        if self.inflight.is_empty() {
+            self.inflight_max = 0;
+        }
+        self.inflight_max = self.inflight_max.max(wire_len as u32);
         self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some(wire_len)
@@ -406,12 +417,13 @@ impl SendLane {
 
     /// The largest fragment in flight, in bytes on the wire.
     pub(super) fn largest_in_flight(&self) -> usize {
-        self.inflight.iter().map(|f| f.len as usize).max().unwrap_or(0)
+        if self.inflight.is_empty() { 0 } else { self.inflight_max as usize }
     }
 
     /// When the oldest fragment in flight that the peer does not hold was sent.
     pub(super) fn oldest_unacked(&self) -> Option<Instant> {
-        self.inflight.iter().filter(|f| !f.sacked).map(|f| f.sent_at).min()
+        // Fragments are appended as they go out, so send times ascend through the queue.
+        self.inflight.iter().find(|f| !f.sacked).map(|f| f.sent_at)
     }
 
     /// The peer reports holding the fragments in `[from, to)` beyond its receive position (version 3).
