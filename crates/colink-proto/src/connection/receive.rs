@@ -130,19 +130,8 @@ impl Connection {
         let ch = frame.header.channel;
         let wire_len = frame.encoded_len(self.mode()) as u64;
         let (verdict, frame) = self.receiver.classify_and_hold(frame)?;
-        match verdict {
-            Verdict::Held { new } => {
-                self.stats.held_fragments += 1;
-                if new {
-                    debug!(channel = ch, "gap; holding what follows it");
-                    self.acks.on_gap(ch);
-                } else {
-                    self.acks.on_taken(now, ch, wire_len);
-                }
-                return Ok(());
-            }
-            Verdict::Take => {
-                let Some(frame) = frame else { return Ok(()) };
+        match (verdict, frame) {
+            (Verdict::Take, Some(frame)) => {
                 self.take_fragment(now, frame)?;
                 // What was held beyond the gap follows, in order.
                 while self.state == LinkState::Established
@@ -150,24 +139,32 @@ impl Connection {
                 {
                     self.take_fragment(now, next)?;
                 }
-                return Ok(());
+                Ok(())
             }
-            _ => {}
-        }
-        match verdict {
-            Verdict::Unknown => {
+            (Verdict::Take, None) => Ok(()),
+            (Verdict::Held { new }, _) => {
+                self.stats.held_fragments += 1;
+                if new {
+                    debug!(channel = ch, "gap; holding what follows it");
+                    self.acks.on_gap(ch);
+                } else {
+                    self.acks.on_taken(now, ch, wire_len);
+                }
+                Ok(())
+            }
+            (Verdict::Unknown, _) => {
                 if self.numbers.is_known(ch >> 2) {
                     self.stats.discarded_fragments += 1;
                     return Ok(()); // a session that ended, or whose ACCEPT was lost
                 }
                 Err(ProtocolError::UnknownChannel { channel: ch })
             }
-            Verdict::Duplicate => {
+            (Verdict::Duplicate, _) => {
                 self.stats.discarded_fragments += 1;
                 self.acks.on_duplicate(now, ch);
                 Ok(())
             }
-            Verdict::Gap { new } => {
+            (Verdict::Gap { new }, _) => {
                 self.stats.discarded_fragments += 1;
                 if new {
                     debug!(channel = ch, "gap; asking for a resend");
@@ -175,7 +172,6 @@ impl Connection {
                 }
                 Ok(())
             }
-            Verdict::Take | Verdict::Held { .. } => Ok(()),
         }
     }
 
