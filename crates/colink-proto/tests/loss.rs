@@ -188,6 +188,19 @@ fn version_3_talks_to_version_2_and_version_1_peers_under_byte_errors() {
 }
 
 #[test]
+fn a_version_3_receiver_that_holds_nothing_still_gets_everything() {
+    let mut cb = Config::new("B");
+    cb.reorder_buffer = 0;
+    let mut p = Pair::with_configs(link(672, 0, 0), Config::new("A"), cb);
+    p.drive();
+    let key = p.open_session("bulk", ConnectOptions { need_send_data: true, ..ConnectOptions::default() });
+    p.link = link(672, 100_000, 13);
+    transfer(&mut p, key, 8, 64 * 1024, 2, Duration::from_secs(60));
+    assert_eq!(p.b.conn.stats().held_fragments, 0);
+    assert!(p.a.conn.stats().fragments_lost > 0);
+}
+
+#[test]
 fn an_authenticated_link_recovers_selectively_under_byte_errors() {
     let config = |seed| {
         let mut c = SecureConfig::new(Keypair::generate(&mut SeededEntropy::new(seed)));
