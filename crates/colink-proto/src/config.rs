@@ -9,7 +9,14 @@ use colink_frame::{LinkMode, Mtu};
 ///
 /// Version 2 adds receive credit (docs/sessions.md §4.5): ACK entries grant room per session channel and HELLO
 /// extension 3 announces the receive window. Against a version-1 peer the link runs without credit.
-pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=2;
+///
+/// Version 3 adds selective acknowledgement (docs/sessions.md §4.6): the receiver keeps fragments beyond a gap
+/// (within [`Config::reorder_buffer`]) and reports them in SACK blocks; the sender resends only the fragments
+/// the receiver lacks. Against a version-2 or version-1 peer the link runs that version.
+pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=3;
+
+/// The default bound of fragments held beyond gaps per link: 256 KiB (see [`Config::reorder_buffer`]).
+pub const DEFAULT_REORDER_BUFFER: u64 = 256 * 1024;
 
 /// The default receive window per session channel: 4 MiB (see [`Config::receive_buffer`]).
 pub const DEFAULT_RECEIVE_BUFFER: u64 = 4 * 1024 * 1024;
@@ -27,7 +34,7 @@ pub struct Config {
     /// (extension 2, sealed on authenticated links) so the peer can show it; empty (the default) announces none.
     /// Longer than [`MAX_DEVICE_NAME`] bytes is cut.
     pub device_name: String,
-    /// Session-protocol versions offered (default 1..=1).
+    /// Session-protocol versions offered (default [`SUPPORTED_VERSIONS`], 1..=3).
     pub versions: RangeInclusive<u8>,
     /// Keep-alive interval proposed in the handshake (default 5 s). The smaller proposal wins.
     pub keep_alive_interval: Duration,
@@ -57,9 +64,9 @@ pub struct Config {
     /// The receiver acknowledges fragments of a message still in progress at the latest after this delay
     /// (default 200 ms), so slow links keep the sender's retransmission timer quiet.
     pub ack_max_delay: Duration,
-    /// With unacknowledged data, no acknowledgement progress and no frame sent for this long, the sender
-    /// resends from the last acknowledged fragment (default 1 s; raised automatically for large frames and
-    /// slow links, see docs/sessions.md §9).
+    /// A fragment not acknowledged this long after it was sent counts as lost and is sent again, each
+    /// fragment on its own timer (default 1 s; raised automatically for large frames and slow links, see
+    /// docs/sessions.md §4.3 and §9).
     pub retransmit_timeout: Duration,
     /// The largest frame this side sends (default 4096 bytes) while frames of different priorities share the
     /// link, below the link MTU: a higher-priority message waits behind at most about one frame already on the
@@ -68,11 +75,14 @@ pub struct Config {
     /// [`max_bulk_frame`](Self::max_bulk_frame)).
     pub max_frame: u16,
     /// The largest frame bulk data (images and data) may use while no higher-priority channel has sent for
-    /// [`bulk_grow_after`](Self::bulk_grow_after) (default 16384 bytes; never above the link MTU and the
+    /// [`bulk_grow_after`](Self::bulk_grow_after), once the link has shown itself clean (64 frames acknowledged,
+    /// no loss remembered; docs/sessions.md §4.7) (default 16384 bytes; never above the link MTU and the
     /// peer's maximum, never below [`max_frame`](Self::max_frame); equal to `max_frame` turns growth off).
     /// Fewer, larger frames save per-SDU costs (on BR/EDR the partly filled last baseband packet of each
     /// SDU, in a kernel the per-write work); the price is that the first message after a quiet stretch waits
-    /// behind up to two such frames. See docs/performance.md, "Frame sizes that adapt".
+    /// behind up to two such frames. See docs/performance.md, "Frame sizes that adapt". Under loss both this
+    /// and [`max_frame`](Self::max_frame) are capped further, at the size that suits the error rate seen
+    /// (docs/sessions.md §4.7).
     pub max_bulk_frame: u16,
     /// How long higher-priority channels must have sent nothing before bulk frames grow beyond
     /// [`max_frame`](Self::max_frame) (default 200 ms). The moment a higher-priority fragment goes out, the
@@ -86,6 +96,11 @@ pub struct Config {
     /// fits (version 2, docs/sessions.md §4.5): a slow app slows its own sender, no other session. A single
     /// message larger than this still passes once the app has read everything before it.
     pub receive_buffer: u64,
+    /// Payload bytes of fragments the receiver keeps beyond a gap on one link until the gap fills (version 3,
+    /// default [`DEFAULT_REORDER_BUFFER`], 256 KiB; also at most 1024 fragments, and within
+    /// `limits.max_buffered_bytes` together with partial messages). Fragments beyond the bound are dropped and
+    /// resent by the peer. 0 holds nothing (the peer then resends from each gap as in version 2).
+    pub reorder_buffer: u64,
     /// Reassembly limits for what the peer sends.
     pub limits: colink_frame::Limits,
 }
@@ -113,6 +128,7 @@ impl Default for Config {
             bulk_grow_after: Duration::from_millis(200),
             channel_buffer: 1024 * 1024,
             receive_buffer: DEFAULT_RECEIVE_BUFFER,
+            reorder_buffer: DEFAULT_REORDER_BUFFER,
             limits: colink_frame::Limits::default(),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! A [`Pair`] joins two [`Connection`]s with a modelled link: per-direction latency, an MTU, packet or stream
 //! mode, a bandwidth (so each frame occupies the air for `len / bandwidth`, and the sender only gets the next
-//! frame when the air is free, like a driver waiting for link credits), byte corruption, and cutting and
+//! frame when the air is free, like a driver waiting for link credits), byte corruption (chosen frames, or a
+//! seeded per-byte error rate), and cutting and
 //! re-attaching the link. Time is virtual: [`Pair::drive`] jumps from one event to the next, so a long transfer
 //! or a 30 s timeout runs in milliseconds.
 
@@ -31,6 +32,13 @@ pub struct LinkModel {
     pub latency_ba: Duration,
     /// Air capacity in bytes per second, each direction.
     pub bytes_per_sec: u64,
+    /// Byte errors per 10⁹ bytes on the air, each direction (default 0; 100 000 is a byte error rate of
+    /// 1e-4). A frame with at least one byte error — probability `1 − (1 − rate)^len` — has a byte flipped,
+    /// so it fails its checksum: packet mode drops it, stream mode loses sync. Drawn from a generator seeded
+    /// with [`error_seed`](Self::error_seed), so a run is deterministic.
+    pub byte_errors_per_billion: u64,
+    /// Seed of the byte-error generator (each direction derives its own stream from it).
+    pub error_seed: u64,
 }
 
 impl Default for LinkModel {
@@ -42,6 +50,8 @@ impl Default for LinkModel {
             latency_ab: Duration::from_millis(10),
             latency_ba: Duration::from_millis(10),
             bytes_per_sec: 175_000,
+            byte_errors_per_billion: 0,
+            error_seed: 0,
         }
     }
 }
@@ -50,6 +60,12 @@ impl LinkModel {
     /// Air time of `len` bytes.
     pub fn air_time(&self, len: usize) -> Duration {
         Duration::from_nanos((len as u64).saturating_mul(1_000_000_000) / self.bytes_per_sec.max(1))
+    }
+
+    /// The probability that a frame of `len` bytes carries at least one byte error.
+    pub fn frame_error_probability(&self, len: usize) -> f64 {
+        let rate = (self.byte_errors_per_billion as f64 / 1e9).min(1.0);
+        1.0 - (1.0 - rate).powf(len as f64)
     }
 }
 
@@ -113,6 +129,31 @@ struct Air {
     corrupt: BTreeSet<u64>,
     /// Frame number → payload offset of a byte to flip with the frame's checksum made valid again.
     tamper: BTreeMap<u64, usize>,
+    /// State of the byte-error generator (SplitMix64); `None` until the first draw.
+    errors: Option<u64>,
+    /// Frames this direction lost to byte errors.
+    errored: u64,
+}
+
+impl Air {
+    /// Whether the next frame of `len` bytes is hit by a byte error (direction `d`).
+    fn hit(&mut self, link: &LinkModel, d: usize, len: usize) -> bool {
+        if link.byte_errors_per_billion == 0 {
+            return false;
+        }
+        let state = self.errors.get_or_insert(link.error_seed ^ (0xA5A5_0000_0000_0000 + d as u64));
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let hit = draw < link.frame_error_probability(len);
+        if hit {
+            self.errored += 1;
+        }
+        hit
+    }
 }
 
 /// Drive stopped without the pair going quiet.
@@ -246,6 +287,7 @@ impl Pair {
         for (air, old) in self.air.iter_mut().zip(old) {
             air.corrupt = old.corrupt;
             air.tamper = old.tamper;
+            air.errors = old.errors;
         }
         let t = Transport { mode: self.link.mode, mtu: self.link.mtu };
         let now = self.now;
@@ -285,6 +327,12 @@ impl Pair {
     /// Frames `from` has sent since the latest attach.
     pub fn frames_on_air(&self, from: Which) -> u64 {
         self.air[from as usize].frame_no
+    }
+
+    /// Frames `from` has sent since the latest attach that byte errors ([`LinkModel::byte_errors_per_billion`])
+    /// corrupted.
+    pub fn frames_errored(&self, from: Which) -> u64 {
+        self.air[from as usize].errored
     }
 
     /// Runs until the pair is quiet (nothing in flight, nothing to send, no timer within the idle horizon).
@@ -393,7 +441,8 @@ impl Pair {
                     let air = &mut self.air[d];
                     let n = air.frame_no;
                     air.frame_no += 1;
-                    let frame = if air.corrupt.remove(&n) { corrupt(frame) } else { frame };
+                    let errored = air.hit(&self.link, d, frame.len());
+                    let frame = if air.corrupt.remove(&n) || errored { corrupt(frame) } else { frame };
                     let frame = match air.tamper.remove(&n) {
                         Some(offset) => tamper(frame, offset),
                         None => frame,

@@ -69,11 +69,6 @@ impl KeepAlive {
         self.last_recv = now;
     }
 
-    /// When the last frame went out (the retransmission timer runs from it too).
-    pub(crate) fn last_sent(&self) -> Instant {
-        self.last_sent
-    }
-
     /// Whether the next transmission should be a KEEP_ALIVE (nothing went out for an interval).
     pub(crate) fn wants_keep_alive(&self, now: Instant) -> bool {
         self.due || self.last_sent + self.interval <= now

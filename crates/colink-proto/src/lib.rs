@@ -59,7 +59,8 @@ mod wire;
 
 pub use auth::{Authenticator, NoAuth};
 pub use config::{
-    Config, DEFAULT_RECEIVE_BUFFER, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS, SeededEntropy, Transport,
+    Config, DEFAULT_RECEIVE_BUFFER, DEFAULT_REORDER_BUFFER, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS,
+    SeededEntropy, Transport,
 };
 pub use connection::{AttachError, Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};
@@ -80,7 +81,8 @@ pub mod fuzzing {
     pub fn decode_payload(payload: &Bytes) {
         let _ = super::wire::HandshakeMsg::decode(payload);
         let _ = super::wire::ControlMsg::decode(payload);
-        let _ = super::wire::decode_ack(payload, false);
-        let _ = super::wire::decode_ack(payload, true);
+        for version in 1..=3 {
+            let _ = super::wire::decode_ack(payload, version);
+        }
     }
 }

@@ -12,7 +12,10 @@ use colink_frame::{
 };
 
 use super::error::ProtocolError;
-use super::wire::{AckEntry, CH_CONTROL, Credit, Position};
+use super::wire::{AckEntry, CH_CONTROL, Credit, MAX_SACK_BLOCKS, Position};
+
+/// Most fragments held beyond gaps on one link (version 3), whatever their size.
+pub(crate) const MAX_HELD_FRAGMENTS: usize = 1024;
 
 /// What to do with an arriving session-lane fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,11 @@ pub(crate) enum Verdict {
     Duplicate,
     /// Beyond a gap: drop it; `new` when the gap was not reported yet (report it at once).
     Gap {
+        /// The gap was not reported yet.
+        new: bool,
+    },
+    /// Beyond a gap, and kept until the gap fills (version 3); `new` as for [`Gap`](Self::Gap).
+    Held {
         /// The gap was not reported yet.
         new: bool,
     },
@@ -46,12 +54,26 @@ struct RecvLane {
     advertised: Credit,
     /// Window updates still to repeat (an ACK may be lost and nothing else would tell the waiting sender).
     repeats: u8,
+    /// A first fragment may restart the partial message: nothing was taken on this channel since the transport
+    /// changed (a resumed sender restarts a message whose fragments no longer fit). Otherwise, while fragments
+    /// are held (version 3), a first fragment of the partial message is a duplicate — a resend after a lost
+    /// acknowledgement — and must not throw away what the partial message and the held fragments hold.
+    restartable: bool,
 }
 
 impl RecvLane {
     fn new(kind: FrameKind, window: u64) -> Self {
         let advertised = Credit { room: clamp(window), empty: true };
-        Self { kind, next_seq: 0, nacked: None, nack_pending: false, unread: 0, advertised, repeats: 0 }
+        Self {
+            kind,
+            next_seq: 0,
+            nacked: None,
+            nack_pending: false,
+            unread: 0,
+            advertised,
+            repeats: 0,
+            restartable: true,
+        }
     }
 }
 
@@ -74,6 +96,12 @@ pub(crate) struct Receiver {
     window: u64,
     /// The peer follows the credit (version 2): a message beyond it is a protocol error.
     enforce: bool,
+    /// Fragments kept beyond a gap (version 3), by channel, sequence number and fragment index.
+    held: BTreeMap<(u32, u32, u32), Frame>,
+    /// Payload bytes in `held`.
+    held_bytes: u64,
+    /// Most payload bytes `held` may take (0: nothing is held, as in versions 1 and 2).
+    hold_limit: u64,
 }
 
 impl Receiver {
@@ -81,7 +109,60 @@ impl Receiver {
     /// `window` is the receive window of every session channel (clamped to `u32::MAX`).
     pub(crate) fn new(limits: Limits, window: u64) -> Self {
         let window = u64::from(clamp(window));
-        Self { lanes: BTreeMap::new(), reassembler: Reassembler::new(limits.clone()), limits, window, enforce: false }
+        Self {
+            lanes: BTreeMap::new(),
+            reassembler: Reassembler::new(limits.clone()),
+            limits,
+            window,
+            enforce: false,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            hold_limit: 0,
+        }
+    }
+
+    /// Version 3: keep fragments beyond a gap, up to `limit` payload bytes (and [`MAX_HELD_FRAGMENTS`]) per
+    /// link; 0 keeps none (versions 1 and 2).
+    pub(crate) fn set_hold_limit(&mut self, limit: u64) {
+        self.hold_limit = limit;
+        if limit == 0 {
+            self.drop_held();
+        }
+    }
+
+    /// The transport is gone: fragments held beyond gaps go (the peer resends from the positions), and the
+    /// first fragment of each channel on the next transport may restart its partial message.
+    pub(crate) fn transport_lost(&mut self) {
+        self.drop_held();
+        for rl in self.lanes.values_mut() {
+            rl.restartable = true;
+        }
+    }
+
+    /// Forgets every fragment held beyond a gap.
+    fn drop_held(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+
+    /// Forgets the fragments held beyond a gap on `channel`.
+    fn drop_held_channel(&mut self, channel: u32) {
+        let keys: Vec<_> = self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            if let Some(f) = self.held.remove(&k) {
+                self.held_bytes -= (f.payload.len() as u64).min(self.held_bytes);
+            }
+        }
+    }
+
+    /// Payload bytes held beyond gaps (version 3).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Fragments held beyond gaps (version 3).
+    pub(crate) fn held_fragments(&self) -> usize {
+        self.held.len()
     }
 
     /// The receive window of every session channel.
@@ -99,6 +180,7 @@ impl Receiver {
         self.lanes.clear();
         self.lanes.insert(CH_CONTROL, RecvLane::new(FrameKind::Control, 0));
         self.reassembler = Reassembler::new(self.limits.clone());
+        self.drop_held();
     }
 
     /// Lets every message kind be `extra` bytes longer (sealed messages carry a tag). Call before anything was
@@ -121,6 +203,7 @@ impl Receiver {
     pub(crate) fn close(&mut self, channel: u32) {
         if self.lanes.remove(&channel).is_some() {
             self.reassembler.discard_channel(channel);
+            self.drop_held_channel(channel);
         }
     }
 
@@ -131,6 +214,89 @@ impl Receiver {
         frame: Frame,
     ) -> Result<Option<Message>, ReassemblyError> {
         self.reassembler.push(now, frame)
+    }
+
+    /// Classifies a session-lane fragment against the channel's position, and keeps it if it lies beyond a
+    /// gap and may be held (version 3, see [`hold`](Self::hold)). A frame of the wrong kind for its channel is
+    /// a protocol error. A gap is reported once: a second fragment beyond the same gap is not new.
+    pub(crate) fn classify_and_hold(&mut self, frame: Frame) -> Result<(Verdict, Option<Frame>), ProtocolError> {
+        let verdict = self.classify(&frame)?;
+        match verdict {
+            Verdict::Gap { new } => {
+                let key = (frame.header.channel, frame.header.seq, frame.header.position.index());
+                if self.held.contains_key(&key) {
+                    return Ok((Verdict::Duplicate, None));
+                }
+                match self.hold(frame) {
+                    Ok(()) => Ok((Verdict::Held { new }, None)),
+                    Err(frame) => Ok((verdict, Some(frame))),
+                }
+            }
+            _ => Ok((verdict, Some(frame))),
+        }
+    }
+
+    /// Keeps a fragment beyond a gap while the bounds allow: at most the hold limit of payload bytes and
+    /// [`MAX_HELD_FRAGMENTS`] fragments on the link, and, with the partial messages, at most the reassembly
+    /// limit of buffered bytes. Otherwise it is handed back (dropped; the peer resends it).
+    fn hold(&mut self, frame: Frame) -> Result<(), Frame> {
+        let len = frame.payload.len() as u64;
+        let fits = self.hold_limit > 0
+            && self.held.len() < MAX_HELD_FRAGMENTS
+            && self.held_bytes + len <= self.hold_limit
+            && self.held_bytes + len + self.reassembler.buffered_bytes() <= self.limits.max_buffered_bytes;
+        if !fits {
+            return Err(frame);
+        }
+        let key = (frame.header.channel, frame.header.seq, frame.header.position.index());
+        self.held_bytes += len;
+        self.held.insert(key, frame);
+        Ok(())
+    }
+
+    /// The held fragment of `channel` that comes next at its receive position, if any; held fragments the
+    /// position has passed are dropped.
+    pub(crate) fn next_held(&mut self, channel: u32) -> Option<Frame> {
+        let rl = self.lanes.get(&channel)?;
+        let next_seq = rl.next_seq;
+        let frag = self.reassembler.next_expected(channel, next_seq).unwrap_or(0);
+        loop {
+            let (key, _) = self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)).next()?;
+            let key = *key;
+            if (key.1, key.2) > (next_seq, frag) {
+                return None;
+            }
+            let f = self.held.remove(&key)?;
+            self.held_bytes -= (f.payload.len() as u64).min(self.held_bytes);
+            if (key.1, key.2) == (next_seq, frag) {
+                return Some(f);
+            }
+        }
+    }
+
+    /// The ranges of positions `[from, to)` held beyond the receive position of `channel`, first ones first
+    /// (at most [`MAX_SACK_BLOCKS`]).
+    /// Also whether more ranges are held than fit.
+    fn sack_blocks(&self, channel: u32) -> (Vec<(Position, Position)>, bool) {
+        let mut blocks: Vec<(Position, Position)> = Vec::new();
+        for ((_, seq, index), f) in self.held.range((channel, 0, 0)..=(channel, u32::MAX, u32::MAX)) {
+            let at = Position { seq: *seq, frag: *index };
+            let end = if f.header.last {
+                Position { seq: seq.saturating_add(1), frag: 0 }
+            } else {
+                Position { seq: *seq, frag: index.saturating_add(1) }
+            };
+            if let Some((_, to)) = blocks.last_mut()
+                && *to == at
+            {
+                *to = end;
+            } else if blocks.len() == MAX_SACK_BLOCKS {
+                return (blocks, true);
+            } else {
+                blocks.push((at, end));
+            }
+        }
+        (blocks, false)
     }
 
     /// Classifies a session-lane fragment against the channel's position. A frame of the wrong kind for its
@@ -150,6 +316,9 @@ impl Receiver {
             Position { seq: rl.next_seq, frag: expected.unwrap_or(0) }
         } else {
             match (matches!(frame.header.position, FramePosition::First { .. }), expected) {
+                (true, Some(e)) if e > 0 && self.hold_limit > 0 && !rl.restartable => {
+                    return Ok(Verdict::Duplicate);
+                }
                 (true, _) => return Ok(Verdict::Take),
                 (false, Some(e)) if index == e => return Ok(Verdict::Take),
                 (false, Some(e)) if index < e => return Ok(Verdict::Duplicate),
@@ -171,6 +340,7 @@ impl Receiver {
         let done = self.reassembler.push(now, frame)?;
         if let Some(rl) = self.lanes.get_mut(&ch) {
             rl.nacked = None;
+            rl.restartable = false;
             rl.repeats = 0; // the sender is sending: it has credit
             if done.is_some() {
                 rl.next_seq = rl.next_seq.wrapping_add(1);
@@ -252,7 +422,10 @@ impl Receiver {
         let pos = self.position(channel, rl);
         let nack = rl.nack_pending;
         let credit = if channel == CH_CONTROL { Credit::default() } else { self.credit(rl) };
-        Some(AckEntry { channel, pos: if nack { rl.nacked.unwrap_or(pos) } else { pos }, nack, credit })
+        let (sacks, more) = if self.hold_limit > 0 { self.sack_blocks(channel) } else { (Vec::new(), false) };
+        let pos = if nack { rl.nacked.unwrap_or(pos) } else { pos };
+        let sacks = sacks.into_iter().filter(|(from, _)| *from > pos).collect();
+        Some(AckEntry { channel, pos, nack, credit, sacks, more })
     }
 
     /// The entry of `channel` went out: a pending gap report is sent.
@@ -279,9 +452,14 @@ impl Receiver {
         self.reassembler.poll_timeout()
     }
 
-    /// Drops partial messages stalled at `now`.
+    /// Drops partial messages stalled at `now`, and what their channels held beyond them (the sender starts
+    /// such a message over, possibly cut differently).
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Stalled> {
-        self.reassembler.handle_timeout(now)
+        let stalled = self.reassembler.handle_timeout(now);
+        for s in &stalled {
+            self.drop_held_channel(s.channel);
+        }
+        stalled
     }
 }
 
@@ -332,7 +510,9 @@ mod tests {
                 channel: CH,
                 pos: Position { seq: 1, frag: 0 },
                 nack: false,
-                credit: Credit { room: 1000, empty: true }
+                credit: Credit { room: 1000, empty: true },
+                sacks: Vec::new(),
+                more: false,
             }
         );
     }
@@ -365,6 +545,8 @@ mod tests {
             pos: Position { seq: 0, frag: 1 },
             nack: true,
             credit: Credit { room: 1000, empty: true },
+            sacks: Vec::new(),
+            more: false,
         };
         assert_eq!(r.ack_entry(CH).unwrap(), gap);
         assert_eq!(r.classify(&fs[2]).unwrap(), Verdict::Gap { new: false });
@@ -402,6 +584,78 @@ mod tests {
         assert!(r.buffered_bytes() > 0);
         r.close(CH);
         assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn version_3_holds_fragments_beyond_a_gap_reports_them_and_takes_them_when_it_fills() {
+        let t = Instant::now();
+        let mut r = receiver();
+        r.set_hold_limit(10_000);
+        let p = |seq, frag| Position { seq, frag };
+        // Message 0 has 3 fragments (100-byte frames), message 1 one. Fragment (0,1) is lost.
+        let m0 = frames(0, 250);
+        let m1 = frames(1, 10);
+        assert_eq!(m0.len(), 3);
+        let (v, f) = r.classify_and_hold(m0[0].clone()).unwrap();
+        assert_eq!(v, Verdict::Take);
+        r.take(t, f.unwrap()).unwrap();
+        assert_eq!(r.classify_and_hold(m0[2].clone()).unwrap().0, Verdict::Held { new: true });
+        assert_eq!(r.classify_and_hold(m1[0].clone()).unwrap().0, Verdict::Held { new: false });
+        // A copy of a held fragment is a duplicate.
+        assert_eq!(r.classify_and_hold(m1[0].clone()).unwrap().0, Verdict::Duplicate);
+        // One block: (0,2) was the last fragment of message 0, so it runs on into message 1.
+        let e = r.ack_entry(CH).unwrap();
+        assert_eq!((e.pos, e.nack, e.sacks), (p(0, 1), true, vec![(p(0, 2), p(2, 0))]));
+        assert_eq!(r.held_fragments(), 2);
+        // The resend fills the gap; the held fragments follow in order and complete both messages.
+        let (v, f) = r.classify_and_hold(m0[1].clone()).unwrap();
+        assert_eq!(v, Verdict::Take);
+        assert!(r.take(t, f.unwrap()).unwrap().is_none());
+        let mut done = Vec::new();
+        while let Some(f) = r.next_held(CH) {
+            if let Some(m) = r.take(t, f).unwrap() {
+                done.push(m.seq);
+            }
+        }
+        assert_eq!(done, vec![0, 1]);
+        assert_eq!((r.held_bytes(), r.held_fragments()), (0, 0));
+        assert!(r.ack_entry(CH).unwrap().sacks.is_empty());
+    }
+
+    #[test]
+    fn more_held_ranges_than_blocks_are_flagged() {
+        let mut r = receiver();
+        r.set_hold_limit(100_000);
+        // Messages 1, 3, 5, … 39 held: 20 separate ranges.
+        for seq in (1..40).step_by(2) {
+            assert!(matches!(r.classify_and_hold(frames(seq, 10)[0].clone()).unwrap().0, Verdict::Held { .. }));
+        }
+        let e = r.ack_entry(CH).unwrap();
+        assert_eq!(e.sacks.len(), MAX_SACK_BLOCKS);
+        assert!(e.more);
+        assert_eq!(e.sacks[0], (Position { seq: 1, frag: 0 }, Position { seq: 2, frag: 0 }));
+    }
+
+    #[test]
+    fn held_fragments_stay_within_the_bound_and_go_with_the_transport() {
+        let mut r = receiver();
+        r.set_hold_limit(500);
+        // Message 0 never comes; messages 1.. of 90 payload bytes each are held until 500 bytes would be passed.
+        let mut held = 0;
+        for seq in 1..20 {
+            match r.classify_and_hold(frames(seq, 90)[0].clone()).unwrap().0 {
+                Verdict::Held { .. } => held += 1,
+                Verdict::Gap { .. } => {}
+                v => panic!("{v:?}"),
+            }
+        }
+        assert_eq!(held, 5);
+        assert_eq!(r.held_bytes(), 450);
+        r.transport_lost();
+        assert_eq!((r.held_bytes(), r.held_fragments()), (0, 0));
+        // Version 2 holds nothing.
+        r.set_hold_limit(0);
+        assert!(matches!(r.classify_and_hold(frames(1, 90)[0].clone()).unwrap().0, Verdict::Gap { .. }));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! per-class window limits, round robin within a class), how large it may be (bulk frames grow while they
 //! run alone, see [`sizing`]), and the bytes in flight.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use colink_frame::{FrameKind, LinkMode, Mtu};
+#[cfg(test)]
+use colink_frame::Mtu;
+use colink_frame::{FrameKind, LinkMode};
 
 mod lane;
 mod sizing;
@@ -14,10 +16,10 @@ mod sizing;
 use super::error::{ProtocolError, SendError};
 use super::types::{SendId, SessionKey};
 use super::wire::{CH_CONTROL, Credit, Position};
-use lane::SendLane;
 pub(crate) use lane::lane_nonce;
-use sizing::FrameSizer;
+use lane::{Lost, SendLane};
 pub(crate) use sizing::FrameSizes;
+use sizing::{FrameSizer, LossEstimate};
 
 use crate::secure::LinkCipher;
 
@@ -72,6 +74,19 @@ pub(crate) struct Scheduler {
     sizer: FrameSizer,
     /// The peer's receive window per session channel (version 2); `None`: the peer grants no credit.
     peer_window: Option<u32>,
+    /// The peer keeps fragments beyond a gap and reports them (version 3): lost fragments are resent by
+    /// themselves; otherwise a loss sends the lane back to its acknowledged position.
+    selective: bool,
+    /// Transmission number of the next fragment.
+    tx: u64,
+    /// The frame loss seen lately, which caps the frame size.
+    loss: LossEstimate,
+    /// The largest transmission number the peer acknowledged or reported holding, any lane.
+    delivered_tx: u64,
+    /// Version 3, loss across lanes: once the instant passes, fragments sent before the transmission number
+    /// and still missing are lost (a later-sent fragment on another lane arrived; the wait leaves room for the
+    /// rest of an acknowledgement split over several frames). Ascending in both.
+    suspects: VecDeque<(u64, Instant)>,
 }
 
 impl Scheduler {
@@ -85,7 +100,22 @@ impl Scheduler {
             epoch: None,
             sizer: FrameSizer::default(),
             peer_window: None,
+            selective: false,
+            tx: 1,
+            loss: LossEstimate::default(),
+            delivered_tx: 0,
+            suspects: VecDeque::new(),
         }
+    }
+
+    /// Whether the peer keeps and reports fragments beyond a gap (version 3).
+    pub(crate) fn set_selective(&mut self, selective: bool) {
+        self.selective = selective;
+    }
+
+    /// Whether lost fragments are resent by themselves (version 3).
+    pub(crate) fn is_selective(&self) -> bool {
+        self.selective
     }
 
     /// The peer grants receive credit (version 2) with `window` bytes per session channel to begin with; lanes
@@ -105,6 +135,9 @@ impl Scheduler {
         self.lanes.insert(CH_CONTROL, SendLane::new(CH_CONTROL, FrameKind::Control));
         self.inflight = 0;
         self.sizer.reset();
+        self.loss = LossEstimate::default();
+        self.delivered_tx = 0;
+        self.suspects.clear();
     }
 
     /// Opens the lane of `channel` for frames of `kind`.
@@ -202,6 +235,8 @@ impl Scheduler {
             return Err(ProtocolError::BogusAck { channel });
         }
         let (done, freed, advanced) = lane.ack(pos);
+        let delivered = std::mem::take(&mut lane.delivered);
+        self.loss.on_delivered(delivered);
         if let Some(credit) = credit
             && channel != CH_CONTROL
             && pos >= lane.acked
@@ -217,23 +252,131 @@ impl Scheduler {
         Ok(Some(Acked { done, advanced, writable }))
     }
 
-    /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out,
-    /// for the link of that moment; `_mode` and `_mtu` are no longer needed (kept so that callers are
-    /// unchanged).
-    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, _mode: LinkMode, _mtu: Mtu) {
+    /// Version 3: the peer holds the fragments of `channel` in each `[from, to)` of `blocks` beyond its receive
+    /// position. Fragments sent before any the peer holds or acknowledged and still missing are lost: they are
+    /// queued to be resent by themselves. Returns the fragments declared lost.
+    /// With `more`, the peer holds more beyond the last block than the blocks say: fragments beyond it are
+    /// not judged until a later entry tells.
+    pub(crate) fn sack(&mut self, channel: u32, blocks: &[(Position, Position)], more: bool) -> u64 {
+        let Some(lane) = self.lanes.get_mut(&channel) else { return 0 };
+        for (from, to) in blocks {
+            lane.sack(*from, *to);
+        }
+        lane.reported(blocks.last().map(|(_, to)| *to), more);
+        let lost = lane.infer_losses();
+        self.account(lost)
+    }
+
+    /// Version 3, a gap report at `pos` on `channel` with nothing held beyond it: every fragment from `pos` on
+    /// still in flight is resent by itself, cut as before. Returns the fragments declared lost.
+    pub(crate) fn resend_from(&mut self, channel: u32, pos: Position) -> u64 {
+        let Some(lane) = self.lanes.get_mut(&channel) else { return 0 };
+        let lost = lane.resend_from(pos);
+        self.account(lost)
+    }
+
+    /// Version 3: an acknowledgement was handled at `now`. If it covered a fragment sent later than what some
+    /// lane still misses, those missing fragments are suspected lost: unless acknowledged by `now + wait`
+    /// (room for the rest of an acknowledgement split over several frames), they are resent (see
+    /// [`poll_suspects`](Self::poll_suspects)). The link delivers frames in order, so a later-sent fragment
+    /// arriving first means the earlier one was lost, whichever lane it was on.
+    pub(crate) fn acknowledged(&mut self, now: Instant, wait: Duration) {
+        if !self.selective {
+            return;
+        }
+        let high = self.lanes.values().map(SendLane::delivered_tx).max().unwrap_or(0);
+        if high > self.delivered_tx {
+            self.delivered_tx = high;
+            let suspect = self.lanes.values().any(|l| l.missing_before(high));
+            if suspect {
+                self.suspects.push_back((high, now + wait));
+            }
+        }
+    }
+
+    /// When suspected losses are next decided.
+    pub(crate) fn suspects_deadline(&self) -> Option<Instant> {
+        self.suspects.front().map(|(_, at)| *at)
+    }
+
+    /// Decides the suspected losses due at `now`; returns the fragments declared lost.
+    pub(crate) fn poll_suspects(&mut self, now: Instant) -> u64 {
+        let mut tx = 0;
+        while let Some((t, _)) = self.suspects.front().filter(|(_, at)| *at <= now) {
+            tx = tx.max(*t);
+            self.suspects.pop_front();
+        }
+        if tx == 0 {
+            return 0;
+        }
+        let mut total = Lost::default();
+        for lane in self.lanes.values_mut() {
+            let lost = lane.lose_before(tx);
+            total.fragments += lost.fragments;
+            total.freed += lost.freed;
+        }
+        self.account(total)
+    }
+
+    /// A gap report sent `channel` back to `pos` (versions 1 and 2): one fragment was lost.
+    pub(crate) fn gap_reported(&mut self) {
+        self.loss.on_lost(1);
+    }
+
+    /// The largest fragment in flight, in bytes on the wire (resends keep their first size, which may exceed
+    /// the frame size of now).
+    pub(crate) fn largest_in_flight(&self) -> usize {
+        self.lanes.values().map(SendLane::largest_in_flight).max().unwrap_or(0)
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold was sent.
+    pub(crate) fn oldest_unacked(&self) -> Option<Instant> {
+        self.lanes.values().filter_map(SendLane::oldest_unacked).min()
+    }
+
+    /// A retransmission timeout at `now`: fragments sent `timeout` or longer ago and still missing are lost.
+    /// Selective (version 3): each is resent by itself; otherwise its lane goes back to its acknowledged
+    /// position. Other fragments, on the same lane or others, keep their own timers. Returns the fragments
+    /// declared lost.
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> u64 {
+        let Some(deadline) = now.checked_sub(timeout) else { return 0 };
+        let mut total = Lost::default();
+        for lane in self.lanes.values_mut() {
+            let lost = if self.selective { lane.expire_selectively(deadline) } else { lane.expire_go_back(deadline) };
+            total.fragments += lost.fragments;
+            total.freed += lost.freed;
+        }
+        self.account(total)
+    }
+
+    /// The frame size that best survives the loss seen lately, if loss was seen (see [`sizing`]).
+    pub(crate) fn loss_cap(&self) -> Option<usize> {
+        self.loss.best_frame()
+    }
+
+    fn account(&mut self, lost: Lost) -> u64 {
+        self.inflight -= lost.freed.min(self.inflight);
+        self.loss.on_lost(lost.fragments);
+        lost.fragments
+    }
+
+    /// Resends `channel` from `pos` (a gap report, a resume). Resent fragments are framed when they go out;
+    /// with `recut` (a resume: the peer holds nothing beyond `pos`) they are cut afresh for the link of that
+    /// moment, otherwise each keeps the cut it first went out with.
+    pub(crate) fn rewind(&mut self, channel: u32, pos: Position, recut: bool) {
         if let Some(lane) = self.lanes.get_mut(&channel) {
-            let freed = lane.rewind(pos);
+            let freed = lane.rewind(pos, recut);
             self.inflight -= freed.min(self.inflight);
         }
     }
 
-    /// A retransmission timeout: every lane with data in flight resends from its acknowledged position
-    /// (`_mode` and `_mtu` as for [`rewind`](Self::rewind)).
+    /// Every lane with data in flight resends from its acknowledged position (`_mode` and `_mtu` unused).
+    #[cfg(test)]
     pub(crate) fn rewind_all_to_acked(&mut self, _mode: LinkMode, _mtu: Mtu) {
         for lane in self.lanes.values_mut() {
             if lane.inflight_bytes > 0 {
                 let acked = lane.acked;
-                lane.rewind(acked);
+                lane.rewind(acked, false);
             }
         }
         self.inflight = 0;
@@ -242,6 +385,7 @@ impl Scheduler {
     /// The transport is gone: whatever was in flight is lost with it (resume decides what to resend).
     pub(crate) fn forget_inflight(&mut self) {
         self.inflight = 0;
+        self.suspects.clear();
         for lane in self.lanes.values_mut() {
             lane.clear_inflight();
         }
@@ -279,9 +423,19 @@ impl Scheduler {
             let Some(ch) = pick else { continue };
             self.rr[ci] = ch;
             let lane = self.lanes.get_mut(&ch)?;
+            let sizes = if self.loss.allows_growth() { sizes } else { FrameSizes { large: sizes.small, ..sizes } };
             let mtu = self.sizer.mtu(ci, now, sizes);
-            out.reserve(mtu.get());
-            let (len, resent) = lane.next_frame(mode, mtu, out, self.epoch.as_ref())?;
+            let mtu = match self.loss.best_frame() {
+                Some(cap) if *class != FrameKind::Control => sizing::capped(mtu, cap),
+                _ => mtu,
+            };
+            out.reserve(mtu.get().max(sizes.largest().get()));
+            let tx = self.tx;
+            let Some((len, resent)) = lane.next_frame(mode, mtu, out, self.epoch.as_ref(), now, tx) else {
+                continue;
+            };
+            self.tx += 1;
+            self.loss.on_sent(len);
             self.sizer.sent(ci, now);
             let first_in_flight = self.inflight == 0;
             self.inflight += len as u64;
@@ -395,6 +549,21 @@ mod tests {
     }
 
     #[test]
+    fn bulk_frames_stay_small_until_the_link_showed_itself_clean() {
+        let mut s = scheduler();
+        let sizes =
+            FrameSizes { small: mtu(), large: Mtu::new(4 * MTU).unwrap(), grow_after: Duration::from_millis(200) };
+        s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 100_000])).unwrap();
+        let mut out = BytesMut::new();
+        let t0 = Instant::now();
+        assert_eq!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len, MTU);
+        s.loss.on_delivered(64);
+        assert_eq!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len, 4 * MTU);
+        s.loss.on_lost(1);
+        assert!(s.next_fragment(t0, u64::MAX, LinkMode::Packet, sizes, &mut out).unwrap().len <= MTU);
+    }
+
+    #[test]
     fn rewinds_resend_and_release_the_window() {
         let mut s = scheduler();
         s.send(SessionKey(1), 5, SendId(0), Bytes::from(vec![0; 300])).unwrap();
@@ -417,15 +586,14 @@ mod tests {
     #[test]
     fn bulk_frames_grow_alone_and_shrink_the_moment_a_message_goes_out() {
         let mut s = scheduler();
-        let sizes = FrameSizes {
-            small: mtu(),
-            large: Mtu::new(4 * MTU).unwrap(),
-            grow_after: std::time::Duration::from_millis(200),
-        };
+        // Frames grow only once the link has shown itself clean.
+        s.loss.on_delivered(64);
+        let sizes =
+            FrameSizes { small: mtu(), large: Mtu::new(4 * MTU).unwrap(), grow_after: Duration::from_millis(200) };
         let t0 = Instant::now();
         let mut out = BytesMut::new();
         let mut next = |s: &mut Scheduler, at: u64| {
-            let now = t0 + std::time::Duration::from_millis(at);
+            let now = t0 + Duration::from_millis(at);
             s.next_fragment(now, u64::MAX, LinkMode::Stream, sizes, &mut out)?;
             let len = out.len();
             let frame = colink_frame::StreamCodec::default().decode(&mut out).unwrap().unwrap();

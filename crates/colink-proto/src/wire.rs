@@ -31,6 +31,13 @@ pub(crate) const ACK_NACK: u8 = 0x01;
 /// ACK entry flag (version 2): the receiver's app has read every message it was handed on this channel, so the
 /// next message may be sent whatever its size (docs/sessions.md §4.5).
 pub(crate) const ACK_EMPTY: u8 = 0x02;
+/// ACK flag (version 3): SACK blocks follow the entry's credit.
+pub(crate) const ACK_SACK: u8 = 0x04;
+/// ACK flag (version 3): the receiver holds fragments beyond the last SACK block given (or beyond the position,
+/// with no blocks): blocks were left out for want of room or number.
+pub(crate) const ACK_MORE: u8 = 0x08;
+/// Most SACK blocks in one ACK entry (version 3).
+pub(crate) const MAX_SACK_BLOCKS: usize = 16;
 /// HELLO extension type 3 (version 2): the sender's receive window per session channel (docs/sessions.md §4.5).
 pub(crate) const EXT_RECEIVE_WINDOW: u32 = 3;
 
@@ -53,7 +60,7 @@ pub(crate) struct Extension {
 
 /// A receive position on one channel: every message before `seq` and fragments `0..frag` of message `seq`
 /// are held by the receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Position {
     pub(crate) seq: u32,
     pub(crate) frag: u32,
@@ -90,13 +97,18 @@ pub(crate) enum ControlMsg {
     Disconnect { session: u32, reason: DisconnectReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct AckEntry {
     pub(crate) channel: u32,
     pub(crate) pos: Position,
     pub(crate) nack: bool,
-    /// Version 2 only: the receive credit granted with this position (docs/sessions.md §4.5).
+    /// Version 2 and later: the receive credit granted with this position (docs/sessions.md §4.5).
     pub(crate) credit: Credit,
+    /// Version 3: fragments held beyond `pos`, as ranges `[from, to)` of positions, ascending, disjoint, each
+    /// beyond `pos` and the one before it (at most [`MAX_SACK_BLOCKS`]; docs/sessions.md §4.6).
+    pub(crate) sacks: Vec<(Position, Position)>,
+    /// Version 3: the receiver holds more beyond the last block than the blocks say (some were left out).
+    pub(crate) more: bool,
 }
 
 /// The receive credit an ACK entry grants (version 2, docs/sessions.md §4.5): the sender may start a message
@@ -305,9 +317,23 @@ impl ControlMsg {
     }
 }
 
-/// Encodes ACK entries, as many as fit in `room` bytes; returns the payload and how many were taken. With
-/// `credit` (version 2) every entry carries its receive credit.
-pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, credit: bool) -> (Bytes, usize) {
+/// The SACK blocks of `e` as the wire carries them: `(start seq − entry seq, start frag, end seq − start seq,
+/// end frag)`; blocks that do not follow the rules are left out (they never are, as the receiver builds them).
+fn sack_fields(e: &AckEntry) -> Vec<[u32; 4]> {
+    e.sacks
+        .iter()
+        .take(MAX_SACK_BLOCKS)
+        .filter_map(|(from, to)| {
+            Some([from.seq.checked_sub(e.pos.seq)?, from.frag, to.seq.checked_sub(from.seq)?, to.frag])
+        })
+        .collect()
+}
+
+/// Encodes ACK entries in the format of `version`, as many as fit in `room` bytes; returns the payload and how
+/// many were taken. From version 2 every entry carries its receive credit; in version 3 an entry carries as
+/// many of its SACK blocks as fit.
+pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, version: u8) -> (Bytes, usize) {
+    let credit = version >= 2;
     let mut body = BytesMut::new();
     let mut taken = 0;
     for e in entries {
@@ -315,6 +341,14 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, credit: bool) -> (By
         let len = varint::len(e.channel) + varint::len(e.pos.seq) + varint::len(e.pos.frag) + 1 + extra;
         if taken > 0 && 5 + body.len() + len > room {
             break;
+        }
+        let mut blocks = if version >= 3 { sack_fields(e) } else { Vec::new() };
+        let all = blocks.len();
+        let blocks_len = |b: &[[u32; 4]]| {
+            if b.is_empty() { 0 } else { 1 + b.iter().flatten().map(|v| varint::len(*v)).sum::<usize>() }
+        };
+        while !blocks.is_empty() && 5 + body.len() + len + blocks_len(&blocks) > room {
+            blocks.pop();
         }
         varint::put(&mut body, e.channel);
         varint::put(&mut body, e.pos.seq);
@@ -324,8 +358,20 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, credit: bool) -> (By
             if e.credit.empty {
                 flags |= ACK_EMPTY;
             }
+            if !blocks.is_empty() {
+                flags |= ACK_SACK;
+            }
+            if version >= 3 && (e.more || blocks.len() < all || e.sacks.len() > all) {
+                flags |= ACK_MORE;
+            }
             body.put_u8(flags);
             varint::put(&mut body, e.credit.room);
+            if !blocks.is_empty() {
+                body.put_u8(blocks.len() as u8);
+                for v in blocks.iter().flatten() {
+                    varint::put(&mut body, *v);
+                }
+            }
         } else {
             body.put_u8(flags);
         }
@@ -337,12 +383,19 @@ pub(crate) fn encode_ack(entries: &[AckEntry], room: usize, credit: bool) -> (By
     (b.freeze(), taken)
 }
 
-/// Decodes ACK entries; with `credit` (version 2) each carries its receive credit, without it the EMPTY flag
-/// is malformed.
-pub(crate) fn decode_ack(payload: &Bytes, credit: bool) -> Result<Vec<AckEntry>, Malformed> {
+/// Decodes ACK entries in the format of `version`: from version 2 each carries its receive credit (in version 1
+/// the EMPTY flag is malformed), in version 3 SACK blocks may follow (in earlier versions the SACK flag is
+/// malformed). Blocks must lie beyond the entry's position, ascending and disjoint, at most
+/// [`MAX_SACK_BLOCKS`].
+pub(crate) fn decode_ack(payload: &Bytes, version: u8) -> Result<Vec<AckEntry>, Malformed> {
+    let credit = version >= 2;
     let mut r = Reader::new(payload, "ACK");
     let n = r.count(if credit { 5 } else { 4 })?;
-    let known = if credit { ACK_NACK | ACK_EMPTY } else { ACK_NACK };
+    let known = match version {
+        0 | 1 => ACK_NACK,
+        2 => ACK_NACK | ACK_EMPTY,
+        _ => ACK_NACK | ACK_EMPTY | ACK_SACK | ACK_MORE,
+    };
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let channel = r.varint()?;
@@ -353,7 +406,28 @@ pub(crate) fn decode_ack(payload: &Bytes, credit: bool) -> Result<Vec<AckEntry>,
         }
         let credit =
             if credit { Credit { room: r.varint()?, empty: flags & ACK_EMPTY != 0 } } else { Credit::default() };
-        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0, credit });
+        let mut sacks = Vec::new();
+        if flags & ACK_SACK != 0 {
+            let k = usize::from(r.u8()?);
+            if k == 0 || k > MAX_SACK_BLOCKS {
+                return Err(Malformed("ACK SACK block count"));
+            }
+            let mut after = pos;
+            for _ in 0..k {
+                let from_seq = pos.seq.checked_add(r.varint()?).ok_or(Malformed("ACK SACK block"))?;
+                let from = Position { seq: from_seq, frag: r.varint()? };
+                let to = Position {
+                    seq: from_seq.checked_add(r.varint()?).ok_or(Malformed("ACK SACK block"))?,
+                    frag: r.varint()?,
+                };
+                if from <= after || to <= from {
+                    return Err(Malformed("ACK SACK block"));
+                }
+                sacks.push((from, to));
+                after = to;
+            }
+        }
+        v.push(AckEntry { channel, pos, nack: flags & ACK_NACK != 0, credit, sacks, more: flags & ACK_MORE != 0 });
     }
     r.end()?;
     Ok(v)
@@ -513,11 +587,13 @@ mod tests {
                 pos: Position { seq: i * 1000, frag: i },
                 nack: i % 2 == 0,
                 credit: Credit::default(),
+                sacks: Vec::new(),
+                more: false,
             })
             .collect();
-        let (payload, taken) = encode_ack(&entries, 64, false);
+        let (payload, taken) = encode_ack(&entries, 64, 1);
         assert!(payload.len() <= 64 && taken > 0 && taken < 100);
-        assert_eq!(decode_ack(&payload, false).unwrap(), entries[..taken]);
+        assert_eq!(decode_ack(&payload, 1).unwrap(), entries[..taken]);
     }
 
     #[test]
@@ -528,13 +604,63 @@ mod tests {
                 pos: Position { seq: i * 7, frag: i % 3 },
                 nack: i % 5 == 0,
                 credit: Credit { room: i * 100_000, empty: i % 2 == 0 },
+                sacks: Vec::new(),
+                more: false,
             })
             .collect();
-        let (payload, taken) = encode_ack(&entries, 120, true);
+        let (payload, taken) = encode_ack(&entries, 120, 2);
         assert!(payload.len() <= 120 && taken > 0 && taken < 40);
-        assert_eq!(decode_ack(&payload, true).unwrap(), entries[..taken]);
+        assert_eq!(decode_ack(&payload, 2).unwrap(), entries[..taken]);
         // Read as version 1 the credit bytes are trailing garbage or unknown flags: malformed, never misread.
-        assert!(decode_ack(&payload, false).is_err());
+        assert!(decode_ack(&payload, 1).is_err());
+    }
+
+    #[test]
+    fn version_3_acks_carry_sack_blocks_and_earlier_versions_refuse_them() {
+        let p = |seq, frag| Position { seq, frag };
+        let entry = AckEntry {
+            channel: 5,
+            pos: p(10, 3),
+            nack: true,
+            credit: Credit { room: 1000, empty: false },
+            sacks: vec![(p(10, 5), p(11, 0)), (p(11, 2), p(11, 7)), (p(14, 0), p(16, 1))],
+            more: false,
+        };
+        let plain = AckEntry { channel: 9, pos: p(1, 0), ..AckEntry::default() };
+        let entries = vec![entry.clone(), plain];
+        let (payload, taken) = encode_ack(&entries, 1000, 3);
+        assert_eq!(taken, 2);
+        assert_eq!(decode_ack(&payload, 3).unwrap(), entries);
+        assert!(decode_ack(&payload, 2).is_err() && decode_ack(&payload, 1).is_err());
+        // Encoded for version 2 the blocks are left out.
+        let (v2, _) = encode_ack(&entries, 1000, 2);
+        assert!(decode_ack(&v2, 2).unwrap().iter().all(|e| e.sacks.is_empty()));
+        // Short of room, an entry drops blocks from the end before being left out.
+        let (short, taken) = encode_ack(std::slice::from_ref(&entry), 20, 3);
+        assert_eq!(taken, 1);
+        let got = decode_ack(&short, 3).unwrap();
+        assert!(got[0].sacks.len() < 3 && entry.sacks.starts_with(&got[0].sacks));
+        // ... and says so.
+        assert!(got[0].more);
+        // Blocks out of order, overlapping, empty or not beyond the position are malformed.
+        for bad in
+            [vec![(p(10, 2), p(10, 4))], vec![(p(10, 5), p(10, 5))], vec![(p(10, 5), p(10, 8)), (p(10, 7), p(10, 9))]]
+        {
+            let mut b = BytesMut::new();
+            varint::put(&mut b, 1);
+            for v in [5, 10, 3] {
+                varint::put(&mut b, v);
+            }
+            b.put_u8(ACK_SACK);
+            varint::put(&mut b, 0);
+            b.put_u8(bad.len() as u8);
+            for (from, to) in &bad {
+                for v in [from.seq.wrapping_sub(10), from.frag, to.seq.wrapping_sub(from.seq), to.frag] {
+                    varint::put(&mut b, v);
+                }
+            }
+            assert!(decode_ack(&b.freeze(), 3).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -546,7 +672,7 @@ mod tests {
         assert!(ControlMsg::decode(&long.freeze()).is_err());
         // A huge announced count with no bytes behind it is refused before allocating.
         let bogus = Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
-        assert!(decode_ack(&bogus, false).is_err());
-        assert!(decode_ack(&bogus, true).is_err());
+        assert!(decode_ack(&bogus, 1).is_err());
+        assert!(decode_ack(&bogus, 2).is_err());
     }
 }

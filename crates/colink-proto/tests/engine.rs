@@ -48,7 +48,7 @@ fn handshake_negotiates_identity_mtu_and_keep_alive() {
     let mut p = Pair::with_configs(model(LinkMode::Packet, 672), Config::new("A"), b);
     p.drive();
     for (side, peer) in [(&p.a, "B"), (&p.b, "A")] {
-        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 2, .. } if peer_device == peer)));
+        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 3, .. } if peer_device == peer)));
         assert_eq!(side.conn.peer_device(), Some(peer));
         // The shorter interval and the shorter idle timeout (docs/sessions.md §3.4).
         assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(20)));
@@ -68,7 +68,7 @@ fn handshake_survives_a_lost_hello() {
 #[test]
 fn version_mismatch_is_a_clear_error_on_both_sides() {
     let mut b = Config::new("B");
-    b.versions = 3..=4;
+    b.versions = 4..=5;
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let a_err = p.a.events.iter().find_map(|(_, e)| match e {
@@ -81,11 +81,11 @@ fn version_mismatch_is_a_clear_error_on_both_sides() {
     });
     assert_eq!(
         a_err,
-        Some(LinkError::VersionMismatch { local_min: 1, local_max: 2, peer_min: 3, peer_max: 4 }),
+        Some(LinkError::VersionMismatch { local_min: 1, local_max: 3, peer_min: 4, peer_max: 5 }),
         "A: {:?}",
         p.a.events
     );
-    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 3, local_max: 4, peer_min: 1, peer_max: 2 }));
+    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 4, local_max: 5, peer_min: 1, peer_max: 3 }));
     assert!(a_err.unwrap().to_string().contains("no common protocol version"));
     assert_eq!(p.a.conn.state(), LinkState::Closed);
     assert_eq!(p.b.conn.state(), LinkState::Closed);

@@ -50,5 +50,7 @@ fuzz_target!(|data: &[u8]| {
         while conn.poll_transmit(now).is_some() {}
         while conn.poll_event().is_some() {}
         assert!(conn.reassembly_bytes() <= limit);
+        let (held, fragments) = conn.held_beyond_gaps();
+        assert!(held <= colink_proto::DEFAULT_REORDER_BUFFER && fragments <= 1024, "held beyond gaps: bounded");
     }
 });

@@ -53,5 +53,9 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(pair.drive_bounded(200_000).is_ok(), "the engines settle");
         assert!(pair.a.conn.reassembly_bytes() <= limit && pair.b.conn.reassembly_bytes() <= limit);
+        for conn in [&pair.a.conn, &pair.b.conn] {
+            let (held, fragments) = conn.held_beyond_gaps();
+            assert!(held <= colink_proto::DEFAULT_REORDER_BUFFER && fragments <= 1024, "held beyond gaps: bounded");
+        }
     }
 });

@@ -99,7 +99,7 @@ impl Connection {
             Some(&T_LINK_KEEPALIVE) => return Ok(()),
             Some(&T_LINK_ACK) if self.state != LinkState::Established => return Ok(()),
             Some(&T_LINK_ACK) => {
-                let entries = wire::decode_ack(&payload.slice(1..), self.version >= 2)
+                let entries = wire::decode_ack(&payload.slice(1..), self.version)
                     .map_err(|m| ProtocolError::Malformed { what: m.0 })?;
                 return self.on_ack_entries(now, entries);
             }
@@ -221,6 +221,11 @@ impl Connection {
         });
         self.scheduler.set_peer_window(peer_window);
         self.receiver.set_enforce(credit);
+        // Selective acknowledgement (version 3): fragments beyond a gap are held and reported, lost ones resent
+        // by themselves.
+        let selective = self.version >= 3;
+        self.scheduler.set_selective(selective);
+        self.receiver.set_hold_limit(if selective { self.config.reorder_buffer } else { 0 });
         // Negotiated parameters.
         self.keep_alive.negotiate(
             self.config.keep_alive_interval,

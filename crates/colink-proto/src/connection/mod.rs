@@ -80,6 +80,13 @@ pub struct Stats {
     pub max_inflight_bytes: u64,
     /// Retransmission timeouts that fired.
     pub retransmit_timeouts: u64,
+    /// Bytes on the wire of the fragments sent again.
+    pub bytes_resent: u64,
+    /// Fragments this side declared lost (a gap report, the peer holding later ones, a retransmission
+    /// timeout).
+    pub fragments_lost: u64,
+    /// Received fragments held beyond a gap until it filled (version 3).
+    pub held_fragments: u64,
 }
 
 /// The sans-IO state machine of one link between two devices and every session on it.
@@ -258,9 +265,16 @@ impl Connection {
         self.scheduler.inflight()
     }
 
-    /// Payload bytes held by the receiver's reassembly buffers.
+    /// Payload bytes held by the receiver's reassembly buffers (partial messages, and fragments held beyond a
+    /// gap).
     pub fn reassembly_bytes(&self) -> u64 {
-        self.receiver.buffered_bytes()
+        self.receiver.buffered_bytes() + self.receiver.held_bytes()
+    }
+
+    /// Payload bytes and fragments the receiver holds beyond gaps (version 3), waiting for the gap to fill;
+    /// at most [`Config::reorder_buffer`] bytes and 1024 fragments.
+    pub fn held_beyond_gaps(&self) -> (u64, usize) {
+        (self.receiver.held_bytes(), self.receiver.held_fragments())
     }
 
     /// When the grace period of a lost link ends, while one runs (the link is reconnecting): re-dials must
@@ -357,6 +371,7 @@ impl Connection {
         self.state = LinkState::Reconnecting;
         self.grace_deadline.get_or_insert(now + self.config.grace_period);
         self.scheduler.forget_inflight();
+        self.receiver.transport_lost();
         self.acks.reset();
         if was_established {
             debug!("link lost; sessions reconnecting");
@@ -451,8 +466,11 @@ impl Connection {
                 at(d);
             }
             at(self.keep_alive.poll_timeout());
-            if self.scheduler.inflight() > 0 {
-                at(self.retransmit_deadline());
+            if let Some(d) = self.retransmit_deadline() {
+                at(d);
+            }
+            if let Some(d) = self.scheduler.suspects_deadline() {
+                at(d);
             }
             if let Some(d) = self.credit_repeat_at {
                 at(d);
@@ -501,12 +519,15 @@ impl Connection {
                 return self.link_lost(now);
             }
             self.acks.handle_timeout(now);
-            if self.scheduler.inflight() > 0 && self.retransmit_deadline() <= now {
+            if self.retransmit_deadline().is_some_and(|d| d <= now) {
                 debug!(inflight = self.scheduler.inflight(), "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
-                let (mode, mtu) = (self.mode(), self.frame_mtu);
-                self.scheduler.rewind_all_to_acked(mode, mtu);
-                self.retransmit.restart(now);
+                let lost = self.scheduler.expire(now, self.retransmit_timeout());
+                self.stats.fragments_lost += lost;
+            }
+            if self.scheduler.suspects_deadline().is_some_and(|d| d <= now) {
+                let lost = self.scheduler.poll_suspects(now);
+                self.stats.fragments_lost += lost;
             }
             if self.credit_repeat_at.is_some_and(|d| d <= now) {
                 for ch in self.receiver.credit_repeats() {

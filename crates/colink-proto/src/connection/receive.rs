@@ -61,7 +61,7 @@ impl Connection {
             return Err(ProtocolError::Malformed { what: "ACK (fragmented)" });
         }
         let entries =
-            wire::decode_ack(&frame.payload, self.version >= 2).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
+            wire::decode_ack(&frame.payload, self.version).map_err(|m| ProtocolError::Malformed { what: m.0 })?;
         self.on_ack_entries(now, entries)
     }
 
@@ -69,13 +69,30 @@ impl Connection {
     pub(super) fn on_ack_entries(&mut self, now: Instant, entries: Vec<wire::AckEntry>) -> Result<(), ProtocolError> {
         for e in entries {
             let credit = (self.version >= 2).then_some(e.credit);
+            // Version 3 resends only what the peer lacks (below); a gap report behind what it acknowledged
+            // before means it dropped a partial message (stalled), which starts over from there.
+            let behind = self.scheduler.acked(e.channel).is_some_and(|acked| e.pos < acked);
             self.apply_ack(now, e.channel, e.pos, credit)?;
-            if e.nack && self.scheduler.has_lane(e.channel) {
+            if !self.scheduler.has_lane(e.channel) {
+                continue;
+            }
+            if self.scheduler.is_selective() {
+                let lost = self.scheduler.sack(e.channel, &e.sacks, e.more);
+                self.stats.fragments_lost += lost;
+            }
+            if e.nack && self.scheduler.is_selective() && !behind && e.sacks.is_empty() && !e.more {
+                // The peer holds nothing beyond the gap (its bound was reached): everything from the gap on
+                // goes again, each fragment cut as before.
+                let lost = self.scheduler.resend_from(e.channel, e.pos);
+                self.stats.fragments_lost += lost;
+            } else if e.nack && (!self.scheduler.is_selective() || behind) {
                 debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");
-                let (mode, mtu) = (self.mode(), self.frame_mtu);
-                self.scheduler.rewind(e.channel, e.pos, mode, mtu);
+                self.scheduler.rewind(e.channel, e.pos, false);
+                self.scheduler.gap_reported();
+                self.stats.fragments_lost += 1;
             }
         }
+        self.scheduler.acknowledged(now, self.config.ack_delay);
         Ok(())
     }
 
@@ -111,45 +128,71 @@ impl Connection {
 
     fn on_lane_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
         let ch = frame.header.channel;
-        match self.receiver.classify(&frame)? {
-            Verdict::Unknown => {
+        let wire_len = frame.encoded_len(self.mode()) as u64;
+        let (verdict, frame) = self.receiver.classify_and_hold(frame)?;
+        match (verdict, frame) {
+            (Verdict::Take, Some(frame)) => {
+                self.take_fragment(now, frame)?;
+                // What was held beyond the gap follows, in order.
+                while self.state == LinkState::Established
+                    && let Some(next) = self.receiver.next_held(ch)
+                {
+                    self.take_fragment(now, next)?;
+                }
+                Ok(())
+            }
+            (Verdict::Take, None) => Ok(()),
+            (Verdict::Held { new }, _) => {
+                self.stats.held_fragments += 1;
+                if new {
+                    debug!(channel = ch, "gap; holding what follows it");
+                    self.acks.on_gap(ch);
+                } else {
+                    self.acks.on_taken(now, ch, wire_len);
+                }
+                Ok(())
+            }
+            (Verdict::Unknown, _) => {
                 if self.numbers.is_known(ch >> 2) {
                     self.stats.discarded_fragments += 1;
                     return Ok(()); // a session that ended, or whose ACCEPT was lost
                 }
                 Err(ProtocolError::UnknownChannel { channel: ch })
             }
-            Verdict::Duplicate => {
+            (Verdict::Duplicate, _) => {
                 self.stats.discarded_fragments += 1;
                 self.acks.on_duplicate(now, ch);
                 Ok(())
             }
-            Verdict::Gap { new } => {
+            (Verdict::Gap { new }, _) => {
                 self.stats.discarded_fragments += 1;
                 if new {
-                    debug!(channel = ch, seq = frame.header.seq, "gap; asking for a resend");
+                    debug!(channel = ch, "gap; asking for a resend");
                     self.acks.on_gap(ch);
                 }
                 Ok(())
             }
-            Verdict::Take => {
-                let wire_len = frame.encoded_len(self.mode()) as u64;
-                let done = self.receiver.take(now, frame)?;
-                self.acks.on_taken(now, ch, wire_len);
-                if let Some(m) = done {
-                    let payload = self.open_lane_message(ch, m.seq, m.kind, m.payload)?;
-                    self.acks.on_message(now);
-                    if ch == CH_CONTROL {
-                        self.on_control_message(now, &payload)?;
-                    } else {
-                        let session = SessionKey(ch >> 2);
-                        let kind = ChannelKind::from_lane(ch);
-                        self.receiver.deliver(ch, payload.len() as u64)?;
-                        self.events.push_back(Event::Received { session, kind, payload });
-                    }
-                }
-                Ok(())
+        }
+    }
+
+    /// Takes the next fragment of its channel, delivering the message it completes.
+    fn take_fragment(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
+        let ch = frame.header.channel;
+        let wire_len = frame.encoded_len(self.mode()) as u64;
+        let done = self.receiver.take(now, frame)?;
+        self.acks.on_taken(now, ch, wire_len);
+        if let Some(m) = done {
+            let payload = self.open_lane_message(ch, m.seq, m.kind, m.payload)?;
+            self.acks.on_message(now);
+            if ch == CH_CONTROL {
+                self.on_control_message(now, &payload)?;
+            } else {
+                let session = SessionKey(ch >> 2);
+                let kind = ChannelKind::from_lane(ch);
+                self.receiver.deliver(ch, payload.len() as u64)?;
+                self.events.push_back(Event::Received { session, kind, payload });
             }
         }
+        Ok(())
     }
 }

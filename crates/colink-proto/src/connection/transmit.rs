@@ -26,14 +26,13 @@ impl Connection {
         now: Instant,
         positions: &BTreeMap<u32, Position>,
     ) -> Result<(), ProtocolError> {
-        let (mode, mtu) = (self.mode(), self.frame_mtu);
         for ch in self.scheduler.channels() {
             let pos = match positions.get(&ch) {
                 Some(p) => *p,
                 None => self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 }),
             };
             self.apply_ack(now, ch, pos, None)?;
-            self.scheduler.rewind(ch, pos, mode, mtu);
+            self.scheduler.rewind(ch, pos, true);
         }
         self.scheduler.forget_inflight();
         Ok(())
@@ -79,6 +78,7 @@ impl Connection {
         self.stats.fragments_sent += 1;
         if f.resent {
             self.stats.fragments_resent += 1;
+            self.stats.bytes_resent += f.len as u64;
         }
         Some(self.tx_buf.split().freeze())
     }
@@ -105,7 +105,7 @@ impl Connection {
         } else {
             self.frame_mtu.get().saturating_sub(self.mode().framing_overhead() + 8)
         };
-        let (payload, taken) = wire::encode_ack(&entries, room, self.version >= 2);
+        let (payload, taken) = wire::encode_ack(&entries, room, self.version);
         let sent: Vec<u32> = entries[..taken].iter().map(|e| e.channel).collect();
         for ch in &sent {
             self.receiver.entry_sent(*ch);
@@ -129,7 +129,8 @@ impl Connection {
     }
 
     /// The frame sizes in force: `Config::max_frame` while classes share the link, `Config::max_bulk_frame`
-    /// for bulk running alone, both within what the transport and the peer allow.
+    /// for bulk running alone, both within what the transport and the peer allow (the scheduler caps both
+    /// further under loss).
     fn frame_sizes(&self) -> FrameSizes {
         let bulk = self.link_frame_mtu.get().min(usize::from(self.config.max_bulk_frame));
         FrameSizes {
@@ -139,10 +140,21 @@ impl Connection {
         }
     }
 
-    /// When data in flight counts as lost (see [`RetransmitTimer::deadline`]).
+    /// The retransmission timeout in force (see [`RetransmitTimer::timeout`]), for the largest frame that
+    /// may be on the air now: the largest the frame sizes allow (capped under loss), or a larger resend still
+    /// in flight.
     ///
-    /// [`RetransmitTimer::deadline`]: crate::retransmit::RetransmitTimer::deadline
-    pub(super) fn retransmit_deadline(&self) -> Instant {
-        self.retransmit.deadline(self.keep_alive.last_sent(), self.frame_sizes().largest().get())
+    /// [`RetransmitTimer::timeout`]: crate::retransmit::RetransmitTimer::timeout
+    pub(super) fn retransmit_timeout(&self) -> std::time::Duration {
+        let largest = self.frame_sizes().largest().get();
+        let largest =
+            self.scheduler.loss_cap().map_or(largest, |cap| cap.max(self.frame_mtu.get().min(largest)).min(largest));
+        self.retransmit.timeout(largest.max(self.scheduler.largest_in_flight()))
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold counts as lost: its own send time plus
+    /// the retransmission timeout. `None` with nothing in flight.
+    pub(super) fn retransmit_deadline(&self) -> Option<Instant> {
+        Some(self.scheduler.oldest_unacked()? + self.retransmit_timeout())
     }
 }

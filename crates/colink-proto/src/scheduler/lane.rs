@@ -5,8 +5,9 @@
 //! needs nothing for that: it reassembles fragments by index, in order, whatever their sizes. To resend from a
 //! fragment index the lane remembers where each fragment not yet acknowledged began.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use colink_frame::{Frame, FrameKind, Header, LinkMode, Mtu};
@@ -31,55 +32,129 @@ pub(super) struct Outgoing {
 }
 
 /// Where the fragments of one message begin in its payload, from the first fragment the peer may not hold
-/// yet up to the next one to send.
+/// yet up to the furthest one cut, and which fragment goes next. A fragment, once cut, keeps its bytes when it
+/// is sent again on the same transport — the receiver may hold the fragments around it, cut as they were.
 #[derive(Debug)]
 struct Cuts {
     /// Fragment index of `starts[0]`.
     base: u32,
-    /// `starts[i]` is the payload offset of fragment `base + i`; the last entry is where the next fragment
-    /// begins (never empty).
+    /// `starts[i]` is the payload offset of fragment `base + i`; the last entry is where the first fragment
+    /// not cut yet begins (never empty).
     starts: VecDeque<usize>,
+    /// Index of the next fragment to send (at most the first one not cut yet).
+    cursor: u32,
 }
 
 impl Cuts {
+    /// Whether every fragment of a `total`-byte body went out and none is to go again in order.
+    fn wholly_sent(&self, total: usize) -> bool {
+        self.cursor == self.uncut() && self.cursor > 0 && self.next_offset() >= total
+    }
+
     fn new() -> Self {
-        Self { base: 0, starts: VecDeque::from([0]) }
+        Self { base: 0, starts: VecDeque::from([0]), cursor: 0 }
     }
 
     /// Index of the next fragment to send.
     fn next_index(&self) -> u32 {
+        self.cursor
+    }
+
+    /// Index of the first fragment not cut yet.
+    fn uncut(&self) -> u32 {
         self.base + self.starts.len().saturating_sub(1) as u32
     }
 
     /// Payload offset of the next fragment to send.
     fn next_offset(&self) -> usize {
-        self.starts.back().copied().unwrap_or(0)
+        let i = self.cursor.saturating_sub(self.base) as usize;
+        self.starts.get(i).or(self.starts.back()).copied().unwrap_or(0)
     }
 
-    /// The next fragment went out; the one after it begins at `end`.
+    /// Where the next fragment ends if it was cut before (it is sent again as it was).
+    fn known_end(&self) -> Option<usize> {
+        self.range(self.cursor).map(|(_, end)| end)
+    }
+
+    /// Where fragment `index`, already cut and not yet known to be held, begins and ends; `None` if it is not
+    /// remembered (held, or not cut yet).
+    fn range(&self, index: u32) -> Option<(usize, usize)> {
+        let i = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        Some((*self.starts.get(i)?, *self.starts.get(i + 1)?))
+    }
+
+    /// The next fragment went out, ending at `end`.
     fn sent(&mut self, end: usize) {
-        self.starts.push_back(end);
+        if self.cursor == self.uncut() {
+            self.starts.push_back(end);
+        }
+        self.cursor += 1;
     }
 
-    /// The peer holds fragments before `index`: their starts are no longer needed.
+    /// The peer holds fragments before `index`: their starts are no longer needed, nor are they sent again.
     fn held(&mut self, index: u32) {
         while self.base < index && self.starts.len() > 1 {
             self.starts.pop_front();
             self.base += 1;
         }
+        self.cursor = self.cursor.max(self.base);
     }
 
     /// Sends again from fragment `index`; from fragment 0 if `index` is no longer known (the receiver treats a
-    /// new first fragment as a restart of the message). Returns the index the next fragment will have.
-    fn seek(&mut self, index: u32) -> u32 {
+    /// new first fragment as a restart of the message). With `recut` (a new transport: the receiver holds
+    /// nothing beyond `index`) the fragments from `index` on are cut afresh for the new link; otherwise they
+    /// keep their cuts. Returns the index the next fragment will have.
+    fn seek(&mut self, index: u32, recut: bool) -> u32 {
         if index < self.base {
             *self = Self::new();
         } else {
-            let keep = (index - self.base) as usize + 1;
-            self.starts.truncate(keep.max(1));
+            let index = index.min(self.uncut());
+            if recut {
+                let keep = (index - self.base) as usize + 1;
+                self.starts.truncate(keep.max(1));
+            }
+            self.cursor = index;
         }
         self.next_index()
     }
+}
+
+impl Outgoing {
+    /// Whether every fragment went out and none is to go again in order.
+    fn wholly_sent(&self) -> bool {
+        let total = self.sealed.as_ref().map_or(self.payload.len(), Bytes::len);
+        self.cuts.wholly_sent(total)
+    }
+}
+
+/// The longest frame header: kind and flags, then channel, sequence number and a first fragment's total length
+/// as 5-byte varints, and its marker byte.
+const MAX_HEADER_LEN: usize = 2 + 5 + 5 + 1 + 5;
+
+/// A fragment on the wire and not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InFlight {
+    /// Which fragment.
+    pub(super) pos: Position,
+    /// Its size on the wire.
+    pub(super) len: u32,
+    /// When it was handed to the transport (its own retransmission timer runs from here).
+    pub(super) sent_at: Instant,
+    /// Link-wide transmission number: later sends have larger numbers.
+    pub(super) tx: u64,
+    /// The peer reported holding it beyond its receive position (version 3 SACK).
+    pub(super) sacked: bool,
+}
+
+/// What declaring fragments lost did to one lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Lost {
+    /// Fragments declared lost.
+    pub(super) fragments: u64,
+    /// Their bytes on the wire.
+    pub(super) bytes: u64,
+    /// In-flight bytes released (the lost fragments, or everything after them when the lane went back).
+    pub(super) freed: u64,
 }
 
 /// Send side of one channel: messages leave strictly in sequence order; a message is removed only when the
@@ -93,8 +168,18 @@ pub(super) struct SendLane {
     send_idx: usize,
     /// Everything before this position is held by the peer.
     pub(super) acked: Position,
-    /// Fragments sent and not yet acknowledged, in sending order, with their size on the wire.
-    inflight: VecDeque<(Position, u32)>,
+    /// Fragments sent and not yet acknowledged, in sending order.
+    inflight: VecDeque<InFlight>,
+    /// Fragments to send again, by themselves, before anything new (version 3: the peer holds what follows).
+    resend: BTreeSet<Position>,
+    /// The largest transmission number among the fragments the peer acknowledged or reported holding: in
+    /// order delivery means a fragment sent before it and still unacknowledged was lost.
+    delivered_tx: u64,
+    /// Version 3: the last entry left out some of what the peer holds beyond this position (inclusive bound of
+    /// what loss may be inferred for); `None` when the entry told everything.
+    known_until: Option<Position>,
+    /// The largest fragment sent since nothing was in flight (an upper bound of the largest in flight).
+    inflight_max: u32,
     pub(super) inflight_bytes: u64,
     next_seq: u32,
     /// Payload bytes of queued (unacknowledged) messages.
@@ -110,6 +195,8 @@ pub(super) struct SendLane {
     started: u32,
     /// Payload bytes of the queued messages before `started`.
     started_bytes: u64,
+    /// Fragments the peer acknowledged since the scheduler last took the count (loss estimation).
+    pub(super) delivered: u64,
 }
 
 impl SendLane {
@@ -121,6 +208,10 @@ impl SendLane {
             send_idx: 0,
             acked: Position { seq: 0, frag: 0 },
             inflight: VecDeque::new(),
+            resend: BTreeSet::new(),
+            delivered_tx: 0,
+            known_until: None,
+            inflight_max: 0,
             inflight_bytes: 0,
             next_seq: 0,
             queued_bytes: 0,
@@ -129,6 +220,7 @@ impl SendLane {
             credit: None,
             started: 0,
             started_bytes: 0,
+            delivered: 0,
         }
     }
 
@@ -141,7 +233,10 @@ impl SendLane {
     /// covers it — the payload bytes from the credit's message up to and including this one fit its room, or
     /// the peer's app has read everything and this is the message right after what it acknowledged.
     pub(super) fn can_send(&self) -> bool {
-        let Some(msg) = self.queue.get(self.send_idx) else { return false };
+        if !self.resend.is_empty() {
+            return true;
+        }
+        let Some(msg) = self.pending_idx().and_then(|i| self.queue.get(i)) else { return false };
         let Some((seq, credit)) = self.credit else { return true };
         if msg.seq < self.started {
             return true;
@@ -168,7 +263,14 @@ impl SendLane {
     /// Whether a fragment is ready to go.
     #[cfg(test)]
     pub(super) fn has_pending(&self) -> bool {
-        self.send_idx < self.queue.len()
+        self.pending_idx().is_some()
+    }
+
+    /// Index in the queue of the message whose next new fragment goes out next: from `send_idx` on, the first
+    /// one not wholly sent (a message re-cut from a lost fragment sends again before those after it, which
+    /// went out already, §4.6 of docs/sessions.md).
+    fn pending_idx(&self) -> Option<usize> {
+        (self.send_idx..self.queue.len()).find(|i| self.queue.get(*i).is_some_and(|m| !m.wholly_sent()))
     }
 
     /// Whether every message was acknowledged.
@@ -185,13 +287,27 @@ impl SendLane {
     /// Appends the next fragment's frame, at most `mtu` bytes on the wire for a `mode` link, to `out`; returns
     /// its size on the wire and whether it is a retransmission. `None` when nothing is pending or `mtu` leaves
     /// no room for payload. With `epoch` (an authenticated link) the fragments carry the sealed message.
+    ///
+    /// Fragments queued by [`lose_selectively`](Self::lose_selectively) go first, each by itself with the
+    /// bytes and size it had (the peer may hold the fragments after it, cut where they were cut).
     pub(super) fn next_frame(
         &mut self,
         mode: LinkMode,
         mtu: Mtu,
         out: &mut BytesMut,
         epoch: Option<&LinkCipher>,
+        now: Instant,
+        tx: u64,
     ) -> Option<(usize, bool)> {
+        while let Some(pos) = self.resend.pop_first() {
+            if self.recut_if_safe(mode, mtu, pos) {
+                break;
+            }
+            if let Some(len) = self.resend_frame(mode, pos, out, now, tx) {
+                return Some((len, true));
+            }
+        }
+        self.send_idx = self.pending_idx()?;
         let msg = self.queue.get_mut(self.send_idx)?;
         if let Some(cipher) = epoch
             && msg.sealed.is_none()
@@ -200,7 +316,7 @@ impl SendLane {
             msg.sealed = Some(Bytes::from(cipher.seal(nonce, &[self.kind as u8], &msg.payload).ok()?));
         }
         let body = msg.sealed.clone().unwrap_or_else(|| msg.payload.clone());
-        let (index, offset) = (msg.cuts.next_index(), msg.cuts.next_offset());
+        let (index, offset, known_end) = (msg.cuts.next_index(), msg.cuts.next_offset(), msg.cuts.known_end());
         let total = body.len();
         let position = match NonZeroU32::new(index) {
             None => colink_frame::Position::First { total_len: u32::try_from(total).ok()? },
@@ -208,7 +324,10 @@ impl SendLane {
         };
         let header = Header { kind: self.kind, channel: self.channel, seq: msg.seq, position, last: false };
         let room = mtu.get().checked_sub(header.encoded_len() + mode.framing_overhead())?;
-        let len = room.min(total - offset);
+        let len = match known_end {
+            Some(end) => end.checked_sub(offset)?,
+            None => room.min(total - offset),
+        };
         if len == 0 && offset < total {
             return None;
         }
@@ -230,9 +349,172 @@ impl SendLane {
         if !retransmit {
             self.sent_high = Some(pos);
         }
-        self.inflight.push_back((pos, wire_len as u32));
+        if self.inflight.is_empty() {
+            self.inflight_max = 0;
+        }
+        self.inflight_max = self.inflight_max.max(wire_len as u32);
+        self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some((wire_len, retransmit))
+    }
+
+    /// A lost fragment `pos` too large for the frame size now (frames shrank for loss after it was cut) is cut
+    /// afresh, with the rest of its message, when that cannot misalign anything: the peer's position is
+    /// exactly `pos` (it holds nothing of the message beyond what it reports, and reports that first) and no
+    /// fragment of the message from `pos` on is in flight or held. Then the message's fragments from `pos` on
+    /// go out again as new ones, at the size of now, before the lane goes on. Returns whether it did.
+    fn recut_if_safe(&mut self, mode: LinkMode, mtu: Mtu, pos: Position) -> bool {
+        let Some(idx) = self.queue.iter().position(|m| m.seq == pos.seq) else { return false };
+        let Some(msg) = self.queue.get_mut(idx) else { return false };
+        let Some((start, end)) = msg.cuts.range(pos.frag) else { return false };
+        let room = mtu.get().saturating_sub(MAX_HEADER_LEN + mode.framing_overhead());
+        if end - start <= room.max(1) || self.acked != pos || self.known_until.is_some() {
+            return false;
+        }
+        if self.inflight.iter().any(|f| f.pos.seq == pos.seq && f.pos.frag >= pos.frag) {
+            return false;
+        }
+        msg.cuts.seek(pos.frag, true);
+        self.send_idx = self.send_idx.min(idx);
+        self.resend.retain(|p| p.seq != pos.seq);
+        true
+    }
+
+    /// Frames fragment `pos` again exactly as it was first cut; `None` when it is no longer needed (the peer
+    /// acknowledged it meanwhile) or not known.
+    fn resend_frame(
+        &mut self,
+        mode: LinkMode,
+        pos: Position,
+        out: &mut BytesMut,
+        now: Instant,
+        tx: u64,
+    ) -> Option<usize> {
+        if pos < self.acked {
+            return None;
+        }
+        let msg = self.queue.iter().find(|m| m.seq == pos.seq)?;
+        let (start, end) = msg.cuts.range(pos.frag)?;
+        let body = msg.sealed.clone().unwrap_or_else(|| msg.payload.clone());
+        let total = body.len();
+        let position = match NonZeroU32::new(pos.frag) {
+            None => colink_frame::Position::First { total_len: u32::try_from(total).ok()? },
+            Some(index) => colink_frame::Position::Continuation { index },
+        };
+        let header = Header { kind: self.kind, channel: self.channel, seq: msg.seq, position, last: end == total };
+        let frame = Frame { header, payload: body.get(start..end).map(|_| body.slice(start..end))? };
+        let before = out.len();
+        frame.encode(mode, out).ok()?;
+        let wire_len = out.len() - before;
+        if self.inflight.is_empty() {
+            self.inflight_max = 0;
+        }
+        self.inflight_max = self.inflight_max.max(wire_len as u32);
+        self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
+        self.inflight_bytes += wire_len as u64;
+        Some(wire_len)
+    }
+
+    /// The largest fragment in flight, in bytes on the wire.
+    pub(super) fn largest_in_flight(&self) -> usize {
+        if self.inflight.is_empty() { 0 } else { self.inflight_max as usize }
+    }
+
+    /// When the oldest fragment in flight that the peer does not hold was sent.
+    pub(super) fn oldest_unacked(&self) -> Option<Instant> {
+        // Fragments are appended as they go out, so send times ascend through the queue.
+        self.inflight.iter().find(|f| !f.sacked).map(|f| f.sent_at)
+    }
+
+    /// The peer reports holding the fragments in `[from, to)` beyond its receive position (version 3).
+    pub(super) fn sack(&mut self, from: Position, to: Position) {
+        for f in &mut self.inflight {
+            if f.pos >= from && f.pos < to && !f.sacked {
+                f.sacked = true;
+                self.delivered_tx = self.delivered_tx.max(f.tx);
+            }
+        }
+    }
+
+    /// The peer's entry ended its blocks at `last_to` (`None`: no blocks) and, with `more`, holds more beyond
+    /// it than it said. The position `last_to` itself (or the receive position) is not held: a block is a
+    /// maximal run. Beyond it nothing may be judged lost until an entry tells everything.
+    pub(super) fn reported(&mut self, last_to: Option<Position>, more: bool) {
+        self.known_until = more.then(|| last_to.unwrap_or(self.acked).max(self.acked));
+    }
+
+    /// Whether loss may be inferred for a fragment at `pos` (the peer's last entry covered it).
+    fn judgeable(known_until: Option<Position>, pos: Position) -> bool {
+        known_until.is_none_or(|k| pos <= k)
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent before one it holds
+    /// is lost (the link delivers in order); those go back to be resent by themselves. Returns what was lost.
+    pub(super) fn infer_losses(&mut self) -> Lost {
+        let (high, known) = (self.delivered_tx, self.known_until);
+        self.lose_selectively(|f| f.tx < high && Self::judgeable(known, f.pos))
+    }
+
+    /// Whether a fragment sent before transmission `tx` is in flight and not held by the peer.
+    pub(super) fn missing_before(&self, tx: u64) -> bool {
+        self.inflight.iter().any(|f| !f.sacked && f.tx < tx)
+    }
+
+    /// The largest transmission number the peer acknowledged or reported holding on this lane.
+    pub(super) fn delivered_tx(&self) -> u64 {
+        self.delivered_tx
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent before transmission
+    /// `tx` is lost (a fragment sent after it, on another lane, arrived) and resent by itself.
+    pub(super) fn lose_before(&mut self, tx: u64) -> Lost {
+        let known = self.known_until;
+        self.lose_selectively(|f| f.tx < tx && Self::judgeable(known, f.pos))
+    }
+
+    /// Version 3: every fragment in flight that the peer does not hold and that was sent at or before
+    /// `deadline` is lost and resent by itself.
+    pub(super) fn expire_selectively(&mut self, deadline: Instant) -> Lost {
+        self.lose_selectively(|f| f.sent_at <= deadline)
+    }
+
+    /// Versions 1 and 2 (the peer keeps nothing beyond a gap): if the oldest fragment the peer does not hold
+    /// was sent at or before `deadline`, the lane goes back to its acknowledged position.
+    pub(super) fn expire_go_back(&mut self, deadline: Instant) -> Lost {
+        let Some(oldest) = self.inflight.iter().filter(|f| !f.sacked).min_by_key(|f| f.sent_at) else {
+            return Lost::default();
+        };
+        if oldest.sent_at > deadline {
+            return Lost::default();
+        }
+        let (bytes, acked) = (u64::from(oldest.len), self.acked);
+        let freed = self.rewind(acked, false);
+        Lost { fragments: 1, bytes, freed }
+    }
+
+    /// Version 3: every fragment from `pos` on still in flight and not held by the peer is resent by itself.
+    pub(super) fn resend_from(&mut self, pos: Position) -> Lost {
+        self.lose_selectively(|f| f.pos >= pos)
+    }
+
+    fn lose_selectively(&mut self, lost: impl Fn(&InFlight) -> bool) -> Lost {
+        let mut out = Lost::default();
+        let acked = self.acked;
+        let resend = &mut self.resend;
+        self.inflight.retain(|f| {
+            if f.sacked || !lost(f) {
+                return true;
+            }
+            if f.pos >= acked {
+                resend.insert(f.pos);
+            }
+            out.fragments += 1;
+            out.bytes += u64::from(f.len);
+            false
+        });
+        out.freed = out.bytes;
+        self.inflight_bytes -= out.freed.min(self.inflight_bytes);
+        out
     }
 
     /// The peer holds everything before `pos`. Returns the messages now complete and the in-flight bytes
@@ -269,13 +551,22 @@ impl SendLane {
         if advanced {
             self.acked = pos;
         }
-        let mut freed = 0;
-        while self.inflight.front().is_some_and(|(p, _)| *p < self.acked) {
-            if let Some((_, len)) = self.inflight.pop_front() {
-                freed += u64::from(len);
+        let (acked, mut freed, mut delivered) = (self.acked, 0, 0u64);
+        let mut high = self.delivered_tx;
+        self.inflight.retain(|f| {
+            if f.pos < acked {
+                freed += u64::from(f.len);
+                delivered += 1;
+                high = high.max(f.tx);
+                false
+            } else {
+                true
             }
-        }
-        self.inflight_bytes -= freed;
+        });
+        self.delivered_tx = high;
+        self.resend.retain(|p| *p >= acked);
+        self.inflight_bytes -= freed.min(self.inflight_bytes);
+        self.delivered += delivered;
         (done, freed, advanced)
     }
 
@@ -283,13 +574,18 @@ impl SendLane {
     /// framed when they go out, for the link and frame size of that moment, so a new transport with another
     /// mode or a smaller MTU continues a partly sent message where the peer stopped. Returns the in-flight
     /// bytes released.
-    pub(super) fn rewind(&mut self, pos: Position) -> u64 {
+    ///
+    /// With `recut` (a resume on a new transport) fragments from `pos` on are cut afresh for the new link;
+    /// otherwise (a gap report, a timeout) every fragment keeps the cut it went out with, since the peer may
+    /// hold fragments after `pos` that this side does not know of yet.
+    pub(super) fn rewind(&mut self, pos: Position, recut: bool) -> u64 {
         let idx = self.queue.iter().position(|m| m.seq >= pos.seq).unwrap_or(self.queue.len());
         for (i, msg) in self.queue.iter_mut().enumerate().skip(idx) {
             let from = if i == idx && msg.seq == pos.seq { pos.frag } else { 0 };
-            msg.cuts.seek(from);
+            msg.cuts.seek(from, recut);
         }
         self.send_idx = idx;
+        self.resend.clear();
         // A message restarted from an earlier fragment is held by the peer only up to there.
         if let Some(msg) = self.queue.get(idx) {
             let from = msg.cuts.next_index();
@@ -303,6 +599,8 @@ impl SendLane {
     pub(super) fn clear_inflight(&mut self) -> u64 {
         let freed = self.inflight_bytes;
         self.inflight.clear();
+        self.resend.clear();
+        self.known_until = None;
         self.inflight_bytes = 0;
         freed
     }
@@ -339,7 +637,7 @@ mod tests {
     fn drain(l: &mut SendLane, mtu: usize) -> Vec<Bytes> {
         let mut out = BytesMut::new();
         let mut v = Vec::new();
-        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
+        while l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).is_some() {
             v.push(out.split().freeze());
         }
         v
@@ -363,7 +661,7 @@ mod tests {
         let mut l = lane_with(&[1000]);
         let first = drain(&mut l, 100);
         l.ack(Position { seq: 0, frag: 4 });
-        l.rewind(Position { seq: 0, frag: 4 });
+        l.rewind(Position { seq: 0, frag: 4 }, true);
         let again = drain(&mut l, 100);
         assert_eq!(again, first[4..]);
     }
@@ -371,7 +669,7 @@ mod tests {
     /// Reassembles `frames` (packet mode) and returns the one message they complete.
     fn reassemble(frames: &[Bytes]) -> Bytes {
         let mut r = colink_frame::Reassembler::default();
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut done = None;
         for f in frames {
             let frame = colink_frame::decode_packet(f.clone()).unwrap();
@@ -391,7 +689,7 @@ mod tests {
         let mut out = BytesMut::new();
         let mut frames = Vec::new();
         for mtu in [100, 100, 1000, 1000, 60, 2000, 100, 4000] {
-            if l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).is_some() {
+            if l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).is_some() {
                 let f = out.split().freeze();
                 assert!(f.len() <= mtu);
                 frames.push(f);
@@ -401,7 +699,7 @@ mod tests {
         assert_eq!(reassemble(&frames), payload);
         // The peer held four fragments; resent from there with other sizes, the message is still whole.
         l.ack(Position { seq: 0, frag: 4 });
-        l.rewind(Position { seq: 0, frag: 4 });
+        l.rewind(Position { seq: 0, frag: 4 }, true);
         let rest = drain(&mut l, 333);
         assert!(rest.iter().all(|f| f.len() <= 333));
         let mut mixed = frames[..4].to_vec();
@@ -410,12 +708,69 @@ mod tests {
     }
 
     #[test]
+    fn resends_on_the_same_transport_keep_their_cuts_whatever_the_frame_size_now() {
+        let mut l = lane_with(&[1000]);
+        let first = drain(&mut l, 100);
+        // Acknowledged up to fragment 2 (the peer may hold more): the rest goes again cut as before, even
+        // though frames are 300 bytes now; beyond what was cut, the new size applies.
+        l.ack(Position { seq: 0, frag: 2 });
+        l.rewind(Position { seq: 0, frag: 2 }, false);
+        let again = drain(&mut l, 300);
+        assert_eq!(again, first[2..]);
+        // Selective resend of one fragment: the same bytes.
+        l.ack(Position { seq: 0, frag: 3 });
+        l.resend.insert(Position { seq: 0, frag: 5 });
+        let mut out = BytesMut::new();
+        l.next_frame(LinkMode::Packet, Mtu::new(60).unwrap(), &mut out, None, Instant::now(), 9).unwrap();
+        assert_eq!(out.freeze(), first[5]);
+    }
+
+    #[test]
+    fn holes_before_what_the_peer_holds_are_resent_alone_and_held_fragments_never() {
+        let mut l = lane_with(&[1000]);
+        let t0 = Instant::now();
+        let mut out = BytesMut::new();
+        let mut frames = Vec::new();
+        for tx in 1..=11 {
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, t0, tx).unwrap();
+            frames.push(out.split().freeze());
+        }
+        let p = |frag| Position { seq: 0, frag };
+        // The peer holds 0..3, lacks 3, holds 4..6, lacks 6 and 7, holds 8: 3, 6 and 7 were lost.
+        l.ack(p(3));
+        l.sack(p(4), p(6));
+        l.sack(p(8), p(9));
+        let lost = l.infer_losses();
+        assert_eq!(lost.fragments, 3);
+        // 9 and 10 were sent after 8: not known lost yet.
+        assert_eq!(l.oldest_unacked(), Some(t0));
+        let mut again = Vec::new();
+        for _ in 0..3 {
+            let (_, resent) = l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, t0, 20).unwrap();
+            assert!(resent);
+            again.push(out.split().freeze());
+        }
+        assert_eq!(again, vec![frames[3].clone(), frames[6].clone(), frames[7].clone()]);
+        // Had the entry left blocks out beyond (0,9), fragments after it could not be judged lost yet.
+        // (0,9) itself ends the block, so it is not held and may be judged; (0,10) may not.
+        l.reported(Some(p(9)), true);
+        assert_eq!(l.lose_before(12).fragments, 1);
+        assert!(l.resend.contains(&p(9)) && !l.resend.contains(&p(10)));
+        l.reported(Some(p(9)), false);
+        // A timeout resends only what is neither acknowledged nor held: 10 and the three resends (a fragment
+        // after 10 may still be unsent).
+        let later = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(l.expire_selectively(later).fragments, 4);
+        assert!(l.resend.iter().all(|pos| ![p(4), p(5), p(8)].contains(pos)));
+    }
+
+    #[test]
     fn a_rewind_before_what_the_lane_remembers_restarts_the_message() {
         let mut l = lane_with(&[1000]);
         drain(&mut l, 100);
         l.ack(Position { seq: 0, frag: 4 });
         // Fragments 0..4 were acknowledged and forgotten: resending from 2 means resending from the start.
-        l.rewind(Position { seq: 0, frag: 2 });
+        l.rewind(Position { seq: 0, frag: 2 }, true);
         assert_eq!(l.acked, Position { seq: 0, frag: 0 });
         let again = drain(&mut l, 200);
         let first = colink_frame::decode_packet(again[0].clone()).unwrap();
@@ -432,7 +787,7 @@ mod tests {
             let mut out = BytesMut::new();
             let mut v = Vec::new();
             while l.can_send() {
-                l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None).unwrap();
+                l.next_frame(LinkMode::Packet, Mtu::new(mtu).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
                 v.push(out.split().freeze());
             }
             v
@@ -457,7 +812,7 @@ mod tests {
         assert!(l.can_send());
         // A message already started is finished whatever the credit says.
         let mut out = BytesMut::new();
-        l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+        l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
         l.set_credit(3, Credit { room: 0, empty: false });
         assert!(l.can_send());
     }
@@ -468,7 +823,7 @@ mod tests {
         l.set_credit(0, Credit { room: 1000, empty: true });
         let mut out = BytesMut::new();
         while l.can_send() {
-            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None).unwrap();
+            l.next_frame(LinkMode::Packet, Mtu::new(100).unwrap(), &mut out, None, Instant::now(), 0).unwrap();
         }
         // Two messages went out. A resume position says the peer holds both (no credit with it): they may be
         // unread, so only 200 bytes of room remain and the third (400) must wait.
