@@ -127,10 +127,6 @@ impl Outgoing {
     }
 }
 
-/// The longest frame header: kind and flags, then channel, sequence number and a first fragment's total length
-/// as 5-byte varints, and its marker byte.
-const MAX_HEADER_LEN: usize = 2 + 5 + 5 + 1 + 5;
-
 /// A fragment on the wire and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct InFlight {
@@ -267,8 +263,7 @@ impl SendLane {
     }
 
     /// Index in the queue of the message whose next new fragment goes out next: from `send_idx` on, the first
-    /// one not wholly sent (a message re-cut from a lost fragment sends again before those after it, which
-    /// went out already, §4.6 of docs/sessions.md).
+    /// one not wholly sent (after a resume re-cut a message, it sends again before those after it).
     fn pending_idx(&self) -> Option<usize> {
         (self.send_idx..self.queue.len()).find(|i| self.queue.get(*i).is_some_and(|m| !m.wholly_sent()))
     }
@@ -300,9 +295,6 @@ impl SendLane {
         tx: u64,
     ) -> Option<(usize, bool)> {
         while let Some(pos) = self.resend.pop_first() {
-            if self.recut_if_safe(mode, mtu, pos) {
-                break;
-            }
             if let Some(len) = self.resend_frame(mode, pos, out, now, tx) {
                 return Some((len, true));
             }
@@ -356,28 +348,6 @@ impl SendLane {
         self.inflight.push_back(InFlight { pos, len: wire_len as u32, sent_at: now, tx, sacked: false });
         self.inflight_bytes += wire_len as u64;
         Some((wire_len, retransmit))
-    }
-
-    /// A lost fragment `pos` too large for the frame size now (frames shrank for loss after it was cut) is cut
-    /// afresh, with the rest of its message, when that cannot misalign anything: the peer's position is
-    /// exactly `pos` (it holds nothing of the message beyond what it reports, and reports that first) and no
-    /// fragment of the message from `pos` on is in flight or held. Then the message's fragments from `pos` on
-    /// go out again as new ones, at the size of now, before the lane goes on. Returns whether it did.
-    fn recut_if_safe(&mut self, mode: LinkMode, mtu: Mtu, pos: Position) -> bool {
-        let Some(idx) = self.queue.iter().position(|m| m.seq == pos.seq) else { return false };
-        let Some(msg) = self.queue.get_mut(idx) else { return false };
-        let Some((start, end)) = msg.cuts.range(pos.frag) else { return false };
-        let room = mtu.get().saturating_sub(MAX_HEADER_LEN + mode.framing_overhead());
-        if end - start <= room.max(1) || self.acked != pos || self.known_until.is_some() {
-            return false;
-        }
-        if self.inflight.iter().any(|f| f.pos.seq == pos.seq && f.pos.frag >= pos.frag) {
-            return false;
-        }
-        msg.cuts.seek(pos.frag, true);
-        self.send_idx = self.send_idx.min(idx);
-        self.resend.retain(|p| p.seq != pos.seq);
-        true
     }
 
     /// Frames fragment `pos` again exactly as it was first cut; `None` when it is no longer needed (the peer
