@@ -18,6 +18,11 @@ pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=3;
 /// The default bound of fragments held beyond gaps per link: 256 KiB (see [`Config::reorder_buffer`]).
 pub const DEFAULT_REORDER_BUFFER: u64 = 256 * 1024;
 
+/// What every message on a session channel costs in receive credit beyond its payload bytes, in session
+/// protocol version 3 (docs/sessions.md §4.5): without it, empty messages would cost nothing, and a peer could
+/// queue any number of them for an app that does not read.
+pub const MESSAGE_CHARGE: u64 = 64;
+
 /// The default receive window per session channel: 4 MiB (see [`Config::receive_buffer`]).
 pub const DEFAULT_RECEIVE_BUFFER: u64 = 4 * 1024 * 1024;
 

@@ -548,7 +548,7 @@ impl Pair {
         for side in [&mut self.a, &mut self.b] {
             while let Some(e) = side.conn.poll_event() {
                 if let Event::Received { session, kind, payload } = &e {
-                    let len = payload.len() as u64;
+                    let len = payload.len() as u64 + side.conn.message_charge();
                     if side.reading {
                         side.conn.consumed(now, *session, *kind, len);
                     } else {

@@ -59,8 +59,8 @@ mod wire;
 
 pub use auth::{Authenticator, NoAuth};
 pub use config::{
-    Config, DEFAULT_RECEIVE_BUFFER, DEFAULT_REORDER_BUFFER, Entropy, MAX_DEVICE_NAME, SUPPORTED_VERSIONS,
-    SeededEntropy, Transport,
+    Config, DEFAULT_RECEIVE_BUFFER, DEFAULT_REORDER_BUFFER, Entropy, MAX_DEVICE_NAME, MESSAGE_CHARGE,
+    SUPPORTED_VERSIONS, SeededEntropy, Transport,
 };
 pub use connection::{AttachError, Connection, LinkState, SessionState, Stats};
 pub use error::{AuthError, CloseCode, ConnectError, LinkError, ProtocolError, SendError, SendFailure, SessionError};

@@ -74,6 +74,8 @@ pub(crate) struct Scheduler {
     sizer: FrameSizer,
     /// The peer's receive window per session channel (version 2); `None`: the peer grants no credit.
     peer_window: Option<u32>,
+    /// Credit each message takes beyond its payload bytes (version 3).
+    message_charge: u64,
     /// The peer keeps fragments beyond a gap and reports them (version 3): lost fragments are resent by
     /// themselves; otherwise a loss sends the lane back to its acknowledged position.
     selective: bool,
@@ -100,6 +102,7 @@ impl Scheduler {
             epoch: None,
             sizer: FrameSizer::default(),
             peer_window: None,
+            message_charge: 0,
             selective: false,
             tx: 1,
             loss: LossEstimate::default(),
@@ -124,6 +127,14 @@ impl Scheduler {
         self.peer_window = window;
     }
 
+    /// What each message costs in the peer's credit beyond its payload bytes (version 3), on every lane.
+    pub(crate) fn set_message_charge(&mut self, charge: u64) {
+        self.message_charge = charge;
+        for lane in self.lanes.values_mut() {
+            lane.charge = charge;
+        }
+    }
+
     /// Seals lane messages that go on the wire from now on with `epoch`.
     pub(crate) fn set_epoch(&mut self, epoch: LinkCipher) {
         self.epoch = Some(epoch);
@@ -143,6 +154,7 @@ impl Scheduler {
     /// Opens the lane of `channel` for frames of `kind`.
     pub(crate) fn open(&mut self, channel: u32, kind: FrameKind) {
         let mut lane = SendLane::new(channel, kind);
+        lane.charge = self.message_charge;
         if let Some(room) = self.peer_window {
             lane.set_credit(0, Credit { room, empty: true });
         }

@@ -114,3 +114,33 @@ fn a_peer_that_never_acknowledges_holds_at_most_the_window_and_the_channel_buffe
     assert_ne!(p.a.conn.state(), LinkState::Established);
     assert_eq!(p.a.conn.inflight_bytes(), 0);
 }
+
+#[test]
+fn empty_messages_to_an_app_that_does_not_read_are_bounded_by_credit_too() {
+    // Version 3 charges every message MESSAGE_CHARGE bytes of credit beyond its payload: a peer sending endless
+    // empty messages to an app that reads nothing gets window / MESSAGE_CHARGE of them through, then waits.
+    let window = 64 * 1024;
+    let mut b = Config::new("B");
+    b.receive_buffer = window;
+    let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
+    p.drive();
+    assert_eq!(p.a.conn.version(), 3);
+    let key = p.open_session("empty", ConnectOptions::default());
+    p.b.reading = false;
+    const SENT: usize = 5000;
+    for _ in 0..SENT {
+        p.a.conn.send(key, ChannelKind::Data, Bytes::new()).unwrap();
+    }
+    p.drive_for(Duration::from_secs(20));
+    let received = |p: &Pair| p.b.events.iter().filter(|(_, e)| matches!(e, Event::Received { .. })).count();
+    let held = received(&p);
+    let bound = (window / colink_proto::MESSAGE_CHARGE) as usize;
+    assert!(held <= bound, "{held} empty messages queued for an app that reads nothing (bound {bound})");
+    assert!(held >= bound / 2, "the window should still be used: {held}");
+    assert_eq!(p.b.conn.unread_bytes(key, ChannelKind::Data), Some(held as u64 * colink_proto::MESSAGE_CHARGE));
+    // The app reads: the rest follows, each message once.
+    p.b.read_all(p.now);
+    p.drive_for(Duration::from_secs(60));
+    assert_eq!(received(&p), SENT);
+    assert_eq!(p.b.conn.state(), LinkState::Established);
+}

@@ -56,7 +56,8 @@ async fn payloads_sent_before_the_receiver_subscribes_reach_it_once_it_does() {
     alice.send_data(sa, chunk(1, 10_000)).await.unwrap();
     alice.send_message(sa, "second").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(bob.unread_bytes(sb).unwrap(), 5 + 10_000 + 6);
+    // Payload bytes plus the per-message charge of session protocol version 3.
+    assert_eq!(bob.unread_bytes(sb).unwrap(), 5 + 10_000 + 6 + 3 * colink_proto::MESSAGE_CHARGE);
     // A listener for messages gets the held messages, in order; the data waits for its own listener.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
@@ -69,7 +70,7 @@ async fn payloads_sent_before_the_receiver_subscribes_reach_it_once_it_does() {
         ]
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(bob.unread_bytes(sb).unwrap(), 10_000);
+    assert_eq!(bob.unread_bytes(sb).unwrap(), 10_000 + colink_proto::MESSAGE_CHARGE);
     // A stream opened later gets the held data first, then what comes next.
     let mut events = bob.events(sb).unwrap();
     alice.send_data(sa, chunk(2, 500)).await.unwrap();
@@ -83,7 +84,8 @@ async fn payloads_sent_before_the_receiver_subscribes_reach_it_once_it_does() {
 #[tokio::test(start_paused = true)]
 async fn a_receiver_that_does_not_read_stops_its_own_sender_only() {
     const BUFFER: u64 = 256 * 1024;
-    const CHUNK: usize = 64 * 1024;
+    // Each payload costs its bytes plus the per-message charge: four chunks fill the buffer exactly.
+    const CHUNK: usize = 64 * 1024 - colink_proto::MESSAGE_CHARGE as usize;
     let air = SimAir::new(42);
     let (alice, _) = manager(&air, "alice", 0.0, 1).await;
     let bob = Manager::builder()
@@ -115,7 +117,7 @@ async fn a_receiver_that_does_not_read_stops_its_own_sender_only() {
     assert!(!sender.is_finished());
     let unread = bob.unread_bytes(slow_b).unwrap();
     assert!(unread <= BUFFER, "{unread} bytes unread");
-    assert_eq!(unread, 4 * CHUNK as u64);
+    assert_eq!(unread, 4 * (CHUNK as u64 + colink_proto::MESSAGE_CHARGE));
     // The other session on the same link keeps flowing.
     let mut busy_events = bob.events(busy_b).unwrap();
     let big = chunk(99, 1_000_000);

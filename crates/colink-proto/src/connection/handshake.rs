@@ -221,6 +221,10 @@ impl Connection {
         });
         self.scheduler.set_peer_window(peer_window);
         self.receiver.set_enforce(credit);
+        // Version 3 charges every message a fixed amount of credit beyond its payload, both ways, so even empty
+        // messages are bounded by the receiver's window (docs/sessions.md §4.5).
+        self.message_charge = if self.version >= 3 { crate::MESSAGE_CHARGE } else { 0 };
+        self.scheduler.set_message_charge(self.message_charge);
         // Selective acknowledgement (version 3): fragments beyond a gap are held and reported, lost ones resent
         // by themselves.
         let selective = self.version >= 3;

@@ -121,6 +121,9 @@ pub struct Connection {
     hs_out: VecDeque<Bytes>,
     hs_seq: u32,
     grace_deadline: Option<Instant>,
+    /// Receive credit each message takes beyond its payload bytes, both ways: [`MESSAGE_CHARGE`](crate::MESSAGE_CHARGE) once version 3
+    /// is agreed, else 0.
+    message_charge: u64,
     resume: Resume,
     numbers: SessionNumbers,
     sessions: BTreeMap<u32, Session>,
@@ -187,6 +190,7 @@ impl Connection {
             hs_out: VecDeque::new(),
             hs_seq: 0,
             grace_deadline: None,
+            message_charge: 0,
             resume,
             numbers: SessionNumbers::new(role),
             sessions: BTreeMap::new(),
@@ -564,8 +568,9 @@ impl Connection {
         Ok(id)
     }
 
-    /// The app has read `len` payload bytes of what [`Event::Received`] handed over on this channel (a listener
-    /// ran, a stream yielded it): the room frees in the receive credit, and the peer hears of it when it grew
+    /// The app has read payloads of what [`Event::Received`] handed over on this channel (a listener ran, a
+    /// stream yielded it), worth `len` units of credit: their payload bytes plus
+    /// [`message_charge`](Self::message_charge) each. The room frees in the receive credit, and the peer hears of it when it grew
     /// by a quarter of [`Config::receive_buffer`] or the app read everything (docs/sessions.md §4.5). Until then
     /// those bytes count against the channel's receive buffer. Unknown channels are ignored.
     pub fn consumed(&mut self, now: Instant, session: SessionKey, kind: ChannelKind, len: u64) {
@@ -575,6 +580,13 @@ impl Connection {
             // ACKs are never acknowledged: repeat the update a few times unless the sender starts sending.
             self.credit_repeat_at.get_or_insert(now + self.config.retransmit_timeout);
         }
+    }
+
+    /// What each received payload counts against its channel's receive credit beyond its length: the driver
+    /// reports `len + message_charge()` to [`consumed`](Self::consumed) when the app read a payload of `len`
+    /// bytes ([`MESSAGE_CHARGE`](crate::MESSAGE_CHARGE) in version 3, 0 before).
+    pub fn message_charge(&self) -> u64 {
+        self.message_charge
     }
 
     /// Payload bytes handed over with [`Event::Received`] on this channel that the app has not read yet

@@ -189,7 +189,7 @@ impl Connection {
             } else {
                 let session = SessionKey(ch >> 2);
                 let kind = ChannelKind::from_lane(ch);
-                self.receiver.deliver(ch, payload.len() as u64)?;
+                self.receiver.deliver(ch, payload.len() as u64 + self.message_charge)?;
                 self.events.push_back(Event::Received { session, kind, payload });
             }
         }

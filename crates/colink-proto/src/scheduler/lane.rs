@@ -189,8 +189,11 @@ pub(super) struct SendLane {
     credit: Option<(u32, Credit)>,
     /// Messages before this one have sent their first fragment (they never wait for credit again).
     started: u32,
-    /// Payload bytes of the queued messages before `started`.
+    /// Credit the queued messages before `started` take: their payload bytes plus `charge` each.
     started_bytes: u64,
+    /// What each message costs in credit beyond its payload bytes ([`crate::MESSAGE_CHARGE`] in version 3, else
+    /// 0), so that empty messages are bounded by credit too.
+    pub(super) charge: u64,
     /// Fragments the peer acknowledged since the scheduler last took the count (loss estimation).
     pub(super) delivered: u64,
 }
@@ -216,6 +219,7 @@ impl SendLane {
             credit: None,
             started: 0,
             started_bytes: 0,
+            charge: 0,
             delivered: 0,
         }
     }
@@ -239,7 +243,7 @@ impl SendLane {
         }
         // The queue starts at the acknowledged message, so the started messages are the ones the credit's room
         // must already hold (messages before the credit's `seq` left the queue with that acknowledgement).
-        let need = self.started_bytes + msg.payload.len() as u64;
+        let need = self.started_bytes + msg.payload.len() as u64 + self.charge;
         need <= u64::from(credit.room) || (credit.empty && msg.seq == seq)
     }
 
@@ -331,7 +335,7 @@ impl SendLane {
         msg.cuts.sent(offset + len);
         if msg.seq >= self.started {
             self.started = msg.seq + 1;
-            self.started_bytes += msg.payload.len() as u64;
+            self.started_bytes += msg.payload.len() as u64 + self.charge;
         }
         let pos = Position { seq: msg.seq, frag: index };
         if last {
@@ -495,7 +499,7 @@ impl SendLane {
             if let Some(m) = self.queue.pop_front() {
                 self.queued_bytes -= m.payload.len() as u64;
                 if m.seq < self.started {
-                    self.started_bytes -= m.payload.len() as u64;
+                    self.started_bytes -= m.payload.len() as u64 + self.charge;
                 }
                 // A message the credit covered leaves the queue: the peer holds it, maybe unread, so it keeps
                 // counting against the credit's room until an entry with fresh credit says otherwise (an
@@ -503,7 +507,7 @@ impl SendLane {
                 if let Some((seq, credit)) = &mut self.credit
                     && m.seq >= *seq
                 {
-                    let len = u32::try_from(m.payload.len()).unwrap_or(u32::MAX);
+                    let len = u32::try_from(m.payload.len() as u64 + self.charge).unwrap_or(u32::MAX);
                     credit.room = credit.room.saturating_sub(len);
                     credit.empty = false;
                     *seq = m.seq + 1;

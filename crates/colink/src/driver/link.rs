@@ -427,7 +427,8 @@ impl LinkTask {
         // A payload's bytes count against its channel's receive buffer until the app read it (the credit dropped).
         let credit = match &event {
             Event::Received { session, kind, payload } => {
-                Some(Arc::new(self.credit.issue(*session, *kind, payload.len() as u64)))
+                // Each payload holds its bytes plus the per-message charge of the agreed version.
+                Some(Arc::new(self.credit.issue(*session, *kind, payload.len() as u64 + self.conn.message_charge())))
             }
             _ => None,
         };

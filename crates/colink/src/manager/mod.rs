@@ -571,8 +571,9 @@ impl Manager {
         self.inner.registry.events(id)
     }
 
-    /// Payload bytes received on session `id` that its app has not taken yet: held for a listener or stream
-    /// to come, queued in an [`EventStream`] not read yet, or on their way to it. At most the receive buffer
+    /// Receive credit taken by payloads of session `id` that its app has not taken yet (held for a listener or
+    /// stream to come, queued in an [`EventStream`] not read yet, or on their way to it): their bytes, plus
+    /// [`colink_proto::MESSAGE_CHARGE`] per payload with a version-3 peer. At most the receive buffer
     /// ([`ManagerBuilder::receive_buffer`]) per channel; 0 for a session that is idle (a connecting session
     /// counts what arrived before its `connect` resolved). `401` for an unknown id.
     pub fn unread_bytes(&self, id: SessionId) -> Result<u64, Error> {
