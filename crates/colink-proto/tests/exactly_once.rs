@@ -596,7 +596,36 @@ fn a_resume_at_another_mtu_after_a_lost_fragment_and_a_lost_resume_frame_keeps_t
     assert_eq!(p.a.conn.session_state(key), Some(SessionState::Connected));
 }
 
-/// Found by the property (default settings, after ~150 cases; not reduced further). B sends, on session 1, a
+/// Found by the property (twice: first as a larger case with three resumes, then reduced to this). B queues a
+/// 100-byte message on an MTU-23 packet link and the link is cut at once; 2.5 s later it is re-attached, and
+/// B's first frame on the new transport (the first fragment of its resume HELLO) is lost, so A resumes only
+/// after its 1 s HELLO retry. The message never arrives and B's send neither completes nor fails, for a minute
+/// of virtual time and (by the look of it) for good, while both sides are `Established` and the session is
+/// `Connected` on both: a send stuck on a live session. With a 100 ms outage, or without the lost frame, it
+/// arrives at once; after a 1.1 s outage it arrives ~3.4 s after the re-attach.
+#[test]
+#[ignore = "bug: after a resume whose responder HELLO was lost (outage >= ~2.5 s), a message the responder queued during the outage is never sent again; the send never resolves on a connected session"]
+fn a_message_queued_during_an_outage_arrives_after_a_resume_that_lost_a_frame() {
+    let mut p = Pair::new(LinkModel { mtu: Mtu::MIN, ..LinkModel::default() });
+    p.drive();
+    let key = p.open_session("s", ConnectOptions::default());
+    let sent = payload(0, 100);
+    let id = p.b.conn.send(key, ChannelKind::Message, sent.clone()).expect("send");
+    p.cut();
+    p.drive_for(Duration::from_millis(2497));
+    p.corrupt_frame(Which::B, 0); // B's first frame after the re-attach: its resume HELLO
+    p.reattach();
+    p.drive_for(Duration::from_secs(60));
+    assert_eq!(
+        (p.a.conn.session_state(key), p.b.conn.session_state(key)),
+        (Some(SessionState::Connected), Some(SessionState::Connected))
+    );
+    assert_eq!(delivered(&p.a, key, ChannelKind::Message), vec![sent], "the message arrives once");
+    assert!(p.b.saw(|e| matches!(e, Event::SendCompleted { id: i, .. } if *i == id)), "and its send completes");
+}
+
+/// Found by the property (default settings, after ~150 cases; likely the same bug as the previous test, kept
+/// because it also loses a payload in the middle of a channel's queue). B sends, on session 1, a
 /// 1826-byte message, three empty data payloads and a 22589-byte message at once on an MTU-4096 packet link;
 /// the link is cut three times (1 ms, 6 ms with A's frame 4 after the re-attach corrupted, then 6.57 s with B's
 /// frame 5 after the re-attach corrupted) and resumed each time within the grace period. Both messages and two
