@@ -22,6 +22,14 @@
 //!
 //! When a client disconnects, its links and listeners are dropped and its device powers off.
 //!
+//! # Bounds
+//!
+//! The socket is owner-only and the hub removes nothing at its path but a stale socket (see
+//! [`HubServer::bind`]). Per client: one device ([`MAX_CLIENTS`] clients), [`MAX_QUEUED_BYTES`] of messages
+//! queued for it and [`MAX_REQUESTS`] requests in progress (over either it is disconnected, the others are
+//! not affected), [`MAX_HANDLES`] scans, adverts and listeners and [`MAX_LINKS`] links (over those a request
+//! fails with `{"r":"err","error":{"e":"limit","what":...,"max":...}}`).
+//!
 //! The hub runs in real time (a shared air across processes cannot share a paused clock).
 
 mod wire;
@@ -69,20 +77,23 @@ pub struct HubServer {
 impl HubServer {
     /// Binds `path` and starts serving `air`.
     ///
-    /// The socket is owner-only (`0600`): it is bound under a temporary name beside `path`, restricted, then
-    /// renamed into place, so no other user can connect in between. A stale socket left at `path` by a hub
-    /// that died is replaced; anything else there is left alone: a live hub's socket fails with
-    /// [`io::ErrorKind::AddrInUse`], a file that is not a socket with [`io::ErrorKind::AlreadyExists`].
+    /// The socket is owner-only (`0600`) from the moment anyone else could reach it: it is bound inside a fresh
+    /// private directory (`0700`) beside `path`, restricted to `0600`, then hard-linked to `path` (which fails
+    /// rather than replace anything that appeared there meanwhile) and the private directory removed.
+    ///
+    /// What is at `path` already is looked at without following symlinks. Only a stale socket (one nobody
+    /// listens on: connecting is refused) is removed; anything else is left untouched and refused:
+    /// a live hub's socket with [`io::ErrorKind::AddrInUse`] ("a hub is already running at PATH"), a regular
+    /// file, directory, symlink or other file with [`io::ErrorKind::AlreadyExists`] ("PATH is a ...; not
+    /// removing it"), a socket we may not connect to with that error (e.g. permission denied).
     pub async fn bind(air: SimAir, path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         clear_stale_socket(&path)?;
-        let tmp = temporary_name(&path);
+        let private = PrivateDir::beside(&path)?;
+        let tmp = private.0.join("s");
         let listener = UnixListener::bind(&tmp)?;
-        let placed = restrict_and_place(&tmp, &path);
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        restrict_and_place(&tmp, &path)?;
+        drop(private);
         let identity = socket_identity(&path);
         let served = air.clone();
         // The clients' tasks live in this task's set: dropping the server disconnects every client.
@@ -131,38 +142,105 @@ impl Drop for HubServer {
 }
 
 /// Removes a stale socket at `path` (one nobody listens on); refuses a live one and anything that is not a socket.
+/// Never follows a symlink.
 fn clear_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !meta.file_type().is_socket() {
+    let kind = meta.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket; not removing it", path.display()),
+            format!(
+                "{} is {what}; not removing it (give --socket a path that is free or a stale hub socket)",
+                path.display()
+            ),
         ));
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, format!("a hub is already serving {}", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a hub is already running at {}; stop it first", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Still the socket we looked at (not replaced in between): remove it.
+            if socket_identity(path) != Some((meta.dev(), meta.ino())) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} changed while the hub looked at it; not removing it", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{} is a socket the hub cannot check ({e}); not removing it", path.display()),
+        )),
     }
 }
 
-/// A name beside `path` that no one can guess in advance.
-fn temporary_name(path: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()))
+/// A fresh directory only its owner can enter (`0700`), beside a path; removed (with what is left in it) on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    /// Creates one beside `path` under a name no one else can have created first (creation fails on an existing
+    /// name, and then another name is tried).
+    fn beside(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut last = None;
+        for _ in 0..16 {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            // Short: the socket path inside it must stay within `sun_path` (108 bytes).
+            let dir = path.with_file_name(format!(".{name}.{}-{n}-{nanos:x}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    let made = Self(dir);
+                    // The umask can only have removed bits; make it exactly 0700 so the owner can bind in it.
+                    std::fs::set_permissions(&made.0, std::fs::Permissions::from_mode(0o700))?;
+                    return Ok(made);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no private directory name was free")))
+    }
 }
 
-/// Makes the socket at `tmp` owner-only and moves it to `path`.
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes the socket at `tmp` (in a private directory) owner-only and links it at `path`; fails, leaving `path`
+/// alone, when anything is there.
 fn restrict_and_place(tmp: &Path, path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(tmp, path)
+    std::fs::hard_link(tmp, path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} appeared while the hub was starting; not replacing it", path.display()),
+        ),
+        _ => e,
+    })
 }
 
 /// The (device, inode) of the file at `path`.
@@ -178,7 +256,40 @@ struct ClientState {
     scans: BTreeMap<u64, JoinHandle<()>>,
     listeners: BTreeMap<u64, Arc<dyn Listener>>,
     links: BTreeMap<u64, Arc<dyn Link>>,
+    /// Handles of each [`HandleKind`] being opened (reserved, not yet stored).
+    opening: [usize; 3],
     next: u64,
+}
+
+/// The handles a client holds at most [`MAX_HANDLES`] of, each.
+#[derive(Debug, Clone, Copy)]
+enum HandleKind {
+    Adverts = 0,
+    Scans = 1,
+    Listeners = 2,
+}
+
+impl HandleKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Adverts => "adverts",
+            Self::Scans => "scans",
+            Self::Listeners => "listeners",
+        }
+    }
+}
+
+/// Room reserved for one handle being opened; released on drop.
+struct Opening {
+    state: Arc<Mutex<ClientState>>,
+    kind: HandleKind,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut s = lock(&self.state);
+        s.opening[self.kind as usize] = s.opening[self.kind as usize].saturating_sub(1);
+    }
 }
 
 impl ClientState {
@@ -188,7 +299,9 @@ impl ClientState {
     }
 }
 
-/// Most clients (devices) one hub serves at once; more are refused at connect.
+/// Most clients one hub serves at once; more are refused at connect. A client is exactly one device (its first
+/// `hello` adds it; a later `hello` on the same connection is ignored), so this is also the most devices a hub's
+/// air holds for its clients, and one client can never add more than one.
 pub const MAX_CLIENTS: usize = 256;
 /// Most bytes of messages queued for one client that is not reading them: past this the client is
 /// disconnected, so a client that never reads cannot grow the hub's memory.
@@ -196,9 +309,11 @@ pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Most requests of one client in progress at once (each waits for a link, a scan, an agent...); a client
 /// that exceeds it is disconnected.
 pub const MAX_REQUESTS: usize = 4096;
-/// Most scans, adverts and listeners one client holds at once (each).
+/// Most scans, adverts and listeners one client holds at once (each), counting those being opened by requests
+/// still in progress; one more fails with a typed `limit` error (the client stays connected).
 pub const MAX_HANDLES: usize = 16;
-/// Most links one client holds at once.
+/// Most links one client holds at once; one more (from `connect` or `accept`) fails with a typed `limit` error
+/// and the link is closed.
 pub const MAX_LINKS: usize = 64;
 
 /// The longest protocol line accepted (an SDU of 65535 bytes in hex plus the JSON around it): a peer that
@@ -354,19 +469,28 @@ impl Ctx {
         let (peer, mode, params) = (link.peer(), link.mode(), link.params());
         let mut s = lock(&self.state);
         if s.links.len() >= MAX_LINKS {
-            return Reply::Err { error: WireError::TooManyLinks };
+            return Reply::Err { error: WireError::Limit { what: "links".into(), max: MAX_LINKS } };
         }
         let id = s.id();
         s.links.insert(id, Arc::from(link));
         Reply::Link { link: id, peer, mode, params }
     }
 
-    /// Fails when the client already holds [`MAX_HANDLES`] of `what`.
-    fn room(&self, count: impl FnOnce(&ClientState) -> usize, what: &str) -> Result<(), WireError> {
-        if count(&lock(&self.state)) >= MAX_HANDLES {
-            return Err(WireError::Other { message: format!("a client may hold at most {MAX_HANDLES} {what}") });
+    /// Reserves room for one more handle of `kind`: fails with [`WireError::Limit`] when the client already holds
+    /// or is opening [`MAX_HANDLES`] of them. Counting those being opened keeps the bound under requests that run
+    /// concurrently; the reservation ends when the returned value is dropped (after the handle is stored).
+    fn reserve(&self, kind: HandleKind) -> Result<Opening, WireError> {
+        let mut s = lock(&self.state);
+        let held = match kind {
+            HandleKind::Adverts => s.adverts.len(),
+            HandleKind::Scans => s.scans.len(),
+            HandleKind::Listeners => s.listeners.len(),
+        };
+        if held + s.opening[kind as usize] >= MAX_HANDLES {
+            return Err(WireError::Limit { what: kind.name().into(), max: MAX_HANDLES });
         }
-        Ok(())
+        s.opening[kind as usize] += 1;
+        Ok(Opening { state: self.state.clone(), kind })
     }
 
     fn proxy(&self, agent: u64, cap: IoCapability) -> Arc<dyn Agent> {
@@ -399,7 +523,7 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Advertise { advert } => {
-                self.room(|s| s.adverts.len(), "adverts")?;
+                let _opening = self.reserve(HandleKind::Adverts)?;
                 let h = a.advertise(advert).await?;
                 let mut s = lock(&self.state);
                 let id = s.id();
@@ -411,7 +535,10 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Scan { scan, filter } => {
-                self.room(|s| s.scans.len(), "scans")?;
+                let _opening = self.reserve(HandleKind::Scans)?;
+                if lock(&self.state).scans.contains_key(&scan) {
+                    return Err(WireError::Other { message: format!("scan id {scan} is in use") });
+                }
                 let mut stream = a.scan(filter).await?;
                 let out = self.out.clone();
                 let task = tokio::spawn(async move {
@@ -422,7 +549,13 @@ impl Ctx {
                     }
                     let _ = out.send(HubMsg::ScanEnded { scan });
                 });
-                lock(&self.state).scans.insert(scan, task);
+                let mut s = lock(&self.state);
+                if s.scans.contains_key(&scan) {
+                    // The same id started twice at once: the later one loses.
+                    task.abort();
+                    return Err(WireError::Other { message: format!("scan id {scan} is in use") });
+                }
+                s.scans.insert(scan, task);
                 Reply::Ok
             }
             Request::StopScan { scan } => {
@@ -432,7 +565,7 @@ impl Ctx {
                 Reply::Ok
             }
             Request::Listen { port, mode, params } => {
-                self.room(|s| s.listeners.len(), "listeners")?;
+                let _opening = self.reserve(HandleKind::Listeners)?;
                 let l = a.listen(port, mode, params).await?;
                 let port = l.port();
                 let mut s = lock(&self.state);

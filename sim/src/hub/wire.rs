@@ -154,17 +154,35 @@ pub(crate) enum WireError {
     Refused,
     Timeout,
     AuthenticationRequired,
-    PortInUse { port: Port },
+    PortInUse {
+        port: Port,
+    },
     NoFreePort,
-    Unsupported { what: String },
+    Unsupported {
+        what: String,
+    },
     Gone,
-    Closed { reason: CloseReason },
-    SduTooLarge { len: usize, mtu: u16 },
-    Rejected { remote: bool },
+    Closed {
+        reason: CloseReason,
+    },
+    SduTooLarge {
+        len: usize,
+        mtu: u16,
+    },
+    Rejected {
+        remote: bool,
+    },
     AuthenticationFailed,
     PeerUnreachable,
     InProgress,
-    Other { message: String },
+    /// A per-client bound of the hub (`what`: "scans", "adverts", "listeners", "links") is reached.
+    Limit {
+        what: String,
+        max: usize,
+    },
+    Other {
+        message: String,
+    },
 }
 
 impl From<AdapterError> for WireError {
@@ -228,6 +246,7 @@ impl WireError {
             Self::NoFreePort => AdapterError::NoFreePort,
             Self::Gone => AdapterError::Gone,
             Self::Unsupported { what } => AdapterError::Backend(format!("unsupported: {what}")),
+            Self::Limit { what, max } => AdapterError::Backend(limit_message(&what, max)),
             other => AdapterError::Backend(format!("{other:?}")),
         }
     }
@@ -241,6 +260,7 @@ impl WireError {
             Self::Timeout => ConnectError::Timeout,
             Self::AuthenticationRequired => ConnectError::AuthenticationRequired,
             Self::Gone => ConnectError::Gone,
+            Self::Limit { what, .. } if what == "links" => ConnectError::TooManyLinks,
             other => ConnectError::Backend(format!("{other:?}")),
         }
     }
@@ -265,6 +285,11 @@ impl WireError {
             other => PairingError::Backend(format!("{other:?}")),
         }
     }
+}
+
+/// The text of a [`WireError::Limit`] as a client's caller sees it.
+fn limit_message(what: &str, max: usize) -> String {
+    format!("simulator hub limit: a client may hold at most {max} {what}")
 }
 
 /// Lower-case hex of `data`.
