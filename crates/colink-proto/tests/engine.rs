@@ -583,7 +583,8 @@ fn completed(p: &Pair, ids: &[colink_proto::SendId]) -> usize {
 #[test]
 fn an_app_that_does_not_read_stops_its_own_sender_only_and_gets_everything_once_it_reads() {
     let mut b = Config::new("B");
-    b.receive_buffer = 100_000;
+    // Ten 10 000-byte chunks, each also charged MESSAGE_CHARGE (version 3), fill it exactly.
+    b.receive_buffer = 10 * (10_000 + colink_proto::MESSAGE_CHARGE);
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let slow = p.open_session("slow", ConnectOptions::default());
@@ -596,7 +597,7 @@ fn an_app_that_does_not_read_stops_its_own_sender_only_and_gets_everything_once_
     // Ten chunks fill B's 100 000-byte buffer; the rest wait at A, pending (neither completed nor failed).
     assert_eq!(completed(&p, &ids), 10);
     assert!(!p.a.saw(|e| matches!(e, Event::SendFailed { .. })));
-    assert_eq!(p.b.conn.unread_bytes(slow, ChannelKind::Data), Some(100_000));
+    assert_eq!(p.b.conn.unread_bytes(slow, ChannelKind::Data), Some(10 * (10_000 + colink_proto::MESSAGE_CHARGE)));
     assert!(p.b.conn.reassembly_bytes() <= 10_000, "{}", p.b.conn.reassembly_bytes());
     assert_eq!(received(&p.b.events, slow, ChannelKind::Data).len(), 10);
     // The stalled channel holds nothing in flight: the other session on the link flows at full speed.
@@ -642,7 +643,7 @@ fn a_version_1_peer_still_talks_without_credit() {
 #[test]
 fn a_lost_window_update_is_repeated() {
     let mut b = Config::new("B");
-    b.receive_buffer = 50_000;
+    b.receive_buffer = 5 * (10_000 + colink_proto::MESSAGE_CHARGE);
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let key = p.open_session("lossy", ConnectOptions::default());
@@ -664,7 +665,7 @@ fn a_lost_window_update_is_repeated() {
 #[test]
 fn a_resume_announces_the_credit_that_lost_updates_did_not() {
     let mut b = Config::new("B");
-    b.receive_buffer = 50_000;
+    b.receive_buffer = 5 * (10_000 + colink_proto::MESSAGE_CHARGE);
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let key = p.open_session("outage", ConnectOptions::default());

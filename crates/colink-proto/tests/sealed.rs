@@ -272,7 +272,9 @@ fn receive_credit_holds_on_a_sealed_link_and_across_a_resume() {
     let mut p = secured(LinkMode::Packet, 672);
     let key = p.open_session("credit", ConnectOptions::default());
     p.b.reading = false;
-    let chunks: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 512 * 1024])).collect();
+    // Each chunk costs its bytes plus MESSAGE_CHARGE (version 3): eight fill the default 4 MiB window exactly.
+    let len = 512 * 1024 - colink_proto::MESSAGE_CHARGE as usize;
+    let chunks: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; len])).collect();
     // The sender's own channel buffer (1 MiB) takes two chunks at a time: offer the rest as room appears.
     let mut next = 0;
     let offer = |p: &mut Pair, next: &mut usize| {

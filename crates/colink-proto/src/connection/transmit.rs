@@ -27,12 +27,19 @@ impl Connection {
         positions: &BTreeMap<u32, Position>,
     ) -> Result<(), ProtocolError> {
         for ch in self.scheduler.channels() {
-            let pos = match positions.get(&ch) {
-                Some(p) => *p,
-                None => self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 }),
+            let (pos, from) = match positions.get(&ch) {
+                Some(p) => (*p, *p),
+                // No position from the peer for this channel (a HELLO answering a repeated one carries none):
+                // it may hold more of a partly sent message than it acknowledged, cut as it was. Resending the
+                // rest cut for the new link would misalign it; the message starts again from its first
+                // fragment, which the receiver takes as a restart (docs/sessions.md §4.1, §6).
+                None => {
+                    let acked = self.scheduler.acked(ch).unwrap_or(Position { seq: 0, frag: 0 });
+                    (acked, Position { seq: acked.seq, frag: 0 })
+                }
             };
             self.apply_ack(now, ch, pos, None)?;
-            self.scheduler.rewind(ch, pos, true);
+            self.scheduler.rewind(ch, from, true);
         }
         self.scheduler.forget_inflight();
         Ok(())
