@@ -224,12 +224,13 @@ pub(crate) async fn connected_with(
     Ok(Pair { duo, alice, bob, sa, sb, alice_events, bob_events })
 }
 
-/// The next event of `events` that is not a `connect` (already known), within `secs`.
+/// The next event of `events` that is not a `connect` (already known) nor a `reconnecting` / `reconnected`
+/// (the link state, which the link-loss test checks through `Manager::session_state`), within `secs`.
 async fn next_event(events: &mut EventStream, secs: u64, what: &str) -> Result<Event, Stop> {
     within(secs, what, async {
         loop {
             match events.next().await {
-                Some(Event::Connect { .. }) => continue,
+                Some(Event::Connect { .. } | Event::Reconnecting { .. } | Event::Reconnected { .. }) => continue,
                 Some(e) => return Ok(e),
                 None => return Err(Stop::Fail(format!("{what}: event stream ended"))),
             }

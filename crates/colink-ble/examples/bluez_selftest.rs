@@ -135,8 +135,18 @@ async fn run(bluez: &Bluez, all: &[String], a_name: &str, b_name: &str, bytes: u
         if ka.is_none() || kb.is_some_and(|k| Some(k) != ka) {
             return Err(format!("numeric comparison not as expected: A {ka:?}, B {kb:?}"));
         }
-        if !(a.is_paired(b.address()).await && b.is_paired(peer).await) {
-            return Err("pair() returned but bluetoothd has no bond on both sides".into());
+        // The responder's bluetoothd may publish its Paired property a moment after the initiator's pair()
+        // returned: give it 3 s.
+        let mut bonded = false;
+        for _ in 0..30 {
+            bonded = a.is_paired(b.address()).await && b.is_paired(peer).await;
+            if bonded {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !bonded {
+            return Err("pair() returned but bluetoothd has no bond on both sides within 3 s".into());
         }
         Ok(())
     })

@@ -40,6 +40,15 @@ use agent::AgentHub;
 use monitor::ColinkMonitor;
 use sightings::Sightings;
 
+/// Pairings made before giving up when bluetoothd keeps no bond.
+const PAIR_ATTEMPTS: u32 = 2;
+
+/// How long the pairing's link stays up after bluetoothd reports the bond, so that both sides store the keys.
+const KEY_DISTRIBUTION: Duration = Duration::from_secs(1);
+
+/// How long a completed pairing may take to show up as a bond in bluetoothd.
+const BOND_WAIT: Duration = Duration::from_secs(3);
+
 /// How long [`Adapter::pair`] waits for the whole pairing (agents included).
 const PAIR_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Adapter::pair`] scans for a peer bluetoothd does not know yet.
@@ -196,9 +205,47 @@ impl BluezAdapter {
             .begin_pairing(&self.name, addr, agent)
             .await
             .map_err(|e| PairingError::Backend(format!("registering the pairing agent: {e}")))?;
-        if !self.knows(addr).await {
-            self.discover_until_known(addr, PAIR_DISCOVERY).await;
+        // Bonding needs the adapter bondable (BlueZ's Pairable); without it the pairing succeeds but no keys are
+        // kept. Something else (a settings app, a pairable timeout) may have turned it off.
+        self.ensure_pairable().await;
+        // A pairing bluetoothd makes without bonding (seen now and then in the VM rig right after a default
+        // agent was registered) reports success, but the keys are not kept: the bond is gone once the pairing's
+        // link closes. It is checked after the close and the pairing made once more (the agents are asked
+        // again); it never reports success without a bond that outlives the link.
+        let mut outcome = Ok(());
+        for attempt in 1..=PAIR_ATTEMPTS {
+            // bluetoothd forgets a device whose pairing kept no bond: find it again first.
+            if !self.knows(addr).await {
+                self.discover_until_known(addr, PAIR_DISCOVERY).await;
+            }
+            outcome = self.pair_once(addr).await;
+            if outcome.is_err() {
+                break;
+            }
+            let dev = self.adapter.device(addr).map_err(|e| PairingError::Backend(e.to_string()))?;
+            if dev.is_paired().await.unwrap_or(false) {
+                break;
+            }
+            tracing::warn!(peer = %addr, attempt, "the pairing left no bond once its link closed; pairing again");
+            outcome = Err(PairingError::Backend(
+                "bluetoothd kept no bond after the pairing (it was made without bonding)".to_owned(),
+            ));
         }
+        outcome
+    }
+
+    /// Makes the adapter bondable (Pairable) if it is not; a failure is logged (the pairing then says what
+    /// happened).
+    async fn ensure_pairable(&self) {
+        if !self.adapter.is_pairable().await.unwrap_or(false)
+            && let Err(e) = self.adapter.set_pairable(true).await
+        {
+            tracing::warn!(adapter = %self.name, error = %e, "cannot make the adapter pairable");
+        }
+    }
+
+    /// One pairing with `addr`, and the close of the LE link it opened.
+    async fn pair_once(&self, addr: bluer::Address) -> Result<(), PairingError> {
         let dev = self.adapter.device(addr).map_err(|e| PairingError::Backend(e.to_string()))?;
         let was_connected = dev.is_connected().await.unwrap_or(true);
         let mut outcome = Ok(());
@@ -209,7 +256,23 @@ impl BluezAdapter {
                 Ok(Err(e)) => Err(pairing_error(&e, self.agents.rejected_locally(&self.name, addr))),
                 Ok(Ok(())) => {
                     tracing::debug!(peer = %addr, took = ?started.elapsed(), "paired");
-                    Ok(())
+                    // bluetoothd publishes the bond (Paired) once the keys are stored; the pairing's link must
+                    // stay up until then, and a moment longer for the key distribution to finish on both sides
+                    // (closing it at once lost the bond now and then in the VM rig).
+                    let deadline = Instant::now() + BOND_WAIT;
+                    loop {
+                        if dev.is_paired().await.unwrap_or(false) {
+                            tokio::time::sleep(KEY_DISTRIBUTION).await;
+                            break Ok(());
+                        }
+                        if Instant::now() >= deadline {
+                            break Err(PairingError::Backend(format!(
+                                "the pairing completed but bluetoothd stored no bond within {} s",
+                                BOND_WAIT.as_secs()
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             };
         }
@@ -218,11 +281,17 @@ impl BluezAdapter {
         // Pairing had to open an LE link; bluetoothd keeps it up (GATT), and while it is up the peer does not
         // advertise (seen in the VM rig: `colink pair` then `colink send` found nothing for 10 s). Close what the
         // pairing opened, whether it succeeded or not; a link that was up before is someone else's.
-        if !was_connected
-            && dev.is_connected().await.unwrap_or(false)
-            && let Err(e) = dev.disconnect().await
-        {
-            tracing::debug!(peer = %addr, error = %e, "closing the pairing's link failed");
+        if !was_connected && dev.is_connected().await.unwrap_or(false) {
+            if let Err(e) = dev.disconnect().await {
+                tracing::debug!(peer = %addr, error = %e, "closing the pairing's link failed");
+            }
+            // A bond that was never stored disappears with the link (bluetoothd drops the temporary device):
+            // wait until the link is down, so the caller's check sees what stays.
+            let deadline = Instant::now() + BOND_WAIT;
+            while dev.is_connected().await.unwrap_or(false) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         outcome
     }
@@ -361,7 +430,15 @@ impl Adapter for BluezAdapter {
     }
 
     fn set_agent(&self, agent: Option<Arc<dyn Agent>>) -> BoxFuture<'_, Result<(), AdapterError>> {
-        Box::pin(async move { self.agents.set_adapter_agent(&self.name, agent).await.map_err(adapter_error) })
+        Box::pin(async move {
+            let answering = agent.is_some();
+            self.agents.set_adapter_agent(&self.name, agent).await.map_err(adapter_error)?;
+            // An adapter agent answers incoming pairings: they must be able to bond.
+            if answering {
+                self.ensure_pairable().await;
+            }
+            Ok(())
+        })
     }
 
     fn pair(&self, peer: PeerAddress, agent: Arc<dyn Agent>) -> BoxFuture<'_, Result<(), PairingError>> {
