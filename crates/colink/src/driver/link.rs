@@ -244,13 +244,8 @@ impl LinkTask {
         }
         // The engine let go of the transport itself (a corrupted stream, the idle or handshake timeout): close
         // it, or the peer would go on believing in it and never re-dial.
-        if !self.conn.has_transport()
-            && let Some(link) = self.link.take()
-        {
-            debug!("the engine dropped the transport; closing it");
-            self.generation += 1;
-            self.sending = None;
-            tokio::spawn(async move { link.close().await });
+        if !self.conn.has_transport() && self.close_transport() {
+            debug!("the engine dropped the transport; closed it");
         }
     }
 
@@ -315,12 +310,19 @@ impl LinkTask {
     }
 
     fn drop_transport(&mut self) {
-        if let Some(link) = self.link.take() {
-            self.generation += 1;
-            self.sending = None;
-            tokio::spawn(async move { link.close().await });
+        if self.close_transport() {
             self.conn.link_lost(now());
         }
+    }
+
+    /// Closes the attached transport, if any (its reader's input is ignored from now on); returns whether there
+    /// was one.
+    fn close_transport(&mut self) -> bool {
+        let Some(link) = self.link.take() else { return false };
+        self.generation += 1;
+        self.sending = None;
+        tokio::spawn(async move { link.close().await });
+        true
     }
 
     fn on_command(&mut self, command: Command) {

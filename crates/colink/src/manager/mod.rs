@@ -426,10 +426,7 @@ impl Manager {
             // session (or an answered request) nobody here holds.
             Next::Closed => {
                 self.withdraw(binding).await;
-                return Ok(ConnectResult::failed(
-                    ConnectErrorCode::SystemInternalError,
-                    Some("the session was closed while connecting".into()),
-                ));
+                return Ok(closed_while_connecting());
             }
             Next::Wait => {}
         }
@@ -653,10 +650,7 @@ impl Manager {
                 return result;
             }
             self.withdraw(binding).await;
-            return ConnectResult::failed(
-                ConnectErrorCode::SystemInternalError,
-                Some("the session was closed while connecting".into()),
-            );
+            return closed_while_connecting();
         }
         let mut state = self.state();
         let Some(s) = state.sessions.get_mut(&id) else { return result };
@@ -710,6 +704,11 @@ fn send_error(id: SessionId, e: SendError, message: String) -> Error {
         }
         SendError::Rejected(_) => Error::invalid_arg("session_id", message),
     }
+}
+
+/// The answer to a `connect` whose session was destroyed or disconnected before it completed.
+fn closed_while_connecting() -> ConnectResult {
+    ConnectResult::failed(ConnectErrorCode::SystemInternalError, Some("the session was closed while connecting".into()))
 }
 
 fn unknown_token(token: &str) -> Error {
