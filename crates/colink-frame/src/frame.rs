@@ -51,12 +51,22 @@ pub enum FrameKind {
     Ack = 5,
     /// Keep-alive probes and answers.
     KeepAlive = 6,
+    /// A file transfer's offers, chunks and answers (session protocol version 4).
+    File = 7,
 }
 
 impl FrameKind {
     /// Every kind, in numeric order.
-    pub const ALL: [Self; 7] =
-        [Self::Control, Self::Message, Self::Data, Self::Image, Self::StreamMedia, Self::Ack, Self::KeepAlive];
+    pub const ALL: [Self; 8] = [
+        Self::Control,
+        Self::Message,
+        Self::Data,
+        Self::Image,
+        Self::StreamMedia,
+        Self::Ack,
+        Self::KeepAlive,
+        Self::File,
+    ];
 
     /// The kind with numeric value `v`, if any.
     pub const fn from_u8(v: u8) -> Option<Self> {
@@ -68,6 +78,7 @@ impl FrameKind {
             4 => Self::StreamMedia,
             5 => Self::Ack,
             6 => Self::KeepAlive,
+            7 => Self::File,
             _ => return None,
         })
     }
@@ -424,7 +435,7 @@ mod tests {
             assert_eq!(decode_packet(packet(&f)).unwrap().header.kind, kind);
             assert_eq!(FrameKind::from_u8(kind as u8), Some(kind));
         }
-        assert_eq!(FrameKind::from_u8(7), None);
+        assert_eq!(FrameKind::from_u8(8), None);
     }
 
     /// Re-encodes `wire` with a fixed CRC so that header checks (not the CRC) are exercised.

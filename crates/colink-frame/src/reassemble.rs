@@ -34,7 +34,7 @@ impl Limits {
 impl Default for Limits {
     /// Defaults at least as generous as the reference implementation: text messages 64 KiB (reference:
     /// 4 KiB sent, 10 KiB received), data up to the full 32-bit length, images 64 MiB, stream media units
-    /// 8 MiB, control and acks 64 KiB, keep-alives 64 bytes; 64 partial messages; 4 GiB buffered (one maximal
+    /// 8 MiB, control and acks 64 KiB, keep-alives 64 bytes, file-lane messages 1 MiB; 64 partial messages; 4 GiB buffered (one maximal
     /// data message); 30 s stall timeout.
     fn default() -> Self {
         let mut max_message_len = [0u32; 16];
@@ -45,6 +45,7 @@ impl Default for Limits {
         max_message_len[FrameKind::StreamMedia.index()] = 8 * 1024 * 1024;
         max_message_len[FrameKind::Ack.index()] = 64 * 1024;
         max_message_len[FrameKind::KeepAlive.index()] = 64;
+        max_message_len[FrameKind::File.index()] = 1024 * 1024;
         Self {
             max_message_len,
             max_partials: 64,

@@ -12,8 +12,9 @@ use colink_frame::{LinkMode, Mtu};
 ///
 /// Version 3 adds selective acknowledgement (docs/sessions.md §4.6): the receiver keeps fragments beyond a gap
 /// (within [`Config::reorder_buffer`]) and reports them in SACK blocks; the sender resends only the fragments
-/// the receiver lacks. Against a version-2 or version-1 peer the link runs that version.
-pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=3;
+/// the receiver lacks. Version 4 gives each session a fifth lane, for file transfers (docs/sessions.md §1.1).
+/// Against an older peer the link runs the highest version both speak.
+pub const SUPPORTED_VERSIONS: RangeInclusive<u8> = 1..=4;
 
 /// The default bound of fragments held beyond gaps per link: 256 KiB (see [`Config::reorder_buffer`]).
 pub const DEFAULT_REORDER_BUFFER: u64 = 256 * 1024;
@@ -39,7 +40,7 @@ pub struct Config {
     /// (extension 2, sealed on authenticated links) so the peer can show it; empty (the default) announces none.
     /// Longer than [`MAX_DEVICE_NAME`] bytes is cut.
     pub device_name: String,
-    /// Session-protocol versions offered (default [`SUPPORTED_VERSIONS`], 1..=3).
+    /// Session-protocol versions offered (default [`SUPPORTED_VERSIONS`], 1..=4).
     pub versions: RangeInclusive<u8>,
     /// Keep-alive interval proposed in the handshake (default 5 s). The smaller proposal wins.
     pub keep_alive_interval: Duration,

@@ -258,6 +258,14 @@ pub enum SendError {
     /// This channel has used all 2^32 sequence numbers.
     #[error("sequence numbers exhausted on this channel")]
     Exhausted,
+    /// The link's session-protocol version has no such lane (files need version 4).
+    #[error("the peer speaks session protocol version {version}, which has no {kind:?} lane")]
+    Unsupported {
+        /// The lane asked for.
+        kind: crate::ChannelKind,
+        /// The version the link agreed.
+        version: u8,
+    },
 }
 
 /// Why an accepted send did not reach the peer (carried by [`Event::SendFailed`](super::Event::SendFailed);

@@ -3,8 +3,8 @@
 
 use super::types::Role;
 
-/// The highest session number: a channel number holds the session number above two bits of lane kind.
-const MAX_SESSION: u32 = u32::MAX >> 2;
+/// The highest session number: a channel number holds the session number above two or three bits of lane.
+const MAX_SESSION: u32 = super::types::LaneLayout::MAX_SESSION;
 
 /// The session numbers of one link, as seen from one side.
 #[derive(Debug)]

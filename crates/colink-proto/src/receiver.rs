@@ -186,8 +186,14 @@ impl Receiver {
     /// Lets every message kind be `extra` bytes longer (sealed messages carry a tag). Call before anything was
     /// received: the reassembly state starts afresh.
     pub(crate) fn grow_limits(&mut self, extra: u32) {
-        for kind in [FrameKind::Control, FrameKind::Message, FrameKind::Data, FrameKind::Image, FrameKind::StreamMedia]
-        {
+        for kind in [
+            FrameKind::Control,
+            FrameKind::Message,
+            FrameKind::Data,
+            FrameKind::Image,
+            FrameKind::StreamMedia,
+            FrameKind::File,
+        ] {
             let len = self.limits.max_message_len(kind).saturating_add(extra);
             self.limits.set_max_message_len(kind, len);
         }

@@ -23,9 +23,14 @@ use sizing::{FrameSizer, LossEstimate};
 
 use crate::secure::LinkCipher;
 
-/// Priority classes, highest first: control, message, stream media, image, bulk data.
+/// Priority classes, highest first: control, message, stream media, image, bulk (data and files).
 const CLASSES: [FrameKind; 5] =
     [FrameKind::Control, FrameKind::Message, FrameKind::StreamMedia, FrameKind::Image, FrameKind::Data];
+
+/// The priority class of a lane carrying `kind`: file lanes take turns with bulk-data lanes.
+fn class_of(kind: FrameKind) -> FrameKind {
+    if kind == FrameKind::File { FrameKind::Data } else { kind }
+}
 
 /// One fragment handed out by [`Scheduler::next_fragment`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,7 +435,7 @@ impl Scheduler {
                 .lanes
                 .range(after + 1..)
                 .chain(self.lanes.range(..=after))
-                .find(|(_, l)| l.kind == *class && l.can_send())
+                .find(|(_, l)| class_of(l.kind) == *class && l.can_send())
                 .map(|(ch, _)| *ch);
             let Some(ch) = pick else { continue };
             self.rr[ci] = ch;

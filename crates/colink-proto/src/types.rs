@@ -166,7 +166,7 @@ impl SendId {
 
 /// The payload channels of a session, each its own ordered lane with its own priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-// Exhaustive: a channel number has two bits for the kind, and all four are taken.
+// Exhaustive: the lanes are fixed by the session protocol's versions.
 pub enum ChannelKind {
     /// Text messages (`send_message`): second only to control.
     Message,
@@ -176,19 +176,22 @@ pub enum ChannelKind {
     Image,
     /// Live media units: above images.
     StreamMedia,
+    /// File transfers (`send_file`; version 4 only): bulk, taking turns with [`Data`](Self::Data).
+    File,
 }
 
 impl ChannelKind {
     /// Every kind, in lane order (the lane number is the position).
-    pub const ALL: [Self; 4] = [Self::Message, Self::Data, Self::Image, Self::StreamMedia];
+    pub const ALL: [Self; 5] = [Self::Message, Self::Data, Self::Image, Self::StreamMedia, Self::File];
 
-    /// The lane number within a session (the low two bits of the wire channel).
+    /// The lane number within a session (the low bits of the wire channel).
     pub(crate) const fn lane(self) -> u32 {
         match self {
             Self::Message => 0,
             Self::Data => 1,
             Self::Image => 2,
             Self::StreamMedia => 3,
+            Self::File => 4,
         }
     }
 
@@ -199,17 +202,61 @@ impl ChannelKind {
             Self::Data => FrameKind::Data,
             Self::Image => FrameKind::Image,
             Self::StreamMedia => FrameKind::StreamMedia,
+            Self::File => FrameKind::File,
         }
     }
 
-    pub(crate) const fn from_lane(lane: u32) -> Self {
-        match lane & 3 {
-            0 => Self::Message,
-            1 => Self::Data,
-            2 => Self::Image,
-            _ => Self::StreamMedia,
+    /// The lowest session-protocol version that has this lane.
+    pub const fn since_version(self) -> u8 {
+        match self {
+            Self::File => 4,
+            _ => 1,
         }
     }
+}
+
+/// How a link's channel numbers split into session number and lane (docs/sessions.md §1.1): two lane bits
+/// (four lanes) up to version 3, three lane bits (eight lanes, five used) from version 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LaneLayout {
+    bits: u32,
+}
+
+impl LaneLayout {
+    /// The layout of session-protocol `version`.
+    pub(crate) const fn of_version(version: u8) -> Self {
+        Self { bits: if version >= 4 { 3 } else { 2 } }
+    }
+
+    /// The lanes a session has.
+    pub(crate) fn kinds(self) -> &'static [ChannelKind] {
+        if self.bits >= 3 { &ChannelKind::ALL } else { &ChannelKind::ALL[..4] }
+    }
+
+    /// Whether sessions have lane `kind`.
+    pub(crate) fn has(self, kind: ChannelKind) -> bool {
+        kind.lane() < (1 << self.bits) && self.kinds().contains(&kind)
+    }
+
+    /// The wire channel of `kind` on session `key` (callers check [`has`](Self::has) first).
+    pub(crate) const fn channel(self, key: u32, kind: ChannelKind) -> u32 {
+        (key << self.bits) | kind.lane()
+    }
+
+    /// The session number of channel `ch`.
+    pub(crate) const fn session(self, ch: u32) -> u32 {
+        ch >> self.bits
+    }
+
+    /// The lane of channel `ch`, if it is one a session has.
+    pub(crate) fn kind(self, ch: u32) -> Option<ChannelKind> {
+        let lane = ch & ((1 << self.bits) - 1);
+        self.kinds().iter().copied().find(|k| k.lane() == lane)
+    }
+
+    /// The highest session number whose channels fit in 32 bits (the same in every version, so numbering
+    /// never depends on the version).
+    pub(crate) const MAX_SESSION: u32 = u32::MAX >> 3;
 }
 
 /// The reference's numbers (`i32` in the API; the wire carries them as one byte).

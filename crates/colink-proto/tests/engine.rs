@@ -48,7 +48,7 @@ fn handshake_negotiates_identity_mtu_and_keep_alive() {
     let mut p = Pair::with_configs(model(LinkMode::Packet, 672), Config::new("A"), b);
     p.drive();
     for (side, peer) in [(&p.a, "B"), (&p.b, "A")] {
-        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 3, .. } if peer_device == peer)));
+        assert!(side.saw(|e| matches!(e, Event::LinkUp { peer_device, version: 4, .. } if peer_device == peer)));
         assert_eq!(side.conn.peer_device(), Some(peer));
         // The shorter interval and the shorter idle timeout (docs/sessions.md §3.4).
         assert_eq!(side.conn.keep_alive(), (Duration::from_secs(3), Duration::from_secs(20)));
@@ -68,7 +68,7 @@ fn handshake_survives_a_lost_hello() {
 #[test]
 fn version_mismatch_is_a_clear_error_on_both_sides() {
     let mut b = Config::new("B");
-    b.versions = 4..=5;
+    b.versions = 5..=6;
     let mut p = Pair::with_configs(LinkModel::default(), Config::new("A"), b);
     p.drive();
     let a_err = p.a.events.iter().find_map(|(_, e)| match e {
@@ -81,11 +81,11 @@ fn version_mismatch_is_a_clear_error_on_both_sides() {
     });
     assert_eq!(
         a_err,
-        Some(LinkError::VersionMismatch { local_min: 1, local_max: 3, peer_min: 4, peer_max: 5 }),
+        Some(LinkError::VersionMismatch { local_min: 1, local_max: 4, peer_min: 5, peer_max: 6 }),
         "A: {:?}",
         p.a.events
     );
-    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 4, local_max: 5, peer_min: 1, peer_max: 3 }));
+    assert_eq!(b_err, Some(LinkError::VersionMismatch { local_min: 5, local_max: 6, peer_min: 1, peer_max: 4 }));
     assert!(a_err.unwrap().to_string().contains("no common protocol version"));
     assert_eq!(p.a.conn.state(), LinkState::Closed);
     assert_eq!(p.b.conn.state(), LinkState::Closed);
@@ -688,4 +688,42 @@ fn a_resume_announces_the_credit_that_lost_updates_did_not() {
     p.drive();
     assert!(p.a.saw(|e| *e == Event::LinkResumed));
     assert_eq!(received(&p.b.events, key, ChannelKind::Data), chunks);
+}
+
+#[test]
+fn version_4_sessions_carry_files_on_their_own_lane_beside_every_other_lane() {
+    let mut p = Pair::new(LinkModel::default());
+    p.drive();
+    assert_eq!((p.a.conn.version(), p.b.conn.version()), (4, 4));
+    assert!(p.a.conn.has_lane(ChannelKind::File));
+    // Three sessions (channel numbers 8·s + lane), every lane of each busy at once, both ways.
+    let keys: Vec<SessionKey> = (0..3).map(|i| p.open_session(&format!("s{i}"), ConnectOptions::default())).collect();
+    let mut sent = Vec::new();
+    for (i, &key) in keys.iter().enumerate() {
+        for (j, kind) in ChannelKind::ALL.into_iter().enumerate() {
+            let payload = pattern(20_000 + 1000 * j, (i * 10 + j) as u8);
+            p.a.conn.send(key, kind, payload.clone()).unwrap();
+            sent.push((key, kind, payload));
+        }
+    }
+    p.drive();
+    for (key, kind, payload) in sent {
+        assert_eq!(received(&p.b.events, key, kind), vec![payload], "{key:?} {kind:?}");
+    }
+}
+
+#[test]
+fn a_version_3_peer_has_no_file_lane_and_says_so() {
+    let mut a = Config::new("A");
+    a.versions = 1..=3;
+    let mut p = Pair::with_configs(LinkModel::default(), a, Config::new("B"));
+    p.drive();
+    assert_eq!((p.a.conn.version(), p.b.conn.version()), (3, 3));
+    assert!(!p.b.conn.has_lane(ChannelKind::File));
+    let key = p.open_session("old", ConnectOptions::default());
+    let err = p.a.conn.send(key, ChannelKind::File, Bytes::from_static(b"x")).unwrap_err();
+    assert_eq!(err, SendError::Unsupported { kind: ChannelKind::File, version: 3 });
+    assert_eq!(p.a.conn.send_capacity(key, ChannelKind::File), 0);
+    // The four lanes of version 3 (channels 4·s + lane) still work.
+    exchange(&mut p);
 }

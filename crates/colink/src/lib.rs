@@ -72,6 +72,7 @@
 
 pub mod api;
 pub mod driver;
+pub mod files;
 pub mod image_verdict;
 mod manager;
 #[cfg(feature = "media")]

@@ -190,7 +190,13 @@ impl Connection {
             return Ok(());
         }
         let Some((ours, peer)) = self.hs.take().and_then(Handshake::into_hellos) else { return Ok(()) };
-        let continuity = self.resume.complete(ours.resume_token, &peer.device_id, peer.link_token, peer.resume_token);
+        let mut continuity =
+            self.resume.complete(ours.resume_token, &peer.device_id, peer.link_token, peer.resume_token);
+        if continuity == Continuity::Resumed && self.version != self.sessions_version {
+            // The sessions' channels are numbered by the version they were opened under (docs/sessions.md §1.1).
+            debug!(was = self.sessions_version, now = self.version, "peer resumed with another version");
+            continuity = Continuity::Replaced;
+        }
         if continuity == Continuity::Replaced {
             debug!("peer could not resume: earlier sessions are lost");
             self.end_all_sessions(DisconnectReason::NetworkDisconnected, true);
@@ -219,6 +225,7 @@ impl Connection {
                 })
                 .unwrap_or(DEFAULT_PEER_WINDOW)
         });
+        self.sessions_version = self.version;
         self.scheduler.set_peer_window(peer_window);
         self.receiver.set_enforce(credit);
         // Version 3 charges every message a fixed amount of credit beyond its payload, both ways, so even empty

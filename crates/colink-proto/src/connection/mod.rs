@@ -33,7 +33,7 @@ use super::receiver::Receiver;
 use super::resume::Resume;
 use super::retransmit::RetransmitTimer;
 use super::scheduler::Scheduler;
-use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, Role, SendId, SessionKey};
+use super::types::{ChannelKind, ConnectErrorCode, DisconnectReason, LaneLayout, Role, SendId, SessionKey};
 use super::wire::{self, CH_HANDSHAKE, Hello};
 use handshake::Handshake;
 pub use secured::AttachError;
@@ -113,6 +113,9 @@ pub struct Connection {
     codec: StreamCodec,
     tx_buf: BytesMut,
     version: u8,
+    /// The version the link's sessions were opened under (their channel numbering, [`LaneLayout`]); a resume
+    /// must agree on it.
+    sessions_version: u8,
     /// The handshake on the current transport, while it runs.
     hs: Option<Handshake>,
     /// Our last hello, to answer a peer that missed it.
@@ -185,6 +188,7 @@ impl Connection {
             codec: StreamCodec::default(),
             tx_buf: BytesMut::new(),
             version: 0,
+            sessions_version: 0,
             hs: None,
             hs_hello_cache: None,
             hs_out: VecDeque::new(),
@@ -246,6 +250,24 @@ impl Connection {
     /// The agreed protocol version (0 before the first handshake).
     pub fn version(&self) -> u8 {
         self.version
+    }
+
+    /// Whether sessions on this link have lane `kind` (the File lane needs version 4); `false` before the
+    /// first handshake.
+    pub fn has_lane(&self, kind: ChannelKind) -> bool {
+        self.sessions_version != 0 && self.layout().has(kind)
+    }
+
+    /// The wire channel that carries lane `kind` of session `session` on this link (docs/sessions.md §1.1:
+    /// 4·s + lane up to version 3, 8·s + lane from version 4); `None` before the first handshake or for a
+    /// lane the link's version lacks.
+    pub fn wire_channel(&self, session: SessionKey, kind: ChannelKind) -> Option<u32> {
+        self.has_lane(kind).then(|| self.layout().channel(session.0, kind))
+    }
+
+    /// How this link's channel numbers split into session and lane.
+    fn layout(&self) -> LaneLayout {
+        LaneLayout::of_version(self.sessions_version)
     }
 
     /// The agreed keep-alive interval and idle timeout.
@@ -559,7 +581,10 @@ impl Connection {
         if payload.len() as u64 > max {
             return Err(SendError::TooLarge { len: payload.len() as u64, max });
         }
-        let channel = session_channel(session.0, kind);
+        if !self.layout().has(kind) {
+            return Err(SendError::Unsupported { kind, version: self.version });
+        }
+        let channel = self.layout().channel(session.0, kind);
         let id = SendId(self.next_send_id);
         self.scheduler.send(session, channel, id, payload)?;
         self.next_send_id += 1;
@@ -574,7 +599,10 @@ impl Connection {
     /// by a quarter of [`Config::receive_buffer`] or the app read everything (docs/sessions.md §4.5). Until then
     /// those bytes count against the channel's receive buffer. Unknown channels are ignored.
     pub fn consumed(&mut self, now: Instant, session: SessionKey, kind: ChannelKind, len: u64) {
-        let channel = session_channel(session.0, kind);
+        if !self.layout().has(kind) {
+            return;
+        }
+        let channel = self.layout().channel(session.0, kind);
         if self.receiver.consumed(channel, len) && self.version >= 2 {
             self.acks.on_credit(channel);
             // ACKs are never acknowledged: repeat the update a few times unless the sender starts sending.
@@ -592,13 +620,16 @@ impl Connection {
     /// Payload bytes handed over with [`Event::Received`] on this channel that the app has not read yet
     /// (see [`consumed`](Self::consumed)); `None` for an unknown channel.
     pub fn unread_bytes(&self, session: SessionKey, kind: ChannelKind) -> Option<u64> {
-        self.receiver.unread(session_channel(session.0, kind))
+        self.layout().has(kind).then(|| self.layout().channel(session.0, kind)).and_then(|ch| self.receiver.unread(ch))
     }
 
     /// Bytes `send` would accept on this channel now without `WouldBlock` (0 when unknown or not connected;
     /// an empty channel accepts any size).
     pub fn send_capacity(&self, session: SessionKey, kind: ChannelKind) -> u64 {
-        self.scheduler.capacity(session_channel(session.0, kind))
+        if !self.layout().has(kind) {
+            return 0;
+        }
+        self.scheduler.capacity(self.layout().channel(session.0, kind))
     }
 
     // ----- internals -----
@@ -678,8 +709,9 @@ impl Connection {
         if notify {
             self.events.push_back(s.end_event_for(key, reason));
         }
-        for kind in ChannelKind::ALL {
-            let ch = session_channel(key, kind);
+        let layout = self.layout();
+        for &kind in layout.kinds() {
+            let ch = layout.channel(key, kind);
             if let Some(ids) = self.scheduler.close(ch) {
                 for id in ids {
                     self.events.push_back(Event::SendFailed { session, id, error: SendFailure::Disconnected(reason) });
@@ -692,8 +724,9 @@ impl Connection {
 
     /// Opens a session's lanes both ways.
     fn open_lanes(&mut self, key: u32) {
-        for kind in ChannelKind::ALL {
-            let ch = session_channel(key, kind);
+        let layout = self.layout();
+        for &kind in layout.kinds() {
+            let ch = layout.channel(key, kind);
             self.scheduler.open(ch, kind.frame_kind());
             self.receiver.open(ch, kind.frame_kind());
         }
@@ -711,11 +744,6 @@ impl Connection {
             self.events.push_back(Event::ConnectFailed { session: SessionKey(key), code, reason });
         }
     }
-}
-
-/// The wire channel of `kind` on session `key`.
-const fn session_channel(key: u32, kind: ChannelKind) -> u32 {
-    (key << 2) | kind.lane()
 }
 
 fn millis(d: Duration) -> u32 {

@@ -12,7 +12,7 @@ use super::{Connection, LinkState};
 use crate::error::{CloseCode, LinkError, ProtocolError};
 use crate::event::Event;
 use crate::receiver::Verdict;
-use crate::types::{ChannelKind, SessionKey};
+use crate::types::SessionKey;
 use crate::wire::{self, CH_ACK, CH_CONTROL, CH_HANDSHAKE, CH_KEEPALIVE, Position};
 
 impl Connection {
@@ -111,7 +111,7 @@ impl Connection {
         if acked.advanced {
             self.retransmit.on_progress(now);
         }
-        let session = SessionKey(channel >> 2);
+        let session = SessionKey(self.layout().session(channel));
         for m in acked.done {
             if let Some(id) = m.id {
                 self.events.push_back(Event::SendCompleted { session, id });
@@ -120,8 +120,10 @@ impl Connection {
                 trace!(seq = m.seq, "control message acknowledged");
             }
         }
-        if acked.writable {
-            self.events.push_back(Event::Writable { session, kind: ChannelKind::from_lane(channel) });
+        if acked.writable
+            && let Some(kind) = self.layout().kind(channel)
+        {
+            self.events.push_back(Event::Writable { session, kind });
         }
         Ok(())
     }
@@ -153,7 +155,7 @@ impl Connection {
                 Ok(())
             }
             (Verdict::Unknown, _) => {
-                if self.numbers.is_known(ch >> 2) {
+                if self.numbers.is_known(self.layout().session(ch)) {
                     self.stats.discarded_fragments += 1;
                     return Ok(()); // a session that ended, or whose ACCEPT was lost
                 }
@@ -187,8 +189,11 @@ impl Connection {
             if ch == CH_CONTROL {
                 self.on_control_message(now, &payload)?;
             } else {
-                let session = SessionKey(ch >> 2);
-                let kind = ChannelKind::from_lane(ch);
+                let layout = self.layout();
+                let session = SessionKey(layout.session(ch));
+                let Some(kind) = layout.kind(ch) else {
+                    return Err(ProtocolError::UnknownChannel { channel: ch });
+                };
                 self.receiver.deliver(ch, payload.len() as u64 + self.message_charge)?;
                 self.events.push_back(Event::Received { session, kind, payload });
             }

@@ -114,6 +114,11 @@ pub enum ErrorKind {
     /// `401`: the peer received the payload but refused it (an image that failed its checks, or a receiving
     /// app that may not take it); the message carries the peer's reason.
     Refused,
+    /// `401`: this side's app cancelled the operation (a file transfer).
+    Cancelled,
+    /// `401`: reading the app's source or writing into its sink failed (a file transfer); the message
+    /// carries the I/O error.
+    Io,
 }
 
 impl ErrorKind {
@@ -195,6 +200,21 @@ impl Error {
     pub fn disconnected(reason: crate::api::DisconnectReason, what: impl fmt::Display) -> Self {
         Self::new(ErrorCode::InvalidParameter, format!("disconnected ({reason:?}): {what}"))
             .with_kind(ErrorKind::Disconnected(reason))
+    }
+
+    /// `401`, kind [`ErrorKind::Refused`]: the peer refused or abandoned `what`; the message gives its reason.
+    pub fn refused(what: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidParameter, what.to_string()).with_kind(ErrorKind::Refused)
+    }
+
+    /// `401`, kind [`ErrorKind::Cancelled`]: this side's app cancelled `what`.
+    pub fn cancelled(what: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidParameter, format!("{what} was cancelled")).with_kind(ErrorKind::Cancelled)
+    }
+
+    /// `401`, kind [`ErrorKind::Io`]: `what` failed with the I/O error `e`.
+    pub fn io(what: impl fmt::Display, e: &std::io::Error) -> Self {
+        Self::new(ErrorCode::InvalidParameter, format!("{what}: {e}")).with_kind(ErrorKind::Io)
     }
 
     /// The same error with a finer kind (the code and the message stay).

@@ -42,11 +42,13 @@ pub enum EventKind {
     Reconnecting,
     /// `"reconnected"` (colink): the link came back and the session continues where it stopped.
     Reconnected,
+    /// `"fileOffered"` (colink): the peer offers a file (answer with `accept_file` or `reject_file`).
+    FileOffered,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Connect,
         Self::Disconnect,
         Self::ReceiveMessage,
@@ -55,6 +57,7 @@ impl EventKind {
         Self::CollaborateEvent,
         Self::Reconnecting,
         Self::Reconnected,
+        Self::FileOffered,
     ];
 
     /// The reference's event type string (`"receiveMessage"`, ...).
@@ -68,6 +71,7 @@ impl EventKind {
             Self::CollaborateEvent => "collaborateEvent",
             Self::Reconnecting => "reconnecting",
             Self::Reconnected => "reconnected",
+            Self::FileOffered => "fileOffered",
         }
     }
 
@@ -93,7 +97,7 @@ impl FromStr for EventKind {
                 "type",
                 format_args!(
                     "must be one of connect, disconnect, receiveMessage, receiveData, receiveImage, \
-                     collaborateEvent, reconnecting, reconnected, got {s:?}"
+                     collaborateEvent, reconnecting, reconnected, fileOffered, got {s:?}"
                 ),
             )
         })
@@ -162,6 +166,16 @@ pub enum Event {
         /// The session.
         session_id: SessionId,
     },
+    /// `fileOffered` (colink, not in the reference): the peer app offers a file; answer with
+    /// [`Manager::accept_file`](crate::Manager::accept_file) or
+    /// [`Manager::reject_file`](crate::Manager::reject_file) within
+    /// [`OFFER_TIMEOUT`](crate::files::OFFER_TIMEOUT).
+    FileOffered {
+        /// The session.
+        session_id: SessionId,
+        /// What is offered.
+        offer: crate::files::FileOffer,
+    },
 }
 
 impl Event {
@@ -174,7 +188,8 @@ impl Event {
             | Self::ReceiveData { session_id, .. }
             | Self::CollaborateEvent { session_id, .. }
             | Self::Reconnecting { session_id }
-            | Self::Reconnected { session_id } => *session_id,
+            | Self::Reconnected { session_id }
+            | Self::FileOffered { session_id, .. } => *session_id,
             #[cfg(feature = "media")]
             Self::ReceiveImage { session_id, .. } => *session_id,
         }
@@ -192,6 +207,7 @@ impl Event {
             Self::CollaborateEvent { .. } => EventKind::CollaborateEvent,
             Self::Reconnecting { .. } => EventKind::Reconnecting,
             Self::Reconnected { .. } => EventKind::Reconnected,
+            Self::FileOffered { .. } => EventKind::FileOffered,
         }
     }
 
@@ -207,7 +223,7 @@ impl Event {
             image: None,
         };
         match self {
-            Self::Connect { .. } | Self::Reconnecting { .. } | Self::Reconnected { .. } => {}
+            Self::Connect { .. } | Self::Reconnecting { .. } | Self::Reconnected { .. } | Self::FileOffered { .. } => {}
             Self::Disconnect { reason, .. } => info.reason = Some(*reason),
             Self::ReceiveMessage { msg, .. } => info.msg = Some(msg.clone()),
             Self::ReceiveData { data, .. } => info.data = Some(data.clone()),

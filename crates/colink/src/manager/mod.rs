@@ -12,6 +12,7 @@
 //! read slows this sender through its receive credit), and a send that fails after
 //! it was accepted also raises `collaborateEvent` SEND_FAILURE.
 
+mod files;
 mod incoming;
 #[cfg(feature = "media")]
 mod media;
@@ -134,6 +135,7 @@ impl ManagerBuilder {
                 DeviceId::from_bytes(bytes)
             }
         };
+        let receive_buffer = config.engine.receive_buffer;
         let (node, events) = Node::start(adapter, device, config).await.map_err(|e| match e {
             StartError::PoweredOff => Error::not_supported("colink with the Bluetooth adapter powered off"),
             e => Error::not_supported(format_args!("colink on this adapter ({e})")),
@@ -148,6 +150,8 @@ impl ManagerBuilder {
             state: Mutex::new(State::default()),
             apps: incoming::Apps::default(),
             pump: Mutex::new(Vec::new()),
+            files: Arc::default(),
+            receive_buffer,
             #[cfg(feature = "media")]
             media: Mutex::new(media::MediaState::default()),
             #[cfg(feature = "media")]
@@ -189,6 +193,10 @@ struct Inner {
     apps: incoming::Apps,
     /// The event pump and the stream-signal sender.
     pump: Mutex<Vec<JoinHandle<()>>>,
+    /// File transfers (shared with their tasks).
+    files: Arc<Mutex<files::FileState>>,
+    /// The engine's per-channel receive buffer (bounds each incoming file's chunk queue).
+    receive_buffer: u64,
     #[cfg(feature = "media")]
     media: Mutex<media::MediaState>,
     #[cfg(feature = "media")]
@@ -520,6 +528,9 @@ impl Manager {
         if let Some((link, key)) = binding {
             #[cfg(feature = "media")]
             media::session_ended(&self.inner, id);
+            let why =
+                Error::disconnected(DisconnectReason::PeerAppCloseCollaboration, "this app disconnected the session");
+            files::session_ended(&self.inner, id, &why);
             let _ = self.inner.node.disconnect(link, key, DisconnectReason::PeerAppCloseCollaboration).await;
         }
         Ok(())
@@ -699,6 +710,9 @@ fn send_error(id: SessionId, e: SendError, message: String) -> Error {
         SendError::NotConnected | SendError::Rejected(Engine::NotConnected(_) | Engine::UnknownSession(_)) => {
             Error::not_connected(id).with_kind(crate::ErrorKind::NotConnected)
         }
+        SendError::Rejected(Engine::Unsupported { .. }) => {
+            Error::not_supported(format_args!("{message}: the peer's colink"))
+        }
         SendError::Rejected(Engine::TooLarge { len, max }) => {
             Error::invalid_arg("data", format_args!("{len} bytes exceed the maximum of {max}"))
         }
@@ -806,6 +820,11 @@ async fn handle(
             if let Some(id) = id {
                 #[cfg(feature = "media")]
                 media::session_ended(inner, id);
+                let why = match reason {
+                    DisconnectReason::NetworkDisconnected => Error::link_lost(reason, "the session's link"),
+                    reason => Error::disconnected(reason, "the session"),
+                };
+                files::session_ended(inner, id, &why);
                 inner.registry.dispatch(Event::Disconnect { session_id: id, reason });
             }
         }
@@ -895,6 +914,7 @@ fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
             }
         },
         ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
+        ChannelKind::File => return files::on_message(inner, id, &payload, credit),
         #[cfg(feature = "media")]
         ChannelKind::Image => return media::on_image(inner, id, &payload, credit),
         #[cfg(feature = "media")]
