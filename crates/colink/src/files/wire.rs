@@ -268,6 +268,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use sha2::Digest;
 
     fn any_msg() -> impl Strategy<Value = FileMsg> {
         let id = any::<u64>().prop_map(TransferId);
@@ -310,6 +311,30 @@ mod tests {
             let cut = cut.min(b.len() - 1);
             prop_assert!(FileMsg::decode(&b.slice(..cut)).is_err());
         }
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn the_documented_example_is_what_is_sent() {
+        // docs/files.md §5.
+        let id = TransferId(1);
+        let key = ResumeKey([0; 16]);
+        let offer = FileMsg::Offer { id, size: 5, key, name: "a.txt".into() };
+        assert_eq!(hex(&offer.encode()), format!("01{:016x}{:016x}{}05612e747874", 1, 5, "00".repeat(16)));
+        let accept = FileMsg::Accept { id, offset: 0 };
+        assert_eq!(hex(&accept.encode()), format!("81{:016x}{:016x}", 1, 0));
+        let chunk = FileMsg::Chunk { id, offset: 0, data: Bytes::from_static(b"hello") };
+        assert_eq!(hex(&chunk.encode()), format!("02{:016x}{:016x}68656c6c6f", 1, 0));
+        let sha256: [u8; 32] = sha2::Sha256::digest(b"hello").into();
+        assert_eq!(
+            hex(&FileMsg::End { id, sha256 }.encode()),
+            format!("03{:016x}2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", 1)
+        );
+        let result = FileMsg::Result { id, status: Status::Verified, reason: String::new() };
+        assert_eq!(hex(&result.encode()), format!("82{:016x}0000", 1));
     }
 
     #[test]
