@@ -162,3 +162,65 @@ async fn collaboration_requests_an_app_does_not_read_are_bounded() {
     assert_eq!(result.error_code, Some(colink::api::ConnectErrorCode::SystemInternalError), "{result:?}");
     assert!(result.reason.as_deref().is_some_and(|r| r.contains("too many")), "{result:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_without_the_per_message_charge_cannot_pile_up_unread_payloads() {
+    // A version-2 peer pays receive credit for payload bytes only, so tiny messages cost it almost nothing.
+    // Bob's links stop reading once MAX unread payloads wait for his app, whatever their size: Alice's sends
+    // then wait. Once Bob's app reads, all of them arrive, once.
+    const MAX: u64 = 300;
+    const SENT: usize = 2000;
+    let air = SimAir::new(44);
+    let mut old = colink::driver::NodeConfig::default();
+    old.engine.versions = 1..=2;
+    let alice = Manager::builder()
+        .adapter(air.adapter("alice", Position::new(0.0, 0.0)))
+        .node_config(old)
+        .device_id(DeviceId::from_bytes([1; 16]))
+        .seed(1)
+        .build()
+        .await
+        .unwrap();
+    let mut bounded = colink::driver::NodeConfig::default();
+    bounded.max_unread_payloads = MAX;
+    let bob = Manager::builder()
+        .adapter(air.adapter("bob", Position::new(3.0, 0.0)))
+        .node_config(bounded)
+        .device_id(DeviceId::from_bytes([2; 16]))
+        .seed(2)
+        .build()
+        .await
+        .unwrap();
+    let (sa, sb) = connect(&alice, &bob, "com.example.flood").await;
+    let resolved = Arc::new(Mutex::new(0usize));
+    let sender = {
+        let (alice, resolved) = (alice.clone(), resolved.clone());
+        // All at once (pipelined): distinct tiny messages, the index as text.
+        tokio::spawn(futures::future::join_all((0..SENT).map(move |i| {
+            let (alice, resolved) = (alice.clone(), resolved.clone());
+            async move {
+                alice.send_message(sa, &i.to_string()).await.unwrap();
+                *resolved.lock().unwrap() += 1;
+            }
+        })))
+    };
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stalled = *resolved.lock().unwrap();
+    // What Bob's engine took before its link stopped reading: the unread ones, plus what the transport and
+    // the node's queue hold.
+    assert!(stalled < SENT, "every send resolved although Bob's app read nothing");
+    assert!(stalled as u64 <= MAX + colink::driver::NODE_EVENT_QUEUE as u64 + 100, "{stalled} resolved");
+    let mut events = bob.events(sb).unwrap();
+    let mut got = Vec::new();
+    while got.len() < SENT {
+        match tokio::time::timeout(Duration::from_secs(30), events.next()).await.unwrap() {
+            Some(Event::ReceiveMessage { msg, .. }) => got.push(msg.parse::<usize>().unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    sender.await.unwrap();
+    // Concurrent sends have no order among themselves; each arrives exactly once.
+    got.sort_unstable();
+    assert_eq!(got, (0..SENT).collect::<Vec<_>>());
+    assert_eq!(*resolved.lock().unwrap(), SENT);
+}

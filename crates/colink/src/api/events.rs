@@ -323,10 +323,15 @@ type Credit = Option<Arc<ReadCredit>>;
 /// Events without receive credit held for one session at most (connect, disconnect, send failures).
 pub const MAX_HELD_EVENTS: usize = 256;
 
+/// What one [`EventStream`] can hold unread: every payload its link may hold for the app
+/// ([`MAX_UNREAD_PAYLOADS`](crate::driver::MAX_UNREAD_PAYLOADS); the link stops reading before more arrive)
+/// plus [`MAX_HELD_EVENTS`] events without a payload. The queue grows with what it holds, not to this size.
+pub const STREAM_CAPACITY: usize = crate::driver::MAX_UNREAD_PAYLOADS as usize + MAX_HELD_EVENTS;
+
 struct SessionEntry {
     system: bool,
     listeners: HashMap<EventKind, Listener>,
-    streams: Vec<(u64, mpsc::UnboundedSender<(Event, Credit)>)>,
+    streams: Vec<(u64, mpsc::Sender<(Event, Credit)>)>,
     /// Events that found no recipient, in dispatch order, until a stream or a listener of their kind comes.
     held: VecDeque<(Event, Credit)>,
 }
@@ -427,10 +432,10 @@ impl EventRegistry {
         let id = inner.next_subscription;
         inner.next_subscription += 1;
         let entry = inner.sessions.get_mut(&session).ok_or_else(|| Error::unknown_session(session))?;
-        let (tx, rx) = mpsc::unbounded();
-        // Whatever waited for a recipient comes first, in order.
+        let (mut tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        // Whatever waited for a recipient comes first, in order (the held queue is smaller than the stream's).
         for held in entry.held.drain(..) {
-            let _ = tx.unbounded_send(held);
+            let _ = tx.try_send(held);
         }
         entry.streams.push((id, tx));
         Ok(EventStream { rx, registry: Arc::downgrade(&self.inner), session, id })
@@ -465,7 +470,16 @@ impl EventRegistry {
             }
             // Streams get the event under the lock (a non-blocking queue push), so concurrent dispatches keep
             // one order for every stream; a stream whose receiver is gone is pruned.
-            entry.streams.retain(|(_, tx)| tx.unbounded_send((event.clone(), credit.clone())).is_ok());
+            entry.streams.retain_mut(|(_, tx)| match tx.try_send((event.clone(), credit.clone())) {
+                Ok(()) => true,
+                // Unreachable for payloads (the link stops reading before); a stream that let more than
+                // MAX_HELD_EVENTS plain events pile up loses the newest, with a warning.
+                Err(e) if e.is_full() => {
+                    warn!(%session, %kind, "an event stream nobody reads is full; dropping an event");
+                    true
+                }
+                Err(_) => false,
+            });
             let listener = entry.listeners.get(&kind).cloned();
             if listener.is_none() && entry.streams.is_empty() {
                 // `connect` is the answer of the app's own `connect` / `accept_connect` call, which it has
@@ -515,7 +529,7 @@ impl EventRegistry {
 /// dropping it unsubscribes.
 #[must_use = "a stream buffers events until read; drop it to unsubscribe"]
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<(Event, Credit)>,
+    rx: mpsc::Receiver<(Event, Credit)>,
     registry: Weak<Mutex<Inner>>,
     session: SessionId,
     id: u64,

@@ -33,7 +33,9 @@ pub use enums::{
     StreamRole, VideoPixelFormat,
 };
 pub use error::{Error, ErrorCode, ErrorKind};
-pub use events::{Event, EventCallbackInfo, EventKind, EventRegistry, EventStream, Listener, MAX_HELD_EVENTS};
+pub use events::{
+    Event, EventCallbackInfo, EventKind, EventRegistry, EventStream, Listener, MAX_HELD_EVENTS, STREAM_CAPACITY,
+};
 pub use ids::{SessionId, SessionIds, StreamId, StreamIds};
 pub use media::{ColorSpace, DEFAULT_BITRATE, Rotation, StreamParam, SurfaceParam};
 pub use types::{CollaborateEventInfo, ConnectOptions, ConnectResult, PeerInfo, SessionState};

@@ -78,19 +78,27 @@ pub(crate) struct LinkCredit {
 #[derive(Default)]
 struct CreditState {
     outstanding: BTreeMap<SessionKey, u64>,
+    /// Credits alive: payloads received and not yet read by the app, of any size (even empty ones, which a
+    /// peer without the per-message charge gets for free).
+    unread: u64,
     returned: BTreeMap<(SessionKey, ChannelKind), u64>,
 }
 
 impl LinkCredit {
     /// A credit for `len` bytes just received on `session`'s `kind` channel.
     pub(crate) fn issue(self: &Arc<Self>, session: SessionKey, kind: ChannelKind, len: u64) -> ReadCredit {
-        *lock(&self.state).outstanding.entry(session).or_default() += len;
+        {
+            let mut state = lock(&self.state);
+            *state.outstanding.entry(session).or_default() += len;
+            state.unread += 1;
+        }
         ReadCredit { link: self.clone(), session, kind, len }
     }
 
     fn give_back(&self, session: SessionKey, kind: ChannelKind, len: u64) {
         {
             let mut state = lock(&self.state);
+            state.unread = state.unread.saturating_sub(1);
             if let Some(n) = state.outstanding.get_mut(&session) {
                 *n = n.saturating_sub(len);
                 if *n == 0 {
@@ -105,6 +113,11 @@ impl LinkCredit {
     /// The bytes read since the last call, per channel, for the engine.
     pub(crate) fn take_returned(&self) -> BTreeMap<(SessionKey, ChannelKind), u64> {
         std::mem::take(&mut lock(&self.state).returned)
+    }
+
+    /// Payloads of any session of the link received and not yet read by the app.
+    pub(crate) fn unread_payloads(&self) -> u64 {
+        lock(&self.state).unread
     }
 
     /// Payload bytes of `session` received and not yet read by the app.

@@ -97,6 +97,8 @@ pub(crate) struct LinkTask {
     redialing: bool,
     /// Receive credit the app hands back as it reads.
     credit: Arc<LinkCredit>,
+    /// Unread payloads at which the task stops reading its transport ([`NodeConfig::max_unread_payloads`]).
+    max_unread: u64,
 }
 
 /// Bytes the driver lets wait in the transport's queue (not yet on the air) before it hands over the next frame:
@@ -123,6 +125,7 @@ impl LinkTask {
         peer_device: String,
         on_exit: Box<dyn FnOnce(LinkId) + Send>,
         credit: Arc<LinkCredit>,
+        max_unread: u64,
     ) -> Self {
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         Self {
@@ -144,6 +147,7 @@ impl LinkTask {
             blocked: VecDeque::new(),
             redialing: false,
             credit,
+            max_unread,
         }
     }
 
@@ -161,7 +165,10 @@ impl LinkTask {
                 let sending = self.sending.is_some();
                 let credit = self.credit.clone();
                 let events = self.events.clone();
-                let (waiting, reading) = (!self.outbox.is_empty(), self.outbox.len() < OUTBOX_LIMIT);
+                // The transport is not read while events wait for room in the node's queue, or while the app
+                // holds too many unread payloads (bounded even for a peer that sends empty ones for free).
+                let reading = self.outbox.len() < OUTBOX_LIMIT && credit.unread_payloads() < self.max_unread;
+                let waiting = !self.outbox.is_empty();
                 tokio::select! {
                     biased;
                     permit = events.reserve(), if waiting => match permit {

@@ -109,7 +109,17 @@ pub struct NodeConfig {
     /// replaced), and accepted transports are routed by the identity they proved. `None` (the default) runs
     /// plain links, admitting any peer.
     pub security: Option<SecurityConfig>,
+    /// Payloads received on one link and not yet read by the app (of any size, even empty) at which the link
+    /// stops reading its transport until the app reads (default and maximum [`MAX_UNREAD_PAYLOADS`]). Receive credit
+    /// bounds the bytes; this bounds the count, also against a version-1 or -2 peer, which pays no
+    /// per-message charge.
+    pub max_unread_payloads: u64,
 }
+
+/// The default [`NodeConfig::max_unread_payloads`]: 2^20 payloads per link. With a version-3 or later peer
+/// the per-message charge keeps a session channel below `receive_buffer / 64` payloads (65 536 by default), so
+/// only many sessions full of empty messages reach it.
+pub const MAX_UNREAD_PAYLOADS: u64 = 1 << 20;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -123,6 +133,7 @@ impl Default for NodeConfig {
             seed: None,
             on_radio_loss: RadioLoss::default(),
             security: None,
+            max_unread_payloads: MAX_UNREAD_PAYLOADS,
         }
     }
 }
@@ -651,7 +662,19 @@ impl Node {
                 }
             }
         });
-        let task = LinkTask::new(id, conn, rx, tx.clone(), self.shared.events.clone(), redial, device, on_exit, credit);
+        let max_unread = self.shared.config.max_unread_payloads.min(MAX_UNREAD_PAYLOADS);
+        let task = LinkTask::new(
+            id,
+            conn,
+            rx,
+            tx.clone(),
+            self.shared.events.clone(),
+            redial,
+            device,
+            on_exit,
+            credit,
+            max_unread,
+        );
         let handle = tokio::spawn(task.run(link, replay, secure).in_current_span());
         let mut tasks = lock(&self.shared.link_tasks);
         tasks.retain(|t| !t.is_finished());
