@@ -290,7 +290,7 @@ type ConnectResult = Result<LinkOpened, ConnectError>;
 
 struct Inner {
     model: Model,
-    scans: BTreeMap<u64, fmpsc::UnboundedSender<ScanEvent>>,
+    scans: BTreeMap<u64, fmpsc::Sender<ScanEvent>>,
     connects: BTreeMap<u64, oneshot::Sender<ConnectResult>>,
     listeners: BTreeMap<u64, mpsc::UnboundedSender<LinkOpened>>,
     link_notify: BTreeMap<(u64, usize), Arc<Notify>>,
@@ -308,8 +308,8 @@ impl Inner {
         while let Some(out) = self.model.poll_output() {
             match out {
                 Output::Scan { scan, event } => {
-                    if let Some(tx) = self.scans.get(&scan)
-                        && tx.unbounded_send(event).is_err()
+                    if let Some(tx) = self.scans.get_mut(&scan)
+                        && !colink_ble::queue_scan_event(tx, event)
                     {
                         self.scans.remove(&scan);
                         self.model.stop_scan(now, scan);
@@ -441,7 +441,7 @@ impl Adapter for SimAdapter {
         let dev = self.dev;
         let r = self.shared.with(|inner, now| {
             let id = inner.model.start_scan(now, dev, filter)?;
-            let (tx, rx) = fmpsc::unbounded();
+            let (tx, rx) = fmpsc::channel(colink_ble::SCAN_QUEUE);
             inner.scans.insert(id, tx);
             Ok((id, rx))
         });
@@ -620,7 +620,7 @@ impl Drop for AdvertGuard {
 }
 
 struct SimScan {
-    rx: fmpsc::UnboundedReceiver<ScanEvent>,
+    rx: fmpsc::Receiver<ScanEvent>,
     shared: Weak<Shared>,
     id: u64,
 }

@@ -558,3 +558,27 @@ async fn a_link_reports_its_send_queue_and_drains_one_sdu_per_air_time() {
     la.close().await;
     assert!(matches!(la.drain_to(0).await, Err(LinkError::Closed(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_nobody_reads_holds_a_bounded_number_of_events() {
+    // Forty devices, each heard again every second: a scan left unread for five minutes would queue ~12 000
+    // updates; it holds SCAN_QUEUE and drops the rest, and reading it again gets fresh news.
+    let air = SimAir::new(77);
+    let scanner = air.adapter("scanner", p(0.0));
+    let mut adverts = Vec::new();
+    for i in 0..40u8 {
+        let a = air.adapter(&format!("d{i}"), Position::new(1.0 + f64::from(i % 8), f64::from(i / 8)));
+        adverts.push(a.advertise(Advert::new(id(i + 10).short())).await.unwrap());
+    }
+    let mut scan = scanner.scan(ScanFilter::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let mut queued = 0;
+    while let Some(Some(_)) = futures::FutureExt::now_or_never(scan.next()) {
+        queued += 1;
+    }
+    assert!(queued > colink_ble::SCAN_QUEUE / 2, "the scan heard too little: {queued}");
+    assert!(queued <= colink_ble::SCAN_QUEUE + 1, "{queued} events queued for a reader that read nothing");
+    // The scan still reports.
+    let next = tokio::time::timeout(Duration::from_secs(3), scan.next()).await.unwrap();
+    assert!(matches!(next, Some(ScanEvent::DeviceUpdated { .. } | ScanEvent::DeviceFound { .. })), "{next:?}");
+}

@@ -140,6 +140,21 @@ impl fmt::Debug for AdvertHandle {
 /// A stream of [`ScanEvent`]s; dropping it stops the scan.
 pub type ScanStream = BoxStream<'static, ScanEvent>;
 
+/// The scan events a [`ScanStream`] holds for a reader that fell behind. Beyond them the newest events are
+/// dropped, so a crowd of devices (or one hostile device changing its advert without end) never grows memory
+/// for a scan nobody reads; a scan is lossy by nature, and a device dropped this way is reported again at
+/// its next update. Every backend keeps to it.
+pub const SCAN_QUEUE: usize = 256;
+
+/// Queues `ev` on a scan stream of [`SCAN_QUEUE`] events: `false` once the stream is gone; a full stream
+/// drops `ev`.
+pub fn queue_scan_event(tx: &mut futures::channel::mpsc::Sender<ScanEvent>, ev: ScanEvent) -> bool {
+    match tx.try_send(ev) {
+        Ok(()) => true,
+        Err(e) => !e.is_disconnected(),
+    }
+}
+
 /// What a scan reports. Only devices carrying a decodable colink advert are reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -42,7 +42,8 @@ pub mod btleplug;
 mod scan_tracker;
 
 pub use adapter::{
-    Adapter, AdapterError, AdvertHandle, ConnectError, Listener, ScanEvent, ScanFilter, ScanStream, Sighting,
+    Adapter, AdapterError, AdvertHandle, ConnectError, Listener, SCAN_QUEUE, ScanEvent, ScanFilter, ScanStream,
+    Sighting, queue_scan_event,
 };
 pub use address::{
     ADVERT_ID_PERIOD, Address, AddressParseError, AddressType, DeviceId, PeerAddress, ShortDeviceId, advert_slot,

@@ -88,4 +88,4 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub use api::{Caller, Error, ErrorCode, ErrorKind, Event, EventKind, PeerInfo, SessionId, SessionState};
 pub use manager::{CollaborationRequest, INCOMING_QUEUE, Incoming, Manager, ManagerBuilder};
 #[cfg(feature = "media")]
-pub use manager::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_VERDICT_TIMEOUT};
+pub use manager::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_QUEUE, IMAGE_VERDICT_TIMEOUT};

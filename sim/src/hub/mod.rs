@@ -672,7 +672,7 @@ impl Agent for ProxyAgent {
 struct Client {
     out: mpsc::UnboundedSender<ClientMsg>,
     pending: Pending<Reply>,
-    scans: Arc<Mutex<BTreeMap<u64, fmpsc::UnboundedSender<ScanEvent>>>>,
+    scans: Arc<Mutex<BTreeMap<u64, fmpsc::Sender<ScanEvent>>>>,
     agents: Arc<Mutex<BTreeMap<u64, Arc<dyn Agent>>>>,
     ids: AtomicU64,
     /// Set once the hub closed the connection.
@@ -835,8 +835,8 @@ async fn join(path: &Path, name: &str, position: Position) -> io::Result<(Arc<Cl
                     }
                 }
                 HubMsg::Scan { scan, event } => {
-                    if let Some(tx) = lock(&scans).get(&scan) {
-                        let _ = tx.unbounded_send(event);
+                    if let Some(tx) = lock(&scans).get_mut(&scan) {
+                        colink_ble::queue_scan_event(tx, event);
                     }
                 }
                 HubMsg::ScanEnded { scan } => {
@@ -926,7 +926,7 @@ impl Adapter for HubAdapter {
         Box::pin(async move {
             let client = self.client().await;
             let scan = client.next_id();
-            let (tx, rx) = fmpsc::unbounded();
+            let (tx, rx) = fmpsc::channel(colink_ble::SCAN_QUEUE);
             lock(&client.scans).insert(scan, tx);
             if let Err(e) = client.call(Request::Scan { scan, filter }).await {
                 lock(&client.scans).remove(&scan);

@@ -188,7 +188,7 @@ impl BluezAdapter {
             }
         }
         let events = self.adapter.discover_devices_with_changes().await.map_err(adapter_error)?;
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (tx, rx) = futures::channel::mpsc::channel(crate::SCAN_QUEUE);
         let span = tracing::debug_span!("bluez_scan", adapter = %self.name);
         let scan = run_scan(self.adapter.clone(), events, filter, self.sightings.clone(), tx);
         let task = tokio::spawn(tracing::Instrument::instrument(scan, span));
@@ -452,7 +452,7 @@ impl Adapter for BluezAdapter {
 
 /// The scan stream: events from the scan task; dropping it stops the task (and with it discovery).
 struct BluezScan {
-    rx: futures::channel::mpsc::UnboundedReceiver<ScanEvent>,
+    rx: futures::channel::mpsc::Receiver<ScanEvent>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -507,7 +507,7 @@ async fn run_scan(
     first: impl Stream<Item = AdapterEvent> + Send + 'static,
     filter: ScanFilter,
     sightings: Arc<Sightings>,
-    tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
+    mut tx: futures::channel::mpsc::Sender<ScanEvent>,
 ) {
     // The advertisement monitor (see `monitor`) is registered beside the first discovery session, not before it:
     // bluetoothd can take seconds to activate it under load, and a device that advertises after discovery began
@@ -543,7 +543,7 @@ async fn run_scan(
                     Some(AdapterEvent::DeviceAdded(addr)) => (addr, false),
                     Some(AdapterEvent::DeviceRemoved(addr)) => {
                         let lost = peers.remove(&addr).and_then(|p| tracker.removed(p));
-                        if !forward(lost, &sightings, &tx) {
+                        if !forward(lost, &sightings, &mut tx) {
                             return;
                         }
                         continue;
@@ -569,7 +569,7 @@ async fn run_scan(
                 }
                 () = tokio::time::sleep_until(wake) => {
                     let out = tracker.expire(start.elapsed());
-                    if !out.into_iter().all(|ev| forward(Some(ev), &sightings, &tx)) {
+                    if !out.into_iter().all(|ev| forward(Some(ev), &sightings, &mut tx)) {
                         return;
                     }
                     continue;
@@ -595,7 +595,7 @@ async fn run_scan(
             peers.insert(addr, peer);
             sightings.heard(Instant::now(), peer, advert);
             let heard = tracker.heard(start.elapsed(), peer, rssi_from_bluez(raw_rssi), advert);
-            if !forward(heard, &sightings, &tx) {
+            if !forward(heard, &sightings, &mut tx) {
                 return;
             }
         };
@@ -630,16 +630,12 @@ async fn run_scan(
 
 /// Sends a scan event to the scan's stream (a lost device also leaves the sightings); false once the stream is
 /// gone.
-fn forward(
-    ev: Option<ScanEvent>,
-    sightings: &Sightings,
-    tx: &futures::channel::mpsc::UnboundedSender<ScanEvent>,
-) -> bool {
+fn forward(ev: Option<ScanEvent>, sightings: &Sightings, tx: &mut futures::channel::mpsc::Sender<ScanEvent>) -> bool {
     let Some(ev) = ev else { return true };
     if let ScanEvent::DeviceLost { peer } = ev {
         sightings.lost(peer);
     }
-    tx.unbounded_send(ev).is_ok()
+    crate::queue_scan_event(tx, ev)
 }
 
 pub(crate) fn to_colink_address(a: bluer::Address) -> Address {

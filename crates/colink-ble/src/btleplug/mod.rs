@@ -77,14 +77,14 @@ impl BtleplugAdapter {
         // No service filter: on Linux it becomes a BlueZ UUID filter, which can drop adverts carrying the UUID only
         // as a service-data key (bluez.md); colink post-filters instead.
         self.adapter.start_scan(btleplug::api::ScanFilter::default()).await.map_err(backend)?;
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (tx, rx) = futures::channel::mpsc::channel(crate::SCAN_QUEUE);
         let task = tokio::spawn(run_scan(self.adapter.clone(), events, filter, tx));
         Ok(Box::pin(Scan { rx, task, adapter: self.adapter.clone() }))
     }
 }
 
 struct Scan {
-    rx: futures::channel::mpsc::UnboundedReceiver<ScanEvent>,
+    rx: futures::channel::mpsc::Receiver<ScanEvent>,
     task: tokio::task::JoinHandle<()>,
     adapter: PlatformAdapter,
 }
@@ -115,7 +115,7 @@ async fn run_scan(
     adapter: PlatformAdapter,
     events: impl Stream<Item = CentralEvent>,
     filter: ScanFilter,
-    tx: futures::channel::mpsc::UnboundedSender<ScanEvent>,
+    mut tx: futures::channel::mpsc::Sender<ScanEvent>,
 ) {
     futures::pin_mut!(events);
     let start = Instant::now();
@@ -148,7 +148,7 @@ async fn run_scan(
             () = tokio::time::sleep_until(wake) => tracker.expire(start.elapsed()),
         };
         for ev in out {
-            if tx.unbounded_send(ev).is_err() {
+            if !crate::queue_scan_event(&mut tx, ev) {
                 return;
             }
         }

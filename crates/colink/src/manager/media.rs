@@ -34,6 +34,10 @@ pub const IMAGE_VERDICT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Images one Manager checks and decodes at once, across all sessions (each session's one at a time, in order).
 pub const IMAGE_DECODES: usize = 2;
 
+/// Received images one session holds for its checker (their bytes also count against receive credit); one
+/// more is refused with a verdict, so the sender's `send_image` fails instead of memory growing.
+pub const IMAGE_QUEUE: usize = 256;
+
 /// A received image waiting for its session's checker, with its receive credit.
 struct ImageJob {
     payload: Bytes,
@@ -58,7 +62,7 @@ pub(super) struct MediaState {
     verdicts: BTreeMap<(SessionId, u64), VecDeque<oneshot::Sender<Verdict>>>,
     /// Each session's image checker: received images wait here (their bytes held by their receive credit)
     /// and are checked and decoded one at a time per session, off the event loop.
-    checkers: BTreeMap<SessionId, mpsc::UnboundedSender<ImageJob>>,
+    checkers: BTreeMap<SessionId, mpsc::Sender<ImageJob>>,
     /// Decodes allowed at once ([`IMAGE_DECODES`]), created with the first image.
     decodes: Option<Arc<Semaphore>>,
 }
@@ -565,25 +569,28 @@ pub(super) fn on_image(
         return;
     }
     let job = ImageJob { payload: payload.clone(), credit };
-    let mut media = lock(&inner.media);
-    let decodes = media.decodes.get_or_insert_with(|| Arc::new(Semaphore::new(IMAGE_DECODES))).clone();
-    let checker = media.checkers.entry(id).or_insert_with(|| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(check_images(Arc::downgrade(inner), id, rx, decodes));
-        tx
-    });
-    let _ = checker.send(job);
+    let full = {
+        let mut media = lock(&inner.media);
+        let decodes = media.decodes.get_or_insert_with(|| Arc::new(Semaphore::new(IMAGE_DECODES))).clone();
+        let checker = media.checkers.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(IMAGE_QUEUE);
+            tokio::spawn(check_images(Arc::downgrade(inner), id, rx, decodes));
+            tx
+        });
+        matches!(checker.try_send(job), Err(mpsc::error::TrySendError::Full(_)))
+    };
+    if full {
+        // Refused, never dropped in silence: the sender's `send_image` fails with the reason.
+        warn!(session = %id, "too many images wait for their check; refusing one");
+        let reason = format!("{IMAGE_QUEUE} images already wait to be checked on this session");
+        super::reply_on_image_lane(inner, id, ImageVerdict::refused(payload, &reason).encode());
+    }
 }
 
 /// Checks and decodes session `id`'s images in order, at most [`IMAGE_DECODES`] at once across the Manager
 /// and off the event loop; delivers each that passes (docs/media.md §3.3) and answers the sender with a
 /// verdict either way.
-async fn check_images(
-    inner: Weak<Inner>,
-    id: SessionId,
-    mut jobs: mpsc::UnboundedReceiver<ImageJob>,
-    decodes: Arc<Semaphore>,
-) {
+async fn check_images(inner: Weak<Inner>, id: SessionId, mut jobs: mpsc::Receiver<ImageJob>, decodes: Arc<Semaphore>) {
     while let Some(ImageJob { payload, credit }) = jobs.recv().await {
         let Some(inner) = inner.upgrade() else { return };
         let system = lock(&inner.state).sessions.get(&id).is_some_and(|s| s.caller.is_system());

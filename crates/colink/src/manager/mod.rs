@@ -40,7 +40,7 @@ use crate::lock;
 use colink_proto::{self as engine, ChannelKind, SessionKey};
 pub use incoming::{CollaborationRequest, INCOMING_QUEUE, Incoming};
 #[cfg(feature = "media")]
-pub use media::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_VERDICT_TIMEOUT};
+pub use media::{DEFAULT_IMAGE_QUALITY, IMAGE_DECODES, IMAGE_QUEUE, IMAGE_VERDICT_TIMEOUT};
 
 /// Builds a [`Manager`].
 #[derive(Default)]
