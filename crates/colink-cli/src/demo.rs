@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use bytes::Bytes;
 use colink::api::{
     ConnectOptions, EventStream, ReferenceEnum, StreamParam, StreamRole, SurfaceParam, VideoPixelFormat,
 };
+use colink::files::{FileSink, FileSource};
 use colink::media::PixelFormat;
 use colink::trust::{Account, Security};
 use colink::{Event, Manager};
@@ -21,10 +21,10 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::app::{AppName, Confirm, SERVICE, Screen};
+use crate::digest::sha256;
 use crate::error::{CliError, CliResult};
 use crate::media::{FPS, FrameLog};
 use crate::report::{Report, figures, round3};
-use crate::transfer::{self, Assembler, Progress};
 
 /// What `colink demo` was asked for.
 #[derive(Debug, Clone)]
@@ -281,10 +281,10 @@ async fn steps(o: &DemoOptions, r: &mut Report) -> Result<(), ()> {
     })
     .await?;
 
-    // 1 MB of data with a receiver-side progress bar.
+    // 1 MB as a file (send_file / accept_file) with a receiver-side progress bar.
     step(r, "data", async {
         let capacity = PhyProfile::le_2m().capacity_bps(u16::MAX) / 1000.0;
-        let (secs, intact) = transfer_with_progress(o, &alice, sa, &mut bob_events, 1, o.size, None).await?;
+        let (secs, intact) = transfer_with_progress(o, (&alice, &bob), (sa, sb), &mut bob_events, 1, o.size, None).await?;
         let kbit = o.size as f64 * 8.0 / secs / 1000.0;
         let summary = format!(
             "{} bytes alice → bob in {secs:.2} s: {kbit:.0} kbit/s (LE 2M model at MTU 65535: {capacity:.0} kbit/s), \
@@ -353,7 +353,7 @@ async fn steps(o: &DemoOptions, r: &mut Report) -> Result<(), ()> {
         let faults = air.faults();
         let drop_at = Duration::from_millis(800);
         let (secs, intact) =
-            transfer_with_progress(o, &alice, sa, &mut bob_events, 2, size, Some((drop_at, &faults, a, b))).await?;
+            transfer_with_progress(o, (&alice, &bob), (sa, sb), &mut bob_events, 2, size, Some((drop_at, &faults, a, b))).await?;
         // Neither app saw a disconnect.
         while let Some(Some(e)) = alice_events.next().now_or_never() {
             if let Event::Disconnect { reason, .. } = e {
@@ -489,40 +489,47 @@ async fn stream_step(
     Ok(((), summary, figs))
 }
 
-/// Sends `size` bytes as a transfer and follows it on bob's side with a progress bar; optionally drops the radio
-/// link `drop.0` into it. Returns (seconds, intact).
+/// Sends `size` bytes as a file (colink's file API) and follows it on bob's side with a progress bar; bob's
+/// app accepts the offer into a sink that only counts (the API hashes what it writes). Optionally drops the
+/// radio link `drop.0` into it. Returns (seconds, intact: both receipts carry the SHA-256 of the data sent).
 async fn transfer_with_progress(
     o: &DemoOptions,
-    alice: &Manager,
-    session: colink::SessionId,
+    (alice, bob): (&Manager, &Manager),
+    (sa, sb): (colink::SessionId, colink::SessionId),
     bob_events: &mut EventStream,
     id: u64,
     size: usize,
     drop: Option<(Duration, &colink_sim::Faults, colink_ble::Address, colink_ble::Address)>,
 ) -> anyhow::Result<(f64, bool)> {
-    let data: Bytes = (0..size).map(|i| (i.wrapping_mul(31) % 251) as u8).collect();
+    let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(31) % 251) as u8).collect();
+    let want = sha256(&data);
     let bar = progress_bar(o, size as u64, if drop.is_some() { "bob holds (link drops)" } else { "bob holds" });
     let t = Instant::now();
     let name = format!("demo-{id}.bin");
-    let sender = transfer::send(alice, session, id, &name, data.clone(), |_| {});
+    let sender = async {
+        let transfer = alice.send_file(sa, FileSource::new(name, size as u64, std::io::Cursor::new(data))).await?;
+        transfer.finish().await
+    };
     let receiver = async {
-        let mut assembler = Assembler::default();
-        loop {
+        let offer = loop {
             match bob_events.next().await {
-                Some(Event::ReceiveData { data, .. }) => match assembler.push(data) {
-                    Progress::Advanced { received, .. } => bar.set_position(received),
-                    Progress::Complete { data, .. } => return Ok(data),
-                    Progress::Started { .. } => {}
-                    Progress::Blob(_) => bail!("an unexpected data payload"),
-                    Progress::Invalid(why) => bail!("{why}"),
-                },
+                Some(Event::FileOffered { offer, .. }) => break offer,
                 Some(Event::Disconnect { reason, .. }) => {
                     bail!("bob's app saw a disconnect ({})", reason.reference_name())
                 }
                 Some(_) => {}
                 None => bail!("bob's events ended"),
             }
-        }
+        };
+        let transfer = bob.accept_file(sb, offer.transfer, FileSink::new(tokio::io::sink())).await?;
+        let mut progress = transfer.progress();
+        let follow = async {
+            while progress.changed().await.is_ok() {
+                bar.set_position(progress.borrow_and_update().bytes);
+            }
+        };
+        let (receipt, ()) = tokio::join!(transfer.finish(), follow);
+        Ok(receipt?)
     };
     let dropper = async {
         if let Some((after, faults, a, b)) = drop {
@@ -536,10 +543,11 @@ async fn transfer_with_progress(
     let (sent, got, dropped) = tokio::join!(sender, receiver, dropper);
     let secs = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    sent.context("send_data failed")?;
+    let sent = sent.context("send_file failed")?;
     dropped?;
     let got = got?;
-    Ok((secs, transfer::sha256(&got) == transfer::sha256(&data)))
+    let intact = crate::digest::hex(&sent.sha256) == want && got.sha256 == sent.sha256 && got.size == size as u64;
+    Ok((secs, intact))
 }
 
 fn progress_bar(o: &DemoOptions, total: u64, label: &'static str) -> ProgressBar {

@@ -14,8 +14,10 @@ mod app;
 mod backend;
 mod bench;
 mod demo;
+mod digest;
 mod error;
 mod hub;
+mod inbox;
 mod media;
 mod neighbours;
 mod observe;
@@ -26,7 +28,6 @@ mod send;
 mod serve;
 mod stream;
 mod term;
-mod transfer;
 mod trust;
 
 use std::path::PathBuf;
@@ -309,7 +310,8 @@ struct ServeArgs {
     radio: Radio,
     #[command(flatten)]
     id: Identity,
-    /// Save received data and files into this directory (otherwise their size and SHA-256 are printed).
+    /// Save received data and files into this directory (otherwise their size and SHA-256 are printed); files
+    /// that fail part-way are kept in DIR/.colink-partial (at most 16, for 7 days) so that sending again resumes.
     #[arg(long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
     /// Exit after this many sessions have ended (default: serve until Ctrl-C).

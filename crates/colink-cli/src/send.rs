@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use colink::api::{ConnectOptions, EventStream, ReferenceEnum};
+use colink::files::{FileProgress, FileSource};
 use colink::media::PixelMap;
 use colink::{Event, Manager, SessionId};
 use colink_ble::DeviceId;
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
@@ -19,8 +20,9 @@ use colink::trust::Strangers;
 use crate::app::{self, AppName, SERVICE};
 use crate::backend::Backend;
 use crate::demo::grouped;
+use crate::digest::{hex, sha256};
 use crate::error::{CliError, CliResult};
-use crate::{media, term, transfer};
+use crate::{media, term};
 
 /// Who talks to whom, over what.
 pub(crate) struct Context {
@@ -54,7 +56,8 @@ pub(crate) struct Connected {
 }
 
 /// The most bytes `send data` sends as one payload: the reference receiver's limit (api.md: it rejects more than
-/// 100 MiB in all), so every peer takes what the CLI sends. `send file` has no such limit (it sends chunks).
+/// 100 MiB in all), so every peer takes what the CLI sends. `send file` has no such limit (colink's file API
+/// streams it).
 pub(crate) const MAX_DATA: usize = 100 * 1024 * 1024;
 
 /// A data payload checked against the API's rules before any radio work: not empty, at most [`MAX_DATA`].
@@ -142,19 +145,26 @@ struct Sent {
     secs: f64,
     /// The JPEG quality, for an image.
     quality: Option<i32>,
+    /// A file's name and the byte its transfer resumed from (0 when it started afresh).
+    file: Option<(String, u64)>,
 }
 
 /// Connects, sends `what`, disconnects. Every argument is checked before connecting (usage errors exit 2 with
 /// no radio work); once connected, every path disconnects.
 pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
-    // Read the file first: a missing file should not cost a connection.
+    // Open the file first: a missing file, or a name colink cannot offer, should not cost a connection.
     let file = match &what {
         What::File(path) => {
-            let data = tokio::fs::read(path)
+            let source = FileSource::open(path)
                 .await
                 .map_err(|e| CliError::failure(format_args!("cannot read {}: {e}", path.display())))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-            Some((name, Bytes::from(data)))
+            colink::files::check_name(source.name()).map_err(|rule| {
+                CliError::usage(format_args!(
+                    "cannot send {}: its name is not one colink offers ({rule})",
+                    path.display()
+                ))
+            })?;
+            Some(source)
         }
         _ => None,
     };
@@ -180,7 +190,7 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
     let sent = deliver(&ctx, &c, what, file, image.as_ref()).await;
     let connect_s = c.connect_s;
     let sent = c.finish(sent).await?;
-    let Sent { kind, bytes, sha, secs, quality } = sent;
+    let Sent { kind, bytes, sha, secs, quality, file } = sent;
     if ctx.json {
         let report = match &image {
             Some(image) => json!({
@@ -189,11 +199,17 @@ pub(crate) async fn once(ctx: Context, what: What) -> CliResult {
                 "to": ctx.to.to_string(), "connect_s": connect_s,
             }),
             None => {
-                let kbit = if secs > 0.0 { bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
-                json!({
+                let moved = bytes as u64 - file.as_ref().map_or(0, |f| f.1);
+                let kbit = if secs > 0.0 { moved as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
+                let mut report = json!({
                     "ok": true, "sent": kind, "bytes": bytes, "seconds": secs, "kbit_s": kbit.round() as i64,
                     "sha256": sha, "to": ctx.to.to_string(), "connect_s": connect_s,
-                })
+                });
+                if let Some((name, resumed_from)) = file {
+                    report["name"] = name.into();
+                    report["resumed_from"] = resumed_from.into();
+                }
+                report
             }
         };
         println!("{report}");
@@ -206,7 +222,7 @@ async fn deliver(
     ctx: &Context,
     c: &Connected,
     what: What,
-    file: Option<(String, Bytes)>,
+    file: Option<FileSource>,
     image: Option<&PixelMap>,
 ) -> CliResult<Sent> {
     let say = |line: String| {
@@ -221,7 +237,7 @@ async fn deliver(
             ("message", text.len(), None)
         }
         What::Data(data) => {
-            let sha = transfer::sha256(&data);
+            let sha = sha256(&data);
             let len = data.len();
             c.manager.send_data(c.session, Bytes::from(data)).await?;
             ("data", len, Some(sha))
@@ -229,18 +245,13 @@ async fn deliver(
         What::Pattern(n) => {
             let n = usize::try_from(n).map_err(CliError::usage)?;
             let data: Bytes = (0..n).map(|i| (i % 251) as u8).collect();
-            let sha = transfer::sha256(&data);
+            let sha = sha256(&data);
             c.manager.send_data(c.session, data).await?;
             ("data", n, Some(sha))
         }
         What::File(_) => {
-            let Some((name, data)) = file else { return Err(CliError::failure("no file")) };
-            let bar = bar(data.len() as u64, ctx.json, &name);
-            let id = u64::from(std::process::id()) << 16 | u64::from(t.elapsed().subsec_nanos() & 0xffff);
-            let sent = transfer::send(&c.manager, c.session, id, &name, data.clone(), |n| bar.set_position(n)).await;
-            bar.finish_and_clear();
-            sent?;
-            ("file", data.len(), Some(transfer::sha256(&data)))
+            let Some(source) = file else { return Err(CliError::failure("no file")) };
+            return send_file(c, source, ctx.json, t).await;
         }
         What::Image { quality, .. } => {
             let Some(image) = image else { return Err(CliError::failure("no image")) };
@@ -252,7 +263,7 @@ async fn deliver(
                 image.height(),
                 media::format_name(image.format())
             ));
-            return Ok(Sent { kind: "image", bytes: 0, sha: None, secs, quality: Some(quality) });
+            return Ok(Sent { kind: "image", bytes: 0, sha: None, secs, quality: Some(quality), file: None });
         }
     };
     let secs = t.elapsed().as_secs_f64();
@@ -266,7 +277,60 @@ async fn deliver(
             grouped(bytes as u64)
         ));
     }
-    Ok(Sent { kind, bytes, sha, secs, quality: None })
+    Ok(Sent { kind, bytes, sha, secs, quality: None, file: None })
+}
+
+/// Sends a file with colink's file API, following its progress on a bar; succeeds once the peer verified
+/// every byte (its SHA-256 is the receipt's).
+async fn send_file(c: &Connected, source: FileSource, json: bool, t: Instant) -> CliResult<Sent> {
+    let (name, size) = (source.name().to_owned(), source.size());
+    let not_delivered = |e: colink::Error| {
+        let mut e = CliError::from(e);
+        e.message = format!("{name} was not delivered: {}", e.message);
+        e
+    };
+    let transfer = c.manager.send_file(c.session, source).await.map_err(not_delivered)?;
+    let bar = bar(size, json, &name);
+    let mut progress = transfer.progress();
+    let finish = transfer.finish();
+    tokio::pin!(finish);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut finish => break outcome,
+            changed = progress.changed() => match changed {
+                Ok(()) => show(&bar, &progress.borrow_and_update()),
+                // The transfer's task ended: its outcome is ready.
+                Err(_) => break (&mut finish).await,
+            },
+        }
+    };
+    bar.finish_and_clear();
+    let receipt = outcome.map_err(not_delivered)?;
+    let secs = t.elapsed().as_secs_f64();
+    let moved = receipt.size - receipt.resumed_from;
+    let kbit = if secs > 0.0 { moved as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
+    let sha = hex(&receipt.sha256);
+    if !json {
+        let resumed = if receipt.resumed_from > 0 {
+            format!(", resumed after the {} bytes the peer kept", grouped(receipt.resumed_from))
+        } else {
+            String::new()
+        };
+        println!(
+            "sent file {}: {} bytes in {secs:.2} s ({kbit:.0} kbit/s{resumed}), sha256 {sha}; the peer verified it",
+            term::printable(&name),
+            grouped(receipt.size)
+        );
+    }
+    let bytes = usize::try_from(receipt.size).unwrap_or(usize::MAX);
+    Ok(Sent { kind: "file", bytes, sha: Some(sha), secs, quality: None, file: Some((name, receipt.resumed_from)) })
+}
+
+/// Moves the bar to where the transfer stands, with colink's rate and time left.
+fn show(bar: &ProgressBar, p: &FileProgress) {
+    bar.set_position(p.bytes);
+    let eta = p.eta.map(|d| format!(", {} left", HumanDuration(d))).unwrap_or_default();
+    bar.set_message(format!("{}/s{eta}", HumanBytes(p.rate as u64)));
 }
 
 /// Connects and stays: each stdin line is sent as a message, arriving messages and data are printed.
@@ -295,7 +359,14 @@ pub(crate) async fn interactive(ctx: Context) -> CliResult {
             event = c.events.next() => match event {
                 Some(Event::ReceiveMessage { msg, .. }) => println!("< {}", term::printable(&msg)),
                 Some(Event::ReceiveData { data, .. }) => {
-                    println!("< data: {} bytes, sha256 {}", grouped(data.len() as u64), transfer::sha256(&data));
+                    println!("< data: {} bytes, sha256 {}", grouped(data.len() as u64), sha256(&data));
+                }
+                Some(Event::FileOffered { offer, .. }) => {
+                    let reason = "colink connect takes no files; send them to colink serve --save-dir";
+                    println!("< file {} ({} bytes) offered; refused: {reason}", term::printable(&offer.name), grouped(offer.size));
+                    if let Err(e) = c.manager.reject_file(c.session, offer.transfer, reason).await {
+                        println!("cannot refuse it: {e}");
+                    }
                 }
                 Some(Event::ReceiveImage { image, .. }) => {
                     println!("< image: {}x{} {}", image.width(), image.height(), media::format_name(image.format()));
@@ -339,11 +410,12 @@ fn bar(total: u64, json: bool, name: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    let template = "{msg} [{bar:32}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} (bytes the peer holds)";
+    // The rate and time left are colink's (FileProgress), in the message.
+    let template = "{prefix} [{bar:32}] {bytes}/{total_bytes} {msg} (bytes the peer holds)";
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_message(name.to_owned());
+    bar.set_prefix(term::printable(name));
     bar
 }
 

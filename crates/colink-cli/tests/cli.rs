@@ -560,3 +560,66 @@ fn a_send_that_fails_after_connecting_still_says_goodbye() {
     assert_eq!(disconnected.len(), 1, "{events:#?}");
     assert_eq!(disconnected[0]["reason"], "PEER_APP_CLOSE_COLLABORATION", "{events:#?}");
 }
+
+/// `send file` to `serve --save-dir`: returns send's output.
+fn send_file(dir: &Path, hub_arg: &str, server_id: &str, file: &Path) -> std::process::Output {
+    colink()
+        .args(["send", "file"])
+        .arg(file)
+        .args(["--to", server_id, "--backend", hub_arg, "--state-dir"])
+        .arg(dir.join("state-send"))
+        .output()
+        .expect("run send")
+}
+
+#[test]
+fn a_file_sent_to_serve_never_replaces_a_file_of_the_same_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).expect("inbox");
+    std::fs::write(inbox.join("notes.txt"), b"the user's own notes").expect("an existing file");
+    let (_hub, _serve, out, hub_arg, server_id) =
+        hub_and_serve(dir.path(), &["--save-dir", inbox.to_str().expect("utf-8 path")]);
+    let file = dir.path().join("notes.txt");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let sent = send_file(dir.path(), &hub_arg, &server_id, &file);
+    assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+    // The sender prints the SHA-256 both sides verified.
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    let want = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert!(stdout.contains(&format!("sha256 {want}; the peer verified it")), "{stdout}");
+    let lines = lines_until_disconnected(&out);
+    let copy = inbox.join("notes (1).txt");
+    assert!(lines.iter().any(|l| l.contains(&format!("saved {}", copy.display()))), "{lines:?}");
+    assert_eq!(std::fs::read(inbox.join("notes.txt")).expect("the old file"), b"the user's own notes");
+    assert!(std::fs::read(&copy).expect("the new one") == data, "the saved file differs from the sent one");
+    // Nothing is left half-written or kept.
+    let partials = std::fs::read_dir(inbox.join(".colink-partial")).expect("the partial directory").count();
+    assert_eq!(partials, 0);
+}
+
+#[test]
+fn a_dotfile_is_refused_and_the_sender_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    let (_hub, _serve, out, hub_arg, server_id) =
+        hub_and_serve(dir.path(), &["--save-dir", inbox.to_str().expect("utf-8 path")]);
+    let file = dir.path().join(".bashrc");
+    std::fs::write(&file, b"alias ls='rm -rf ~'\n").expect("write");
+    let sent = send_file(dir.path(), &hub_arg, &server_id, &file);
+    assert_eq!(sent.status.code(), Some(1), "{sent:?}");
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one error line: {lines:?}");
+    assert!(lines[0].starts_with("colink: error: .bashrc was not delivered: "), "{stderr}");
+    assert!(lines[0].contains("declined") && lines[0].contains("starts with a dot"), "{stderr}");
+    let lines = lines_until_disconnected(&out);
+    assert!(lines.iter().any(|l| l.contains("refused file .bashrc") && l.contains("starts with a dot")), "{lines:?}");
+    let saved: Vec<_> =
+        std::fs::read_dir(&inbox).expect("inbox").map_while(Result::ok).map(|e| e.file_name()).collect();
+    assert!(saved.iter().all(|n| n != ".bashrc"), "{saved:?}");
+}

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
-use bytes::{BufMut, Bytes, BytesMut};
 use colink::api::{ConnectOptions, Permission};
+use colink::files::FileSource;
 use colink::trust::{Account, Security};
 use colink::{Caller, Manager, PeerInfo};
 use colink_sim::Position;
@@ -105,17 +105,6 @@ async fn hostile(sock: &str, name: &str, account: Account) -> Manager {
     Manager::builder().adapter(adapter).security(security).build().await.expect("a manager")
 }
 
-/// The CLI's file header (crates/colink-cli/src/transfer.rs) with a name of the peer's choosing.
-fn file_header(id: u64, size: u64, name: &str) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_slice(b"CLNK\x01H");
-    b.put_u64(id);
-    b.put_u64(size);
-    b.put_u16(u16::try_from(name.len()).expect("short name"));
-    b.put_slice(name.as_bytes());
-    b.freeze()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_escapes_the_bundle_name_messages_and_file_names_of_a_hostile_peer() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -148,14 +137,23 @@ async fn serve_escapes_the_bundle_name_messages_and_file_names_of_a_hostile_peer
     let result = evil.connect(session).await.expect("connect");
     assert!(result.is_connected, "{result:?}");
     evil.send_message(session, EVIL).await.expect("a message");
-    let name = format!("{EVIL}.txt");
-    evil.send_data(session, file_header(7, 0, &name)).await.expect("a file header");
+    // colink refuses control characters in file names; what it lets through (a right-to-left override that
+    // makes `exe.txt` read `txt.exe`) is still escaped, in the saved file's path and in a refused name.
+    let name = "invoice\u{202e}txt.exe";
+    let sent = evil.send_file(session, FileSource::new(name, 3, std::io::Cursor::new(b"abc".to_vec()))).await;
+    sent.expect("an offer").finish().await.expect("serve saves it");
+    let hidden = ".\u{202e}bashrc";
+    let sent = evil.send_file(session, FileSource::new(hidden, 3, std::io::Cursor::new(b"abc".to_vec()))).await;
+    let refused = sent.expect("an offer").finish().await.expect_err("serve refuses a dotfile");
+    assert!(refused.message().contains("starts with a dot"), "{refused}");
     evil.disconnect(session).await.expect("disconnect");
     wait_for(&out, "disconnected", &mut seen);
 
     let text = seen.join("\n");
     assert!(text.contains("\\u{1b}]0;pwned\\u{7}"), "the message is shown, escaped: {text}");
-    assert!(text.contains("\\u{202e}"), "{text}");
+    assert!(text.contains("saved") && text.contains("invoice\\u{202e}txt.exe"), "{text}");
+    assert!(text.contains("refused file .\\u{202e}bashrc"), "{text}");
+    assert!(std::fs::read(dir.path().join("inbox").join(name)).expect("saved") == b"abc");
     assert_escaped(&seen);
     evil.shutdown().await;
 }
