@@ -119,6 +119,9 @@ pub enum ErrorKind {
     /// `401`: reading the app's source or writing into its sink failed (a file transfer); the message
     /// carries the I/O error.
     Io,
+    /// `401`: what arrived does not match its content hash (a file transfer, on both sides): nothing was
+    /// delivered as good.
+    Corrupted,
 }
 
 impl ErrorKind {

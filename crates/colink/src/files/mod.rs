@@ -241,14 +241,16 @@ pub struct FileSink {
 
 impl FileSink {
     /// Writes the whole file into `writer`, from its first byte. colink flushes and shuts `writer` down before
-    /// it reports the transfer verified.
+    /// it reports the transfer verified. Shutting down is not an fsync: for a `tokio::fs::File` the bytes are
+    /// with the OS, not yet on the disk; an app that needs them durable calls `sync_all` after `finish`.
     pub fn new(writer: impl AsyncWrite + Send + Unpin + 'static) -> Self {
         Self { writer: Box::new(writer), kept: 0, kept_reader: None }
     }
 
     /// Resumes a transfer of which the first `kept` bytes were written before (by an attempt that offered the
     /// same [`ResumeKey`]): `kept_bytes` reads them back (colink hashes them, so the final check covers the
-    /// whole file), and `writer` appends the rest.
+    /// whole file), and `writer` appends the rest. colink reads the `kept` bytes to the end before it answers
+    /// the offer and before it writes anything, so the two may be handles of one file.
     pub fn resume(
         writer: impl AsyncWrite + Send + Unpin + 'static,
         kept: u64,
@@ -316,8 +318,19 @@ pub struct FileReceipt {
 pub struct FileTransfer {
     pub(crate) id: TransferId,
     pub(crate) progress: watch::Receiver<FileProgress>,
-    pub(crate) cancel: watch::Sender<bool>,
+    pub(crate) cancel: std::sync::Arc<watch::Sender<bool>>,
     pub(crate) done: oneshot::Receiver<Result<FileReceipt, Error>>,
+}
+
+/// Cancels one [`FileTransfer`] ([`FileTransfer::canceller`]); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FileCanceller(std::sync::Arc<watch::Sender<bool>>);
+
+impl FileCanceller {
+    /// Same as [`FileTransfer::cancel`].
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 impl FileTransfer {
@@ -335,6 +348,12 @@ impl FileTransfer {
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) (unless the transfer ended first).
     pub fn cancel(&self) {
         self.cancel.send_replace(true);
+    }
+
+    /// A handle that cancels this transfer from elsewhere (a Ctrl-C handler) while [`finish`](Self::finish)
+    /// waits for it.
+    pub fn canceller(&self) -> FileCanceller {
+        FileCanceller(self.cancel.clone())
     }
 
     /// Waits for the outcome: `Ok` once the receiver wrote, flushed and verified every byte; else why not

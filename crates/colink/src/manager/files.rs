@@ -181,7 +181,10 @@ impl FileTransfer {
         let (progress_tx, progress) = watch::channel(FileProgress::start(size, 0));
         let (cancel, cancel_rx) = watch::channel(false);
         let (done_tx, done) = oneshot::channel();
-        (Self { id, progress, cancel, done }, Control { progress: progress_tx, cancel: cancel_rx, done: done_tx })
+        (
+            Self { id, progress, cancel: Arc::new(cancel), done },
+            Control { progress: progress_tx, cancel: cancel_rx, done: done_tx },
+        )
     }
 }
 
@@ -266,11 +269,11 @@ async fn run_send(ends: &Ends, mut source: FileSource, mut replies: mpsc::Receiv
         Err(Failure::Local(_, e)) => {
             // The receiver hears ABORT whatever this side's reason (the status is the receiver's vocabulary).
             ends.post(FileMsg::Abort { id: ends.transfer, reason: cut(e.message()) });
-            warn!(error = %e, "file transfer failed");
+            info!(error = %e, "file transfer failed");
             Err(e)
         }
         Err(Failure::Peer(e)) => {
-            warn!(error = %e, "file transfer failed");
+            info!(error = %e, "file transfer failed");
             Err(e)
         }
     };
@@ -410,11 +413,11 @@ async fn run_receive(ends: &Ends, size: u64, mut sink: FileSink, mut pieces: mps
         }
         Err(Failure::Local(status, e)) => {
             ends.post(FileMsg::Result { id: ends.transfer, status, reason: cut(e.message()) });
-            warn!(error = %e, "file transfer failed");
+            info!(error = %e, "file transfer failed");
             Err(e)
         }
         Err(Failure::Peer(e)) => {
-            warn!(error = %e, "file transfer failed");
+            info!(error = %e, "file transfer failed");
             Err(e)
         }
     };
@@ -468,7 +471,8 @@ async fn receive_work(
                 sink.writer.shutdown().await.map_err(write_error)?;
                 let ours: [u8; 32] = hasher.finalize().into();
                 if ours != sha256 {
-                    let e = Error::refused("the bytes received do not match the sender's SHA-256");
+                    let e = Error::refused("the bytes received do not match the sender's SHA-256")
+                        .with_kind(crate::ErrorKind::Corrupted);
                     return Err(Failure::Local(Status::HashMismatch, e));
                 }
                 ends.post(FileMsg::Result { id: ends.transfer, status: Status::Verified, reason: String::new() });
@@ -641,7 +645,12 @@ fn peer_failure(status: Status, reason: &str) -> Error {
         Status::Violation => "the peer refused the transfer",
         Status::Busy => "the peer takes no more files on this session now",
     };
-    if reason.to_string().is_empty() { Error::refused(what) } else { Error::refused(format_args!("{what}: {reason}")) }
+    let e = if reason.to_string().is_empty() {
+        Error::refused(what)
+    } else {
+        Error::refused(format_args!("{what}: {reason}"))
+    };
+    if status == Status::HashMismatch { e.with_kind(crate::ErrorKind::Corrupted) } else { e }
 }
 
 fn no_offer(id: SessionId, transfer: TransferId) -> Error {
