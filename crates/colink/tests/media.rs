@@ -727,7 +727,8 @@ async fn other_sessions_keep_flowing_while_12_megapixel_images_are_checked() {
             let (bob2, caller2) = (bob.clone(), caller.clone());
             let responder = tokio::spawn(async move {
                 let request = requests.next().await.expect("a request");
-                let sb = bob2.create_session(&caller2, service, request.peer.clone(), ConnectOptions::default()).unwrap();
+                let sb =
+                    bob2.create_session(&caller2, service, request.peer.clone(), ConnectOptions::default()).unwrap();
                 let events = bob2.events(sb).unwrap();
                 bob2.accept_connect(sb, &request.token).await.unwrap();
                 events
