@@ -176,13 +176,18 @@ pub enum ChannelKind {
     Image,
     /// Live media units: above images.
     StreamMedia,
-    /// File transfers (`send_file`; version 4 only): bulk, taking turns with [`Data`](Self::Data).
+    /// File transfers' chunks and hash (`send_file`; version 4 only): bulk, taking turns with
+    /// [`Data`](Self::Data).
     File,
+    /// File transfers' offers, answers and verdicts (version 4 only): their own lane, so an answer never waits
+    /// behind the answering side's own chunks; bulk class like [`File`](Self::File).
+    FileControl,
 }
 
 impl ChannelKind {
     /// Every kind, in lane order (the lane number is the position).
-    pub const ALL: [Self; 5] = [Self::Message, Self::Data, Self::Image, Self::StreamMedia, Self::File];
+    pub const ALL: [Self; 6] =
+        [Self::Message, Self::Data, Self::Image, Self::StreamMedia, Self::File, Self::FileControl];
 
     /// The lane number within a session (the low bits of the wire channel).
     pub(crate) const fn lane(self) -> u32 {
@@ -192,6 +197,7 @@ impl ChannelKind {
             Self::Image => 2,
             Self::StreamMedia => 3,
             Self::File => 4,
+            Self::FileControl => 5,
         }
     }
 
@@ -202,21 +208,21 @@ impl ChannelKind {
             Self::Data => FrameKind::Data,
             Self::Image => FrameKind::Image,
             Self::StreamMedia => FrameKind::StreamMedia,
-            Self::File => FrameKind::File,
+            Self::File | Self::FileControl => FrameKind::File,
         }
     }
 
     /// The lowest session-protocol version that has this lane.
     pub const fn since_version(self) -> u8 {
         match self {
-            Self::File => 4,
+            Self::File | Self::FileControl => 4,
             _ => 1,
         }
     }
 }
 
 /// How a link's channel numbers split into session number and lane (docs/sessions.md §1.1): two lane bits
-/// (four lanes) up to version 3, three lane bits (eight lanes, five used) from version 4.
+/// (four lanes) up to version 3, three lane bits (eight lanes, six used) from version 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LaneLayout {
     bits: u32,

@@ -37,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         now += Duration::from_millis(u64::from(*dt) * 4);
         let kind = FrameKind::from_u8(kind % 8).unwrap_or(FrameKind::Control);
-        let Ok(frame) = Frame::single(kind, u32::from(*channel % 8), u32::from(*seq), Bytes::copy_from_slice(payload))
+        // Channels 0..16: the link channels, session 0's invalid lanes and session 1's six lanes and two
+        // reserved ones (8·s + lane in version 4, docs/sessions.md §1.1).
+        let Ok(frame) = Frame::single(kind, u32::from(*channel % 16), u32::from(*seq), Bytes::copy_from_slice(payload))
         else {
             continue;
         };

@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
         match op % 5 {
             0 => {
                 let session = sessions[usize::from(*arg) % sessions.len()];
-                let kind = [ChannelKind::Message, ChannelKind::Data, ChannelKind::Image][usize::from(*arg >> 4) % 3];
+                let kind = [ChannelKind::Message, ChannelKind::Data, ChannelKind::Image, ChannelKind::File]
+                    [usize::from(*arg >> 4) % 4];
                 let len = usize::from(*arg) * 97 % 20_000;
                 let from = if arg & 8 == 0 { Which::A } else { Which::B };
                 // Refusals (window full, session gone, too large) are expected answers, not failures.

@@ -56,9 +56,9 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Incoming transfers (offered or running) one session holds at once; more are answered `Busy`.
 pub const MAX_INCOMING: usize = 8;
 
-/// Chunks a sender keeps queued or in flight at once (`IN_FLIGHT` × [`CHUNK`] = 1 MiB); the receive buffer
-/// and credit bound what is actually sent.
-pub const IN_FLIGHT: usize = 16;
+/// Chunks a sender keeps queued or in flight at once (`IN_FLIGHT` × [`CHUNK`] = 256 KiB): enough to keep any
+/// Bluetooth link busy, few enough that a cancelled transfer stops soon (chunks already queued still go out).
+pub const IN_FLIGHT: usize = 4;
 
 /// A transfer's id, chosen by its sender (unique per sending Manager).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -135,6 +135,15 @@ impl FileMsg {
         }
     }
 
+    /// The lane it travels on (docs/files.md §2): CHUNK and END on the FILE lane, in order with each other;
+    /// OFFER, ABORT, ACCEPT and RESULT on the FILE_CONTROL lane, so they never wait behind chunks.
+    pub const fn lane(&self) -> colink_proto::ChannelKind {
+        match self {
+            Self::Chunk { .. } | Self::End { .. } => colink_proto::ChannelKind::File,
+            _ => colink_proto::ChannelKind::FileControl,
+        }
+    }
+
     /// The message's bytes.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();

@@ -212,17 +212,14 @@ struct Ends {
 }
 
 impl Ends {
-    /// Sends `msg` and waits until the peer holds it.
+    /// Sends `msg` on its lane and waits until the peer holds it.
     async fn send(&self, msg: &FileMsg) -> Result<(), Error> {
-        self.queue(msg.encode()).await?.await.map_err(|e| self.send_error(e))
+        self.queue(msg.lane(), msg.encode()).await?.await.map_err(|e| self.send_error(e))
     }
 
-    /// Queues `payload` on the file lane; the delivery resolves when the peer holds it.
-    async fn queue(&self, payload: Bytes) -> Result<crate::driver::Delivery, Error> {
-        self.node
-            .enqueue(self.binding.0, self.binding.1, ChannelKind::File, payload)
-            .await
-            .map_err(|e| self.send_error(e))
+    /// Queues `payload` on `lane`; the delivery resolves when the peer holds it.
+    async fn queue(&self, lane: ChannelKind, payload: Bytes) -> Result<crate::driver::Delivery, Error> {
+        self.node.enqueue(self.binding.0, self.binding.1, lane, payload).await.map_err(|e| self.send_error(e))
     }
 
     fn send_error(&self, e: SendError) -> Error {
@@ -245,7 +242,7 @@ impl Ends {
         let node = self.node.clone();
         let binding = self.binding;
         tokio::spawn(async move {
-            if let Ok(d) = node.enqueue(binding.0, binding.1, ChannelKind::File, msg.encode()).await
+            if let Ok(d) = node.enqueue(binding.0, binding.1, msg.lane(), msg.encode()).await
                 && let Err(e) = d.await
             {
                 debug!(error = %e, "a file-lane answer could not be sent");
@@ -329,8 +326,10 @@ async fn send_work(
         if n < want {
             return Err(short(at + n as u64));
         }
-        let delivery =
-            ends.queue(crate::files::wire::chunk(ends.transfer, at, &buf[..n])).await.map_err(Failure::Peer)?;
+        let delivery = ends
+            .queue(ChannelKind::File, crate::files::wire::chunk(ends.transfer, at, &buf[..n]))
+            .await
+            .map_err(Failure::Peer)?;
         in_flight.push_back((delivery, n as u64));
         at += n as u64;
         while in_flight.len() >= IN_FLIGHT {
@@ -515,10 +514,20 @@ async fn read_full(reader: &mut (impl AsyncRead + Unpin + ?Sized), buf: &mut [u8
     Ok(n)
 }
 
-/// A file-lane payload arrived on session `id` (from the event loop; never blocks).
-pub(super) fn on_message(inner: &Arc<Inner>, id: SessionId, payload: &Bytes, credit: Option<Arc<ReadCredit>>) {
+/// A payload arrived on session `id`'s `lane` (FILE or FILE_CONTROL), from the event loop; never blocks.
+pub(super) fn on_message(
+    inner: &Arc<Inner>,
+    id: SessionId,
+    lane: ChannelKind,
+    payload: &Bytes,
+    credit: Option<Arc<ReadCredit>>,
+) {
     let msg = match FileMsg::decode(payload) {
-        Ok(m) => m,
+        Ok(m) if m.lane() == lane => m,
+        Ok(m) => {
+            warn!(session = %id, ?lane, transfer = %m.id(), "dropping a file message on the wrong lane");
+            return;
+        }
         Err(e) => {
             warn!(session = %id, error = %e, "dropping a file-lane message");
             return;

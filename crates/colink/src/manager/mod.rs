@@ -914,7 +914,7 @@ fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
             }
         },
         ChannelKind::Data => Event::ReceiveData { session_id: id, data: payload },
-        ChannelKind::File => return files::on_message(inner, id, &payload, credit),
+        ChannelKind::File | ChannelKind::FileControl => return files::on_message(inner, id, kind, &payload, credit),
         #[cfg(feature = "media")]
         ChannelKind::Image => return media::on_image(inner, id, &payload, credit),
         #[cfg(feature = "media")]
