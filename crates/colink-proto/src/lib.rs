@@ -81,7 +81,7 @@ pub mod fuzzing {
     pub fn decode_payload(payload: &Bytes) {
         let _ = super::wire::HandshakeMsg::decode(payload);
         let _ = super::wire::ControlMsg::decode(payload);
-        for version in 1..=3 {
+        for version in super::SUPPORTED_VERSIONS {
             let _ = super::wire::decode_ack(payload, version);
         }
     }
