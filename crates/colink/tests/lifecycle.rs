@@ -141,3 +141,99 @@ async fn a_session_destroyed_while_its_accept_is_in_flight_ends_on_both_sides() 
     let e = alice.send_message(sa, "hello?").await.expect_err("nobody holds the session on Bob's side");
     assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
 }
+
+/// Alice and Bob connected through Bob's auto-accept; returns (Alice's session, Bob's session).
+async fn connected(alice: &Manager, bob: &Manager) -> (SessionId, SessionId) {
+    let accepted = auto_accept(bob);
+    let sa = alice.create_session(&chat(), "chat", peer_of(bob), ConnectOptions::default()).unwrap();
+    assert!(alice.connect(sa).await.unwrap().is_connected);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sb = *accepted.lock().unwrap().last().expect("Bob accepted");
+    (sa, sb)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_ended_while_sends_are_in_flight_fails_them_on_both_sides() {
+    // Each side ends the session (disconnect or destroy) while both sides have large sends in flight: every
+    // send in flight fails visibly with `Disconnected`, both sessions end, and nothing sent later succeeds.
+    for (i, (ender_is_alice, destroy)) in
+        [(true, false), (true, true), (false, false), (false, true)].into_iter().enumerate()
+    {
+        let label = format!(
+            "{} {}",
+            if ender_is_alice { "Alice" } else { "Bob" },
+            if destroy { "destroys" } else { "disconnects" }
+        );
+        let air = SimAir::new(110 + i as u64);
+        let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+        let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+        let (sa, sb) = connected(&alice, &bob).await;
+        let big = bytes::Bytes::from(vec![7u8; 2_000_000]);
+        let from_alice = {
+            let (alice, big) = (alice.clone(), big.clone());
+            tokio::spawn(async move { alice.send_data(sa, big).await })
+        };
+        let from_bob = {
+            let (bob, big) = (bob.clone(), big.clone());
+            tokio::spawn(async move { bob.send_data(sb, big).await })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!from_alice.is_finished() && !from_bob.is_finished(), "{label}: the sends should be in flight");
+        let (ender, session) = if ender_is_alice { (&alice, sa) } else { (&bob, sb) };
+        if destroy {
+            ender.destroy_session(session).await.unwrap();
+        } else {
+            ender.disconnect(session).await.unwrap();
+        }
+        for (side, send) in [("Alice", from_alice), ("Bob", from_bob)] {
+            let e = tokio::time::timeout(Duration::from_secs(10), send).await.unwrap().unwrap().unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected(_) | ErrorKind::NotConnected),
+                "{label}: {side}'s send in flight: {e}"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (side, m, s) in [("Alice", &alice, sa), ("Bob", &bob, sb)] {
+            if let Some(state) = m.session_state(s) {
+                assert_eq!(state, SessionState::Idle, "{label}: {side}'s session");
+                let e = m.send_message(s, "anyone?").await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::NotConnected, "{label}: {side}: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_rejected_while_its_initiator_gives_up_leaves_nothing_behind() {
+    // Bob's app rejects while Alice destroys her connecting session, at several moments: Alice's connect
+    // resolves (rejected, or closed while connecting), nobody is left connected, and both can start afresh.
+    for (i, delay_ms) in [0u64, 1, 20, 80, 200].into_iter().enumerate() {
+        let air = SimAir::new(130 + i as u64);
+        let (alice, _) = manager(&air, "alice", 0.0, 1).await;
+        let (bob, _) = manager(&air, "bob", 3.0, 2).await;
+        let mut requests = bob.incoming(&chat()).unwrap();
+        let sa = alice.create_session(&chat(), "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+        let connecting = {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.connect(sa).await })
+        };
+        let request = requests.next().await.unwrap();
+        let bob2 = bob.clone();
+        let token = request.token.clone();
+        let rejecting = tokio::spawn(async move { bob2.reject(&token, "busy").await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        alice.destroy_session(sa).await.unwrap();
+        // The reject either reached a live request or found it withdrawn: both are fine, neither panics.
+        let _ = rejecting.await.unwrap();
+        match connecting.await.unwrap() {
+            Ok(result) => assert!(!result.is_connected, "{delay_ms} ms: a rejected connect cannot connect"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{delay_ms} ms: {e}"),
+        }
+        // Both start afresh: a new session connects and carries a message.
+        let accepted = auto_accept(&bob);
+        let sa2 = alice.create_session(&chat(), "chat", peer_of(&bob), ConnectOptions::default()).unwrap();
+        assert!(alice.connect(sa2).await.unwrap().is_connected, "{delay_ms} ms");
+        alice.send_message(sa2, "hello again").await.unwrap();
+        assert_eq!(accepted.lock().unwrap().len(), 1, "{delay_ms} ms");
+    }
+}
