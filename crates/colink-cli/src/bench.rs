@@ -102,8 +102,9 @@ async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
     }
     let fail = |what: &str, e: anyhow::Error| CliError::failure(format_args!("{what}: {e:#}"));
     let (raw, mtu) = raw(&a, &b, o.size, o.rounds).await.map_err(|e| fail("raw link", e))?;
-    let colink = through_colink(a, b, o.size, o.rounds).await.map_err(|e| fail("colink", e))?;
+    let (colink, file_kbit_s) = through_colink(a, b, o.size, o.rounds).await.map_err(|e| fail("colink", e))?;
     let ratio = colink.goodput_kbit_s / raw.goodput_kbit_s;
+    let file_ratio = file_kbit_s / colink.goodput_kbit_s;
     let pinned = o.backend == Backend::Sim;
     if o.json {
         let side = |f: Figures| {
@@ -115,6 +116,7 @@ async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
             "command": "bench", "backend": o.backend.to_string(), "clock": clock, "bytes": o.size,
             "rounds": o.rounds, "link_mtu": mtu, "raw": side(raw), "colink": side(colink),
             "goodput_ratio_colink_over_raw": r2(ratio), "same_conn_interval": same_interval(raw, colink),
+            "file_goodput_kbit_s": file_kbit_s.round() as i64, "goodput_ratio_file_over_data": r2(file_ratio),
             "explanation": explanation(raw, colink, pinned),
         });
         println!("{}", serde_json::to_string_pretty(&report).map_err(CliError::failure)?);
@@ -128,7 +130,9 @@ async fn bench(o: &BenchOptions, virtual_time: bool) -> CliResult {
         println!("  round trip, median        {:>15.2} ms   {:>12.2} ms", raw.rtt_median_ms, colink.rtt_median_ms);
         println!("  round trip, 95th pct      {:>15.2} ms   {:>12.2} ms", raw.rtt_p95_ms, colink.rtt_p95_ms);
         println!("  connection interval       {:>18}   {:>15}", interval(raw), interval(colink));
+        println!("  the same bytes as a file  {:>18}   {:>9.0} kbit/s (send_file, until verified)", "", file_kbit_s);
         println!("ratio colink/raw goodput: {ratio:.2}");
+        println!("ratio colink file/data goodput: {file_ratio:.2}");
         println!("{}", explanation(raw, colink, pinned));
     }
     Ok(())
@@ -234,13 +238,14 @@ async fn raw(
     Ok((stats(goodput, &mut rtts, interval), mtu))
 }
 
-/// The same through two Managers: one `send_data` of `size` bytes, and message echoes.
+/// The same through two Managers: one `send_data` of `size` bytes, message echoes, and the same bytes again
+/// with `send_file` (timed until the receiver verified them; its goodput is the second value).
 async fn through_colink(
     a: Arc<dyn Adapter>,
     b: Arc<dyn Adapter>,
     size: usize,
     rounds: usize,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<(Figures, f64)> {
     // Two devices of one account, as colink is used: authenticated, encrypted links.
     let account = Account::create()?;
     let (sa, sb) = (Security::ephemeral()?, Security::ephemeral()?);
@@ -274,6 +279,11 @@ async fn through_colink(
                     sizes.push(data.len());
                     let _ = bob2.send_message(sb, "got-data").await;
                 }
+                Event::FileOffered { offer, .. } => {
+                    let receiving =
+                        bob2.accept_file(sb, offer.transfer, colink::files::FileSink::new(tokio::io::sink())).await?;
+                    tokio::spawn(receiving.finish());
+                }
                 Event::Disconnect { .. } => break,
                 _ => {}
             }
@@ -298,6 +308,11 @@ async fn through_colink(
         expect_message(&mut alice_events, &msg).await?;
         rtts.push(t.elapsed());
     }
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    let source = colink::files::FileSource::new("bench.bin", size as u64, std::io::Cursor::new(data));
+    alice.send_file(sa, source).await?.finish().await?;
+    let file_goodput = size as f64 * 8.0 / t.elapsed().as_secs_f64() / 1000.0;
     alice.disconnect(sa).await?;
     let sizes =
         tokio::time::timeout(Duration::from_secs(15), echo).await.context("bob did not see the disconnect")???;
@@ -306,7 +321,7 @@ async fn through_colink(
     }
     alice.shutdown().await;
     bob.shutdown().await;
-    Ok(stats(goodput, &mut rtts, observed.first_conn_interval()))
+    Ok((stats(goodput, &mut rtts, observed.first_conn_interval()), file_goodput))
 }
 
 async fn expect_message(events: &mut colink::api::EventStream, want: &str) -> anyhow::Result<()> {

@@ -520,6 +520,11 @@ fn bench_compares_round_trips_on_equal_intervals_and_says_so() {
     assert!(c >= r, "colink {c} ms below raw {r} ms");
     let text = report["explanation"].as_str().expect("explanation");
     assert!(text.contains("connection intervals") && text.contains("same 40.00 ms interval"), "{text}");
+    // The same bytes as a verified file: a figure of its own, beside send_data's, and their ratio.
+    let file = report["file_goodput_kbit_s"].as_f64().expect("file goodput");
+    let data = session["goodput_kbit_s"].as_f64().expect("data goodput");
+    let ratio = report["goodput_ratio_file_over_data"].as_f64().expect("ratio");
+    assert!(file > 0.0 && (ratio - file / data).abs() < 0.02, "{report}");
     let out = colink().args(["bench", "--size", "20000", "--rounds", "5"]).output().expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("connection interval                 40.00 ms          40.00 ms"), "{text}");
