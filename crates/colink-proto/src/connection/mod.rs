@@ -549,10 +549,14 @@ impl Connection {
                 debug!(inflight = self.scheduler.inflight(), "retransmission timeout");
                 self.stats.retransmit_timeouts += 1;
                 let lost = self.scheduler.expire(now, self.retransmit_timeout());
+                debug!(lost, cap = ?self.scheduler.loss_cap(), "fragments lost by timeout");
                 self.stats.fragments_lost += lost;
             }
             if self.scheduler.suspects_deadline().is_some_and(|d| d <= now) {
                 let lost = self.scheduler.poll_suspects(now);
+                if lost > 0 {
+                    debug!(lost, cap = ?self.scheduler.loss_cap(), "fragments presumed lost: later ones were acknowledged");
+                }
                 self.stats.fragments_lost += lost;
             }
             if self.credit_repeat_at.is_some_and(|d| d <= now) {

@@ -78,12 +78,16 @@ impl Connection {
             }
             if self.scheduler.is_selective() {
                 let lost = self.scheduler.sack(e.channel, &e.sacks, e.more);
+                if lost > 0 {
+                    debug!(channel = e.channel, lost, "fragments the peer's SACK shows missing");
+                }
                 self.stats.fragments_lost += lost;
             }
             if e.nack && self.scheduler.is_selective() && !behind && e.sacks.is_empty() && !e.more {
                 // The peer holds nothing beyond the gap (its bound was reached): everything from the gap on
                 // goes again, each fragment cut as before.
                 let lost = self.scheduler.resend_from(e.channel, e.pos);
+                debug!(channel = e.channel, lost, "the peer holds nothing beyond a gap; resending from it");
                 self.stats.fragments_lost += lost;
             } else if e.nack && (!self.scheduler.is_selective() || behind) {
                 debug!(channel = e.channel, seq = e.pos.seq, frag = e.pos.frag, "gap reported; resending");

@@ -620,7 +620,8 @@ mod tests {
                 "collaborateEvent",
                 // colink's own: a session's link lost and back.
                 "reconnecting",
-                "reconnected"
+                "reconnected",
+                "fileOffered"
             ]
         );
         for k in EventKind::ALL {
