@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use colink::api::{ConnectOptions, Permission};
-use colink::files::{FileOffer, FileSink, FileSource, MIN_CHUNK, ResumeKey, TransferId};
+use colink::files::{FileOffer, FileSink, FileSource, FileTransfer, MIN_CHUNK, ResumeKey, TransferId};
 use colink::{Caller, ErrorKind, Event, Manager, PeerInfo, SessionId};
 use colink_sim::SimAir;
 use futures::StreamExt;
@@ -117,6 +117,22 @@ async fn pair_on(air: SimAir) -> Pair {
     Pair { air, radios: (ra, rb), alice, bob, sa, sb, bob_events }
 }
 
+impl Pair {
+    /// Alice offers `source`; Bob's app accepts it into `disk`. Returns (Alice's, Bob's) transfer.
+    async fn transfer(&mut self, source: FileSource, disk: &Disk) -> (FileTransfer, FileTransfer) {
+        let sending = self.alice.send_file(self.sa, source).await.unwrap();
+        let offer = next_offer(&mut self.bob_events).await;
+        assert_eq!(offer.transfer, sending.id());
+        let receiving = self.bob.accept_file(self.sb, offer.transfer, FileSink::new(disk.clone())).await.unwrap();
+        (sending, receiving)
+    }
+}
+
+/// `data` as a source named `name`.
+fn source(name: &str, data: &[u8]) -> FileSource {
+    FileSource::new(name, data.len() as u64, io::Cursor::new(data.to_vec()))
+}
+
 async fn session(alice: &Manager, bob: &Manager) -> (SessionId, SessionId, colink::api::EventStream) {
     let mut requests = bob.incoming(&share()).unwrap();
     let bob2 = bob.clone();
@@ -192,14 +208,8 @@ async fn a_file_streams_from_a_reader_into_the_receivers_writer_with_progress_on
 async fn a_slow_writer_slows_its_sender_and_holds_no_more_than_the_receive_buffer() {
     let mut p = pair(2).await;
     let data = pattern(12 * 1024 * 1024, 3);
-    let sending = p
-        .alice
-        .send_file(p.sa, FileSource::new("big.bin", data.len() as u64, io::Cursor::new(data.clone())))
-        .await
-        .unwrap();
-    let offer = next_offer(&mut p.bob_events).await;
     let disk = Disk::default();
-    let receiving = p.bob.accept_file(p.sb, offer.transfer, FileSink::new(disk.clone())).await.unwrap();
+    let (sending, receiving) = p.transfer(source("big.bin", &data), &disk).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     disk.set_stuck(true);
     let written = disk.len();
@@ -237,18 +247,13 @@ async fn declining_cancelling_and_failed_writes_reach_the_other_side_with_their_
     assert_eq!(again.kind(), ErrorKind::NotFound);
 
     // Bob's writer fails part-way: Alice's transfer fails with Bob's I/O error, Bob's with an I/O error.
-    let t = p.alice.send_file(p.sa, send("b.bin")).await.unwrap();
-    let offer = next_offer(&mut p.bob_events).await;
-    let r = p.bob.accept_file(p.sb, offer.transfer, FileSink::new(Disk::default().full_at(700_000))).await.unwrap();
+    let (t, r) = p.transfer(send("b.bin"), &Disk::default().full_at(700_000)).await;
     let (e, f) = (t.finish().await.unwrap_err(), r.finish().await.unwrap_err());
     assert_eq!((e.kind(), f.kind()), (ErrorKind::Refused, ErrorKind::Io), "{e} / {f}");
     assert!(e.message().contains("could not write") && e.message().contains("no space left"), "{e}");
 
     // Bob cancels part-way.
-    let t = p.alice.send_file(p.sa, send("c.bin")).await.unwrap();
-    let offer = next_offer(&mut p.bob_events).await;
-    let disk = Disk::default();
-    let r = p.bob.accept_file(p.sb, offer.transfer, FileSink::new(disk.clone())).await.unwrap();
+    let (t, r) = p.transfer(send("c.bin"), &Disk::default()).await;
     let mut progress = r.progress();
     progress.wait_for(|p| p.bytes > 500_000).await.unwrap();
     r.cancel();
@@ -257,9 +262,7 @@ async fn declining_cancelling_and_failed_writes_reach_the_other_side_with_their_
     assert!(e.message().contains("cancelled"), "{e}");
 
     // Alice cancels part-way, from elsewhere while her finish() waits (a Ctrl-C handler would).
-    let t = p.alice.send_file(p.sa, send("d.bin")).await.unwrap();
-    let offer = next_offer(&mut p.bob_events).await;
-    let r = p.bob.accept_file(p.sb, offer.transfer, FileSink::new(Disk::default())).await.unwrap();
+    let (t, r) = p.transfer(send("d.bin"), &Disk::default()).await;
     let (mut progress, canceller) = (t.progress(), t.canceller());
     tokio::spawn(async move {
         progress.wait_for(|p| p.bytes > 500_000).await.unwrap();
@@ -303,14 +306,8 @@ async fn names_that_are_paths_are_refused_before_anything_is_sent() {
 async fn a_link_drop_mid_transfer_is_invisible() {
     let mut p = pair(6).await;
     let data = pattern(4 * 1024 * 1024, 5);
-    let t = p
-        .alice
-        .send_file(p.sa, FileSource::new("x.bin", data.len() as u64, io::Cursor::new(data.clone())))
-        .await
-        .unwrap();
-    let offer = next_offer(&mut p.bob_events).await;
     let disk = Disk::default();
-    let r = p.bob.accept_file(p.sb, offer.transfer, FileSink::new(disk.clone())).await.unwrap();
+    let (t, r) = p.transfer(source("x.bin", &data), &disk).await;
     use colink_ble::Adapter;
     let (a, b) = (p.radios.0.address().address, p.radios.1.address().address);
     for at in [800_000, 1_800_000, 2_800_000] {

@@ -258,14 +258,26 @@ async fn run_send(ends: &Ends, mut source: FileSource, mut replies: mpsc::Receiv
         r = send_work(ends, &mut source, &mut replies, &progress) => r,
         () = cancelled(&mut cancel) => Err(Failure::Local(Status::Cancelled, Error::cancelled("the file transfer"))),
     };
-    let result = match outcome {
+    // The receiver hears ABORT whatever this side's reason (the status is the receiver's vocabulary).
+    let tell = |_: Status, reason: String| FileMsg::Abort { id: ends.transfer, reason };
+    let _ = done.send(conclude(ends, outcome, "file delivered and verified", tell));
+}
+
+/// Ends a transfer's task: logs the outcome, tells the peer of a failure on this side (the message `tell`
+/// makes of its status and reason) and returns the result for the app's [`FileTransfer`].
+fn conclude(
+    ends: &Ends,
+    outcome: Result<FileReceipt, Failure>,
+    verified: &str,
+    tell: impl FnOnce(Status, String) -> FileMsg,
+) -> Result<FileReceipt, Error> {
+    match outcome {
         Ok(receipt) => {
-            info!(size = receipt.size, "file delivered and verified");
+            info!(size = receipt.size, "{verified}");
             Ok(receipt)
         }
-        Err(Failure::Local(_, e)) => {
-            // The receiver hears ABORT whatever this side's reason (the status is the receiver's vocabulary).
-            ends.post(FileMsg::Abort { id: ends.transfer, reason: cut(e.message()) });
+        Err(Failure::Local(status, e)) => {
+            ends.post(tell(status, cut(e.message())));
             info!(error = %e, "file transfer failed");
             Err(e)
         }
@@ -273,8 +285,7 @@ async fn run_send(ends: &Ends, mut source: FileSource, mut replies: mpsc::Receiv
             info!(error = %e, "file transfer failed");
             Err(e)
         }
-    };
-    let _ = done.send(result);
+    }
 }
 
 async fn send_work(
@@ -405,22 +416,8 @@ async fn run_receive(ends: &Ends, size: u64, mut sink: FileSink, mut pieces: mps
         r = receive_work(ends, size, &mut sink, &mut pieces, &progress) => r,
         () = cancelled(&mut cancel) => Err(Failure::Local(Status::Cancelled, Error::cancelled("the file transfer"))),
     };
-    let result = match outcome {
-        Ok(receipt) => {
-            info!(size, "file received and verified");
-            Ok(receipt)
-        }
-        Err(Failure::Local(status, e)) => {
-            ends.post(FileMsg::Result { id: ends.transfer, status, reason: cut(e.message()) });
-            info!(error = %e, "file transfer failed");
-            Err(e)
-        }
-        Err(Failure::Peer(e)) => {
-            info!(error = %e, "file transfer failed");
-            Err(e)
-        }
-    };
-    let _ = done.send(result);
+    let tell = |status: Status, reason: String| FileMsg::Result { id: ends.transfer, status, reason };
+    let _ = done.send(conclude(ends, outcome, "file received and verified", tell));
 }
 
 async fn receive_work(
