@@ -67,17 +67,13 @@ pub(crate) fn init_tracing(verbose: u8, quiet: bool) {
 /// The crates whose lines `-v` turns up (others stay at `warn`).
 const OWN_CRATES: [&str; 6] = ["colink", "colink_cli", "colink_ble", "colink_sim", "colink_media", "colink_proto"];
 
-/// What the default filter quiets: colink's warning when a file transfer fails repeats what the command
-/// itself reports from the transfer's outcome (its one error line, serve's `file_failed`).
-const QUIET_BY_DEFAULT: &str = "colink::manager::files=error";
-
 /// The filter directives for `-v` (counted) and `-q`.
 fn filter_for(verbose: u8, quiet: bool) -> String {
     if quiet {
         return "error".to_owned();
     }
     let level = match verbose {
-        0 => return format!("warn,{QUIET_BY_DEFAULT}"),
+        0 => return "warn".to_owned(),
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -138,7 +134,7 @@ mod tests {
 
     #[test]
     fn verbosity_maps_to_filters() {
-        assert_eq!(filter_for(0, false), "warn,colink::manager::files=error");
+        assert_eq!(filter_for(0, false), "warn");
         assert_eq!(filter_for(3, true), "error");
         let v = filter_for(1, false);
         assert!(v.starts_with("warn,") && v.contains("colink=info") && v.contains("colink_cli=info"), "{v}");
