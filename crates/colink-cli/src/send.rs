@@ -292,8 +292,11 @@ async fn send_file(c: &Connected, source: FileSource, json: bool, t: Instant) ->
     let transfer = c.manager.send_file(c.session, source).await.map_err(not_delivered)?;
     let bar = bar(size, json, &name);
     let mut progress = transfer.progress();
+    let canceller = transfer.canceller();
     let finish = transfer.finish();
-    tokio::pin!(finish);
+    let stop = crate::hub::shutdown_signal();
+    tokio::pin!(finish, stop);
+    let mut stopped = false;
     let outcome = loop {
         tokio::select! {
             outcome = &mut finish => break outcome,
@@ -302,9 +305,20 @@ async fn send_file(c: &Connected, source: FileSource, json: bool, t: Instant) ->
                 // The transfer's task ended: its outcome is ready.
                 Err(_) => break (&mut finish).await,
             },
+            // Ctrl-C (or SIGTERM): the peer is told, keeps what it has, and the next send resumes from there.
+            () = &mut stop, if !stopped => {
+                stopped = true;
+                canceller.cancel();
+            }
         }
     };
     bar.finish_and_clear();
+    if stopped && outcome.is_err() {
+        return Err(CliError::failure(format_args!(
+            "{} was not delivered: interrupted; sending it again resumes where it stopped",
+            term::printable(&name)
+        )));
+    }
     let receipt = outcome.map_err(not_delivered)?;
     let secs = t.elapsed().as_secs_f64();
     let moved = receipt.size - receipt.resumed_from;

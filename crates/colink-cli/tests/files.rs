@@ -169,3 +169,67 @@ async fn an_interrupted_file_resumes_from_the_partial_serve_kept() {
     wait_for(&out, "stopped after 2 session(s)", &mut seen);
     sender.shutdown().await;
 }
+
+#[test]
+fn ctrl_c_stops_send_file_and_the_next_send_resumes() {
+    // `colink send file` interrupted (SIGINT) part-way: it tells the peer, exits with one error line that
+    // says how to go on, serve keeps what it has, and sending the same file again resumes after it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("air.sock");
+    let hub_arg = format!("sim-hub:{}", sock.display());
+    let (_hub, hub_out) = {
+        let mut c = colink();
+        c.args(["sim-hub", "--socket"]).arg(&sock);
+        spawn_lines(c)
+    };
+    wait_for(&hub_out, "join it with", &mut Vec::new());
+    let state = dir.path().join("state");
+    assert!(
+        colink().args(["account", "create", "--state-dir"]).arg(&state).output().expect("account").status.success()
+    );
+    let inbox = dir.path().join("inbox");
+    let (_serve, out) = {
+        let mut c = colink();
+        c.args(["serve", "--backend", &hub_arg, "--state-dir"]).arg(&state).arg("--save-dir").arg(&inbox);
+        spawn_lines(c)
+    };
+    let mut seen = Vec::new();
+    wait_for(&out, "serving app", &mut seen);
+    let server = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("colink serve: device ").and_then(|r| r.split(' ').next()))
+        .expect("serve's device id")
+        .to_owned();
+    let file = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &data).expect("write the file");
+    let send = || {
+        let mut c = colink();
+        c.args(["send", "file"]).arg(&file).args(["--to", &server, "--backend", &hub_arg, "--state-dir"]).arg(&state);
+        c
+    };
+
+    let mut first = send().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("send file");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while partials(&inbox).iter().map(|p| p.1).sum::<u64>() < 400_000 {
+        assert!(std::time::Instant::now() < deadline, "serve wrote {:?}", partials(&inbox));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill").args(["-INT", &first.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let output = first.wait_with_output().expect("send exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted; sending it again resumes"), "{stderr}");
+    wait_for(&out, "failed", &mut seen);
+    let kept = partials(&inbox);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].1 >= 400_000 && kept[0].1 < data.len() as u64, "{kept:?}");
+
+    let again = send().output().expect("send file again");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(stdout.contains("resumed after the") && stdout.contains("the peer verified it"), "{stdout}");
+    wait_for(&out, "saved", &mut seen);
+    assert!(std::fs::read(inbox.join("big.bin")).expect("saved") == data);
+}
