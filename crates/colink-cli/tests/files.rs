@@ -209,7 +209,7 @@ fn ctrl_c_stops_send_file_and_the_next_send_resumes() {
         c
     };
 
-    let mut first = send().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("send file");
+    let first = send().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("send file");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while partials(&inbox).iter().map(|p| p.1).sum::<u64>() < 400_000 {
         assert!(std::time::Instant::now() < deadline, "serve wrote {:?}", partials(&inbox));
