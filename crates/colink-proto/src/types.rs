@@ -241,7 +241,7 @@ impl LaneLayout {
 
     /// Whether sessions have lane `kind`.
     pub(crate) fn has(self, kind: ChannelKind) -> bool {
-        kind.lane() < (1 << self.bits) && self.kinds().contains(&kind)
+        self.kinds().contains(&kind)
     }
 
     /// The wire channel of `kind` on session `key` (callers check [`has`](Self::has) first).

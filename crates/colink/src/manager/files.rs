@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Inner, Manager, Phase, lock, send_error};
+use super::{Inner, Manager, lock, send_error};
 use crate::api::{DisconnectReason, Error, Event, SessionId};
 use crate::driver::{LinkId, Node, ReadCredit, SendError};
 use crate::files::wire::{FileMsg, Status};
@@ -82,7 +82,7 @@ impl Manager {
         if source.size > MAX_FILE_SIZE {
             return Err(Error::invalid_arg("size", format_args!("{} bytes exceed {MAX_FILE_SIZE}", source.size)));
         }
-        let binding = self.connected(id)?;
+        let binding = self.binding(id)?;
         let (reply_tx, replies) = mpsc::channel(4);
         let why = Arc::new(OnceLock::new());
         let transfer = {
@@ -122,7 +122,7 @@ impl Manager {
         transfer: TransferId,
         sink: FileSink,
     ) -> Result<FileTransfer, Error> {
-        let binding = self.connected(id)?;
+        let binding = self.binding(id)?;
         let offer = {
             let mut files = lock(&self.inner.files);
             let offer = files.offers.remove(&(id, transfer)).ok_or_else(|| no_offer(id, transfer))?;
@@ -158,20 +158,11 @@ impl Manager {
     /// with [`ErrorKind::Refused`](crate::ErrorKind::Refused) and `reason` (cut to 256 bytes). `401` when no
     /// such offer waits.
     pub async fn reject_file(&self, id: SessionId, transfer: TransferId, reason: &str) -> Result<(), Error> {
-        let binding = self.connected(id)?;
+        let binding = self.binding(id)?;
         lock(&self.inner.files).offers.remove(&(id, transfer)).ok_or_else(|| no_offer(id, transfer))?;
         let msg = FileMsg::Result { id: transfer, status: Status::Declined, reason: cut(reason) };
         let ends = Ends { node: self.inner.node.clone(), binding, session: id, transfer, why: Arc::default() };
         ends.send(&msg).await
-    }
-
-    fn connected(&self, id: SessionId) -> Result<Binding, Error> {
-        let state = self.state();
-        let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
-        match s.phase {
-            Phase::Connected { binding } => Ok(binding),
-            _ => Err(Error::not_connected(id)),
-        }
     }
 }
 
@@ -318,15 +309,9 @@ async fn send_work(
         Failure::Local(Status::Cancelled, e)
     };
     // The bytes the receiver kept: read and hashed, not sent.
-    let mut at = 0u64;
-    while at < from {
-        let want = usize::try_from(from - at).unwrap_or(CHUNK).min(CHUNK);
-        let n = read_full(&mut source.reader, &mut buf[..want]).await.map_err(read_error)?;
-        hasher.update(&buf[..n]);
-        at += n as u64;
-        if n < want {
-            return Err(short(at));
-        }
+    let mut at = hash_prefix(&mut source.reader, from, &mut hasher, &mut buf).await.map_err(read_error)?;
+    if at < from {
+        return Err(short(at));
     }
     let mut in_flight: VecDeque<(crate::driver::Delivery, u64)> = VecDeque::new();
     let mut done = from;
@@ -486,17 +471,32 @@ async fn receive_work(
 /// Reads and hashes the `kept` bytes of an earlier attempt.
 async fn hash_kept(reader: &mut (dyn AsyncRead + Send + Unpin), kept: u64, hasher: &mut Sha256) -> Result<(), Error> {
     let mut buf = vec![0u8; CHUNK];
+    let at = hash_prefix(reader, kept, hasher, &mut buf).await.map_err(|e| Error::io("reading the kept bytes", &e))?;
+    if at < kept {
+        return Err(Error::invalid_arg("sink", format_args!("its kept bytes end after {at} of {kept}")));
+    }
+    Ok(())
+}
+
+/// Reads the first `len` bytes of `reader` into `hasher`, a `buf` at a time (the bytes a receiver kept, on
+/// either side of a resume); returns how many there were (fewer when the reader ended first).
+async fn hash_prefix(
+    reader: &mut (impl AsyncRead + Unpin + ?Sized),
+    len: u64,
+    hasher: &mut Sha256,
+    buf: &mut [u8],
+) -> std::io::Result<u64> {
     let mut at = 0u64;
-    while at < kept {
-        let want = usize::try_from(kept - at).unwrap_or(CHUNK).min(CHUNK);
-        let n = read_full(reader, &mut buf[..want]).await.map_err(|e| Error::io("reading the kept bytes", &e))?;
+    while at < len {
+        let want = usize::try_from(len - at).unwrap_or(buf.len()).min(buf.len());
+        let n = read_full(reader, &mut buf[..want]).await?;
         hasher.update(&buf[..n]);
         at += n as u64;
         if n < want {
-            return Err(Error::invalid_arg("sink", format_args!("its kept bytes end after {at} of {kept}")));
+            break;
         }
     }
-    Ok(())
+    Ok(at)
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
@@ -613,10 +613,7 @@ fn expire_offer(inner: &Arc<Inner>, key: (SessionId, TransferId)) {
 
 /// Sends `msg` on session `id`'s file lane in the background.
 fn reply(inner: &Arc<Inner>, id: SessionId, msg: FileMsg) {
-    let binding = match lock(&inner.state).sessions.get(&id).map(|s| &s.phase) {
-        Some(Phase::Connected { binding }) => *binding,
-        _ => return,
-    };
+    let Some(binding) = super::connected_binding(inner, id) else { return };
     let ends = Ends { node: inner.node.clone(), binding, session: id, transfer: msg.id(), why: Arc::default() };
     ends.post(msg);
 }

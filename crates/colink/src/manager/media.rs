@@ -431,14 +431,6 @@ impl Manager {
         Ok(entry)
     }
 
-    fn binding(&self, id: SessionId) -> Result<(LinkId, SessionKey), Error> {
-        match self.state().sessions.get(&id).map(|s| &s.phase) {
-            Some(Phase::Connected { binding }) => Ok(*binding),
-            Some(_) => Err(Error::not_connected(id)),
-            None => Err(Error::unknown_session(id)),
-        }
-    }
-
     async fn signal(&self, (link, key): (LinkId, SessionKey), message: StreamMessage) -> Result<(), Error> {
         self.inner
             .node
@@ -706,11 +698,7 @@ pub(super) fn on_stream_message(inner: &Inner, id: SessionId, payload: &Bytes) {
 pub(super) async fn run_signals(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Signal>) {
     while let Some((session, message)) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        let binding = match lock(&inner.state).sessions.get(&session).map(|s| &s.phase) {
-            Some(Phase::Connected { binding }) => *binding,
-            _ => continue,
-        };
-        let (link, key) = binding;
+        let Some((link, key)) = super::connected_binding(&inner, session) else { continue };
         let node = inner.node.clone();
         drop(inner);
         if let Err(e) = node.send(link, key, ChannelKind::StreamMedia, message.encode()).await {

@@ -610,14 +610,7 @@ impl Manager {
     }
 
     async fn send(&self, id: SessionId, kind: ChannelKind, payload: Bytes) -> Result<(), Error> {
-        let (link, key) = {
-            let state = self.state();
-            let s = state.sessions.get(&id).ok_or_else(|| Error::unknown_session(id))?;
-            match s.phase {
-                Phase::Connected { binding } => binding,
-                _ => return Err(Error::not_connected(id)),
-            }
-        };
+        let (link, key) = self.binding(id)?;
         match self.inner.node.send(link, key, kind, payload).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -630,6 +623,15 @@ impl Manager {
                 }
                 Err(send_error(id, e, message))
             }
+        }
+    }
+
+    /// The engine session of connected session `id`: `401` (not connected, or unknown) otherwise.
+    fn binding(&self, id: SessionId) -> Result<(LinkId, SessionKey), Error> {
+        match self.state().sessions.get(&id).map(|s| &s.phase) {
+            Some(Phase::Connected { binding }) => Ok(*binding),
+            Some(_) => Err(Error::not_connected(id)),
+            None => Err(Error::unknown_session(id)),
         }
     }
 
@@ -941,16 +943,21 @@ fn deliver(inner: &Arc<Inner>, id: SessionId, received: Received) {
 /// Sends `payload` (an image verdict) on session `id`'s IMAGE lane, in the background: it is queued in order
 /// behind this side's own images and resolves when the peer holds it.
 fn reply_on_image_lane(inner: &Arc<Inner>, id: SessionId, payload: Bytes) {
-    let binding = match lock(&inner.state).sessions.get(&id).map(|s| &s.phase) {
-        Some(Phase::Connected { binding }) => *binding,
-        _ => return,
-    };
+    let Some(binding) = connected_binding(inner, id) else { return };
     let node = inner.node.clone();
     tokio::spawn(async move {
         if let Err(e) = node.send(binding.0, binding.1, ChannelKind::Image, payload).await {
             debug!(session = %id, error = %e, "an image verdict could not be sent");
         }
     });
+}
+
+/// The engine session of session `id` while it is connected (for replies sent from the event loop).
+fn connected_binding(inner: &Inner, id: SessionId) -> Option<(LinkId, SessionKey)> {
+    match lock(&inner.state).sessions.get(&id).map(|s| &s.phase) {
+        Some(Phase::Connected { binding }) => Some(*binding),
+        _ => None,
+    }
 }
 
 /// Delivers the answer to an outgoing connect, or keeps it until the connect has recorded its binding.
